@@ -1,0 +1,480 @@
+//! Aggregation rules: how validated site updates become the next global model.
+//!
+//! Every rule implements [`Aggregator`]: [`Aggregator::begin`] with the current global model,
+//! [`Aggregator::add`] once per validated update (in a fixed site order, so results are
+//! deterministic), then [`Aggregator::finish`]. FedAvg streams (one running sum, O(model)
+//! memory); the robust rules must see every update and buffer them.
+//!
+//! [`build`] turns a manifest [`Strategy`] into the matching rule.
+
+mod fedavg;
+mod fedavgm;
+mod fedopt;
+mod krum;
+mod median;
+mod trimmed_mean;
+
+pub use fedavg::FedAvg;
+pub use fedavgm::FedAvgM;
+pub use fedopt::FedOpt;
+pub use krum::Krum;
+pub use median::Median;
+pub use trimmed_mean::TrimmedMean;
+
+use crate::params::ParamSet;
+use crate::update::ValidUpdate;
+
+/// Why aggregation could not produce a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AggregateError {
+    /// `finish` was called with no update added.
+    #[error("no update to aggregate")]
+    NoUpdates,
+    /// The rule needs more updates than it got (for example Krum with f faulty sites needs
+    /// more than 2f + 2).
+    #[error("{rule} needs at least {needed} updates, got {got}")]
+    TooFewUpdates {
+        /// Name of the rule.
+        rule: &'static str,
+        /// Minimum number of updates.
+        needed: usize,
+        /// Updates received.
+        got: usize,
+    },
+    /// An update does not share the global model's layout.
+    #[error("update from site `{0}` does not match the global model's layout")]
+    LayoutMismatch(String),
+    /// `add` or `finish` was called before `begin`.
+    #[error("aggregator used before begin()")]
+    NotStarted,
+    /// A strategy parameter is out of range (for example a trim fraction of 0.5 or more).
+    #[error("invalid {rule} configuration: {reason}")]
+    InvalidConfig {
+        /// Name of the rule.
+        rule: &'static str,
+        /// What is wrong with its parameters.
+        reason: String,
+    },
+}
+
+/// A rule that combines validated updates into the next global model.
+pub trait Aggregator: Send {
+    /// Short name used in logs and run records, for example `fedavg`.
+    fn name(&self) -> &'static str;
+    /// Starts a round on top of the current global model.
+    fn begin(&mut self, global: &ParamSet);
+    /// Adds one validated update.
+    fn add(&mut self, update: ValidUpdate) -> Result<(), AggregateError>;
+    /// Produces the next global model and resets the round state (server optimizer state,
+    /// such as FedAdam's moments, carries over to the next round).
+    fn finish(&mut self) -> Result<ParamSet, AggregateError>;
+}
+
+/// An aggregation rule and its parameters, as chosen in the manifest's `[strategy]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Strategy {
+    /// Weighted average by example count (McMahan et al. 2017).
+    FedAvg,
+    /// FedAvg with server momentum (Hsu et al. 2019).
+    FedAvgM {
+        /// Server learning rate.
+        server_learning_rate: f64,
+        /// Momentum coefficient.
+        momentum: f64,
+    },
+    /// Adaptive server optimizer (Reddi et al., ICLR 2021).
+    FedOpt {
+        /// Which adaptive rule.
+        kind: FedOptKind,
+        /// Server learning rate (eta).
+        server_learning_rate: f64,
+        /// First-moment decay (beta1).
+        beta1: f64,
+        /// Second-moment decay (beta2; unused by Adagrad).
+        beta2: f64,
+        /// Adaptivity (tau).
+        tau: f64,
+    },
+    /// Coordinate-wise median.
+    Median,
+    /// Coordinate-wise trimmed mean.
+    TrimmedMean {
+        /// Fraction of values dropped at each end, in [0, 0.5).
+        trim_fraction: f64,
+    },
+    /// Krum (Blanchard et al. 2017); `select` > 1 gives Multi-Krum.
+    Krum {
+        /// Assumed number of faulty sites.
+        faulty: usize,
+        /// Number of updates averaged (1 = Krum).
+        select: usize,
+    },
+}
+
+/// The adaptive server optimizers of Reddi et al.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FedOptKind {
+    /// FedAdam.
+    Adam,
+    /// FedYogi.
+    Yogi,
+    /// FedAdagrad.
+    Adagrad,
+}
+
+impl Strategy {
+    /// Checks the strategy's parameters without building it.
+    pub fn validate(&self) -> Result<(), AggregateError> {
+        try_build(self).map(drop)
+    }
+}
+
+/// Builds the aggregator for `strategy`.
+///
+/// Invalid parameters do not panic: the returned aggregator reports
+/// [`AggregateError::InvalidConfig`] from every `add` and `finish`. Call
+/// [`Strategy::validate`] (or [`try_build`]) to catch them up front.
+pub fn build(strategy: &Strategy) -> Box<dyn Aggregator> {
+    match try_build(strategy) {
+        Ok(aggregator) => aggregator,
+        Err(error) => Box::new(Misconfigured { error }),
+    }
+}
+
+/// Builds the aggregator for `strategy`, or says which parameter is out of range.
+pub fn try_build(strategy: &Strategy) -> Result<Box<dyn Aggregator>, AggregateError> {
+    Ok(match *strategy {
+        Strategy::FedAvg => Box::new(FedAvg::new()),
+        Strategy::FedAvgM {
+            server_learning_rate,
+            momentum,
+        } => Box::new(FedAvgM::new(server_learning_rate, momentum)?),
+        Strategy::FedOpt {
+            kind,
+            server_learning_rate,
+            beta1,
+            beta2,
+            tau,
+        } => Box::new(FedOpt::new(kind, server_learning_rate, beta1, beta2, tau)?),
+        Strategy::Median => Box::new(Median::new()),
+        Strategy::TrimmedMean { trim_fraction } => Box::new(TrimmedMean::new(trim_fraction)?),
+        Strategy::Krum { faulty, select } => Box::new(Krum::new(faulty, select)?),
+    })
+}
+
+/// Stand-in returned by [`build`] for an invalid strategy: every `add` and `finish` fails.
+struct Misconfigured {
+    error: AggregateError,
+}
+
+impl Aggregator for Misconfigured {
+    fn name(&self) -> &'static str {
+        match self.error {
+            AggregateError::InvalidConfig { rule, .. } => rule,
+            _ => "misconfigured",
+        }
+    }
+
+    fn begin(&mut self, _global: &ParamSet) {}
+
+    fn add(&mut self, _update: ValidUpdate) -> Result<(), AggregateError> {
+        Err(self.error.clone())
+    }
+
+    fn finish(&mut self) -> Result<ParamSet, AggregateError> {
+        Err(self.error.clone())
+    }
+}
+
+/// Returns an [`AggregateError::InvalidConfig`] for `rule` unless `ok`.
+pub(crate) fn ensure(
+    ok: bool,
+    rule: &'static str,
+    reason: impl FnOnce() -> String,
+) -> Result<(), AggregateError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(AggregateError::InvalidConfig {
+            rule,
+            reason: reason(),
+        })
+    }
+}
+
+/// The updates of one round, kept whole for the rules that must see all of them at once.
+#[derive(Debug, Default)]
+pub(crate) struct RoundBuffer {
+    /// Copy of the global model taken at `begin`; its buffer becomes the output.
+    global: Option<ParamSet>,
+    /// Flat values of every update added so far, in insertion order.
+    updates: Vec<Vec<f32>>,
+}
+
+impl RoundBuffer {
+    /// Starts a round, discarding anything left from an unfinished one.
+    pub(crate) fn begin(&mut self, global: &ParamSet) {
+        self.global = Some(global.clone());
+        self.updates.clear();
+    }
+
+    /// Keeps `update`'s values after checking its layout against the global model.
+    pub(crate) fn add(&mut self, update: ValidUpdate) -> Result<(), AggregateError> {
+        let global = self.global.as_ref().ok_or(AggregateError::NotStarted)?;
+        if !global.same_layout(&update.params) {
+            return Err(AggregateError::LayoutMismatch(update.site));
+        }
+        self.updates.push(update.params.into_flat());
+        Ok(())
+    }
+
+    /// Ends the round: the global model (to overwrite with the result) and the updates.
+    pub(crate) fn take(&mut self) -> Result<(ParamSet, Vec<Vec<f32>>), AggregateError> {
+        let global = self.global.take().ok_or(AggregateError::NotStarted)?;
+        let updates = std::mem::take(&mut self.updates);
+        if updates.is_empty() {
+            return Err(AggregateError::NoUpdates);
+        }
+        Ok((global, updates))
+    }
+}
+
+/// Fills `out[j]` with `rule` applied to coordinate `j` of every update, in parallel blocks.
+///
+/// `rule` gets the values of one coordinate (one per update, in insertion order, free to be
+/// reordered) and returns the aggregate. Each coordinate is computed on its own, so the result
+/// does not depend on the number of threads.
+pub(crate) fn coordinate_wise<F>(out: &mut [f32], updates: &[Vec<f32>], rule: F)
+where
+    F: Fn(&mut [f32]) -> f32 + Sync,
+{
+    use rayon::prelude::*;
+    const BLOCK: usize = 4096;
+    out.par_chunks_mut(BLOCK)
+        .enumerate()
+        .for_each(|(block, chunk)| {
+            let start = block * BLOCK;
+            let mut column = vec![0.0f32; updates.len()];
+            for (offset, slot) in chunk.iter_mut().enumerate() {
+                let j = start + offset;
+                for (value, update) in column.iter_mut().zip(updates) {
+                    *value = update.get(j).copied().unwrap_or(0.0);
+                }
+                *slot = rule(&mut column);
+            }
+        });
+}
+
+/// Helpers shared by the aggregator tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use crate::params::ParamSet;
+    use crate::update::ValidUpdate;
+
+    /// A global model with one tensor `w` holding `values`.
+    pub(crate) fn global(values: &[f32]) -> ParamSet {
+        ParamSet::from_tensors([("w".to_string(), vec![values.len()], values.to_vec())]).unwrap()
+    }
+
+    /// A validated update in `global`'s layout.
+    pub(crate) fn update(
+        global: &ParamSet,
+        site: &str,
+        num_examples: u64,
+        values: &[f32],
+    ) -> ValidUpdate {
+        let params = ParamSet::from_flat(Arc::clone(global.layout()), values.to_vec()).unwrap();
+        let update_norm = params.l2_distance(global);
+        ValidUpdate {
+            site: site.to_string(),
+            num_examples,
+            params,
+            update_norm,
+        }
+    }
+
+    /// Asserts that two slices agree within `tol`, relative to the larger magnitude (at least 1).
+    pub(crate) fn assert_close(got: &[f32], want: &[f64], tol: f64) {
+        assert_eq!(got.len(), want.len(), "length differs: {got:?} vs {want:?}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            let scale = w.abs().max(f64::from(*g).abs()).max(1.0);
+            assert!(
+                (f64::from(*g) - w).abs() <= tol * scale,
+                "index {i}: got {g}, want {w} (all: {got:?} vs {want:?})"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::{global, update};
+    use super::*;
+
+    fn all_strategies() -> Vec<Strategy> {
+        let fedopt = |kind| Strategy::FedOpt {
+            kind,
+            server_learning_rate: 0.1,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3,
+        };
+        vec![
+            Strategy::FedAvg,
+            Strategy::FedAvgM {
+                server_learning_rate: 1.0,
+                momentum: 0.9,
+            },
+            fedopt(FedOptKind::Adam),
+            fedopt(FedOptKind::Yogi),
+            fedopt(FedOptKind::Adagrad),
+            Strategy::Median,
+            Strategy::TrimmedMean { trim_fraction: 0.2 },
+            Strategy::Krum {
+                faulty: 0,
+                select: 1,
+            },
+            Strategy::Krum {
+                faulty: 0,
+                select: 2,
+            },
+        ]
+    }
+
+    #[test]
+    fn build_picks_the_named_rule() {
+        let names: Vec<_> = all_strategies().iter().map(|s| build(s).name()).collect();
+        assert_eq!(
+            names,
+            [
+                "fedavg",
+                "fedavgm",
+                "fedadam",
+                "fedyogi",
+                "fedadagrad",
+                "median",
+                "trimmed_mean",
+                "krum",
+                "multi_krum"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_rule_reports_misuse() {
+        let g = global(&[0.0, 0.0]);
+        let other = ParamSet::from_tensors([("v".to_string(), vec![2], vec![1.0, 1.0])]).unwrap();
+        for strategy in all_strategies() {
+            let mut agg = build(&strategy);
+            assert_eq!(
+                agg.finish(),
+                Err(AggregateError::NotStarted),
+                "{strategy:?}"
+            );
+            assert_eq!(
+                agg.add(update(&g, "a", 1, &[1.0, 1.0])),
+                Err(AggregateError::NotStarted),
+                "{strategy:?}"
+            );
+            agg.begin(&g);
+            assert_eq!(agg.finish(), Err(AggregateError::NoUpdates), "{strategy:?}");
+            // finish ended the round, so the aggregator needs a new begin.
+            assert_eq!(
+                agg.finish(),
+                Err(AggregateError::NotStarted),
+                "{strategy:?}"
+            );
+            agg.begin(&g);
+            let mismatched = ValidUpdate {
+                site: "b".into(),
+                num_examples: 1,
+                params: other.clone(),
+                update_norm: 0.0,
+            };
+            assert_eq!(
+                agg.add(mismatched),
+                Err(AggregateError::LayoutMismatch("b".into())),
+                "{strategy:?}"
+            );
+            // A rejected update is not counted, and the round goes on.
+            for site in ["c", "d", "e"] {
+                agg.add(update(&g, site, 1, &[1.0, 2.0])).unwrap();
+            }
+            let out = agg.finish().unwrap();
+            assert!(out.same_layout(&g), "{strategy:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_parameters_are_reported_not_panicked() {
+        let bad = [
+            Strategy::TrimmedMean { trim_fraction: 0.5 },
+            Strategy::TrimmedMean {
+                trim_fraction: -0.1,
+            },
+            Strategy::TrimmedMean {
+                trim_fraction: f64::NAN,
+            },
+            Strategy::Krum {
+                faulty: 1,
+                select: 0,
+            },
+            Strategy::FedAvgM {
+                server_learning_rate: 0.0,
+                momentum: 0.9,
+            },
+            Strategy::FedAvgM {
+                server_learning_rate: 1.0,
+                momentum: 1.0,
+            },
+            Strategy::FedOpt {
+                kind: FedOptKind::Adam,
+                server_learning_rate: 0.1,
+                beta1: 0.9,
+                beta2: 0.99,
+                tau: 0.0,
+            },
+            Strategy::FedOpt {
+                kind: FedOptKind::Yogi,
+                server_learning_rate: 0.1,
+                beta1: 1.0,
+                beta2: 0.99,
+                tau: 1e-3,
+            },
+            Strategy::FedOpt {
+                kind: FedOptKind::Adam,
+                server_learning_rate: 0.1,
+                beta1: 0.9,
+                beta2: 1.5,
+                tau: 1e-3,
+            },
+        ];
+        let g = global(&[0.0]);
+        for strategy in bad {
+            let err = strategy.validate().unwrap_err();
+            assert!(
+                matches!(err, AggregateError::InvalidConfig { .. }),
+                "{strategy:?}"
+            );
+            assert!(try_build(&strategy).is_err(), "{strategy:?}");
+            let mut agg = build(&strategy);
+            agg.begin(&g);
+            assert_eq!(agg.add(update(&g, "a", 1, &[1.0])), Err(err.clone()));
+            assert_eq!(agg.finish(), Err(err));
+        }
+        // Adagrad ignores beta2, so any value is accepted there.
+        let adagrad = Strategy::FedOpt {
+            kind: FedOptKind::Adagrad,
+            server_learning_rate: 0.1,
+            beta1: 0.9,
+            beta2: 7.0,
+            tau: 1e-3,
+        };
+        assert_eq!(adagrad.validate(), Ok(()));
+        for strategy in all_strategies() {
+            assert_eq!(strategy.validate(), Ok(()), "{strategy:?}");
+        }
+    }
+}

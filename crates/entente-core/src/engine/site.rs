@@ -1,0 +1,27 @@
+//! The participant interface the round engine drives. In simulation a site lives in the same
+//! process; over the network it is a proxy for a remote node. The engine cannot tell.
+
+use crate::engine::task::TrainTask;
+use crate::metrics::EvalMetrics;
+use crate::params::ParamSet;
+use crate::update::SiteUpdate;
+
+/// A site could not do what it was asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("site `{site}` failed: {reason}")]
+pub struct SiteError {
+    /// The site's name.
+    pub site: String,
+    /// What went wrong, in words.
+    pub reason: String,
+}
+
+/// One institution taking part in the federation.
+pub trait Site: Send + Sync {
+    /// The site's name as the manifest lists it.
+    fn name(&self) -> &str;
+    /// Trains on local data from the task's global model and returns the local model.
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError>;
+    /// Evaluates `params` on the site's own test split (federated evaluation).
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError>;
+}

@@ -1,0 +1,45 @@
+//! What the coordinator hands a site each round.
+
+use std::sync::Arc;
+
+use crate::params::ParamSet;
+
+/// The optimizer a site uses for local training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LocalOptimizer {
+    /// Stochastic gradient descent; `momentum` 0 disables momentum.
+    Sgd {
+        /// Momentum coefficient (PyTorch semantics, no dampening).
+        momentum: f64,
+    },
+    /// Adam with PyTorch's default betas (0.9, 0.999) and epsilon 1e-8.
+    Adam,
+}
+
+/// Settings of local training, as the manifest fixes them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalTraining {
+    /// Passes over the local data per round.
+    pub epochs: usize,
+    /// Examples per minibatch (the last batch of an epoch may be smaller).
+    pub batch_size: usize,
+    /// Local learning rate.
+    pub learning_rate: f64,
+    /// Local optimizer.
+    pub optimizer: LocalOptimizer,
+    /// FedProx proximal coefficient mu; 0 is plain FedAvg local training.
+    pub fedprox_mu: f64,
+}
+
+/// One round's work for one site.
+#[derive(Debug, Clone)]
+pub struct TrainTask {
+    /// Round number, from 1.
+    pub round: u32,
+    /// The global model to start from.
+    pub global: Arc<ParamSet>,
+    /// Local training settings.
+    pub training: LocalTraining,
+    /// Seed for the site's randomness this round (batch order).
+    pub seed: u64,
+}

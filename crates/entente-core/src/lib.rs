@@ -1,0 +1,9 @@
+//! entente-core: named parameter sets, update validation, aggregators, the manifest and the
+//! round engine. No network, no database, no ML framework.
+
+pub mod aggregators;
+pub mod engine;
+pub mod manifest;
+pub mod metrics;
+pub mod params;
+pub mod update;

@@ -1,0 +1,169 @@
+//! The manifest: one TOML file, held by every site, that says who takes part, what is trained,
+//! how, and by which rules. [`Manifest::parse`] turns it into checked, typed settings; every
+//! error names the file, the key, its line and what is allowed.
+
+mod schema;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use crate::aggregators::Strategy;
+use crate::engine::LocalTraining;
+use crate::update::UpdatePolicy;
+
+/// A manifest could not be read or is not valid.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The manifest path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not fit the schema (unknown key, wrong type).
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The manifest path.
+        path: String,
+        /// The TOML parser's message, with line, column and the offending text.
+        message: String,
+    },
+    /// A value is out of its allowed range or inconsistent with another.
+    #[error("{path}{}: `{key}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        /// The manifest path.
+        path: String,
+        /// 1-based line of the key, when it appears in the file.
+        line: Option<usize>,
+        /// Dotted key, for example `training.learning_rate`.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+}
+
+/// How site data is read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataFormat {
+    /// A folder with MNIST-layout IDX files (train and t10k).
+    Idx,
+    /// A numeric CSV table.
+    Csv {
+        /// Label column (negative counts from the end); `None` means the last column.
+        label_column: Option<i64>,
+        /// Lines to skip before the data (a header).
+        skip_rows: usize,
+        /// Z-score features by training-set statistics.
+        standardize: bool,
+        /// Fraction of rows held out as the global test set.
+        test_fraction: f64,
+    },
+}
+
+/// How the training data is divided among sites.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PartitionChoice {
+    /// Uniformly at random.
+    Iid,
+    /// Label skew: class proportions per site drawn from Dirichlet(alpha).
+    Dirichlet {
+        /// Concentration; smaller is more skewed.
+        alpha: f64,
+    },
+    /// McMahan et al.'s pathological split: label-sorted shards.
+    Shards {
+        /// Shards per site.
+        shards_per_site: usize,
+    },
+    /// An explicit split read from a JSON list of index lists.
+    File(PathBuf),
+}
+
+/// Where the data is and how it is split.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataSpec {
+    /// Format and its options.
+    pub format: DataFormat,
+    /// File or folder, resolved against the manifest's folder (`embedded:` names are kept).
+    pub path: PathBuf,
+    /// Fraction of each site's examples kept as its own test split.
+    pub site_test_fraction: f64,
+    /// How training examples are divided among sites.
+    pub partition: PartitionChoice,
+    /// Use only the first `limit` training examples (quick runs and tests).
+    pub limit: Option<usize>,
+}
+
+/// The model to train.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelChoice {
+    /// MLP with these hidden widths.
+    Mlp {
+        /// Hidden layer widths.
+        hidden: Vec<usize>,
+    },
+    /// McMahan et al.'s CNN (image data only).
+    Cnn,
+}
+
+/// Which sites take part in each round.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Selection {
+    /// Fraction of sites sampled per round.
+    pub fraction: f64,
+    /// Minimum number of valid updates for a round to complete.
+    pub min_sites: usize,
+}
+
+/// A checked manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// Federation name.
+    pub name: String,
+    /// Seed of every random choice in a run.
+    pub seed: u64,
+    /// Data and partition.
+    pub data: DataSpec,
+    /// Site names, in manifest order.
+    pub sites: Vec<String>,
+    /// The model.
+    pub model: ModelChoice,
+    /// Number of rounds.
+    pub rounds: u32,
+    /// Local training settings.
+    pub training: LocalTraining,
+    /// Aggregation rule.
+    pub strategy: Strategy,
+    /// Site sampling and quorum.
+    pub selection: Selection,
+    /// Update checks.
+    pub policy: UpdatePolicy,
+    /// The manifest text as read, kept for run records.
+    pub source: String,
+}
+
+impl Manifest {
+    /// Reads and checks a manifest file; relative data paths resolve against its folder.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Checks manifest text; `origin` names it in errors, `base` resolves relative paths.
+    pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Self, ManifestError> {
+        let raw: schema::RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        validate::check(raw, text, origin, base)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,184 @@
+use std::path::Path;
+
+use super::*;
+use crate::aggregators::{FedOptKind, Strategy};
+use crate::engine::LocalOptimizer;
+
+const GOOD: &str = r#"
+[federation]
+name = "demo"
+seed = 7
+
+[data]
+format = "csv"
+path = "digits.csv.gz"
+partition = "dirichlet"
+alpha = 0.3
+
+[[sites]]
+name = "clinic-a"
+
+[[sites]]
+name = "clinic-b"
+
+[[sites]]
+name = "lab.c"
+
+[model]
+kind = "mlp"
+hidden = [32]
+
+[training]
+rounds = 5
+learning_rate = 0.1
+momentum = 0.5
+
+[strategy]
+kind = "fedadam"
+server_learning_rate = 0.02
+
+[selection]
+fraction = 0.5
+min_sites = 2
+"#;
+
+fn parse(text: &str) -> Result<Manifest, ManifestError> {
+    Manifest::parse(text, "test.toml", Path::new("/base"))
+}
+
+fn invalid(text: &str) -> (Option<usize>, String, String) {
+    match parse(text) {
+        Err(ManifestError::Invalid {
+            line, key, message, ..
+        }) => (line, key, message),
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn parses_a_complete_manifest() {
+    let m = parse(GOOD).unwrap();
+    assert_eq!(m.name, "demo");
+    assert_eq!(m.seed, 7);
+    assert_eq!(m.sites, vec!["clinic-a", "clinic-b", "lab.c"]);
+    assert_eq!(m.data.path, Path::new("/base/digits.csv.gz"));
+    assert_eq!(m.data.partition, PartitionChoice::Dirichlet { alpha: 0.3 });
+    assert!(matches!(
+        m.data.format,
+        DataFormat::Csv {
+            standardize: true,
+            ..
+        }
+    ));
+    assert_eq!(m.model, ModelChoice::Mlp { hidden: vec![32] });
+    assert_eq!(m.rounds, 5);
+    assert_eq!(m.training.batch_size, 32);
+    assert_eq!(m.training.optimizer, LocalOptimizer::Sgd { momentum: 0.5 });
+    assert_eq!(
+        m.strategy,
+        Strategy::FedOpt {
+            kind: FedOptKind::Adam,
+            server_learning_rate: 0.02,
+            beta1: 0.9,
+            beta2: 0.99,
+            tau: 1e-3
+        }
+    );
+    assert_eq!(m.selection.min_sites, 2);
+}
+
+#[test]
+fn unknown_key_names_key_line_and_allowed_keys() {
+    let text = GOOD.replace("momentum = 0.5", "momentum = 0.5\nlearning_rat = 0.1");
+    let err = parse(&text).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ManifestError::Syntax { .. }));
+    assert!(msg.contains("learning_rat"), "{msg}");
+    assert!(msg.contains("line 29"), "{msg}");
+    assert!(
+        msg.contains("learning_rate"),
+        "allowed keys are listed: {msg}"
+    );
+}
+
+#[test]
+fn wrong_type_is_a_syntax_error_with_line() {
+    let err = parse(&GOOD.replace("rounds = 5", "rounds = \"five\"")).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("line 26") && msg.contains("rounds"), "{msg}");
+}
+
+#[test]
+fn out_of_range_values_name_key_and_line() {
+    let (line, key, msg) = invalid(&GOOD.replace("learning_rate = 0.1", "learning_rate = -1"));
+    assert_eq!((line, key.as_str()), (Some(27), "training.learning_rate"));
+    assert!(msg.contains("positive"), "{msg}");
+
+    let (line, key, _) = invalid(&GOOD.replace("fraction = 0.5", "fraction = 1.5"));
+    assert_eq!((line, key.as_str()), (Some(35), "selection.fraction"));
+
+    let (_, key, msg) = invalid(&GOOD.replace("min_sites = 2", "min_sites = 4"));
+    assert_eq!(key, "selection.min_sites");
+    assert!(msg.contains("(3)"), "{msg}");
+
+    let (_, key, _) = invalid(&GOOD.replace("alpha = 0.3", "alpha = 0"));
+    assert_eq!(key, "data.alpha");
+}
+
+#[test]
+fn unknown_enum_values_list_the_allowed_ones() {
+    let (_, key, msg) = invalid(&GOOD.replace("kind = \"fedadam\"", "kind = \"fedsgd\""));
+    assert_eq!(key, "strategy.kind");
+    assert!(msg.contains("fedyogi") && msg.contains("krum"), "{msg}");
+    let (_, key, msg) = invalid(&GOOD.replace("kind = \"mlp\"", "kind = \"resnet\""));
+    assert_eq!(key, "model.kind");
+    assert!(msg.contains("\"cnn\""), "{msg}");
+}
+
+#[test]
+fn parameters_of_another_strategy_are_rejected() {
+    let text = GOOD.replace("server_learning_rate = 0.02", "trim_fraction = 0.1");
+    let (line, key, msg) = invalid(&text);
+    assert_eq!((line, key.as_str()), (Some(32), "strategy.trim_fraction"));
+    assert!(msg.contains("fedadam"), "{msg}");
+}
+
+#[test]
+fn duplicate_and_malformed_site_names_point_at_the_site() {
+    let text = GOOD.replace("name = \"lab.c\"", "name = \"clinic-a\"");
+    let (line, key, msg) = invalid(&text);
+    assert_eq!(key, "sites.name");
+    assert_eq!(line, Some(13), "first occurrence of the duplicated name");
+    assert!(msg.contains("twice"), "{msg}");
+    let (line, _, msg) = invalid(&GOOD.replace("name = \"lab.c\"", "name = \"lab c\""));
+    assert_eq!(line, Some(19));
+    assert!(msg.contains("not a valid site name"), "{msg}");
+}
+
+#[test]
+fn krum_needs_enough_sites() {
+    let text = GOOD.replace(
+        "kind = \"fedadam\"\nserver_learning_rate = 0.02",
+        "kind = \"krum\"\nfaulty = 1",
+    );
+    let (_, key, msg) = invalid(&text);
+    assert_eq!(key, "strategy.faulty");
+    assert!(msg.contains("2 * faulty + 3"), "{msg}");
+}
+
+#[test]
+fn csv_options_are_rejected_for_idx() {
+    let text = GOOD.replace("format = \"csv\"", "format = \"idx\"\ntest_fraction = 0.3");
+    let (_, key, _) = invalid(&text);
+    assert_eq!(key, "data.test_fraction");
+}
+
+#[test]
+fn missing_sites_is_an_error() {
+    let text = GOOD
+        .replace("[[sites]]\nname = \"clinic-a\"\n", "")
+        .replace("[[sites]]\nname = \"clinic-b\"\n", "")
+        .replace("[[sites]]\nname = \"lab.c\"\n", "");
+    let (_, key, _) = invalid(&text);
+    assert_eq!(key, "sites");
+}

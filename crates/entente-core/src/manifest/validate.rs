@@ -1,0 +1,504 @@
+//! Semantic checks of a parsed manifest; each failure names the key and its line.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::schema::{RawManifest, RawStrategy};
+use super::{
+    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice, Selection,
+};
+use crate::aggregators::{FedOptKind, Strategy};
+use crate::engine::{LocalOptimizer, LocalTraining};
+use crate::update::UpdatePolicy;
+
+/// Builds errors that point at a key's line in the source text.
+struct Reporter<'a> {
+    text: &'a str,
+    origin: &'a str,
+}
+
+impl Reporter<'_> {
+    fn err(&self, key: &str, message: impl Into<String>) -> ManifestError {
+        ManifestError::Invalid {
+            path: self.origin.to_string(),
+            line: find_line(self.text, key),
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// Like [`Reporter::err`], pointing at the line where `value` appears quoted.
+    fn err_at_value(&self, key: &str, value: &str, message: impl Into<String>) -> ManifestError {
+        let quoted = format!("\"{value}\"");
+        let line = self
+            .text
+            .lines()
+            .position(|l| l.contains(&quoted))
+            .map(|i| i + 1)
+            .or_else(|| find_line(self.text, key));
+        ManifestError::Invalid {
+            path: self.origin.to_string(),
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        }
+    }
+
+    fn ensure(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), ManifestError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(self.err(key, message))
+        }
+    }
+}
+
+/// 1-based line on which `table.key` is set (or the table header when `key` is a table).
+fn find_line(text: &str, dotted: &str) -> Option<usize> {
+    let (table, key) = dotted.rsplit_once('.').unwrap_or((dotted, ""));
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            if key.is_empty() && current == table {
+                return Some(i + 1);
+            }
+            continue;
+        }
+        if current == table
+            && let Some((k, _)) = t.split_once('=')
+            && k.trim() == key
+        {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+fn valid_site_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+pub(super) fn check(
+    raw: RawManifest,
+    text: &str,
+    origin: &str,
+    base: &Path,
+) -> Result<Manifest, ManifestError> {
+    let r = Reporter { text, origin };
+
+    r.ensure(
+        !raw.federation.name.trim().is_empty(),
+        "federation.name",
+        "must not be empty",
+    )?;
+
+    // Sites.
+    r.ensure(
+        !raw.sites.is_empty(),
+        "sites",
+        "no site listed; add one [[sites]] table with a `name` per institution",
+    )?;
+    let mut seen = HashSet::new();
+    for site in &raw.sites {
+        if !valid_site_name(&site.name) {
+            return Err(r.err_at_value(
+                "sites.name",
+                &site.name,
+                format!(
+                    "`{}` is not a valid site name: use 1-64 letters, digits, '-', '_' or '.'",
+                    site.name
+                ),
+            ));
+        }
+        if !seen.insert(site.name.clone()) {
+            return Err(r.err_at_value(
+                "sites.name",
+                &site.name,
+                format!(
+                    "site `{}` is listed twice; site names must be unique",
+                    site.name
+                ),
+            ));
+        }
+    }
+    let sites: Vec<String> = raw.sites.iter().map(|s| s.name.clone()).collect();
+
+    let data = check_data(&r, &raw, base)?;
+    let model = check_model(&r, &raw)?;
+    let training = check_training(&r, &raw)?;
+    let (strategy, policy) = check_strategy(&r, &raw.strategy, sites.len())?;
+
+    let sel = &raw.selection;
+    r.ensure(
+        sel.fraction > 0.0 && sel.fraction <= 1.0,
+        "selection.fraction",
+        format!("is {}; allowed: greater than 0 and at most 1", sel.fraction),
+    )?;
+    r.ensure(
+        sel.min_sites >= 1 && sel.min_sites <= sites.len(),
+        "selection.min_sites",
+        format!(
+            "is {}; allowed: 1 to the number of sites ({})",
+            sel.min_sites,
+            sites.len()
+        ),
+    )?;
+
+    Ok(Manifest {
+        name: raw.federation.name.clone(),
+        seed: raw.federation.seed,
+        data,
+        sites,
+        model,
+        rounds: raw.training.rounds,
+        training,
+        strategy,
+        selection: Selection {
+            fraction: sel.fraction,
+            min_sites: sel.min_sites,
+        },
+        policy,
+        source: text.to_string(),
+    })
+}
+
+fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, ManifestError> {
+    let d = &raw.data;
+    let csv_only = |key: &str, present: bool| {
+        r.ensure(
+            !present || d.format == "csv",
+            &format!("data.{key}"),
+            "applies only to format = \"csv\"",
+        )
+    };
+    let format = match d.format.as_str() {
+        "idx" => {
+            csv_only("label_column", d.label_column.is_some())?;
+            csv_only("standardize", d.standardize.is_some())?;
+            csv_only("test_fraction", d.test_fraction.is_some())?;
+            csv_only("skip_rows", d.skip_rows > 0)?;
+            DataFormat::Idx
+        }
+        "csv" => {
+            let test_fraction = d.test_fraction.unwrap_or(0.2);
+            r.ensure(
+                test_fraction > 0.0 && test_fraction < 1.0,
+                "data.test_fraction",
+                format!("is {test_fraction}; allowed: between 0 and 1, exclusive"),
+            )?;
+            DataFormat::Csv {
+                label_column: d.label_column,
+                skip_rows: d.skip_rows,
+                standardize: d.standardize.unwrap_or(true),
+                test_fraction,
+            }
+        }
+        other => {
+            return Err(r.err(
+                "data.format",
+                format!("`{other}` is not a known format; allowed: \"idx\", \"csv\""),
+            ));
+        }
+    };
+    r.ensure(
+        (0.0..0.9).contains(&d.site_test_fraction),
+        "data.site_test_fraction",
+        format!("is {}; allowed: 0 to 0.9", d.site_test_fraction),
+    )?;
+    let only_for = |key: &str, present: bool, kind: &str| {
+        r.ensure(
+            !present || d.partition == kind,
+            &format!("data.{key}"),
+            format!("applies only to partition = \"{kind}\""),
+        )
+    };
+    only_for("alpha", d.alpha.is_some(), "dirichlet")?;
+    only_for("shards_per_site", d.shards_per_site.is_some(), "shards")?;
+    only_for("split_file", d.split_file.is_some(), "file")?;
+    let partition = match d.partition.as_str() {
+        "iid" => PartitionChoice::Iid,
+        "dirichlet" => {
+            let alpha = d.alpha.unwrap_or(0.5);
+            r.ensure(
+                alpha.is_finite() && alpha > 0.0,
+                "data.alpha",
+                format!("is {alpha}; allowed: a positive number (0.1 very skewed, 100 near IID)"),
+            )?;
+            PartitionChoice::Dirichlet { alpha }
+        }
+        "shards" => {
+            let shards_per_site = d.shards_per_site.unwrap_or(2);
+            r.ensure(
+                shards_per_site >= 1,
+                "data.shards_per_site",
+                "must be at least 1",
+            )?;
+            PartitionChoice::Shards { shards_per_site }
+        }
+        "file" => match &d.split_file {
+            Some(f) => PartitionChoice::File(base.join(f)),
+            None => {
+                return Err(r.err(
+                    "data.partition",
+                    "partition = \"file\" needs `split_file`, a JSON list of index lists",
+                ));
+            }
+        },
+        other => {
+            return Err(r.err(
+                "data.partition",
+                format!(
+                    "`{other}` is not a known partition; allowed: \"iid\", \"dirichlet\", \"shards\", \"file\""
+                ),
+            ));
+        }
+    };
+    r.ensure(!d.path.trim().is_empty(), "data.path", "must not be empty")?;
+    let path = if d.path.starts_with("embedded:") {
+        d.path.clone().into()
+    } else {
+        base.join(&d.path)
+    };
+    if let Some(limit) = d.limit {
+        r.ensure(limit > 0, "data.limit", "must be at least 1 when set")?;
+    }
+    Ok(DataSpec {
+        format,
+        path,
+        site_test_fraction: d.site_test_fraction,
+        partition,
+        limit: d.limit,
+    })
+}
+
+fn check_model(r: &Reporter, raw: &RawManifest) -> Result<ModelChoice, ManifestError> {
+    let m = &raw.model;
+    match m.kind.as_str() {
+        "mlp" => {
+            let hidden = m.hidden.clone().unwrap_or_else(|| vec![200, 200]);
+            r.ensure(
+                hidden.iter().all(|&h| h > 0),
+                "model.hidden",
+                "every hidden layer needs a width of at least 1",
+            )?;
+            Ok(ModelChoice::Mlp { hidden })
+        }
+        "cnn" => {
+            r.ensure(
+                m.hidden.is_none(),
+                "model.hidden",
+                "applies only to kind = \"mlp\"",
+            )?;
+            Ok(ModelChoice::Cnn)
+        }
+        other => Err(r.err(
+            "model.kind",
+            format!("`{other}` is not a known model; allowed: \"mlp\", \"cnn\""),
+        )),
+    }
+}
+
+fn check_training(r: &Reporter, raw: &RawManifest) -> Result<LocalTraining, ManifestError> {
+    let t = &raw.training;
+    r.ensure(t.rounds >= 1, "training.rounds", "must be at least 1")?;
+    r.ensure(
+        t.local_epochs >= 1,
+        "training.local_epochs",
+        "must be at least 1",
+    )?;
+    r.ensure(
+        t.batch_size >= 1,
+        "training.batch_size",
+        "must be at least 1",
+    )?;
+    r.ensure(
+        t.learning_rate.is_finite() && t.learning_rate > 0.0,
+        "training.learning_rate",
+        format!(
+            "is {}; allowed: a positive number such as 0.05",
+            t.learning_rate
+        ),
+    )?;
+    r.ensure(
+        (0.0..1.0).contains(&t.momentum),
+        "training.momentum",
+        format!(
+            "is {}; allowed: 0 (none) up to but not including 1",
+            t.momentum
+        ),
+    )?;
+    r.ensure(
+        t.fedprox_mu.is_finite() && t.fedprox_mu >= 0.0,
+        "training.fedprox_mu",
+        format!(
+            "is {}; allowed: 0 (plain FedAvg) or a positive number",
+            t.fedprox_mu
+        ),
+    )?;
+    let optimizer = match t.optimizer.as_str() {
+        "sgd" => LocalOptimizer::Sgd {
+            momentum: t.momentum,
+        },
+        "adam" => {
+            r.ensure(
+                t.momentum == 0.0,
+                "training.momentum",
+                "applies only to optimizer = \"sgd\"",
+            )?;
+            LocalOptimizer::Adam
+        }
+        other => {
+            return Err(r.err(
+                "training.optimizer",
+                format!("`{other}` is not a known optimizer; allowed: \"sgd\", \"adam\""),
+            ));
+        }
+    };
+    Ok(LocalTraining {
+        epochs: t.local_epochs,
+        batch_size: t.batch_size,
+        learning_rate: t.learning_rate,
+        optimizer,
+        fedprox_mu: t.fedprox_mu,
+    })
+}
+
+fn check_strategy(
+    r: &Reporter,
+    s: &RawStrategy,
+    num_sites: usize,
+) -> Result<(Strategy, UpdatePolicy), ManifestError> {
+    let kind = s.kind.as_str();
+    let allowed: &[&str] = match kind {
+        "fedavg" | "median" => &[],
+        "fedavgm" => &["server_learning_rate", "server_momentum"],
+        "fedadam" | "fedyogi" => &["server_learning_rate", "beta1", "beta2", "tau"],
+        "fedadagrad" => &["server_learning_rate", "beta1", "tau"],
+        "trimmed_mean" => &["trim_fraction"],
+        "krum" => &["faulty"],
+        "multi_krum" => &["faulty", "select"],
+        other => {
+            return Err(r.err(
+                "strategy.kind",
+                format!(
+                    "`{other}` is not a known strategy; allowed: \"fedavg\", \"fedavgm\", \
+                     \"fedadam\", \"fedyogi\", \"fedadagrad\", \"median\", \"trimmed_mean\", \
+                     \"krum\", \"multi_krum\""
+                ),
+            ));
+        }
+    };
+    let present = [
+        ("server_learning_rate", s.server_learning_rate.is_some()),
+        ("server_momentum", s.server_momentum.is_some()),
+        ("beta1", s.beta1.is_some()),
+        ("beta2", s.beta2.is_some()),
+        ("tau", s.tau.is_some()),
+        ("trim_fraction", s.trim_fraction.is_some()),
+        ("faulty", s.faulty.is_some()),
+        ("select", s.select.is_some()),
+    ];
+    for (key, is_set) in present {
+        r.ensure(
+            !is_set || allowed.contains(&key),
+            &format!("strategy.{key}"),
+            format!("does not apply to kind = \"{kind}\""),
+        )?;
+    }
+    let in_unit = |key: &str, v: f64| {
+        r.ensure(
+            (0.0..1.0).contains(&v),
+            &format!("strategy.{key}"),
+            format!("is {v}; allowed: 0 up to but not including 1"),
+        )
+    };
+    let positive = |key: &str, v: f64| {
+        r.ensure(
+            v.is_finite() && v > 0.0,
+            &format!("strategy.{key}"),
+            format!("is {v}; allowed: a positive number"),
+        )
+    };
+    let eta = s.server_learning_rate;
+    let strategy = match kind {
+        "fedavg" => Strategy::FedAvg,
+        "median" => Strategy::Median,
+        "fedavgm" => {
+            let server_learning_rate = eta.unwrap_or(1.0);
+            let momentum = s.server_momentum.unwrap_or(0.9);
+            positive("server_learning_rate", server_learning_rate)?;
+            in_unit("server_momentum", momentum)?;
+            Strategy::FedAvgM {
+                server_learning_rate,
+                momentum,
+            }
+        }
+        "fedadam" | "fedyogi" | "fedadagrad" => {
+            let (fedopt, default_eta) = match kind {
+                "fedadam" => (FedOptKind::Adam, 0.01),
+                "fedyogi" => (FedOptKind::Yogi, 0.01),
+                _ => (FedOptKind::Adagrad, 0.1),
+            };
+            let server_learning_rate = eta.unwrap_or(default_eta);
+            let beta1 = s.beta1.unwrap_or(0.9);
+            let beta2 = s.beta2.unwrap_or(0.99);
+            let tau = s.tau.unwrap_or(1e-3);
+            positive("server_learning_rate", server_learning_rate)?;
+            in_unit("beta1", beta1)?;
+            in_unit("beta2", beta2)?;
+            positive("tau", tau)?;
+            Strategy::FedOpt {
+                kind: fedopt,
+                server_learning_rate,
+                beta1,
+                beta2,
+                tau,
+            }
+        }
+        "trimmed_mean" => {
+            let trim_fraction = s.trim_fraction.unwrap_or(0.1);
+            r.ensure(
+                (0.0..0.5).contains(&trim_fraction),
+                "strategy.trim_fraction",
+                format!("is {trim_fraction}; allowed: 0 up to but not including 0.5"),
+            )?;
+            Strategy::TrimmedMean { trim_fraction }
+        }
+        _ => {
+            let faulty = s.faulty.unwrap_or(1);
+            let select = if kind == "krum" {
+                1
+            } else {
+                s.select.unwrap_or(num_sites.saturating_sub(faulty).max(1))
+            };
+            r.ensure(
+                num_sites >= 2 * faulty + 3,
+                "strategy.faulty",
+                format!(
+                    "is {faulty}; Krum needs at least 2 * faulty + 3 sites and {num_sites} are listed"
+                ),
+            )?;
+            r.ensure(
+                select >= 1 && select <= num_sites,
+                "strategy.select",
+                format!("is {select}; allowed: 1 to the number of sites ({num_sites})"),
+            )?;
+            Strategy::Krum { faulty, select }
+        }
+    };
+    if let Some(bound) = s.max_update_norm {
+        positive("max_update_norm", bound)?;
+    }
+    Ok((
+        strategy,
+        UpdatePolicy {
+            max_update_norm: s.max_update_norm,
+        },
+    ))
+}

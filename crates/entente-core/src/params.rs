@@ -1,0 +1,393 @@
+//! Named parameter sets: an ordered list of named tensors stored in one flat `f32` buffer.
+//!
+//! Everything that combines models (aggregators, update validation, later secure aggregation
+//! and differential privacy) works on [`ParamSet::as_flat`] and never sees an ML framework type.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+/// Safetensors metadata key under which entente records the tensor order.
+const ORDER_KEY: &str = "entente.order";
+
+/// Errors raised while building, reading or writing parameter sets.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamError {
+    /// Two tensors in one set share a name.
+    #[error("tensor name `{0}` appears twice; every tensor in a parameter set needs a unique name")]
+    DuplicateName(String),
+    /// A tensor's data length does not match the product of its shape.
+    #[error(
+        "tensor `{name}` has shape {shape:?} ({expected} values) but {actual} values were given"
+    )]
+    LengthMismatch {
+        /// Tensor name.
+        name: String,
+        /// Declared shape.
+        shape: Vec<usize>,
+        /// Number of values the shape implies.
+        expected: usize,
+        /// Number of values supplied.
+        actual: usize,
+    },
+    /// A flat buffer does not fit the layout it is paired with.
+    #[error("flat buffer has {actual} values but the layout holds {expected}")]
+    FlatLength {
+        /// Values the layout expects.
+        expected: usize,
+        /// Values supplied.
+        actual: usize,
+    },
+    /// A safetensors file holds a tensor that is not `f32`.
+    #[error("tensor `{name}` is stored as {dtype:?}; entente reads only F32 tensors")]
+    UnsupportedDtype {
+        /// Tensor name.
+        name: String,
+        /// The stored dtype.
+        dtype: Dtype,
+    },
+    /// The bytes are not a valid safetensors file.
+    #[error("not a valid safetensors file: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Name and shape of one tensor in a [`Layout`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorSpec {
+    /// Unique name, for example `layers.0.weight`.
+    pub name: String,
+    /// Shape in row-major order.
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    /// Number of scalar values in the tensor.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// The ordered names and shapes of a parameter set, with each tensor's offset in the flat buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    specs: Vec<TensorSpec>,
+    offsets: Vec<usize>,
+    total: usize,
+    index: HashMap<String, usize>,
+}
+
+impl Layout {
+    /// Builds a layout from tensor specs, rejecting duplicate names.
+    pub fn new(specs: Vec<TensorSpec>) -> Result<Self, ParamError> {
+        let mut offsets = Vec::with_capacity(specs.len());
+        let mut index = HashMap::with_capacity(specs.len());
+        let mut total = 0;
+        for (i, spec) in specs.iter().enumerate() {
+            if index.insert(spec.name.clone(), i).is_some() {
+                return Err(ParamError::DuplicateName(spec.name.clone()));
+            }
+            offsets.push(total);
+            total += spec.numel();
+        }
+        Ok(Self {
+            specs,
+            offsets,
+            total,
+            index,
+        })
+    }
+
+    /// The tensor specs in order.
+    pub fn specs(&self) -> &[TensorSpec] {
+        &self.specs
+    }
+
+    /// Total number of scalar parameters.
+    pub fn total(&self) -> usize {
+        self.total
+    }
+
+    /// Position of the tensor called `name`, if present.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    /// Range of tensor `i` within the flat buffer.
+    pub fn range(&self, i: usize) -> std::ops::Range<usize> {
+        let start = self.offsets[i];
+        start..start + self.specs[i].numel()
+    }
+}
+
+/// An ordered set of named `f32` tensors held in one contiguous buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSet {
+    layout: Arc<Layout>,
+    data: Vec<f32>,
+}
+
+impl ParamSet {
+    /// Builds a parameter set from `(name, shape, values)` triples, in order.
+    pub fn from_tensors<I>(tensors: I) -> Result<Self, ParamError>
+    where
+        I: IntoIterator<Item = (String, Vec<usize>, Vec<f32>)>,
+    {
+        let mut specs = Vec::new();
+        let mut data = Vec::new();
+        for (name, shape, values) in tensors {
+            let expected: usize = shape.iter().product();
+            if expected != values.len() {
+                return Err(ParamError::LengthMismatch {
+                    name,
+                    shape,
+                    expected,
+                    actual: values.len(),
+                });
+            }
+            data.extend_from_slice(&values);
+            specs.push(TensorSpec { name, shape });
+        }
+        Ok(Self {
+            layout: Arc::new(Layout::new(specs)?),
+            data,
+        })
+    }
+
+    /// Pairs a layout with a flat buffer of matching length.
+    pub fn from_flat(layout: Arc<Layout>, data: Vec<f32>) -> Result<Self, ParamError> {
+        if data.len() != layout.total() {
+            return Err(ParamError::FlatLength {
+                expected: layout.total(),
+                actual: data.len(),
+            });
+        }
+        Ok(Self { layout, data })
+    }
+
+    /// Pairs a layout with a buffer the caller has already checked to have `layout.total()` values.
+    pub(crate) fn from_checked_parts(layout: Arc<Layout>, data: Vec<f32>) -> Self {
+        debug_assert_eq!(layout.total(), data.len());
+        Self { layout, data }
+    }
+
+    /// A set with the same layout as `self` and every value zero.
+    pub fn zeros_like(&self) -> Self {
+        Self {
+            layout: Arc::clone(&self.layout),
+            data: vec![0.0; self.data.len()],
+        }
+    }
+
+    /// The shared layout (names, shapes, offsets).
+    pub fn layout(&self) -> &Arc<Layout> {
+        &self.layout
+    }
+
+    /// True when `other` has the same names and shapes in the same order.
+    pub fn same_layout(&self, other: &ParamSet) -> bool {
+        Arc::ptr_eq(&self.layout, &other.layout) || self.layout.specs == other.layout.specs
+    }
+
+    /// All values, tensor after tensor.
+    pub fn as_flat(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// All values, mutable.
+    pub fn as_flat_mut(&mut self) -> &mut [f32] {
+        &mut self.data
+    }
+
+    /// Consumes the set and returns its flat buffer.
+    pub fn into_flat(self) -> Vec<f32> {
+        self.data
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.layout.specs.len()
+    }
+
+    /// True when the set holds no tensor.
+    pub fn is_empty(&self) -> bool {
+        self.layout.specs.is_empty()
+    }
+
+    /// Total number of scalar values.
+    pub fn num_values(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The values of the tensor called `name`.
+    pub fn get(&self, name: &str) -> Option<&[f32]> {
+        self.layout
+            .position(name)
+            .map(|i| &self.data[self.layout.range(i)])
+    }
+
+    /// Iterates over `(spec, values)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&TensorSpec, &[f32])> {
+        self.layout
+            .specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| (spec, &self.data[self.layout.range(i)]))
+    }
+
+    /// Euclidean norm of `self - other` over all values (f64 accumulation).
+    ///
+    /// Both sets must share a layout; this is checked by the caller ([`crate::update`]).
+    pub fn l2_distance(&self, other: &ParamSet) -> f64 {
+        self.data
+            .iter()
+            .zip(&other.data)
+            .map(|(a, b)| {
+                let d = f64::from(*a) - f64::from(*b);
+                d * d
+            })
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// Serializes to the safetensors format (little-endian F32, names and shapes as given).
+    pub fn to_safetensors(&self) -> Result<Vec<u8>, ParamError> {
+        let bytes: Vec<Vec<u8>> = self
+            .iter()
+            .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
+            .collect();
+        let views = self
+            .layout
+            .specs
+            .iter()
+            .zip(&bytes)
+            .map(|(spec, b)| {
+                TensorView::new(Dtype::F32, spec.shape.clone(), b).map(|v| (spec.name.clone(), v))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let order: Vec<&str> = self.layout.specs.iter().map(|s| s.name.as_str()).collect();
+        let metadata = HashMap::from([(
+            ORDER_KEY.to_string(),
+            serde_json::to_string(&order).unwrap_or_default(),
+        )]);
+        Ok(safetensors::serialize(views, Some(metadata))?)
+    }
+
+    /// Parses safetensors bytes. Tensors keep the order entente wrote them in, or else the order
+    /// of their data in the file.
+    pub fn from_safetensors(bytes: &[u8]) -> Result<Self, ParamError> {
+        let st = SafeTensors::deserialize(bytes)?;
+        let (_, header) = SafeTensors::read_metadata(bytes)?;
+        let order: Vec<String> = header
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(ORDER_KEY))
+            .and_then(|o| serde_json::from_str(o).ok())
+            .unwrap_or_default();
+        let mut tensors: Vec<(usize, String, Vec<usize>, Vec<f32>)> = Vec::new();
+        for (name, view) in st.tensors() {
+            if view.dtype() != Dtype::F32 {
+                return Err(ParamError::UnsupportedDtype {
+                    name,
+                    dtype: view.dtype(),
+                });
+            }
+            let offset = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            tensors.push((offset, name, view.shape().to_vec(), values));
+        }
+        tensors.sort_by_key(|t| {
+            let rank = order.iter().position(|n| *n == t.1).unwrap_or(usize::MAX);
+            (rank, t.0)
+        });
+        Self::from_tensors(tensors.into_iter().map(|(_, n, s, v)| (n, s, v)))
+    }
+
+    /// Writes the set to a safetensors file.
+    pub fn save(&self, path: &Path) -> Result<(), ParamError> {
+        let bytes = self.to_safetensors()?;
+        std::fs::write(path, bytes).map_err(|source| ParamError::Io {
+            path: path.display().to_string(),
+            source,
+        })
+    }
+
+    /// Reads a safetensors file.
+    pub fn load(path: &Path) -> Result<Self, ParamError> {
+        let bytes = std::fs::read(path).map_err(|source| ParamError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_safetensors(&bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> ParamSet {
+        ParamSet::from_tensors([
+            (
+                "fc.weight".to_string(),
+                vec![2, 3],
+                vec![1., 2., 3., 4., 5., 6.],
+            ),
+            ("fc.bias".to_string(), vec![3], vec![-1., 0., 1.]),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn flat_view_concatenates_in_order() {
+        let p = sample();
+        assert_eq!(p.as_flat(), &[1., 2., 3., 4., 5., 6., -1., 0., 1.]);
+        assert_eq!(p.get("fc.bias"), Some(&[-1., 0., 1.][..]));
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.num_values(), 9);
+    }
+
+    #[test]
+    fn rejects_duplicates_and_bad_lengths() {
+        let dup = ParamSet::from_tensors([
+            ("a".to_string(), vec![1], vec![0.]),
+            ("a".to_string(), vec![1], vec![0.]),
+        ]);
+        assert!(matches!(dup, Err(ParamError::DuplicateName(n)) if n == "a"));
+        let bad = ParamSet::from_tensors([("a".to_string(), vec![2, 2], vec![0.; 3])]);
+        assert!(matches!(
+            bad,
+            Err(ParamError::LengthMismatch {
+                expected: 4,
+                actual: 3,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn safetensors_round_trip_keeps_order_and_values() {
+        let p = sample();
+        let bytes = p.to_safetensors().unwrap();
+        let q = ParamSet::from_safetensors(&bytes).unwrap();
+        assert_eq!(p, q);
+    }
+
+    #[test]
+    fn safetensors_rejects_garbage() {
+        assert!(ParamSet::from_safetensors(b"not a file").is_err());
+    }
+}

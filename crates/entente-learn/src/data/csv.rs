@@ -1,0 +1,593 @@
+//! Reader for numeric CSV tables, and z-score standardization for tabular features.
+//!
+//! Each data row holds numbers only: the features and one label column, an integer class
+//! `0, 1, 2, ...`. Leading header lines are skipped with [`CsvOptions::skip_rows`]; blank
+//! lines are ignored; cells may be wrapped in double quotes. Gzip input is detected from the
+//! content. Errors name the file, the 1-based line and column, and the offending cell.
+
+use std::path::Path;
+
+use super::{DataError, Dataset, decompress_maybe_gzip, num_classes_from_labels, read_maybe_gzip};
+
+/// Which column of a CSV row holds the class label.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LabelColumn {
+    /// The last column (the common layout, e.g. UCI digits and WDBC).
+    #[default]
+    Last,
+    /// The first column.
+    First,
+    /// The column with this 0-based index.
+    Index(usize),
+}
+
+/// How to read a CSV file; `CsvOptions::default()` is comma-separated, no header, label last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CsvOptions {
+    /// Which column holds the label.
+    pub label_column: LabelColumn,
+    /// Number of leading lines to skip (1 for a single header line).
+    pub skip_rows: usize,
+    /// Field separator, `b','` by default.
+    pub delimiter: u8,
+    /// Multiply every feature by this, e.g. `Some(1.0 / 16.0)` for pixels in `0..=16`.
+    pub scale: Option<f32>,
+    /// Example shape, e.g. `[1, 8, 8]`; `None` means `[dim]`. Its product must equal the feature count.
+    pub shape: Option<Vec<usize>>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            label_column: LabelColumn::Last,
+            skip_rows: 0,
+            delimiter: b',',
+            scale: None,
+            shape: None,
+        }
+    }
+}
+
+/// Loads a numeric CSV file (plain or gzip) into a [`Dataset`].
+///
+/// `num_classes` is the largest label plus one (at least 2).
+pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
+    let (bytes, _) = read_maybe_gzip(path)?;
+    parse_csv(path, &bytes, options)
+}
+
+/// Parses CSV content already in memory (plain or gzip); `origin` names it in errors.
+pub fn parse_csv_bytes(
+    origin: &Path,
+    raw: &[u8],
+    options: &CsvOptions,
+) -> Result<Dataset, DataError> {
+    let (bytes, _) = decompress_maybe_gzip(origin, raw.to_vec())?;
+    parse_csv(origin, &bytes, options)
+}
+
+/// Parses decompressed CSV bytes.
+fn parse_csv(path: &Path, bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataError> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        DataError::NotText {
+            path: path.to_path_buf(),
+            offset,
+            line: bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1,
+        }
+    })?;
+    let delimiter = char::from(options.delimiter);
+    let mut features = Vec::new();
+    let mut labels = Vec::new();
+    // (columns, label column, 1-based line) of the first data row.
+    let mut layout: Option<(usize, usize, usize)> = None;
+    let mut cells: Vec<&str> = Vec::new();
+
+    for (line_index, raw_line) in text.lines().enumerate().skip(options.skip_rows) {
+        let line = line_index + 1;
+        let trimmed = raw_line.trim();
+        if trimmed.is_empty() {
+            continue;
+        }
+        cells.clear();
+        cells.extend(trimmed.split(delimiter).map(unquote));
+        let (columns, label_col, first_line) = match layout {
+            Some(l) => l,
+            None => {
+                let l = first_layout(path, line, cells.len(), options.label_column)?;
+                layout = Some(l);
+                l
+            }
+        };
+        if cells.len() != columns {
+            return Err(DataError::Ragged {
+                path: path.to_path_buf(),
+                line,
+                found: cells.len(),
+                expected: columns,
+                first_line,
+            });
+        }
+        for (col, cell) in cells.iter().enumerate() {
+            if col == label_col {
+                labels.push(parse_label(cell).ok_or_else(|| DataError::BadLabel {
+                    path: path.to_path_buf(),
+                    line,
+                    column: col + 1,
+                    cell: (*cell).to_string(),
+                })?);
+            } else {
+                let value = cell.parse::<f32>().ok().filter(|v| v.is_finite());
+                let Some(value) = value else {
+                    return Err(DataError::NotNumeric {
+                        path: path.to_path_buf(),
+                        line,
+                        column: col + 1,
+                        cell: (*cell).to_string(),
+                        hint: feature_hint(cell, line == first_line && options.skip_rows == 0),
+                    });
+                };
+                features.push(value * options.scale.unwrap_or(1.0));
+            }
+        }
+    }
+
+    let Some((columns, _, _)) = layout else {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+            skipped: options.skip_rows,
+        });
+    };
+    let dim = columns - 1;
+    let shape = options.shape.clone().unwrap_or_else(|| vec![dim]);
+    if shape.iter().product::<usize>() != dim {
+        return Err(DataError::Invalid {
+            reason: format!(
+                "{}: CsvOptions::shape {shape:?} has {} elements but each row has {dim} features; \
+                 use a shape whose product is {dim}",
+                path.display(),
+                shape.iter().product::<usize>()
+            ),
+        });
+    }
+    let num_classes = num_classes_from_labels(&labels);
+    Ok(Dataset {
+        features,
+        labels,
+        dim,
+        num_classes,
+        shape,
+    })
+}
+
+/// Per-feature mean and standard deviation, for z-scoring features as `(x - mean) / std`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Standardization {
+    /// Mean of each feature.
+    pub mean: Vec<f32>,
+    /// Population standard deviation of each feature (1 where a feature is constant).
+    pub std: Vec<f32>,
+}
+
+impl Standardization {
+    /// Computes the statistics of a non-empty data set.
+    pub fn fit(data: &Dataset) -> Result<Self, DataError> {
+        if data.is_empty() {
+            return Err(DataError::Invalid {
+                reason: "cannot standardize by an empty data set; fit on a set with examples"
+                    .to_string(),
+            });
+        }
+        let n = data.len() as f64;
+        let mut sum = vec![0f64; data.dim];
+        for row in data.features.chunks_exact(data.dim) {
+            for (s, &x) in sum.iter_mut().zip(row) {
+                *s += f64::from(x);
+            }
+        }
+        let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
+        let mut sq = vec![0f64; data.dim];
+        for row in data.features.chunks_exact(data.dim) {
+            for ((s, &x), m) in sq.iter_mut().zip(row).zip(&mean) {
+                *s += (f64::from(x) - m).powi(2);
+            }
+        }
+        let std = sq
+            .iter()
+            .map(|s| {
+                let sd = (s / n).sqrt();
+                if sd > 1e-12 { sd as f32 } else { 1.0 }
+            })
+            .collect();
+        Ok(Self {
+            mean: mean.iter().map(|&m| m as f32).collect(),
+            std,
+        })
+    }
+
+    /// Replaces each feature `x` of `data` by `(x - mean) / std`.
+    pub fn apply(&self, data: &mut Dataset) -> Result<(), DataError> {
+        if data.dim != self.mean.len() {
+            return Err(DataError::Invalid {
+                reason: format!(
+                    "standardization was fitted on {} features but the data set has {}; \
+                     fit and apply on data with the same columns",
+                    self.mean.len(),
+                    data.dim
+                ),
+            });
+        }
+        for row in data.features.chunks_exact_mut(self.mean.len()) {
+            for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *x = (*x - m) / s;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Z-scores `train` and `test` by the training set's per-feature statistics, and returns them.
+pub fn standardize(train: &mut Dataset, test: &mut Dataset) -> Result<Standardization, DataError> {
+    let stats = Standardization::fit(train)?;
+    stats.apply(train)?;
+    stats.apply(test)?;
+    Ok(stats)
+}
+
+fn first_layout(
+    path: &Path,
+    line: usize,
+    columns: usize,
+    label_column: LabelColumn,
+) -> Result<(usize, usize, usize), DataError> {
+    let label_col = match label_column {
+        LabelColumn::Last => columns - 1,
+        LabelColumn::First => 0,
+        LabelColumn::Index(index) => index,
+    };
+    if columns < 2 {
+        return Err(DataError::TooFewColumns {
+            path: path.to_path_buf(),
+            line,
+            columns,
+        });
+    }
+    if label_col >= columns {
+        return Err(DataError::NoLabelColumn {
+            path: path.to_path_buf(),
+            line,
+            index: label_col,
+            columns,
+        });
+    }
+    Ok((columns, label_col, line))
+}
+
+fn unquote(cell: &str) -> &str {
+    let cell = cell.trim();
+    cell.strip_prefix('"')
+        .and_then(|c| c.strip_suffix('"'))
+        .map_or(cell, str::trim)
+}
+
+fn parse_label(cell: &str) -> Option<u32> {
+    if let Ok(v) = cell.parse::<u32>() {
+        return Some(v);
+    }
+    let v = cell.parse::<f64>().ok()?;
+    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX)).then_some(v as u32)
+}
+
+fn feature_hint(cell: &str, first_row_without_skip: bool) -> &'static str {
+    if cell.is_empty() {
+        "fill in the missing value; empty cells are not allowed"
+    } else if first_row_without_skip {
+        "if the first line is a header, skip it with CsvOptions::skip_rows = 1"
+    } else if cell.parse::<f32>().is_ok() {
+        "use finite numbers; NaN and infinity are not allowed"
+    } else {
+        "every feature column must hold numbers; remove or encode text columns"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::testutil::{gzip, repo_data, temp_dir};
+
+    fn digits() -> Dataset {
+        let options = CsvOptions {
+            scale: Some(1.0 / 16.0),
+            shape: Some(vec![1, 8, 8]),
+            ..CsvOptions::default()
+        };
+        load_csv(&repo_data("uci-digits.csv.gz"), &options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn wdbc() -> Dataset {
+        let options = CsvOptions {
+            skip_rows: 1,
+            ..CsvOptions::default()
+        };
+        load_csv(&repo_data("wdbc.csv"), &options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Writes `contents` to a fresh temp file and loads it.
+    fn load_str(contents: &[u8], options: &CsvOptions) -> Result<Dataset, DataError> {
+        let dir = temp_dir("csv");
+        let path = dir.join("table.csv");
+        std::fs::write(&path, contents).unwrap();
+        let result = load_csv(&path, options);
+        std::fs::remove_dir_all(dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn uci_digits() {
+        let d = digits();
+        assert_eq!(d.len(), 1797);
+        assert_eq!(d.dim, 64);
+        assert_eq!(d.shape, vec![1, 8, 8]);
+        assert_eq!(d.num_classes, 10);
+        // Counts from scikit-learn's load_digits().
+        assert_eq!(
+            d.label_counts(),
+            vec![178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+        );
+        assert_eq!(d.labels[0], 0);
+        assert_eq!(&d.row(0)[..4], &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0]);
+        let max = d.features.iter().cloned().fold(f32::MIN, f32::max);
+        assert_eq!(max, 1.0);
+        assert!(d.features.iter().all(|&x| x >= 0.0));
+    }
+
+    #[test]
+    fn wdbc_with_header_skipped() {
+        let d = wdbc();
+        assert_eq!(d.len(), 569);
+        assert_eq!(d.dim, 30);
+        assert_eq!(d.shape, vec![30]);
+        assert_eq!(d.num_classes, 2);
+        assert_eq!(d.label_counts(), vec![212, 357]);
+        assert_eq!(d.row(0)[0], 17.99);
+        assert_eq!(d.row(0)[29], 0.1189);
+        assert_eq!(d.labels[0], 0);
+    }
+
+    #[test]
+    fn wdbc_header_without_skip_names_line_column_and_fix() {
+        let err = load_csv(&repo_data("wdbc.csv"), &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, DataError::NotNumeric { line: 1, column: 3, cell, .. } if cell == "malignant"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(msg.contains("wdbc.csv:1:3"), "{msg}");
+        assert!(msg.contains("`malignant`"), "{msg}");
+        assert!(msg.contains("skip_rows = 1"), "{msg}");
+        // With the label in the third column, the header's class name is a bad label.
+        let options = CsvOptions {
+            label_column: LabelColumn::Index(2),
+            ..CsvOptions::default()
+        };
+        let err = load_csv(&repo_data("wdbc.csv"), &options).unwrap_err();
+        assert!(
+            matches!(&err, DataError::BadLabel { line: 1, column: 3, cell, .. } if cell == "malignant"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn standardize_by_training_statistics() {
+        let d = wdbc();
+        let idx: Vec<usize> = (0..d.len()).collect();
+        let (mut train, mut test) = (d.subset(&idx[..400]), d.subset(&idx[400..]));
+        let raw_test = test.clone();
+        let stats = standardize(&mut train, &mut test).unwrap();
+        for j in 0..train.dim {
+            let col: Vec<f64> = train
+                .features
+                .iter()
+                .skip(j)
+                .step_by(30)
+                .map(|&x| f64::from(x))
+                .collect();
+            let mean = col.iter().sum::<f64>() / col.len() as f64;
+            let var = col.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / col.len() as f64;
+            assert!(mean.abs() < 1e-4, "feature {j} mean {mean}");
+            assert!((var - 1.0).abs() < 1e-3, "feature {j} var {var}");
+        }
+        let expected = (raw_test.row(0)[0] - stats.mean[0]) / stats.std[0];
+        assert!((test.row(0)[0] - expected).abs() < 1e-6);
+        // Whole-file statistics of feature 0 (radius mean), from Python's statistics module.
+        let all = Standardization::fit(&d).unwrap();
+        assert!((all.mean[0] - 14.127_292).abs() < 1e-3);
+        assert!((all.std[0] - 3.520_951).abs() < 1e-3);
+    }
+
+    #[test]
+    fn standardize_handles_constant_columns_and_mismatch() {
+        let mut a = Dataset::new(vec![1.0, 2.0, 1.0, 4.0], vec![0, 1], vec![2], 2).unwrap();
+        let mut b = Dataset::new(vec![1.0, 3.0], vec![0], vec![2], 2).unwrap();
+        let stats = standardize(&mut a, &mut b).unwrap();
+        assert_eq!(stats.std[0], 1.0);
+        assert_eq!(a.features, vec![0.0, -1.0, 0.0, 1.0]);
+        assert_eq!(b.features, vec![0.0, 0.0]);
+        let mut c = Dataset::new(vec![1.0], vec![0], vec![1], 2).unwrap();
+        assert!(stats.apply(&mut c).is_err());
+        let empty = a.subset(&[]);
+        assert!(Standardization::fit(&empty).is_err());
+    }
+
+    #[test]
+    fn gzip_detected_by_content_and_options_respected() {
+        let text = "# made up\n\"1\", 2 ,0\r\n\r\n3,4,1\n5,6,3\n";
+        let options = CsvOptions {
+            skip_rows: 1,
+            ..CsvOptions::default()
+        };
+        let plain = load_str(text.as_bytes(), &options).unwrap();
+        let zipped = load_str(&gzip(text.as_bytes()), &options).unwrap();
+        assert_eq!(plain, zipped);
+        assert_eq!(plain.features, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(plain.labels, vec![0, 1, 3]);
+        assert_eq!(plain.num_classes, 4);
+
+        let options = CsvOptions {
+            label_column: LabelColumn::Index(1),
+            delimiter: b';',
+            scale: Some(0.5),
+            ..CsvOptions::default()
+        };
+        let d = load_str(b"2;0;4\n6;1.0;8\n", &options).unwrap();
+        assert_eq!(d.features, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(d.labels, vec![0, 1]);
+        assert_eq!(d.num_classes, 2);
+    }
+
+    #[test]
+    fn parse_bytes_matches_file() {
+        let path = repo_data("uci-digits.csv.gz");
+        let bytes = std::fs::read(&path).unwrap();
+        let options = CsvOptions::default();
+        let from_bytes =
+            parse_csv_bytes(Path::new("embedded:uci-digits"), &bytes, &options).unwrap();
+        assert_eq!(from_bytes, load_csv(&path, &options).unwrap());
+        let err = parse_csv_bytes(Path::new("embedded:x"), b"1,a,0\n", &options).unwrap_err();
+        assert!(err.to_string().starts_with("embedded:x:1:2:"), "{err}");
+    }
+
+    #[test]
+    fn non_numeric_cell_names_line_column_and_text() {
+        let err = load_str(b"1,2,0\n3,abc,1\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, DataError::NotNumeric { line: 2, column: 2, cell, .. } if cell == "abc"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("table.csv:2:2") && msg.contains("`abc`"),
+            "{msg}"
+        );
+        assert!(msg.contains("remove or encode text columns"), "{msg}");
+
+        let msg = load_str(b"1,,0\n", &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing value"), "{msg}");
+        let msg = load_str(b"1,2,0\nNaN,2,0\n", &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("finite"), "{msg}");
+    }
+
+    #[test]
+    fn ragged_rows_name_the_line() {
+        let err = load_str(b"1,2,0\n3,4,1\n\n5,1\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::Ragged {
+                    line: 4,
+                    found: 2,
+                    expected: 3,
+                    first_line: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("table.csv:4"), "{err}");
+    }
+
+    #[test]
+    fn empty_files_are_errors() {
+        let err = load_str(b"", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(err, DataError::Empty { skipped: 0, .. }),
+            "{err:?}"
+        );
+        let err = load_str(
+            b"a,b,c\n\n  \n",
+            &CsvOptions {
+                skip_rows: 1,
+                ..CsvOptions::default()
+            },
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("after skipping 1 header line"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn labels_must_be_non_negative_integers() {
+        for bad in ["-1", "1.5", "cat", "1e40"] {
+            let text = format!("1,2,{bad}\n");
+            let err = load_str(text.as_bytes(), &CsvOptions::default()).unwrap_err();
+            assert!(
+                matches!(&err, DataError::BadLabel { line: 1, column: 3, cell, .. } if cell == bad),
+                "{bad}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn label_column_and_shape_are_checked() {
+        let options = CsvOptions {
+            label_column: LabelColumn::Index(3),
+            ..CsvOptions::default()
+        };
+        let err = load_str(b"1,2,0\n", &options).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::NoLabelColumn {
+                    index: 3,
+                    columns: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = load_str(b"1\n2\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::TooFewColumns {
+                    line: 1,
+                    columns: 1,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("delimiter"), "{err}");
+        let options = CsvOptions {
+            shape: Some(vec![3]),
+            ..CsvOptions::default()
+        };
+        let err = load_str(b"1,2,0\n", &options).unwrap_err();
+        assert!(err.to_string().contains("product is 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_utf8_and_missing_file() {
+        let err = load_str(b"1,2,0\n1,\xff,0\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::NotText {
+                    offset: 8,
+                    line: 2,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = load_csv(Path::new("/nonexistent/x.csv"), &CsvOptions::default()).unwrap_err();
+        assert!(matches!(err, DataError::Io { .. }), "{err:?}");
+        assert!(err.to_string().contains("/nonexistent/x.csv"), "{err}");
+    }
+}

@@ -1,0 +1,79 @@
+//! A site that trains on data it holds in memory: the simulation's participant, and the
+//! training half of a real node.
+
+use entente_core::engine::{Site, SiteError, TrainTask};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::SiteUpdate;
+
+use crate::data::Dataset;
+use crate::model::ModelSpec;
+use crate::trainer::{self, TrainError};
+
+/// Batch size used for evaluation (does not affect results, only speed).
+const EVAL_BATCH: usize = 1000;
+
+/// A site with its own training data and test split.
+#[derive(Debug, Clone)]
+pub struct LocalSite {
+    name: String,
+    spec: ModelSpec,
+    train: Dataset,
+    test: Dataset,
+}
+
+impl LocalSite {
+    /// A site called `name` training `spec` on `train` and evaluating on `test`.
+    pub fn new(name: impl Into<String>, spec: ModelSpec, train: Dataset, test: Dataset) -> Self {
+        Self {
+            name: name.into(),
+            spec,
+            train,
+            test,
+        }
+    }
+
+    /// The site's training data.
+    pub fn train_data(&self) -> &Dataset {
+        &self.train
+    }
+
+    /// The site's own test split.
+    pub fn test_data(&self) -> &Dataset {
+        &self.test
+    }
+
+    fn fail(&self, e: TrainError) -> SiteError {
+        SiteError {
+            site: self.name.clone(),
+            reason: e.to_string(),
+        }
+    }
+}
+
+impl Site for LocalSite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let outcome = trainer::train(
+            &self.spec,
+            &task.global,
+            &self.train,
+            &task.training,
+            task.seed,
+        )
+        .map_err(|e| self.fail(e))?;
+        Ok(SiteUpdate {
+            site: self.name.clone(),
+            num_examples: outcome.num_examples as u64,
+            params: outcome.params,
+            train_loss: outcome.mean_loss,
+        })
+    }
+
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        trainer::evaluate(&self.spec, params, &self.test, EVAL_BATCH).map_err(|e| self.fail(e))
+    }
+}

@@ -1,0 +1,230 @@
+//! The local trainer: minibatch SGD (optional momentum) or Adam on cross-entropy, with
+//! FedProx's proximal term, and evaluation with per-class accuracy.
+//!
+//! Training is deterministic for a given seed: batches come from a seeded shuffle and the
+//! model starts from the parameters it is given.
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use entente_core::engine::{LocalOptimizer, LocalTraining};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::Dataset;
+use crate::model::{ModelSpec, Net};
+use crate::param_store::{self, StoreError};
+
+/// Errors of training and evaluation.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The data set is empty.
+    #[error("no examples to train or evaluate on")]
+    NoData,
+    /// Examples do not have the number of features the model expects.
+    #[error("examples have {got} features but the model expects {expected}")]
+    InputSize {
+        /// Features per example in the data.
+        got: usize,
+        /// Features the model takes.
+        expected: usize,
+    },
+    /// Moving parameters in or out of the model failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The loss could not be read back.
+    #[error("could not read the loss value")]
+    ReadLoss,
+    /// Training produced a non-finite loss (learning rate too high?).
+    #[error("training diverged: loss became {0} (try a lower learning rate)")]
+    Diverged(f64),
+}
+
+/// The result of local training.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    /// Parameters after training (PyTorch layout, same names as the input).
+    pub params: ParamSet,
+    /// Mean minibatch loss over all steps.
+    pub mean_loss: f64,
+    /// Examples in the local data set.
+    pub num_examples: usize,
+    /// Optimizer steps taken.
+    pub steps: usize,
+}
+
+fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<(), TrainError> {
+    if data.is_empty() {
+        return Err(TrainError::NoData);
+    }
+    if data.dim != spec.input_dim() {
+        return Err(TrainError::InputSize {
+            got: data.dim,
+            expected: spec.input_dim(),
+        });
+    }
+    Ok(())
+}
+
+/// Features and labels of `indices` as tensors on `device`.
+fn batch(data: &Dataset, indices: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+    let mut x = Vec::with_capacity(indices.len() * data.dim);
+    let mut y = Vec::with_capacity(indices.len());
+    for &i in indices {
+        x.extend_from_slice(&data.features[i * data.dim..(i + 1) * data.dim]);
+        y.push(i64::from(data.labels[i]));
+    }
+    let n = indices.len();
+    (
+        Tensor::from_data(TensorData::new(x, [n, data.dim]), device),
+        Tensor::from_data(TensorData::new(y, [n]), device),
+    )
+}
+
+fn optimizer(cfg: &LocalTraining) -> ModuleOptimizer {
+    match cfg.optimizer {
+        LocalOptimizer::Sgd { momentum } if momentum > 0.0 => SgdConfig::new()
+            .with_momentum(Some(MomentumConfig {
+                momentum,
+                dampening: 0.0,
+                nesterov: false,
+            }))
+            .init(),
+        LocalOptimizer::Sgd { .. } => SgdConfig::new().init(),
+        LocalOptimizer::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+    }
+}
+
+/// Collects every float parameter of a module, flattened.
+struct Flatten(Vec<Tensor<1>>);
+
+impl ModuleVisitor for Flatten {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.0.push(t.reshape([n]));
+    }
+}
+
+fn flat_params<M: Module>(module: &M) -> Vec<Tensor<1>> {
+    let mut f = Flatten(Vec::new());
+    module.visit(&mut f);
+    f.0
+}
+
+/// Trains a model of `spec`, starting from `global`, on `data`. `seed` fixes the batch order.
+pub fn train(
+    spec: &ModelSpec,
+    global: &ParamSet,
+    data: &Dataset,
+    cfg: &LocalTraining,
+    seed: u64,
+) -> Result<TrainOutcome, TrainError> {
+    check_input(spec, data)?;
+    let device = Device::flex().autodiff();
+    let mut model = param_store::import(Net::new(spec, &device), global)?;
+    let mut optim = optimizer(cfg);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let anchor: Vec<Tensor<1>> = if cfg.fedprox_mu > 0.0 {
+        flat_params(&model)
+            .into_iter()
+            .map(|t| t.detach())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    let batch_size = cfg.batch_size.max(1);
+    let (mut loss_sum, mut steps) = (0.0, 0usize);
+    for _ in 0..cfg.epochs {
+        order.shuffle(&mut rng);
+        for chunk in order.chunks(batch_size) {
+            let (x, y) = batch(data, chunk, &device);
+            let mut loss = loss_fn.forward(model.forward(x), y);
+            let value = f64::from(loss.clone().into_scalar::<f32>());
+            if !value.is_finite() {
+                return Err(TrainError::Diverged(value));
+            }
+            if cfg.fedprox_mu > 0.0 {
+                let proximal = flat_params(&model)
+                    .into_iter()
+                    .zip(&anchor)
+                    .map(|(w, w0)| (w - w0.clone()).powi_scalar(2).sum())
+                    .reduce(|a, b| a + b);
+                if let Some(p) = proximal {
+                    loss = loss + p.mul_scalar(cfg.fedprox_mu / 2.0);
+                }
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(cfg.learning_rate, model, grads);
+            loss_sum += value;
+            steps += 1;
+        }
+    }
+    Ok(TrainOutcome {
+        params: param_store::export(&model.valid())?,
+        mean_loss: if steps > 0 {
+            loss_sum / steps as f64
+        } else {
+            0.0
+        },
+        num_examples: data.len(),
+        steps,
+    })
+}
+
+/// Evaluates `params` on `data` in batches of `batch_size`.
+pub fn evaluate(
+    spec: &ModelSpec,
+    params: &ParamSet,
+    data: &Dataset,
+    batch_size: usize,
+) -> Result<EvalMetrics, TrainError> {
+    check_input(spec, data)?;
+    let device = Device::flex();
+    let model = param_store::import(Net::new(spec, &device), params)?;
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let classes = data.num_classes.max(1);
+    let (mut correct, mut seen) = (vec![0usize; classes], vec![0usize; classes]);
+    let mut loss_sum = 0.0;
+    let indices: Vec<usize> = (0..data.len()).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let (x, y) = batch(data, chunk, &device);
+        let logits = model.forward(x);
+        let loss = loss_fn.forward(logits.clone(), y);
+        let loss = f64::from(loss.into_scalar::<f32>());
+        loss_sum += loss * chunk.len() as f64;
+        let predicted = logits
+            .argmax(1)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .map_err(|_| TrainError::ReadLoss)?;
+        for (&i, p) in chunk.iter().zip(predicted) {
+            let label = data.labels[i] as usize;
+            if label < classes {
+                seen[label] += 1;
+                if p == label as i64 {
+                    correct[label] += 1;
+                }
+            }
+        }
+    }
+    let total_correct: usize = correct.iter().sum();
+    Ok(EvalMetrics {
+        loss: loss_sum / data.len() as f64,
+        accuracy: total_correct as f64 / data.len() as f64,
+        per_class_accuracy: correct
+            .iter()
+            .zip(&seen)
+            .map(|(&c, &s)| (s > 0).then(|| c as f64 / s as f64))
+            .collect(),
+        num_examples: data.len(),
+    })
+}

@@ -1,0 +1,217 @@
+//! `entente simulate`: a whole federation in one process, on the same round engine that a
+//! network deployment uses, with optional local-only and centralized baselines.
+
+mod baselines;
+mod progress;
+mod run_dir;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use entente_core::aggregators;
+use entente_core::engine::{Evaluator, RoundEngine, RoundRules, Site};
+use entente_core::manifest::Manifest;
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_learn::data::Dataset;
+use entente_learn::model::ModelSpec;
+use entente_learn::simulation;
+use entente_learn::trainer;
+use rayon::prelude::*;
+
+/// The manifest `simulate` runs when given none.
+const DEFAULT_MANIFEST: &str = include_str!("../../../../examples/digits.toml");
+
+/// Arguments of `entente simulate`.
+#[derive(Args)]
+pub struct SimulateArgs {
+    /// Manifest to run; without one, the embedded digits demo runs.
+    manifest: Option<PathBuf>,
+    /// Read the data from this file or folder instead of the manifest's `data.path`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Also train each site alone and one model on the pooled data, with the same epochs.
+    #[arg(long)]
+    baselines: bool,
+    /// Run folder for the manifest, split, metrics, model and summary [default: runs/NAME-TIME].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Override the number of rounds.
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// Worker threads (results do not depend on it) [default: all cores].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// No progress bars.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Evaluates the global model on the coordinator's held-out test set.
+struct CentralTest {
+    spec: ModelSpec,
+    data: Dataset,
+}
+
+impl Evaluator for CentralTest {
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String> {
+        trainer::evaluate(&self.spec, params, &self.data, 1000).map_err(|e| e.to_string())
+    }
+}
+
+fn load_manifest(path: Option<&Path>) -> Result<Manifest> {
+    Ok(match path {
+        Some(p) => Manifest::load(p)?,
+        None => Manifest::parse(DEFAULT_MANIFEST, "<embedded digits demo>", Path::new("."))?,
+    })
+}
+
+/// Runs `entente simulate`.
+pub fn run(args: SimulateArgs) -> Result<()> {
+    if let Some(n) = args.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("could not start the worker threads")?;
+    }
+    let started = Instant::now();
+    let mut manifest = load_manifest(args.manifest.as_deref())?;
+    if let Some(r) = args.rounds {
+        if r == 0 {
+            bail!("--rounds must be at least 1");
+        }
+        manifest.rounds = r;
+    }
+    let fed = simulation::prepare(&manifest, args.data.as_deref()).map_err(|e| {
+        let hint = if matches!(manifest.data.format, entente_core::manifest::DataFormat::Idx) {
+            "\n  Fashion-MNIST comes with Debian's package: apt-get install dataset-fashion-mnist\n  \
+             or point --data at a folder holding train-/t10k- IDX files"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("could not prepare the data: {e}{hint}")
+    })?;
+    let out = run_dir::RunDir::create(args.out.as_deref(), &manifest.name)?;
+    out.write_setup(&manifest, &fed.split)?;
+
+    println!(
+        "entente simulate: federation `{}`, {} sites, {} rounds, strategy {}, model {} ({} parameters)",
+        manifest.name,
+        fed.sites.len(),
+        manifest.rounds,
+        aggregators::build(&manifest.strategy).name(),
+        describe(&fed.spec),
+        fed.spec
+            .tensor_shapes()
+            .iter()
+            .map(|(_, s, _)| s.iter().product::<usize>())
+            .sum::<usize>(),
+    );
+    println!(
+        "data: {} training examples over the sites ({}), {} in the global test set; run folder {}",
+        fed.sites
+            .iter()
+            .map(|s| s.train_data().len())
+            .sum::<usize>(),
+        fed.sites
+            .iter()
+            .map(|s| s.train_data().len().to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        fed.test.len(),
+        out.path().display(),
+    );
+
+    let initial = fed.spec.init_params(manifest.seed)?;
+    let progress = progress::Progress::new(args.quiet, manifest.rounds);
+    let sites: Vec<Arc<dyn Site>> = fed
+        .sites
+        .iter()
+        .map(|s| progress.wrap(Arc::new(s.clone())))
+        .collect();
+    let rules = RoundRules {
+        rounds: manifest.rounds,
+        fraction: manifest.selection.fraction,
+        min_sites: manifest.selection.min_sites,
+        seed: manifest.seed,
+        policy: manifest.policy,
+        training: manifest.training.clone(),
+    };
+    let evaluator = Arc::new(CentralTest {
+        spec: fed.spec.clone(),
+        data: fed.test.clone(),
+    });
+    let mut engine = RoundEngine::new(
+        sites,
+        aggregators::build(&manifest.strategy),
+        Some(evaluator),
+        rules,
+        initial.clone(),
+    );
+    let mut observer = progress.observer(&out);
+    let records = engine
+        .run(&mut observer)
+        .context("the federation stopped")?;
+    observer.finish()?;
+    let fed_seconds = started.elapsed().as_secs_f64();
+    engine
+        .global()
+        .save(&out.path().join("model.safetensors"))
+        .context("could not write the final model")?;
+
+    let global = engine.global();
+    let site_eval: Vec<(String, usize, Option<EvalMetrics>)> = fed
+        .sites
+        .par_iter()
+        .map(|s| {
+            let own = (!s.test_data().is_empty())
+                .then(|| trainer::evaluate(&fed.spec, global, s.test_data(), 1000).ok())
+                .flatten();
+            (s.name().to_string(), s.train_data().len(), own)
+        })
+        .collect();
+    let baseline = if args.baselines {
+        Some(baselines::run(&fed, &manifest, &initial, &progress)?)
+    } else {
+        None
+    };
+    let summary = run_dir::Summary::new(
+        &manifest,
+        &records,
+        &site_eval,
+        baseline.as_ref(),
+        fed_seconds,
+        started,
+    );
+    out.write_summary(&summary)?;
+    summary.print();
+    println!("\nrun folder: {}", out.path().display());
+    Ok(())
+}
+
+fn describe(spec: &ModelSpec) -> String {
+    match spec {
+        ModelSpec::Mlp {
+            input,
+            hidden,
+            classes,
+        } => {
+            let mut widths = vec![input.to_string()];
+            widths.extend(hidden.iter().map(ToString::to_string));
+            widths.push(classes.to_string());
+            format!("MLP {}", widths.join("-"))
+        }
+        ModelSpec::Cnn {
+            channels,
+            height,
+            width,
+            classes,
+        } => format!("CNN {channels}x{height}x{width} -> {classes}"),
+    }
+}

@@ -1,0 +1,160 @@
+//! Progress display for a simulation: a bar over the sites while a round runs, one line per
+//! finished round, and the metrics files written as rounds complete.
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use entente_core::engine::{RoundObserver, RoundRecord, Site, SiteError, TrainTask};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::SiteUpdate;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::run_dir::{MetricsWriter, RunDir};
+
+/// The shared progress bar of a simulation.
+pub struct Progress {
+    bar: ProgressBar,
+    rounds: u32,
+}
+
+impl Progress {
+    /// A bar on stderr, hidden when `quiet` or when stderr is not a terminal.
+    pub fn new(quiet: bool, rounds: u32) -> Self {
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new(0)
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Self { bar, rounds }
+    }
+
+    /// Starts a bar for `len` units of other work (baselines).
+    pub fn start(&self, prefix: &str, len: usize) {
+        self.bar.reset();
+        self.bar.set_length(len as u64);
+        self.bar.set_position(0);
+        self.bar.set_prefix(prefix.to_string());
+        self.bar.set_message("");
+    }
+
+    /// Advances the bar by one unit.
+    pub fn tick(&self, message: &str) {
+        self.bar.set_message(message.to_string());
+        self.bar.inc(1);
+    }
+
+    /// Prints a line to stdout, above the bar.
+    pub fn println(&self, line: &str) {
+        self.bar.suspend(|| println!("{line}"));
+    }
+
+    /// Removes the bar.
+    pub fn clear(&self) {
+        self.bar.finish_and_clear();
+    }
+
+    /// Wraps a site so that the bar advances when it finishes training.
+    pub fn wrap(&self, site: Arc<dyn Site>) -> Arc<dyn Site> {
+        Arc::new(CountingSite {
+            inner: site,
+            bar: self.bar.clone(),
+        })
+    }
+
+    /// The observer that prints round lines and writes metrics to `dir`.
+    pub fn observer<'a>(&'a self, dir: &'a RunDir) -> RoundPrinter<'a> {
+        RoundPrinter {
+            progress: self,
+            metrics: dir.metrics_writer(),
+            header_printed: false,
+        }
+    }
+}
+
+/// A site that advances the progress bar after training.
+struct CountingSite {
+    inner: Arc<dyn Site>,
+    bar: ProgressBar,
+}
+
+impl Site for CountingSite {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let result = self.inner.train(task);
+        self.bar.set_message(format!("{} done", self.inner.name()));
+        self.bar.inc(1);
+        result
+    }
+
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        self.inner.evaluate(params)
+    }
+}
+
+/// Prints one line per round and appends it to the metrics files.
+pub struct RoundPrinter<'a> {
+    progress: &'a Progress,
+    metrics: Result<MetricsWriter>,
+    header_printed: bool,
+}
+
+impl RoundPrinter<'_> {
+    /// Clears the bar and reports the first error met while writing metrics.
+    pub fn finish(self) -> Result<()> {
+        self.progress.clear();
+        self.metrics.map(|_| ())
+    }
+}
+
+impl RoundObserver for RoundPrinter<'_> {
+    fn round_started(&mut self, round: u32, sites: &[String]) {
+        self.progress.start(
+            &format!("round {round}/{}", self.progress.rounds),
+            sites.len(),
+        );
+    }
+
+    fn round_finished(&mut self, r: &RoundRecord) {
+        if !self.header_printed {
+            self.progress.println(&format!(
+                "{:>5}  {:>5}  {:>10}  {:>9}  {:>8}  {:>8}  {:>7}",
+                "round", "sites", "train loss", "test loss", "test acc", "fed acc", "seconds"
+            ));
+            self.header_printed = true;
+        }
+        let (loss, acc) = r
+            .test
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
+        let fed = r.federated.as_ref().map_or(f64::NAN, |f| f.accuracy);
+        self.progress.println(&format!(
+            "{:>5}  {:>2}/{:<2}  {:>10.4}  {:>9.4}  {:>7.2}%  {:>7.2}%  {:>7.1}",
+            r.round,
+            r.accepted.len(),
+            r.selected.len(),
+            r.train_loss,
+            loss,
+            acc * 100.0,
+            fed * 100.0,
+            r.seconds
+        ));
+        for e in &r.excluded {
+            self.progress
+                .println(&format!("       left out {}: {}", e.site, e.reason));
+        }
+        if let Ok(writer) = &mut self.metrics
+            && let Err(e) = writer.append(r)
+        {
+            self.metrics = Err(e);
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! The run folder: what a simulation used and produced, for people and for scripts.
+//!
+//! `manifest.toml` (as run), `split.json` (each site's training-set indices),
+//! `metrics.jsonl` and `metrics.csv` (one row per round), `model.safetensors` (final global
+//! model, PyTorch layout) and `summary.json`.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use entente_core::engine::RoundRecord;
+use entente_core::manifest::Manifest;
+use entente_core::metrics::EvalMetrics;
+use entente_learn::partition::save_split_json;
+use serde::Serialize;
+
+use super::baselines::Baselines;
+
+/// A folder holding one run's records.
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates `out`, or `runs/NAME-UNIXTIME` when none is given.
+    pub fn create(out: Option<&Path>, name: &str) -> Result<Self> {
+        let path = match out {
+            Some(p) => p.to_path_buf(),
+            None => {
+                let secs = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                Path::new("runs").join(format!("{name}-{secs}"))
+            }
+        };
+        fs::create_dir_all(&path)
+            .with_context(|| format!("could not create the run folder {}", path.display()))?;
+        Ok(Self { path })
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        let p = self.path.join(name);
+        fs::write(&p, bytes).with_context(|| format!("could not write {}", p.display()))
+    }
+
+    /// Writes the manifest as run and the split.
+    pub fn write_setup(&self, manifest: &Manifest, split: &[Vec<usize>]) -> Result<()> {
+        self.write("manifest.toml", manifest.source.as_bytes())?;
+        let p = self.path.join("split.json");
+        save_split_json(&p, split).with_context(|| format!("could not write {}", p.display()))
+    }
+
+    /// Opens the per-round metrics files.
+    pub fn metrics_writer(&self) -> Result<MetricsWriter> {
+        let open = |name: &str| -> Result<BufWriter<File>> {
+            let p = self.path.join(name);
+            Ok(BufWriter::new(File::create(&p).with_context(|| {
+                format!("could not create {}", p.display())
+            })?))
+        };
+        let mut csv = open("metrics.csv")?;
+        writeln!(
+            csv,
+            "round,selected,accepted,train_loss,test_loss,test_accuracy,federated_loss,federated_accuracy,seconds"
+        )?;
+        Ok(MetricsWriter {
+            jsonl: open("metrics.jsonl")?,
+            csv,
+        })
+    }
+
+    /// Writes `summary.json`.
+    pub fn write_summary(&self, summary: &Summary) -> Result<()> {
+        let mut text = serde_json::to_string_pretty(summary)?;
+        text.push('\n');
+        self.write("summary.json", text.as_bytes())
+    }
+}
+
+/// Appends one row per round to `metrics.jsonl` and `metrics.csv`.
+pub struct MetricsWriter {
+    jsonl: BufWriter<File>,
+    csv: BufWriter<File>,
+}
+
+impl MetricsWriter {
+    /// Appends a round and flushes, so a stopped run keeps its finished rounds.
+    pub fn append(&mut self, r: &RoundRecord) -> Result<()> {
+        serde_json::to_writer(&mut self.jsonl, r)?;
+        writeln!(self.jsonl)?;
+        let opt = |m: &Option<EvalMetrics>, f: fn(&EvalMetrics) -> f64| {
+            m.as_ref().map(|m| f(m).to_string()).unwrap_or_default()
+        };
+        writeln!(
+            self.csv,
+            "{},{},{},{},{},{},{},{},{:.3}",
+            r.round,
+            r.selected.len(),
+            r.accepted.len(),
+            r.train_loss,
+            opt(&r.test, |m| m.loss),
+            opt(&r.test, |m| m.accuracy),
+            opt(&r.federated, |m| m.loss),
+            opt(&r.federated, |m| m.accuracy),
+            r.seconds
+        )?;
+        self.jsonl.flush()?;
+        self.csv.flush()?;
+        Ok(())
+    }
+}
+
+/// One site's line of the collaboration table.
+#[derive(Debug, Serialize)]
+pub struct SiteSummary {
+    /// Site name.
+    pub site: String,
+    /// Training examples it holds.
+    pub examples: usize,
+    /// The federated model on the site's own test split.
+    pub federated_own_test_accuracy: Option<f64>,
+    /// Its local-only model on the global test set (with `--baselines`).
+    pub local_only_accuracy: Option<f64>,
+    /// Its local-only model on its own test split (with `--baselines`).
+    pub local_only_own_test_accuracy: Option<f64>,
+}
+
+/// `summary.json`: the figures scripts need.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    /// Federation name.
+    pub federation: String,
+    /// Aggregation rule.
+    pub strategy: String,
+    /// Rounds run.
+    pub rounds: u32,
+    /// Final global model on the global test set.
+    pub federated_accuracy: Option<f64>,
+    /// Final global model's test loss.
+    pub federated_loss: Option<f64>,
+    /// Final global model, example-weighted over the sites' own test splits.
+    pub federated_site_accuracy: Option<f64>,
+    /// Pooled-data model on the global test set (with `--baselines`).
+    pub centralized_accuracy: Option<f64>,
+    /// Per site.
+    pub sites: Vec<SiteSummary>,
+    /// Seconds of the federated run (data loading included).
+    pub federated_seconds: f64,
+    /// Seconds of the whole command.
+    pub wall_seconds: f64,
+}
+
+impl Summary {
+    /// Collects the summary of a finished run.
+    pub fn new(
+        manifest: &Manifest,
+        records: &[RoundRecord],
+        site_eval: &[(String, usize, Option<EvalMetrics>)],
+        baselines: Option<&Baselines>,
+        federated_seconds: f64,
+        started: Instant,
+    ) -> Self {
+        let last = records.last();
+        let test = last.and_then(|r| r.test.as_ref());
+        Self {
+            federation: manifest.name.clone(),
+            strategy: entente_core::aggregators::build(&manifest.strategy)
+                .name()
+                .to_string(),
+            rounds: records.len() as u32,
+            federated_accuracy: test.map(|t| t.accuracy),
+            federated_loss: test.map(|t| t.loss),
+            federated_site_accuracy: last.and_then(|r| r.federated.as_ref()).map(|f| f.accuracy),
+            centralized_accuracy: baselines.map(|b| b.centralized.accuracy),
+            sites: site_eval
+                .iter()
+                .enumerate()
+                .map(|(i, (site, examples, own))| {
+                    let local = baselines.and_then(|b| b.local_only.get(i));
+                    SiteSummary {
+                        site: site.clone(),
+                        examples: *examples,
+                        federated_own_test_accuracy: own.as_ref().map(|m| m.accuracy),
+                        local_only_accuracy: local.map(|l| l.global_test.accuracy),
+                        local_only_own_test_accuracy: local
+                            .and_then(|l| l.own_test.as_ref())
+                            .map(|m| m.accuracy),
+                    }
+                })
+                .collect(),
+            federated_seconds,
+            wall_seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Prints the closing summary and, with baselines, the collaboration table.
+    pub fn print(&self) {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0));
+        println!();
+        println!(
+            "federated model after {} rounds: {} on the global test set, {} on the sites' own test splits ({:.1} s)",
+            self.rounds,
+            pct(self.federated_accuracy),
+            pct(self.federated_site_accuracy),
+            self.federated_seconds
+        );
+        if self.centralized_accuracy.is_none() {
+            return;
+        }
+        println!();
+        println!(
+            "what collaboration bought (accuracy; global test set / the site's own test split):"
+        );
+        println!(
+            "{:<20} {:>8}  {:>18}  {:>18}",
+            "site", "examples", "alone", "federated"
+        );
+        for s in &self.sites {
+            println!(
+                "{:<20} {:>8}  {:>8} / {:>7}  {:>8} / {:>7}",
+                s.site,
+                s.examples,
+                pct(s.local_only_accuracy),
+                pct(s.local_only_own_test_accuracy),
+                pct(self.federated_accuracy),
+                pct(s.federated_own_test_accuracy),
+            );
+        }
+        println!(
+            "{:<20} {:>8}  {:>18}",
+            "centralized (pooled)",
+            self.sites.iter().map(|s| s.examples).sum::<usize>(),
+            pct(self.centralized_accuracy)
+        );
+    }
+}
