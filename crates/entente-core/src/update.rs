@@ -33,6 +33,8 @@ pub struct ValidUpdate {
     pub params: ParamSet,
     /// L2 distance between these parameters and the global model.
     pub update_norm: f64,
+    /// Mean training loss the site reported (finite).
+    pub train_loss: f64,
 }
 
 /// What exactly is wrong with a rejected update.
@@ -75,6 +77,9 @@ pub enum UpdateProblem {
     /// The update claims no training examples.
     #[error("the update claims 0 training examples")]
     NoExamples,
+    /// The reported training loss is NaN or infinite.
+    #[error("the reported training loss is not finite ({0})")]
+    NonFiniteLoss(f64),
 }
 
 /// An update was rejected; names the site and the problem.
@@ -108,6 +113,9 @@ pub fn validate(
     if update.num_examples == 0 {
         return Err(reject(UpdateProblem::NoExamples));
     }
+    if !update.train_loss.is_finite() {
+        return Err(reject(UpdateProblem::NonFiniteLoss(update.train_loss)));
+    }
     let params = align(global.layout(), update.params).map_err(&reject)?;
     let norm = params.l2_distance(global);
     if let Some(bound) = policy.max_update_norm
@@ -120,6 +128,7 @@ pub fn validate(
         num_examples: update.num_examples,
         params,
         update_norm: norm,
+        train_loss: update.train_loss,
     })
 }
 
@@ -250,6 +259,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e.problem, UpdateProblem::NormTooLarge { .. }));
+    }
+
+    #[test]
+    fn rejects_a_non_finite_training_loss() {
+        let mut u = update(vec![
+            ("w", vec![2, 2], vec![0.0; 4]),
+            ("b", vec![2], vec![0.0; 2]),
+        ]);
+        u.train_loss = f64::NAN;
+        let e = validate(&global(), u, &UpdatePolicy::default()).unwrap_err();
+        assert!(matches!(e.problem, UpdateProblem::NonFiniteLoss(l) if l.is_nan()));
     }
 
     #[test]

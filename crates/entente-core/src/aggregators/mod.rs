@@ -292,6 +292,7 @@ pub(crate) mod testing {
             num_examples,
             params,
             update_norm,
+            train_loss: 0.0,
         }
     }
 
@@ -392,6 +393,7 @@ mod tests {
                 num_examples: 1,
                 params: other.clone(),
                 update_norm: 0.0,
+                train_loss: 0.0,
             };
             assert_eq!(
                 agg.add(mismatched),

@@ -203,29 +203,31 @@ impl RoundEngine {
         self.aggregator.begin(&self.global);
         let (mut accepted, mut excluded) = (Vec::new(), Vec::new());
         let (mut loss_sum, mut weight_sum) = (0.0, 0.0);
-        for result in results {
-            let outcome = result
-                .map_err(|e| (e.site.clone(), e.reason))
-                .and_then(|u| {
-                    let loss = u.train_loss;
-                    validate(&self.global, u, &rules.policy)
-                        .map(|v| (v, loss))
-                        .map_err(|e| (e.site.clone(), e.problem.to_string()))
-                });
+        // Every outcome is recorded under the name of the site that was called, whatever
+        // name the update or error carries.
+        for (site, result) in selected.iter().zip(results) {
+            let outcome = result.map_err(|e| e.reason).and_then(|u| {
+                if u.site != *site {
+                    return Err(format!("the update claims to come from site `{}`", u.site));
+                }
+                validate(&self.global, u, &rules.policy).map_err(|e| e.problem.to_string())
+            });
             match outcome {
-                Ok((valid, loss)) => {
+                Ok(valid) => {
                     let weight = valid.num_examples as f64;
-                    let site = valid.site.clone();
+                    loss_sum += valid.train_loss * weight;
+                    weight_sum += weight;
                     self.aggregator
                         .add(valid)
                         .map_err(|source| EngineError::Aggregate { round, source })?;
-                    loss_sum += loss * weight;
-                    weight_sum += weight;
-                    accepted.push(site);
+                    accepted.push(site.clone());
                 }
-                Err((site, reason)) => {
+                Err(reason) => {
                     tracing::warn!(round, site = %site, %reason, "update excluded");
-                    excluded.push(Excluded { site, reason });
+                    excluded.push(Excluded {
+                        site: site.clone(),
+                        reason,
+                    });
                 }
             }
         }

@@ -182,3 +182,35 @@ fn missing_sites_is_an_error() {
     let (_, key, _) = invalid(&text);
     assert_eq!(key, "sites");
 }
+
+#[test]
+fn shipped_examples_parse() {
+    let examples = [
+        (
+            "digits.toml",
+            include_str!("../../../../examples/digits.toml"),
+        ),
+        (
+            "fashion-mnist.toml",
+            include_str!("../../../../examples/fashion-mnist.toml"),
+        ),
+        (
+            "fashion-mnist-fedavgm.toml",
+            include_str!("../../../../examples/fashion-mnist-fedavgm.toml"),
+        ),
+    ];
+    for (name, text) in examples {
+        let m = Manifest::parse(text, name, Path::new("examples"))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!m.sites.is_empty(), "{name}");
+    }
+    let fm = parse_named("fashion-mnist.toml", examples[1].1);
+    assert_eq!(fm.sites.len(), 10);
+    assert_eq!(fm.rounds, 30);
+    assert_eq!(fm.data.partition, PartitionChoice::Dirichlet { alpha: 0.5 });
+    assert_eq!(fm.strategy, Strategy::FedAvg);
+}
+
+fn parse_named(name: &str, text: &str) -> Manifest {
+    Manifest::parse(text, name, Path::new("examples")).unwrap()
+}

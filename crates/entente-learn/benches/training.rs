@@ -1,0 +1,93 @@
+//! Local training throughput of the 2NN (784-200-200-10 MLP) on real Fashion-MNIST.
+//!
+//! One iteration is what a site does in one round: `trainer::train` for one epoch of minibatch
+//! SGD (batch 32, lr 0.05, no momentum) over a fixed 6,400-example slice of the Fashion-MNIST
+//! training set (the first 6,400 images, loaded once outside the timed code), starting from the
+//! same seeded parameters every time. Reported as samples per second
+//! (`Throughput::Elements(6400)`). `bench/pytorch_2nn.py` runs the same workload in PyTorch.
+//!
+//! Threads: the trainer runs as the library does by default, on burn's `flex` backend with its
+//! `rayon` feature, i.e. on rayon's global pool, which has one thread per logical CPU unless
+//! `RAYON_NUM_THREADS` says otherwise. In practice at batch 32 almost all of the work is single
+//! threaded: flex hands a matmul to gemm's rayon parallelism only from 192^3 multiply-adds up,
+//! and the largest product here (32x784 by 784x200, forward and weight gradient) is about 5.0M,
+//! below that threshold, so the bench keeps about one core busy whatever the pool size (measured
+//! on a 2-core machine: user CPU time about equal to wall time, and the same samples/s with
+//! `RAYON_NUM_THREADS=1`). The result is named after the pool size (`.../rayon_threads_N`), so
+//! a `RAYON_NUM_THREADS=1 cargo bench ...` run is kept next to the default one.
+//!
+//! Needs `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`); without it the
+//! bench prints a note and measures nothing.
+//!
+//! Run with `cargo bench -p entente-learn --bench training`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{
+    BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
+use entente_core::engine::{LocalOptimizer, LocalTraining};
+use entente_learn::data::{Split, load_idx_dir};
+use entente_learn::model::ModelSpec;
+use entente_learn::trainer::train;
+
+/// Examples in the training slice (200 minibatches of 32).
+const EXAMPLES: usize = 6_400;
+/// Where Debian's `dataset-fashion-mnist` installs the IDX files.
+const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+fn bench_training(c: &mut Criterion) {
+    let dir = Path::new(FASHION_MNIST);
+    let full = match load_idx_dir(dir, Split::Train) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "skipping the training bench: cannot load Fashion-MNIST from {FASHION_MNIST}: {e}"
+            );
+            return;
+        }
+    };
+    let indices: Vec<usize> = (0..EXAMPLES).collect();
+    let data = full.subset(&indices);
+    drop(full);
+
+    let spec = ModelSpec::Mlp {
+        input: 784,
+        hidden: vec![200, 200],
+        classes: 10,
+    };
+    let global = spec.init_params(7).expect("2NN parameters");
+    let cfg = LocalTraining {
+        epochs: 1,
+        batch_size: 32,
+        learning_rate: 0.05,
+        optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
+        fedprox_mu: 0.0,
+    };
+    // Builds rayon's global pool now, the size the trainer will see (RAYON_NUM_THREADS or the
+    // number of logical CPUs); it names the result so runs with different counts are kept apart.
+    let threads = rayon::current_num_threads();
+    eprintln!(
+        "training bench: 2NN, {EXAMPLES} Fashion-MNIST examples, batch 32, rayon threads {threads}"
+    );
+
+    let mut group = c.benchmark_group("training");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Elements(EXAMPLES as u64));
+    let id = BenchmarkId::new(
+        "2nn_fashion_mnist_epoch_b32",
+        format!("rayon_threads_{threads}"),
+    );
+    group.bench_function(id, |b| {
+        b.iter(|| train(&spec, &global, &data, &cfg, 1).expect("training succeeds"));
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_training);
+criterion_main!(benches);

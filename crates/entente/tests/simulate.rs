@@ -1,0 +1,423 @@
+//! `entente simulate` end to end: the binary, its run folder and its error messages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use entente_core::params::ParamSet;
+use serde_json::Value;
+
+const DIGITS_MANIFEST: &str = include_str!("../../../examples/digits.toml");
+const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
+
+/// A fresh, unique folder under the system temp dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "entente-simulate-{name}-{}-{nanos}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
+/// Runs `entente` with `args` in `cwd`.
+fn entente(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_entente"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("could not start the entente binary")
+}
+
+/// Runs `entente simulate ARGS --out OUT -q` and insists that it succeeds.
+fn simulate_ok(cwd: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["simulate"];
+    args.extend_from_slice(extra);
+    args.extend(["--out", out.to_str().unwrap(), "-q"]);
+    let output = entente(cwd, &args);
+    assert!(
+        output.status.success(),
+        "entente {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn the_embedded_default_runs_and_writes_a_complete_run_folder() {
+    let tmp = Scratch::new("default");
+    let out = tmp.join("run");
+    let output = simulate_ok(tmp.path(), &out, &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("digits-demo"), "{stdout}");
+    // Nothing is written outside the run folder.
+    assert!(!tmp.join("runs").exists());
+
+    for file in [
+        "manifest.toml",
+        "split.json",
+        "metrics.jsonl",
+        "metrics.csv",
+        "model.safetensors",
+        "summary.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("manifest.toml")).unwrap(),
+        DIGITS_MANIFEST
+    );
+
+    // The split: five sites, disjoint index lists.
+    let split = read_json(&out.join("split.json"));
+    let lists = split
+        .as_array()
+        .or_else(|| split["sites"].as_array())
+        .unwrap_or_else(|| panic!("unexpected split.json: {split}"));
+    assert_eq!(lists.len(), 5);
+    let mut all: Vec<u64> = Vec::new();
+    for list in lists {
+        let list = list
+            .as_array()
+            .or_else(|| list["indices"].as_array())
+            .unwrap_or_else(|| panic!("unexpected split entry: {list}"));
+        assert!(!list.is_empty());
+        all.extend(list.iter().map(|v| v.as_u64().unwrap()));
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), n, "a training example is held by two sites");
+
+    // One JSON object per round.
+    let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let rounds: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rounds.len(), 20);
+    for (i, r) in rounds.iter().enumerate() {
+        assert_eq!(r["round"], i as u64 + 1);
+        assert_eq!(r["selected"].as_array().unwrap().len(), 5);
+        assert_eq!(r["accepted"].as_array().unwrap().len(), 5);
+        assert!(r["excluded"].as_array().unwrap().is_empty());
+        assert!(r["test"]["accuracy"].is_f64());
+        assert!(r["federated"]["accuracy"].is_f64());
+    }
+    let first = rounds[0]["test"]["accuracy"].as_f64().unwrap();
+    let last = rounds[19]["test"]["accuracy"].as_f64().unwrap();
+    assert!(last > first, "accuracy did not improve: {first} -> {last}");
+
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 21, "header + 20 rows");
+    assert!(lines[0].starts_with("round,"), "{}", lines[0]);
+    let columns = lines[0].split(',').count();
+    for (i, row) in lines[1..].iter().enumerate() {
+        let cells: Vec<&str> = row.split(',').collect();
+        assert_eq!(cells.len(), columns, "row {row}");
+        assert_eq!(cells[0], (i + 1).to_string());
+    }
+
+    let summary = read_json(&out.join("summary.json"));
+    let accuracy = summary["federated_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.85, "federated accuracy {accuracy}");
+    assert_eq!(accuracy, last, "summary and last round disagree");
+    assert_eq!(summary["rounds"], 20);
+    assert_eq!(summary["strategy"], "fedavg");
+    assert!(summary["centralized_accuracy"].is_null());
+    let sites = summary["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 5);
+    for s in sites {
+        assert!(s["local_only_accuracy"].is_null());
+    }
+
+    // The final model: the MLP 64-64-10 in PyTorch layout.
+    let model = ParamSet::load(&out.join("model.safetensors")).unwrap();
+    let shapes: Vec<(String, Vec<usize>)> = model
+        .iter()
+        .map(|(s, _)| (s.name.clone(), s.shape.clone()))
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            ("layers.0.weight".to_string(), vec![64, 64]),
+            ("layers.0.bias".to_string(), vec![64]),
+            ("layers.1.weight".to_string(), vec![10, 64]),
+            ("layers.1.bias".to_string(), vec![10]),
+        ]
+    );
+    assert!(model.as_flat().iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn baselines_add_centralized_and_local_only_accuracies() {
+    let tmp = Scratch::new("baselines");
+    let out = tmp.join("run");
+    let output = simulate_ok(tmp.path(), &out, &["--baselines", "--rounds", "5"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("centralized"), "{stdout}");
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["rounds"], 5);
+    let central = summary["centralized_accuracy"].as_f64().unwrap();
+    assert!(central > 0.85, "centralized accuracy {central}");
+    let sites = summary["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 5);
+    for s in sites {
+        let local = s["local_only_accuracy"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no local_only_accuracy: {s}"));
+        assert!((0.0..=1.0).contains(&local), "{s}");
+        assert!(s["local_only_own_test_accuracy"].is_f64(), "{s}");
+        assert!(s["examples"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn runs_are_reproducible_and_independent_of_the_thread_count() {
+    let tmp = Scratch::new("repro");
+    let manifest = tmp.join("digits.toml");
+    std::fs::write(&manifest, DIGITS_MANIFEST).unwrap();
+    let manifest = manifest.to_str().unwrap();
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.join(name);
+        let mut args = vec![manifest, "--rounds", "8"];
+        args.extend_from_slice(extra);
+        simulate_ok(tmp.path(), &out, &args);
+        (
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+            std::fs::read(out.join("split.json")).unwrap(),
+        )
+    };
+    let a = run("a", &[]);
+    let b = run("b", &[]);
+    assert!(
+        a.0 == b.0,
+        "two runs of one manifest wrote different models"
+    );
+    assert_eq!(
+        a.1, b.1,
+        "two runs of one manifest split the data differently"
+    );
+    let one = run("t1", &["--threads", "1"]);
+    let two = run("t2", &["--threads", "2"]);
+    assert!(one.0 == two.0, "--threads 1 and --threads 2 differ");
+    assert!(a.0 == one.0, "--threads 1 differs from the default");
+
+    // And the seed matters: another seed gives another model.
+    let reseeded = tmp.join("seed7.toml");
+    std::fs::write(&reseeded, DIGITS_MANIFEST.replace("seed = 42", "seed = 7")).unwrap();
+    let out = tmp.join("c");
+    simulate_ok(
+        tmp.path(),
+        &out,
+        &[reseeded.to_str().unwrap(), "--rounds", "8"],
+    );
+    assert!(std::fs::read(out.join("model.safetensors")).unwrap() != a.0);
+}
+
+#[test]
+fn an_unknown_manifest_key_is_named_with_its_line() {
+    let tmp = Scratch::new("unknown-key");
+    let text = DIGITS_MANIFEST.replace("learning_rate = 0.05", "learning_rat = 0.05");
+    assert_ne!(text, DIGITS_MANIFEST);
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("learning_rat "))
+        .unwrap()
+        + 1;
+    let manifest = tmp.join("bad.toml");
+    std::fs::write(&manifest, &text).unwrap();
+    let out = tmp.join("run");
+    let output = entente(
+        tmp.path(),
+        &[
+            "simulate",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    assert!(!output.status.success());
+    assert_ne!(output.status.code(), Some(0));
+    let err = stderr(&output);
+    assert!(err.contains("learning_rat"), "{err}");
+    assert!(err.contains(&format!("line {line}")), "{err}");
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(
+        !out.exists(),
+        "a run folder was created for an invalid manifest"
+    );
+}
+
+#[test]
+fn a_missing_idx_folder_explains_how_to_get_the_data() {
+    let tmp = Scratch::new("missing-idx");
+    let missing = tmp.join("no-such-folder");
+    let manifest = tmp.join("fashion.toml");
+    std::fs::write(&manifest, fashion_manifest(missing.to_str().unwrap())).unwrap();
+    let out = tmp.join("run");
+    let output = entente(
+        tmp.path(),
+        &[
+            "simulate",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("apt-get install dataset-fashion-mnist"),
+        "{err}"
+    );
+    assert!(err.contains("--data"), "{err}");
+    assert!(err.contains("no-such-folder"), "{err}");
+}
+
+/// A small Fashion-MNIST federation reading IDX files from `path`.
+fn fashion_manifest(path: &str) -> String {
+    format!(
+        r#"
+[federation]
+name = "fashion-tiny"
+seed = 3
+
+[data]
+format = "idx"
+path = "{path}"
+limit = 3000
+partition = "iid"
+
+[[sites]]
+name = "a"
+
+[[sites]]
+name = "b"
+
+[[sites]]
+name = "c"
+
+[model]
+kind = "mlp"
+hidden = [32]
+
+[training]
+rounds = 2
+local_epochs = 2
+batch_size = 32
+learning_rate = 0.05
+momentum = 0.9
+
+[strategy]
+kind = "fedavg"
+
+[selection]
+fraction = 1.0
+min_sites = 3
+"#
+    )
+}
+
+#[test]
+fn a_tiny_fashion_mnist_federation_learns() {
+    if !Path::new(FASHION_MNIST)
+        .join("train-images-idx3-ubyte.gz")
+        .exists()
+        && !Path::new(FASHION_MNIST)
+            .join("train-images-idx3-ubyte")
+            .exists()
+    {
+        // CI installs the data set (.ci/run), so there a missing folder is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{FASHION_MNIST} is missing under CI"
+        );
+        println!(
+            "note: skipping the Fashion-MNIST run: {FASHION_MNIST} is missing \
+             (apt-get install dataset-fashion-mnist)"
+        );
+        return;
+    }
+    let tmp = Scratch::new("fashion");
+    let manifest = tmp.join("fashion.toml");
+    std::fs::write(&manifest, fashion_manifest(FASHION_MNIST)).unwrap();
+    let out = tmp.join("run");
+    simulate_ok(tmp.path(), &out, &[manifest.to_str().unwrap()]);
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["rounds"], 2);
+    let accuracy = summary["federated_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 0.6, "Fashion-MNIST accuracy {accuracy}");
+    let sites = summary["sites"].as_array().unwrap();
+    assert_eq!(sites.len(), 3);
+    // limit = 3000 training examples, minus each site's 10 % test split.
+    let examples: u64 = sites.iter().map(|s| s["examples"].as_u64().unwrap()).sum();
+    assert!((2600..=2800).contains(&examples), "{examples}");
+    let model = ParamSet::load(&out.join("model.safetensors")).unwrap();
+    assert_eq!(model.get("layers.0.weight").unwrap().len(), 32 * 784);
+}
+
+#[test]
+fn bad_arguments_fail_cleanly() {
+    let tmp = Scratch::new("args");
+    let out = tmp.join("run");
+    for args in [
+        vec!["simulate", "--threads", "0"],
+        vec!["simulate", "--rounds", "0"],
+        vec!["simulate", "does-not-exist.toml"],
+    ] {
+        let mut args = args;
+        args.extend(["--out", out.to_str().unwrap(), "-q"]);
+        let output = entente(tmp.path(), &args);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        let err = stderr(&output);
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+}
