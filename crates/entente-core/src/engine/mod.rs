@@ -2,10 +2,12 @@
 //! aggregate, evaluate, record. Written once over the [`Site`] trait, so simulation and
 //! network deployments run the same round logic.
 
+pub mod secure;
 pub mod selection;
 pub mod site;
 pub mod task;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +17,8 @@ use serde::Serialize;
 use crate::aggregators::{AggregateError, Aggregator};
 use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
-use crate::update::{UpdatePolicy, validate};
+use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, validate};
+pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
 pub use task::{LocalOptimizer, LocalTraining, TrainTask};
 
@@ -67,6 +70,15 @@ pub enum EngineError {
         round: u32,
         /// Cause.
         source: AggregateError,
+    },
+    /// Secure aggregation aborted (for example, fewer sites than its threshold remained);
+    /// no partial sum was released and the global model is unchanged.
+    #[error("round {round}: secure aggregation aborted: {reason}")]
+    SecureAggregation {
+        /// Round number.
+        round: u32,
+        /// Why.
+        reason: String,
     },
     /// Central evaluation failed.
     #[error("round {round}: evaluation failed: {reason}")]
@@ -120,11 +132,68 @@ pub trait RoundObserver {
 pub struct NoObserver;
 impl RoundObserver for NoObserver {}
 
+/// Sites accepted and excluded in a round, with their example counts and losses.
+#[derive(Default)]
+struct Tally {
+    accepted: Vec<String>,
+    examples: Vec<u64>,
+    losses: Vec<f64>,
+    excluded: Vec<Excluded>,
+}
+
+impl Tally {
+    fn accept(&mut self, site: &str, examples: u64, loss: f64) {
+        self.accepted.push(site.to_string());
+        self.examples.push(examples);
+        self.losses.push(loss);
+    }
+
+    fn exclude(&mut self, round: u32, site: &str, reason: String) {
+        tracing::warn!(round, site = %site, %reason, "update excluded");
+        self.excluded.push(Excluded {
+            site: site.to_string(),
+            reason,
+        });
+    }
+
+    fn entries(&self) -> impl Iterator<Item = (&str, u64, f64)> {
+        self.accepted
+            .iter()
+            .zip(&self.examples)
+            .zip(&self.losses)
+            .map(|((s, e), l)| (s.as_str(), *e, *l))
+    }
+
+    /// Example-weighted mean loss of the accepted sites (NaN when none).
+    fn mean_loss(&self) -> f64 {
+        let total: f64 = self.examples.iter().map(|&e| e as f64).sum();
+        let weighted: f64 = self.entries().map(|(_, e, l)| e as f64 * l).sum();
+        if total > 0.0 {
+            weighted / total
+        } else {
+            f64::NAN
+        }
+    }
+}
+
+/// An update or error must come under the name of the site that was called.
+fn check_sender(site: &str, update: &SiteUpdate) -> Result<(), String> {
+    if update.site == site {
+        Ok(())
+    } else {
+        Err(format!(
+            "the update claims to come from site `{}`",
+            update.site
+        ))
+    }
+}
+
 /// Drives rounds over a fixed set of sites.
 pub struct RoundEngine {
     sites: Vec<Arc<dyn Site>>,
     aggregator: Box<dyn Aggregator>,
     evaluator: Option<Arc<dyn Evaluator>>,
+    secure: Option<Box<dyn SecureAggregation>>,
     rules: RoundRules,
     global: Arc<ParamSet>,
 }
@@ -142,9 +211,18 @@ impl RoundEngine {
             sites,
             aggregator,
             evaluator,
+            secure: None,
             rules,
             global: Arc::new(initial),
         }
+    }
+
+    /// Aggregates through `protocol`: the coordinator learns only the weighted mean of the
+    /// sites' updates. The aggregator then sees that mean as a single update, so only rules
+    /// that work on a mean (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad) make sense.
+    pub fn with_secure_aggregation(mut self, protocol: Box<dyn SecureAggregation>) -> Self {
+        self.secure = Some(protocol);
+        self
     }
 
     /// The current global model.
@@ -171,7 +249,7 @@ impl RoundEngine {
         observer: &mut dyn RoundObserver,
     ) -> Result<RoundRecord, EngineError> {
         let started = Instant::now();
-        let rules = &self.rules;
+        let rules = self.rules.clone();
         let chosen = selection::select(
             self.sites.len(),
             rules.fraction,
@@ -200,42 +278,18 @@ impl RoundEngine {
             })
             .collect();
 
+        let mut tally = Tally::default();
         self.aggregator.begin(&self.global);
-        let (mut accepted, mut excluded) = (Vec::new(), Vec::new());
-        let (mut loss_sum, mut weight_sum) = (0.0, 0.0);
-        // Every outcome is recorded under the name of the site that was called, whatever
-        // name the update or error carries.
-        for (site, result) in selected.iter().zip(results) {
-            let outcome = result.map_err(|e| e.reason).and_then(|u| {
-                if u.site != *site {
-                    return Err(format!("the update claims to come from site `{}`", u.site));
-                }
-                validate(&self.global, u, &rules.policy).map_err(|e| e.problem.to_string())
-            });
-            match outcome {
-                Ok(valid) => {
-                    let weight = valid.num_examples as f64;
-                    loss_sum += valid.train_loss * weight;
-                    weight_sum += weight;
-                    self.aggregator
-                        .add(valid)
-                        .map_err(|source| EngineError::Aggregate { round, source })?;
-                    accepted.push(site.clone());
-                }
-                Err(reason) => {
-                    tracing::warn!(round, site = %site, %reason, "update excluded");
-                    excluded.push(Excluded {
-                        site: site.clone(),
-                        reason,
-                    });
-                }
-            }
+        if self.secure.is_some() {
+            self.collect_secure(round, &chosen, &selected, results, &mut tally)?;
+        } else {
+            self.collect_plain(round, &selected, results, &mut tally)?;
         }
-        if accepted.len() < rules.min_sites {
+        if tally.accepted.len() < rules.min_sites {
             return Err(EngineError::QuorumNotMet {
                 round,
                 selected: selected.len(),
-                accepted: accepted.len(),
+                accepted: tally.accepted.len(),
                 min_sites: rules.min_sites,
             });
         }
@@ -257,21 +311,142 @@ impl RoundEngine {
             .par_iter()
             .filter_map(|s| s.evaluate(&self.global).ok())
             .collect();
+        let train_loss = tally.mean_loss();
         let record = RoundRecord {
             round,
             selected,
-            accepted,
-            excluded,
-            train_loss: if weight_sum > 0.0 {
-                loss_sum / weight_sum
-            } else {
-                f64::NAN
-            },
+            accepted: tally.accepted,
+            excluded: tally.excluded,
+            train_loss,
             test,
             federated: EvalMetrics::weighted_mean(&site_metrics),
             seconds: started.elapsed().as_secs_f64(),
         };
         observer.round_finished(&record);
         Ok(record)
+    }
+
+    /// Validates plain updates in selection order and feeds the valid ones to the aggregator.
+    /// Every outcome is recorded under the name of the site that was called, whatever name
+    /// the update or error carries.
+    fn collect_plain(
+        &mut self,
+        round: u32,
+        selected: &[String],
+        results: Vec<Result<SiteUpdate, SiteError>>,
+        tally: &mut Tally,
+    ) -> Result<(), EngineError> {
+        for (site, result) in selected.iter().zip(results) {
+            let outcome = result.map_err(|e| e.reason).and_then(|u| {
+                check_sender(site, &u)?;
+                validate(&self.global, u, &self.rules.policy).map_err(|e| e.problem.to_string())
+            });
+            match outcome {
+                Ok(valid) => {
+                    tally.accept(site, valid.num_examples, valid.train_loss);
+                    self.aggregator
+                        .add(valid)
+                        .map_err(|source| EngineError::Aggregate { round, source })?;
+                }
+                Err(reason) => tally.exclude(round, site, reason),
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the secure-aggregation phases with the sites that trained, then feeds the
+    /// unmasked mean to the aggregator as one update. The coordinator never sees a single
+    /// site's update: sites check their own update before masking it.
+    fn collect_secure(
+        &mut self,
+        round: u32,
+        chosen: &[usize],
+        selected: &[String],
+        results: Vec<Result<SiteUpdate, SiteError>>,
+        tally: &mut Tally,
+    ) -> Result<(), EngineError> {
+        let mut trained = Tally::default();
+        for (site, result) in selected.iter().zip(results) {
+            let outcome = result.map_err(|e| e.reason).and_then(|u| {
+                check_sender(site, &u)?;
+                if u.num_examples == 0 {
+                    return Err("the update claims 0 training examples".to_string());
+                }
+                if !u.train_loss.is_finite() {
+                    return Err(format!(
+                        "the reported training loss is not finite ({})",
+                        u.train_loss
+                    ));
+                }
+                Ok(u)
+            });
+            match outcome {
+                Ok(u) => trained.accept(site, u.num_examples, u.train_loss),
+                Err(reason) => tally.exclude(round, site, reason),
+            }
+        }
+        let by_name: HashMap<&str, &Arc<dyn Site>> = chosen
+            .iter()
+            .map(|&i| (self.sites[i].name(), &self.sites[i]))
+            .collect();
+        let failed = |reason: String| EngineError::SecureAggregation { round, reason };
+        let Some(secure) = self.secure.as_mut() else {
+            return Ok(());
+        };
+        secure
+            .begin(round, &trained.accepted, self.global.num_values())
+            .map_err(|e| failed(e.0))?;
+        while let Some(messages) = secure.next_messages().map_err(|e| failed(e.0))? {
+            let replies: Vec<(String, Result<Envelope, SiteError>)> = messages
+                .par_iter()
+                .map(|(name, message)| {
+                    let reply = match by_name.get(name.as_str()) {
+                        Some(site) => site.secure_exchange(round, message),
+                        None => Err(SiteError {
+                            site: name.clone(),
+                            reason: "not selected this round".to_string(),
+                        }),
+                    };
+                    (name.clone(), reply)
+                })
+                .collect();
+            for (name, reply) in replies {
+                match reply {
+                    Ok(r) => secure.receive(&name, r).map_err(|e| failed(e.0))?,
+                    Err(e) => {
+                        tracing::warn!(round, site = %name, reason = %e.reason, "dropped out of secure aggregation")
+                    }
+                }
+            }
+        }
+        let result = secure.finish().map_err(|e| failed(e.0))?;
+        for (site, examples, loss) in trained.entries() {
+            if result.included.iter().any(|s| s == site) {
+                tally.accept(site, examples, loss);
+            } else {
+                tally.exclude(
+                    round,
+                    site,
+                    "dropped out during secure aggregation".to_string(),
+                );
+            }
+        }
+        if tally.accepted.is_empty() {
+            return Ok(());
+        }
+        let mut mean = (*self.global).clone();
+        for (v, d) in mean.as_flat_mut().iter_mut().zip(&result.mean_delta) {
+            *v += d;
+        }
+        let update_norm = mean.l2_distance(&self.global);
+        self.aggregator
+            .add(ValidUpdate {
+                site: secure.name().to_string(),
+                num_examples: result.total_examples,
+                params: mean,
+                update_norm,
+                train_loss: tally.mean_loss(),
+            })
+            .map_err(|source| EngineError::Aggregate { round, source })
     }
 }

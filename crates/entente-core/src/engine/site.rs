@@ -1,6 +1,7 @@
 //! The participant interface the round engine drives. In simulation a site lives in the same
 //! process; over the network it is a proxy for a remote node. The engine cannot tell.
 
+use crate::engine::secure::Envelope;
 use crate::engine::task::TrainTask;
 use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
@@ -24,4 +25,13 @@ pub trait Site: Send + Sync {
     fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError>;
     /// Evaluates `params` on the site's own test split (federated evaluation).
     fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError>;
+    /// Answers one phase of secure aggregation for `round` (see [`crate::engine::secure`]).
+    /// Sites that do not take part in secure aggregation refuse.
+    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+        let _ = (round, message);
+        Err(SiteError {
+            site: self.name().to_string(),
+            reason: "this site does not take part in secure aggregation".to_string(),
+        })
+    }
 }

@@ -1,0 +1,236 @@
+//! The round engine's secure-aggregation path, driven with a toy protocol whose messages are
+//! plain numbers: it checks the routing, dropouts, aborts and the final model, not privacy
+//! (that is `entente-privacy`'s job).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use entente_core::aggregators::{Strategy, build};
+use entente_core::engine::{
+    EngineError, Envelope, LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundRules,
+    SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
+};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::{SiteUpdate, UpdatePolicy};
+
+fn encode(values: &[f32]) -> Envelope {
+    Envelope(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+}
+
+fn decode(e: &Envelope) -> Vec<f32> {
+    e.0.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// A site that trains by adding `offset` and answers the toy protocol's single phase with
+/// `[weight, weight * delta...]`.
+struct ToySite {
+    name: String,
+    examples: u64,
+    offset: f32,
+    drops_out: bool,
+    pending: Mutex<Option<Vec<f32>>>,
+}
+
+impl ToySite {
+    fn honest(name: &str, examples: u64, offset: f32) -> Arc<dyn Site> {
+        Arc::new(Self {
+            name: name.into(),
+            examples,
+            offset,
+            drops_out: false,
+            pending: Mutex::new(None),
+        })
+    }
+
+    fn dropping(name: &str, examples: u64, offset: f32) -> Arc<dyn Site> {
+        Arc::new(Self {
+            name: name.into(),
+            examples,
+            offset,
+            drops_out: true,
+            pending: Mutex::new(None),
+        })
+    }
+}
+
+impl Site for ToySite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let delta = vec![self.offset; task.global.num_values()];
+        *self.pending.lock().unwrap() = Some(delta);
+        // The coordinator gets no parameters in secure mode, only the count and loss.
+        Ok(SiteUpdate {
+            site: self.name.clone(),
+            num_examples: self.examples,
+            params: ParamSet::from_tensors(Vec::new()).unwrap(),
+            train_loss: 1.0,
+        })
+    }
+
+    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        Err(SiteError {
+            site: self.name.clone(),
+            reason: "no test split".into(),
+        })
+    }
+
+    fn secure_exchange(&self, _round: u32, _message: &Envelope) -> Result<Envelope, SiteError> {
+        if self.drops_out {
+            return Err(SiteError {
+                site: self.name.clone(),
+                reason: "connection lost".into(),
+            });
+        }
+        let delta = self.pending.lock().unwrap().take().unwrap_or_default();
+        let w = self.examples as f32;
+        let mut out = vec![w];
+        out.extend(delta.iter().map(|d| d * w));
+        Ok(encode(&out))
+    }
+}
+
+/// One phase: ask every site, sum what comes back; abort below `threshold` answers.
+struct ToyProtocol {
+    threshold: usize,
+    asked: bool,
+    sites: Vec<String>,
+    answers: BTreeMap<String, Vec<f32>>,
+}
+
+impl SecureAggregation for ToyProtocol {
+    fn name(&self) -> &'static str {
+        "toy"
+    }
+
+    fn begin(&mut self, _round: u32, sites: &[String], _n: usize) -> Result<(), SecureError> {
+        self.sites = sites.to_vec();
+        self.asked = false;
+        self.answers.clear();
+        Ok(())
+    }
+
+    fn next_messages(&mut self) -> Result<Option<Vec<(String, Envelope)>>, SecureError> {
+        if self.asked {
+            return Ok(None);
+        }
+        self.asked = true;
+        Ok(Some(
+            self.sites
+                .iter()
+                .map(|s| (s.clone(), Envelope(Vec::new())))
+                .collect(),
+        ))
+    }
+
+    fn receive(&mut self, site: &str, reply: Envelope) -> Result<(), SecureError> {
+        self.answers.insert(site.to_string(), decode(&reply));
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<SecureResult, SecureError> {
+        if self.answers.len() < self.threshold {
+            return Err(SecureError(format!(
+                "{} sites answered, the threshold is {}",
+                self.answers.len(),
+                self.threshold
+            )));
+        }
+        let n = self.answers.values().next().map_or(0, |v| v.len() - 1);
+        let mut sum = vec![0.0f32; n];
+        let mut weight = 0.0f32;
+        for v in self.answers.values() {
+            weight += v[0];
+            for (s, x) in sum.iter_mut().zip(&v[1..]) {
+                *s += x;
+            }
+        }
+        Ok(SecureResult {
+            mean_delta: sum.iter().map(|s| s / weight).collect(),
+            included: self.answers.keys().cloned().collect(),
+            total_examples: weight as u64,
+        })
+    }
+}
+
+fn engine(sites: Vec<Arc<dyn Site>>, threshold: usize, min_sites: usize) -> RoundEngine {
+    let rules = RoundRules {
+        rounds: 1,
+        fraction: 1.0,
+        min_sites,
+        seed: 5,
+        policy: UpdatePolicy::default(),
+        training: LocalTraining {
+            epochs: 1,
+            batch_size: 1,
+            learning_rate: 0.1,
+            optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
+            fedprox_mu: 0.0,
+        },
+    };
+    let initial =
+        ParamSet::from_tensors([("w".to_string(), vec![3], vec![1.0, 2.0, 3.0])]).unwrap();
+    RoundEngine::new(sites, build(&Strategy::FedAvg), None, rules, initial).with_secure_aggregation(
+        Box::new(ToyProtocol {
+            threshold,
+            asked: false,
+            sites: Vec::new(),
+            answers: BTreeMap::new(),
+        }),
+    )
+}
+
+#[test]
+fn the_secure_path_yields_the_weighted_mean() {
+    let mut e = engine(
+        vec![ToySite::honest("a", 1, 4.0), ToySite::honest("b", 3, -4.0)],
+        2,
+        2,
+    );
+    let r = e.run_round(1, &mut NoObserver).unwrap();
+    assert_eq!(r.accepted, ["a", "b"]);
+    // Mean delta (1*4 - 3*4) / 4 = -2.
+    assert_eq!(e.global().as_flat(), &[-1.0, 0.0, 1.0]);
+}
+
+#[test]
+fn a_site_that_drops_out_mid_protocol_is_excluded_and_the_round_completes() {
+    let mut e = engine(
+        vec![
+            ToySite::honest("a", 1, 4.0),
+            ToySite::dropping("gone", 100, 50.0),
+            ToySite::honest("b", 3, -4.0),
+        ],
+        2,
+        2,
+    );
+    let r = e.run_round(1, &mut NoObserver).unwrap();
+    assert_eq!(r.accepted, ["a", "b"]);
+    assert_eq!(r.excluded.len(), 1);
+    assert_eq!(r.excluded[0].site, "gone");
+    assert_eq!(e.global().as_flat(), &[-1.0, 0.0, 1.0]);
+}
+
+#[test]
+fn an_abort_below_threshold_is_an_error_and_changes_nothing() {
+    let mut e = engine(
+        vec![
+            ToySite::honest("a", 1, 4.0),
+            ToySite::dropping("x", 1, 0.0),
+            ToySite::dropping("y", 1, 0.0),
+        ],
+        2,
+        1,
+    );
+    let err = e.run_round(1, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, EngineError::SecureAggregation { round: 1, ref reason } if reason.contains("threshold")),
+        "{err}"
+    );
+    assert_eq!(e.global().as_flat(), &[1.0, 2.0, 3.0]);
+}
