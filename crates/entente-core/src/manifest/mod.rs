@@ -117,6 +117,21 @@ pub struct Selection {
     pub min_sites: usize,
 }
 
+/// Secure aggregation as every site agreed to it (`[secure_aggregation]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecureAggregationSpec {
+    /// Share of a site's holders needed to rebuild its secrets, above one half.
+    pub threshold: f64,
+    /// SecAgg+ neighbourhood size; `None` pairs every site with every other.
+    pub neighbours: Option<usize>,
+    /// Each coordinate of an update (local minus global model) is clipped to `[-clip, clip]`.
+    pub clip: f64,
+    /// Largest number of examples a site may declare.
+    pub max_examples: u64,
+    /// Ring of the fixed-point encoding: 32 or 64 bits.
+    pub bits: u32,
+}
+
 /// A checked manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -140,6 +155,8 @@ pub struct Manifest {
     pub selection: Selection,
     /// Update checks.
     pub policy: UpdatePolicy,
+    /// Secure aggregation, when the manifest turns it on.
+    pub secure_aggregation: Option<SecureAggregationSpec>,
     /// The manifest text as read, kept for run records.
     pub source: String,
 }

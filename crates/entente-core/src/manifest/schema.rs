@@ -16,6 +16,38 @@ pub struct RawManifest {
     pub strategy: RawStrategy,
     #[serde(default)]
     pub selection: RawSelection,
+    #[serde(default)]
+    pub secure_aggregation: Option<RawSecureAggregation>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecureAggregation {
+    #[serde(default = "default_threshold")]
+    pub threshold: f64,
+    pub neighbours: Option<usize>,
+    #[serde(default = "default_clip")]
+    pub clip: f64,
+    #[serde(default = "default_max_examples")]
+    pub max_examples: u64,
+    #[serde(default = "default_bits")]
+    pub bits: u32,
+}
+
+fn default_threshold() -> f64 {
+    0.6
+}
+
+fn default_clip() -> f64 {
+    1.0
+}
+
+fn default_max_examples() -> u64 {
+    100_000
+}
+
+fn default_bits() -> u32 {
+    32
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

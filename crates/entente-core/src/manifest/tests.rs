@@ -214,3 +214,31 @@ fn shipped_examples_parse() {
 fn parse_named(name: &str, text: &str) -> Manifest {
     Manifest::parse(text, name, Path::new("examples")).unwrap()
 }
+
+#[test]
+fn secure_aggregation_settings_are_checked() {
+    let with = |extra: &str| format!("{GOOD}\n[secure_aggregation]\n{extra}\n");
+    let m = parse(&with("threshold = 0.7\nclip = 0.5")).unwrap();
+    let sa = m.secure_aggregation.unwrap();
+    assert_eq!(
+        (sa.threshold, sa.clip, sa.bits, sa.neighbours),
+        (0.7, 0.5, 32, None)
+    );
+    assert!(parse(GOOD).unwrap().secure_aggregation.is_none());
+
+    let (_, key, _) = invalid(&with("threshold = 0.5"));
+    assert_eq!(key, "secure_aggregation.threshold");
+    let (_, key, msg) = invalid(&with("neighbours = 3"));
+    assert_eq!(key, "secure_aggregation.neighbours");
+    assert!(msg.contains("even"), "{msg}");
+    let (_, key, _) = invalid(&with("bits = 16"));
+    assert_eq!(key, "secure_aggregation.bits");
+
+    let median = GOOD.replace(
+        "kind = \"fedadam\"\nserver_learning_rate = 0.02",
+        "kind = \"median\"",
+    );
+    let (_, key, msg) = invalid(&format!("{median}\n[secure_aggregation]\n"));
+    assert_eq!(key, "strategy.kind");
+    assert!(msg.contains("mean"), "{msg}");
+}

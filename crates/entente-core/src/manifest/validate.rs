@@ -3,9 +3,10 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::schema::{RawManifest, RawStrategy};
+use super::schema::{RawManifest, RawSecureAggregation, RawStrategy};
 use super::{
-    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice, Selection,
+    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice,
+    SecureAggregationSpec, Selection,
 };
 use crate::aggregators::{FedOptKind, Strategy};
 use crate::engine::{LocalOptimizer, LocalTraining};
@@ -150,6 +151,16 @@ pub(super) fn check(
         ),
     )?;
 
+    let secure_aggregation = match &raw.secure_aggregation {
+        Some(sa) => Some(check_secure_aggregation(
+            &r,
+            sa,
+            &raw.strategy,
+            sites.len(),
+        )?),
+        None => None,
+    };
+
     Ok(Manifest {
         name: raw.federation.name.clone(),
         seed: raw.federation.seed,
@@ -164,6 +175,7 @@ pub(super) fn check(
             min_sites: sel.min_sites,
         },
         policy,
+        secure_aggregation,
         source: text.to_string(),
     })
 }
@@ -501,4 +513,64 @@ fn check_strategy(
             max_update_norm: s.max_update_norm,
         },
     ))
+}
+
+fn check_secure_aggregation(
+    r: &Reporter,
+    sa: &RawSecureAggregation,
+    strategy: &RawStrategy,
+    num_sites: usize,
+) -> Result<SecureAggregationSpec, ManifestError> {
+    r.ensure(
+        matches!(
+            strategy.kind.as_str(),
+            "fedavg" | "fedavgm" | "fedadam" | "fedyogi" | "fedadagrad"
+        ),
+        "strategy.kind",
+        format!(
+            "\"{}\" needs every update, but with secure aggregation the coordinator sees only \
+             their mean; use \"fedavg\", \"fedavgm\", \"fedadam\", \"fedyogi\" or \"fedadagrad\"",
+            strategy.kind
+        ),
+    )?;
+    r.ensure(
+        sa.threshold > 0.5 && sa.threshold <= 1.0,
+        "secure_aggregation.threshold",
+        format!(
+            "is {}; allowed: above 0.5 (a strict majority of a site's holders) up to 1",
+            sa.threshold
+        ),
+    )?;
+    if let Some(k) = sa.neighbours {
+        r.ensure(
+            k >= 2 && k % 2 == 0 && k < num_sites,
+            "secure_aggregation.neighbours",
+            format!(
+                "is {k}; allowed: an even number from 2 to fewer than the number of sites ({num_sites}); \
+                 leave it out to pair every site with every other"
+            ),
+        )?;
+    }
+    r.ensure(
+        sa.clip.is_finite() && sa.clip > 0.0,
+        "secure_aggregation.clip",
+        format!("is {}; allowed: a positive number", sa.clip),
+    )?;
+    r.ensure(
+        sa.max_examples >= 1,
+        "secure_aggregation.max_examples",
+        "must be at least 1",
+    )?;
+    r.ensure(
+        sa.bits == 32 || sa.bits == 64,
+        "secure_aggregation.bits",
+        format!("is {}; allowed: 32 or 64", sa.bits),
+    )?;
+    Ok(SecureAggregationSpec {
+        threshold: sa.threshold,
+        neighbours: sa.neighbours,
+        clip: sa.clip,
+        max_examples: sa.max_examples,
+        bits: sa.bits,
+    })
 }

@@ -20,6 +20,8 @@ use entente_learn::data::Dataset;
 use entente_learn::model::ModelSpec;
 use entente_learn::simulation;
 use entente_learn::trainer;
+use entente_privacy::secagg::Modulus;
+use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
 use rayon::prelude::*;
 
 /// The manifest `simulate` runs when given none.
@@ -101,11 +103,16 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     out.write_setup(&manifest, &fed.split)?;
 
     println!(
-        "entente simulate: federation `{}`, {} sites, {} rounds, strategy {}, model {} ({} parameters)",
+        "entente simulate: federation `{}`, {} sites, {} rounds, strategy {}{}, model {} ({} parameters)",
         manifest.name,
         fed.sites.len(),
         manifest.rounds,
         aggregators::build(&manifest.strategy).name(),
+        match &manifest.secure_aggregation {
+            Some(sa) if sa.neighbours.is_some() => " with secure aggregation (SecAgg+)",
+            Some(_) => " with secure aggregation (SecAgg)",
+            None => "",
+        },
         describe(&fed.spec),
         fed.spec
             .tensor_shapes()
@@ -130,10 +137,40 @@ pub fn run(args: SimulateArgs) -> Result<()> {
 
     let initial = fed.spec.init_params(manifest.seed)?;
     let progress = progress::Progress::new(args.quiet, manifest.rounds);
+    let secagg = manifest
+        .secure_aggregation
+        .as_ref()
+        .map(|sa| SecAggSettings {
+            threshold: sa.threshold,
+            neighbours: sa.neighbours,
+            clip: sa.clip as f32,
+            max_examples: sa.max_examples,
+            modulus: if sa.bits == 64 {
+                Modulus::Pow64
+            } else {
+                Modulus::Pow32
+            },
+            seed: manifest.seed,
+        });
     let sites: Vec<Arc<dyn Site>> = fed
         .sites
         .iter()
-        .map(|s| progress.wrap(Arc::new(s.clone())))
+        .enumerate()
+        .map(|(i, s)| {
+            let site: Arc<dyn Site> = Arc::new(s.clone());
+            let site = match &secagg {
+                // Simulation only: key material derives from the seed, so runs repeat exactly.
+                Some(settings) => Arc::new(SecureSite::new(
+                    site,
+                    i as u32,
+                    manifest.policy,
+                    settings.clone(),
+                    true,
+                )),
+                None => site,
+            };
+            progress.wrap(site)
+        })
         .collect();
     let rules = RoundRules {
         rounds: manifest.rounds,
@@ -154,6 +191,10 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         rules,
         initial.clone(),
     );
+    if let Some(settings) = secagg {
+        engine = engine
+            .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
+    }
     let mut observer = progress.observer(&out);
     let records = engine
         .run(&mut observer)

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use entente_core::engine::{RoundObserver, RoundRecord, Site, SiteError, TrainTask};
+use entente_core::engine::{Envelope, RoundObserver, RoundRecord, Site, SiteError, TrainTask};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
@@ -97,6 +97,10 @@ impl Site for CountingSite {
 
     fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
         self.inner.evaluate(params)
+    }
+
+    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+        self.inner.secure_exchange(round, message)
     }
 }
 

@@ -1,0 +1,403 @@
+//! The site half of the protocol.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use zeroize::Zeroizing;
+
+use super::encoding::{Modulus, Word, check_update, encode};
+use super::error::{AbortReason, Phase, SecAggError};
+use super::keys::{self, KeyPair, SharePair};
+use super::messages::{
+    AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
+    RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
+};
+use super::prg::{Sign, apply_mask};
+use super::shamir::{self, SECRET_CHUNKS};
+use super::{SecAggConfig, SiteId};
+
+#[derive(Clone)]
+enum State {
+    Start,
+    Advertised,
+    Shared {
+        peers: BTreeMap<SiteId, SitePublicKeys>,
+        own_seed_share: [u64; SECRET_CHUNKS],
+    },
+    Masked {
+        held: BTreeMap<SiteId, SharePair>,
+        own_seed_share: [u64; SECRET_CHUNKS],
+    },
+    Done,
+}
+
+/// One site's half of a secure aggregation round.
+///
+/// Drive it with [`advertise_keys`](Self::advertise_keys), [`share_keys`](Self::share_keys),
+/// [`masked_input`](Self::masked_input) and [`unmask`](Self::unmask), feeding in the
+/// coordinator's messages. A rejected message leaves the state unchanged. After `unmask` the
+/// site refuses any further request, so it can never reveal both secrets of one peer.
+#[derive(Clone)]
+pub struct SecAggClient {
+    config: SecAggConfig,
+    id: SiteId,
+    neighbours: Vec<SiteId>,
+    complete: bool,
+    c_key: KeyPair,
+    s_key: KeyPair,
+    seed: Zeroizing<[u8; 32]>,
+    rng: ChaCha20Rng,
+    state: State,
+}
+
+impl SecAggClient {
+    /// A site for the round `config`, drawing its keys, mask seed and share polynomials from
+    /// ChaCha20 seeded with `rng_seed` (use fresh OS randomness in production; a fixed seed
+    /// makes tests deterministic).
+    pub fn new(config: SecAggConfig, id: SiteId, rng_seed: [u8; 32]) -> Result<Self, SecAggError> {
+        let graph = config.validate()?;
+        if !graph.contains(id) {
+            return Err(SecAggError::Config(format!(
+                "site {id} is not among the round's sites"
+            )));
+        }
+        let neighbours = graph.neighbours(id).to_vec();
+        let complete = neighbours.len() + 1 == graph.len();
+        let mut rng = ChaCha20Rng::from_seed(rng_seed);
+        let c_key = KeyPair::generate(&mut rng);
+        let s_key = KeyPair::generate(&mut rng);
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(seed.as_mut());
+        Ok(SecAggClient {
+            config,
+            id,
+            neighbours,
+            complete,
+            c_key,
+            s_key,
+            seed,
+            rng,
+            state: State::Start,
+        })
+    }
+
+    /// This site's id.
+    pub fn id(&self) -> SiteId {
+        self.id
+    }
+
+    /// The phase whose coordinator message (or, first, whose own message) the site expects.
+    pub fn phase(&self) -> Phase {
+        match self.state {
+            State::Start => Phase::AdvertiseKeys,
+            State::Advertised => Phase::ShareKeys,
+            State::Shared { .. } => Phase::MaskedInput,
+            State::Masked { .. } => Phase::Unmasking,
+            State::Done => Phase::Done,
+        }
+    }
+
+    /// The site's two public keys for this round.
+    pub fn public_keys(&self) -> SitePublicKeys {
+        SitePublicKeys {
+            site: self.id,
+            c_pk: self.c_key.public,
+            s_pk: self.s_key.public,
+        }
+    }
+
+    fn expect_phase(&self, phase: Phase) -> Result<(), SecAggError> {
+        if self.phase() == phase {
+            Ok(())
+        } else {
+            Err(SecAggError::WrongPhase {
+                current: self.phase(),
+                got: phase,
+            })
+        }
+    }
+
+    fn check_header(&self, phase: Phase, round: u64, recipient: SiteId) -> Result<(), SecAggError> {
+        self.expect_phase(phase)?;
+        if round != self.config.round {
+            return Err(SecAggError::WrongRound {
+                expected: self.config.round,
+                got: round,
+            });
+        }
+        if recipient != self.id {
+            return Err(SecAggError::WrongRecipient {
+                expected: self.id,
+                got: recipient,
+            });
+        }
+        Ok(())
+    }
+
+    fn required_holders(&self) -> usize {
+        if self.complete {
+            self.config.threshold.max(self.config.min_survivors)
+        } else {
+            self.config.threshold
+        }
+    }
+
+    fn malformed(&self, reason: impl Into<String>) -> SecAggError {
+        SecAggError::Malformed {
+            sender: self.id,
+            reason: reason.into(),
+        }
+    }
+
+    /// Round 0: the site's public keys.
+    pub fn advertise_keys(&mut self) -> Result<AdvertiseKeys, SecAggError> {
+        self.expect_phase(Phase::AdvertiseKeys)?;
+        self.state = State::Advertised;
+        Ok(AdvertiseKeys {
+            round: self.config.round,
+            keys: self.public_keys(),
+        })
+    }
+
+    /// Round 1: checks the neighbours' keys, Shamir-shares `b_u` and `s_sk` among them (and
+    /// itself) and encrypts each neighbour's pair of shares.
+    pub fn share_keys(&mut self, msg: &PeerKeys) -> Result<ShareKeys, SecAggError> {
+        self.check_header(Phase::ShareKeys, msg.round, msg.recipient)?;
+        let mut peers = BTreeMap::new();
+        let mut seen_keys = BTreeSet::from([self.c_key.public, self.s_key.public]);
+        for p in &msg.peers {
+            if self.neighbours.binary_search(&p.site).is_err() {
+                return Err(self.malformed(format!("site {} is not a neighbour", p.site)));
+            }
+            if peers.insert(p.site, p.clone()).is_some() {
+                return Err(self.malformed(format!("site {} is listed twice", p.site)));
+            }
+            if !seen_keys.insert(p.c_pk) || !seen_keys.insert(p.s_pk) {
+                return Err(self.malformed(format!("site {} reuses a public key", p.site)));
+            }
+        }
+        let required = self.required_holders();
+        if peers.len() + 1 < required {
+            return Err(SecAggError::Aborted(AbortReason::TooFewSites {
+                phase: Phase::ShareKeys,
+                remaining: peers.len() + 1,
+                required,
+            }));
+        }
+        let mut enc_keys = Vec::with_capacity(peers.len());
+        for p in peers.values() {
+            let shared = keys::agree(&self.c_key.secret, &p.c_pk, p.site)?;
+            keys::agree(&self.s_key.secret, &p.s_pk, p.site)?;
+            enc_keys.push((
+                p.site,
+                keys::share_encryption_key(&shared, self.config.round, self.id, p.site),
+            ));
+        }
+        let mut holders: Vec<SiteId> = peers.keys().copied().collect();
+        holders.push(self.id);
+        let xs: Vec<u64> = holders.iter().map(|&h| u64::from(h) + 1).collect();
+        let t = self.config.threshold;
+        let seed_shares = shamir::split_secret(&self.seed, t, &xs, &mut self.rng)?;
+        let secret_bytes = Zeroizing::new(self.s_key.secret.to_bytes());
+        let key_shares = shamir::split_secret(&secret_bytes, t, &xs, &mut self.rng)?;
+        let mut own_seed_share = [0; SECRET_CHUNKS];
+        let mut out = Vec::with_capacity(enc_keys.len());
+        for ((holder, seed_share), key_share) in holders.iter().zip(&seed_shares).zip(&key_shares) {
+            if *holder == self.id {
+                own_seed_share = seed_share.y;
+                continue;
+            }
+            let Some((_, key)) = enc_keys.iter().find(|(s, _)| s == holder) else {
+                continue;
+            };
+            let pair = SharePair {
+                seed_share: seed_share.y,
+                key_share: key_share.y,
+            };
+            out.push(EncryptedShares {
+                sender: self.id,
+                recipient: *holder,
+                ciphertext: keys::seal(key, self.config.round, self.id, *holder, &pair),
+            });
+        }
+        self.state = State::Shared {
+            peers,
+            own_seed_share,
+        };
+        Ok(ShareKeys {
+            round: self.config.round,
+            sender: self.id,
+            shares: out,
+        })
+    }
+
+    /// Round 2: decrypts the routed shares, checks the update (length, finite values, weight
+    /// in range), encodes it and masks it with the self mask and one pairwise mask per
+    /// neighbour that shared.
+    pub fn masked_input(
+        &mut self,
+        msg: &RoutedShares,
+        update: &[f32],
+        weight: u64,
+    ) -> Result<MaskedInput, SecAggError> {
+        self.check_header(Phase::MaskedInput, msg.round, msg.recipient)?;
+        let State::Shared {
+            peers,
+            own_seed_share,
+        } = &self.state
+        else {
+            return Err(self.malformed("internal: no shared state"));
+        };
+        check_update(update, weight, self.config.dimension, &self.config.encoding)?;
+        let mut held = BTreeMap::new();
+        for es in &msg.shares {
+            let Some(peer) = peers.get(&es.sender) else {
+                return Err(self.malformed(format!(
+                    "shares from site {}, which is not a neighbour in the round",
+                    es.sender
+                )));
+            };
+            if es.recipient != self.id {
+                return Err(SecAggError::WrongRecipient {
+                    expected: self.id,
+                    got: es.recipient,
+                });
+            }
+            if held.contains_key(&es.sender) {
+                return Err(SecAggError::Replay {
+                    sender: es.sender,
+                    phase: Phase::ShareKeys,
+                });
+            }
+            let shared = keys::agree(&self.c_key.secret, &peer.c_pk, peer.site)?;
+            let key = keys::share_encryption_key(&shared, self.config.round, es.sender, self.id);
+            let pair = keys::open(&key, self.config.round, es.sender, self.id, &es.ciphertext)?;
+            held.insert(es.sender, pair);
+        }
+        let required = self.required_holders();
+        if held.len() + 1 < required {
+            return Err(SecAggError::Aborted(AbortReason::TooFewSites {
+                phase: Phase::MaskedInput,
+                remaining: held.len() + 1,
+                required,
+            }));
+        }
+        let mut pair_keys = Vec::with_capacity(held.len());
+        for &v in held.keys() {
+            let Some(peer) = peers.get(&v) else {
+                return Err(self.malformed("internal: peer vanished"));
+            };
+            let shared = keys::agree(&self.s_key.secret, &peer.s_pk, v)?;
+            let sign = if self.id < v { Sign::Plus } else { Sign::Minus };
+            pair_keys.push((
+                keys::pairwise_mask_key(&shared, self.config.round, self.id, v),
+                sign,
+            ));
+        }
+        let self_key = keys::self_mask_key(&self.seed, self.config.round, self.id);
+        let settings = &self.config.encoding;
+        fn masked<W: Word>(
+            update: &[f32],
+            weight: u64,
+            settings: &super::EncodingSettings,
+            self_key: &super::prg::MaskKey,
+            pair_keys: &[(super::prg::MaskKey, Sign)],
+        ) -> Vec<W> {
+            let mut y = encode::<W>(update, weight, settings);
+            apply_mask(&mut y, self_key, Sign::Plus);
+            for (k, s) in pair_keys {
+                apply_mask(&mut y, k, *s);
+            }
+            y
+        }
+        let vector = match settings.modulus {
+            Modulus::Pow32 => {
+                MaskedVector::U32(masked(update, weight, settings, &self_key, &pair_keys))
+            }
+            Modulus::Pow64 => {
+                MaskedVector::U64(masked(update, weight, settings, &self_key, &pair_keys))
+            }
+        };
+        let own_seed_share = *own_seed_share;
+        self.state = State::Masked {
+            held,
+            own_seed_share,
+        };
+        Ok(MaskedInput {
+            round: self.config.round,
+            sender: self.id,
+            vector,
+        })
+    }
+
+    /// Round 3: given the sites whose masked input arrived, reveals the self-mask seed shares
+    /// of those (and of itself) and the mask-key shares of neighbours that dropped. Answers
+    /// once; every later request is refused.
+    pub fn unmask(&mut self, msg: &UnmaskRequest) -> Result<UnmaskResponse, SecAggError> {
+        self.check_header(Phase::Unmasking, msg.round, msg.recipient)?;
+        let State::Masked {
+            held,
+            own_seed_share,
+        } = &self.state
+        else {
+            return Err(self.malformed("internal: no masked state"));
+        };
+        if msg.survivors.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(self.malformed("survivor list is not sorted and distinct"));
+        }
+        let survivors: BTreeSet<SiteId> = msg.survivors.iter().copied().collect();
+        if !survivors.contains(&self.id) {
+            return Err(self.malformed("this site is not listed among the survivors"));
+        }
+        if let Some(s) = survivors.iter().find(|s| !self.config.sites.contains(s)) {
+            return Err(self.malformed(format!("survivor {s} is not in the round")));
+        }
+        if let Some(v) = survivors.iter().find(|&&v| {
+            v != self.id && self.neighbours.binary_search(&v).is_ok() && !held.contains_key(&v)
+        }) {
+            return Err(self.malformed(format!("survivor {v} never shared with this site")));
+        }
+        if survivors.len() < self.config.min_survivors {
+            return Err(SecAggError::Aborted(AbortReason::TooFewSites {
+                phase: Phase::Unmasking,
+                remaining: survivors.len(),
+                required: self.config.min_survivors,
+            }));
+        }
+        let alive_holders = 1 + held.keys().filter(|v| survivors.contains(v)).count();
+        if alive_holders < self.config.threshold {
+            return Err(SecAggError::Aborted(AbortReason::TooFewSites {
+                phase: Phase::Unmasking,
+                remaining: alive_holders,
+                required: self.config.threshold,
+            }));
+        }
+        let mut seed_shares = vec![RevealedShare {
+            owner: self.id,
+            values: *own_seed_share,
+        }];
+        let mut key_shares = Vec::new();
+        for (&owner, pair) in held {
+            if survivors.contains(&owner) {
+                seed_shares.push(RevealedShare {
+                    owner,
+                    values: pair.seed_share,
+                });
+            } else {
+                key_shares.push(RevealedShare {
+                    owner,
+                    values: pair.key_share,
+                });
+            }
+        }
+        seed_shares.sort_by_key(|s| s.owner);
+        self.state = State::Done;
+        Ok(UnmaskResponse {
+            round: self.config.round,
+            sender: self.id,
+            seed_shares,
+            key_shares,
+        })
+    }
+}

@@ -1,0 +1,489 @@
+//! SecAgg plugged into entente's round engine: [`SecAggCoordinator`] drives the coordinator
+//! half through the engine's [`SecureAggregation`] phases, and [`SecureSite`] wraps any site so
+//! that it checks, clips and masks its own update and never hands it over in the clear.
+//!
+//! Messages travel as [`Envelope`]s holding bincode-encoded [`ToSite`] / [`FromSite`] values,
+//! so the same exchange works in one process and over a network transport.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use entente_core::engine::selection::derive_seed;
+use entente_core::engine::{
+    Envelope, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
+};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::{SiteUpdate, UpdatePolicy, validate};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::secagg::{
+    AdvertiseKeys, EncodingSettings, GraphSpec, MaskedInput, Modulus, PeerKeys, RoutedShares,
+    SecAggClient, SecAggConfig, SecAggServer, ShareKeys, SiteId, UnmaskRequest, UnmaskResponse,
+};
+
+/// Secure-aggregation settings every site agreed to in the manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SecAggSettings {
+    /// Share of a site's holders (itself and its neighbours) needed to rebuild its secrets;
+    /// above one half.
+    pub threshold: f64,
+    /// SecAgg+ neighbourhood size (even); `None` pairs every site with every other (SecAgg).
+    pub neighbours: Option<usize>,
+    /// Every coordinate of an update (local model minus global model) is clipped to
+    /// `[-clip, clip]` before masking.
+    pub clip: f32,
+    /// Largest number of examples a site may declare (its weight).
+    pub max_examples: u64,
+    /// Ring of the fixed-point encoding.
+    pub modulus: Modulus,
+    /// Federation seed (ring order of SecAgg+ graphs; simulation randomness).
+    pub seed: u64,
+}
+
+impl SecAggSettings {
+    /// The round's protocol settings for `sites` (ids) over `dimension` values.
+    fn config(&self, round: u32, sites: Vec<SiteId>, dimension: usize) -> SecAggConfig {
+        let n = sites.len();
+        let graph = match self.neighbours {
+            Some(k) if k + 1 < n => GraphSpec::Harary {
+                degree: k,
+                seed: derive_seed(self.seed, round, 400),
+            },
+            _ => GraphSpec::Complete,
+        };
+        let holders = match graph {
+            GraphSpec::Harary { degree, .. } => degree + 1,
+            GraphSpec::Complete => n,
+        };
+        let threshold = ((self.threshold * holders as f64).ceil() as usize)
+            .max(holders / 2 + 1)
+            .min(holders);
+        SecAggConfig::new(
+            u64::from(round),
+            sites,
+            threshold,
+            graph,
+            dimension,
+            self.encoding(n),
+        )
+    }
+
+    /// Fixed-point encoding with the largest scale that cannot overflow for `n` sites.
+    fn encoding(&self, n: usize) -> EncodingSettings {
+        let bits = match self.modulus {
+            Modulus::Pow32 => 31,
+            Modulus::Pow64 => 63,
+        };
+        let headroom =
+            (n.max(1) as f64) * (self.max_examples as f64) * f64::from(self.clip) + n as f64;
+        EncodingSettings {
+            clip: self.clip,
+            scale: (2f64.powi(bits) - 1.0) / headroom / 2.0,
+            max_weight: self.max_examples,
+            modulus: self.modulus,
+        }
+    }
+}
+
+/// What the coordinator sends a site in each phase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum ToSite {
+    /// Phase 0: the round's settings; answer with [`FromSite::Keys`].
+    Start(SecAggConfig),
+    /// Phase 1: the neighbours' public keys; answer with [`FromSite::Shares`].
+    PeerKeys(PeerKeys),
+    /// Phase 2: shares from the neighbours; answer with [`FromSite::Masked`].
+    Shares(RoutedShares),
+    /// Phase 3: who survived; answer with [`FromSite::Unmask`].
+    Unmask(UnmaskRequest),
+}
+
+/// What a site answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum FromSite {
+    /// Public keys.
+    Keys(AdvertiseKeys),
+    /// Encrypted shares for the neighbours.
+    Shares(ShareKeys),
+    /// The masked update.
+    Masked(MaskedInput),
+    /// Shares that let the coordinator remove the masks.
+    Unmask(UnmaskResponse),
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Envelope, String> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard())
+        .map(Envelope)
+        .map_err(|e| format!("could not encode a secure-aggregation message: {e}"))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(envelope: &Envelope) -> Result<T, String> {
+    bincode::serde::decode_from_slice(&envelope.0, bincode::config::standard())
+        .map(|(v, _)| v)
+        .map_err(|e| format!("malformed secure-aggregation message: {e}"))
+}
+
+/// Where the coordinator is in a round.
+enum Stage {
+    Idle,
+    Advertise,
+    Share,
+    Mask,
+    Unmask,
+    Done,
+}
+
+/// The coordinator half of SecAgg as the engine drives it.
+pub struct SecAggCoordinator {
+    settings: SecAggSettings,
+    ids: HashMap<String, SiteId>,
+    names: HashMap<SiteId, String>,
+    server: Option<SecAggServer>,
+    config: Option<SecAggConfig>,
+    stage: Stage,
+}
+
+impl SecAggCoordinator {
+    /// A coordinator for the federation's sites (their manifest order fixes their ids).
+    pub fn new(settings: SecAggSettings, sites: &[String]) -> Self {
+        let ids: HashMap<String, SiteId> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.clone(), i as SiteId))
+            .collect();
+        let names = ids.iter().map(|(s, &i)| (i, s.clone())).collect();
+        Self {
+            settings,
+            ids,
+            names,
+            server: None,
+            config: None,
+            stage: Stage::Idle,
+        }
+    }
+
+    fn server(&mut self) -> Result<&mut SecAggServer, SecureError> {
+        self.server
+            .as_mut()
+            .ok_or_else(|| SecureError("no round in progress".into()))
+    }
+
+    fn name(&self, id: SiteId) -> Result<String, SecureError> {
+        self.names
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| SecureError(format!("unknown site id {id}")))
+    }
+
+    fn addressed<T: Serialize>(
+        &self,
+        messages: Vec<T>,
+        recipient: impl Fn(&T) -> SiteId,
+        wrap: impl Fn(T) -> ToSite,
+    ) -> Result<Vec<(String, Envelope)>, SecureError> {
+        messages
+            .into_iter()
+            .map(|m| {
+                let name = self.name(recipient(&m))?;
+                Ok((name, encode(&wrap(m)).map_err(SecureError)?))
+            })
+            .collect()
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> SecureError {
+    SecureError(e.to_string())
+}
+
+impl SecureAggregation for SecAggCoordinator {
+    fn name(&self) -> &'static str {
+        if self.settings.neighbours.is_some() {
+            "secagg+"
+        } else {
+            "secagg"
+        }
+    }
+
+    fn begin(
+        &mut self,
+        round: u32,
+        sites: &[String],
+        num_values: usize,
+    ) -> Result<(), SecureError> {
+        let ids = sites
+            .iter()
+            .map(|s| {
+                self.ids
+                    .get(s)
+                    .copied()
+                    .ok_or_else(|| SecureError(format!("site `{s}` is not in the manifest")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let config = self.settings.config(round, ids, num_values);
+        self.server = Some(SecAggServer::new(config.clone()).map_err(fail)?);
+        self.config = Some(config);
+        self.stage = Stage::Advertise;
+        Ok(())
+    }
+
+    fn next_messages(&mut self) -> Result<Option<Vec<(String, Envelope)>>, SecureError> {
+        let out = match self.stage {
+            Stage::Idle | Stage::Done => return Ok(None),
+            Stage::Advertise => {
+                let config = self
+                    .config
+                    .clone()
+                    .ok_or_else(|| SecureError("no round in progress".into()))?;
+                self.stage = Stage::Share;
+                let envelope = encode(&ToSite::Start(config.clone())).map_err(SecureError)?;
+                config
+                    .sites
+                    .iter()
+                    .map(|&id| Ok((self.name(id)?, envelope.clone())))
+                    .collect::<Result<Vec<_>, SecureError>>()?
+            }
+            Stage::Share => {
+                let msgs = self.server()?.close_advertise().map_err(fail)?;
+                self.stage = Stage::Mask;
+                self.addressed(msgs, |m| m.recipient, ToSite::PeerKeys)?
+            }
+            Stage::Mask => {
+                let msgs = self.server()?.close_shares().map_err(fail)?;
+                self.stage = Stage::Unmask;
+                self.addressed(msgs, |m| m.recipient, ToSite::Shares)?
+            }
+            Stage::Unmask => {
+                let msgs = self.server()?.close_masked().map_err(fail)?;
+                self.stage = Stage::Done;
+                self.addressed(msgs, |m| m.recipient, ToSite::Unmask)?
+            }
+        };
+        Ok(Some(out))
+    }
+
+    fn receive(&mut self, site: &str, reply: Envelope) -> Result<(), SecureError> {
+        let expected = self
+            .ids
+            .get(site)
+            .copied()
+            .ok_or_else(|| SecureError(format!("site `{site}` is not in the manifest")))?;
+        let message: FromSite = decode(&reply).map_err(SecureError)?;
+        let sender = match &message {
+            FromSite::Keys(m) => m.keys.site,
+            FromSite::Shares(m) => m.sender,
+            FromSite::Masked(m) => m.sender,
+            FromSite::Unmask(m) => m.sender,
+        };
+        if sender != expected {
+            return Err(SecureError(format!(
+                "site `{site}` sent a message signed as site id {sender}"
+            )));
+        }
+        let server = self.server()?;
+        match message {
+            FromSite::Keys(m) => server.receive_advertise(&m),
+            FromSite::Shares(m) => server.receive_shares(&m),
+            FromSite::Masked(m) => server.receive_masked(&m),
+            FromSite::Unmask(m) => server.receive_unmask(&m),
+        }
+        .map_err(fail)
+    }
+
+    fn finish(&mut self) -> Result<SecureResult, SecureError> {
+        let aggregate = self.server()?.finish().map_err(fail)?;
+        self.server = None;
+        self.stage = Stage::Idle;
+        let included = aggregate
+            .contributors
+            .iter()
+            .map(|&id| self.name(id))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SecureResult {
+            mean_delta: aggregate.mean,
+            included,
+            total_examples: aggregate.total_weight,
+        })
+    }
+}
+
+/// A site's state between training and the end of secure aggregation.
+#[derive(Default)]
+struct Pending {
+    delta: Option<(Vec<f32>, u64)>,
+    client: Option<SecAggClient>,
+}
+
+/// Wraps a site so that its update only ever leaves it masked.
+///
+/// After training, the site checks its own update against the rules every site agreed to
+/// (shapes, finite values, the norm bound), clips it to the declared range and keeps it; the
+/// coordinator receives only the example count and loss. The masked update goes out in the
+/// protocol's third phase.
+pub struct SecureSite {
+    inner: Arc<dyn Site>,
+    id: SiteId,
+    policy: UpdatePolicy,
+    settings: SecAggSettings,
+    deterministic: bool,
+    pending: Mutex<Pending>,
+}
+
+impl SecureSite {
+    /// Wraps `inner`, whose id is its position in the manifest's site list. With
+    /// `deterministic`, key material derives from the federation seed (simulation only: real
+    /// sites draw it from the operating system).
+    pub fn new(
+        inner: Arc<dyn Site>,
+        id: SiteId,
+        policy: UpdatePolicy,
+        settings: SecAggSettings,
+        deterministic: bool,
+    ) -> Self {
+        Self {
+            inner,
+            id,
+            policy,
+            settings,
+            deterministic,
+            pending: Mutex::new(Pending::default()),
+        }
+    }
+
+    fn error(&self, reason: impl Into<String>) -> SiteError {
+        SiteError {
+            site: self.inner.name().to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    fn key_seed(&self, round: u32) -> [u8; 32] {
+        let mut seed = [0u8; 32];
+        if self.deterministic {
+            for (i, chunk) in seed.chunks_mut(8).enumerate() {
+                let word = derive_seed(
+                    self.settings.seed,
+                    round,
+                    500 + 8 * u64::from(self.id) + i as u64,
+                );
+                chunk.copy_from_slice(&word.to_le_bytes());
+            }
+        } else {
+            rand::rng().fill_bytes(&mut seed);
+        }
+        seed
+    }
+}
+
+impl Site for SecureSite {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let update = self.inner.train(task)?;
+        let (site, examples, loss) = (update.site.clone(), update.num_examples, update.train_loss);
+        if examples > self.settings.max_examples {
+            return Err(self.error(format!(
+                "holds {examples} examples, more than secure_aggregation.max_examples ({})",
+                self.settings.max_examples
+            )));
+        }
+        let valid =
+            validate(&task.global, update, &self.policy).map_err(|e| self.error(e.to_string()))?;
+        let clip = self.settings.clip;
+        let delta: Vec<f32> = valid
+            .params
+            .as_flat()
+            .iter()
+            .zip(task.global.as_flat())
+            .map(|(p, g)| (p - g).clamp(-clip, clip))
+            .collect();
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| self.error("state lock poisoned"))?;
+        *pending = Pending {
+            delta: Some((delta, examples)),
+            client: None,
+        };
+        Ok(SiteUpdate {
+            site,
+            num_examples: examples,
+            params: ParamSet::from_tensors(Vec::new()).map_err(|e| self.error(e.to_string()))?,
+            train_loss: loss,
+        })
+    }
+
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        self.inner.evaluate(params)
+    }
+
+    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+        let message: ToSite = decode(message).map_err(|e| self.error(e))?;
+        let mut pending = self
+            .pending
+            .lock()
+            .map_err(|_| self.error("state lock poisoned"))?;
+        let reply = match message {
+            ToSite::Start(config) => {
+                if config.round != u64::from(round) {
+                    return Err(self.error(format!(
+                        "secure aggregation settings for round {} arrived in round {round}",
+                        config.round
+                    )));
+                }
+                let expected = self
+                    .settings
+                    .config(round, config.sites.clone(), config.dimension);
+                if config != expected {
+                    return Err(self.error(
+                        "the coordinator's secure-aggregation settings differ from the manifest's",
+                    ));
+                }
+                let mut client = SecAggClient::new(config, self.id, self.key_seed(round))
+                    .map_err(|e| self.error(e.to_string()))?;
+                let keys = client
+                    .advertise_keys()
+                    .map_err(|e| self.error(e.to_string()))?;
+                pending.client = Some(client);
+                FromSite::Keys(keys)
+            }
+            ToSite::PeerKeys(m) => {
+                let client = pending
+                    .client
+                    .as_mut()
+                    .ok_or_else(|| self.error("no round started"))?;
+                FromSite::Shares(
+                    client
+                        .share_keys(&m)
+                        .map_err(|e| self.error(e.to_string()))?,
+                )
+            }
+            ToSite::Shares(m) => {
+                let (delta, weight) = pending
+                    .delta
+                    .take()
+                    .ok_or_else(|| self.error("no trained update to send"))?;
+                let client = pending
+                    .client
+                    .as_mut()
+                    .ok_or_else(|| self.error("no round started"))?;
+                FromSite::Masked(
+                    client
+                        .masked_input(&m, &delta, weight)
+                        .map_err(|e| self.error(e.to_string()))?,
+                )
+            }
+            ToSite::Unmask(m) => {
+                let client = pending
+                    .client
+                    .as_mut()
+                    .ok_or_else(|| self.error("no round started"))?;
+                FromSite::Unmask(client.unmask(&m).map_err(|e| self.error(e.to_string()))?)
+            }
+        };
+        encode(&reply).map_err(|e| self.error(e))
+    }
+}

@@ -1,0 +1,254 @@
+//! SecAgg through the round engine: the secure path gives the plaintext FedAvg result within
+//! the quantization bound, survives sites that drop out in any phase, and aborts cleanly.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use entente_core::aggregators::{Strategy, build};
+use entente_core::engine::{
+    EngineError, Envelope, LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundRules,
+    Site, SiteError, TrainTask,
+};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::{SiteUpdate, UpdatePolicy};
+use entente_privacy::secagg::Modulus;
+use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
+
+const DIM: usize = 300;
+
+/// Trains by adding a site-specific pattern; fails secure phase `drop_at` (0-based) if set.
+struct PatternSite {
+    name: String,
+    index: usize,
+    examples: u64,
+}
+
+impl Site for PatternSite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let mut params = (*task.global).clone();
+        for (j, v) in params.as_flat_mut().iter_mut().enumerate() {
+            *v += ((self.index * 7 + j * 3) % 11) as f32 / 20.0 - 0.25;
+        }
+        Ok(SiteUpdate {
+            site: self.name.clone(),
+            num_examples: self.examples,
+            params,
+            train_loss: 0.5,
+        })
+    }
+
+    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        Err(SiteError {
+            site: self.name.clone(),
+            reason: "no test split".into(),
+        })
+    }
+}
+
+/// Passes messages to a secure site but stops answering from phase `drop_at` on.
+struct Dropping {
+    inner: Arc<dyn Site>,
+    drop_at: usize,
+    phase: AtomicUsize,
+}
+
+impl Site for Dropping {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        self.phase.store(0, Ordering::SeqCst);
+        self.inner.train(task)
+    }
+
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        self.inner.evaluate(params)
+    }
+
+    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+        if self.phase.fetch_add(1, Ordering::SeqCst) >= self.drop_at {
+            return Err(SiteError {
+                site: self.name().to_string(),
+                reason: "connection lost".into(),
+            });
+        }
+        self.inner.secure_exchange(round, message)
+    }
+}
+
+fn settings() -> SecAggSettings {
+    SecAggSettings {
+        threshold: 0.6,
+        neighbours: None,
+        clip: 1.0,
+        max_examples: 1000,
+        modulus: Modulus::Pow32,
+        seed: 9,
+    }
+}
+
+fn names(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("site-{i}")).collect()
+}
+
+fn plain_sites(n: usize) -> Vec<Arc<dyn Site>> {
+    (0..n)
+        .map(|i| {
+            Arc::new(PatternSite {
+                name: format!("site-{i}"),
+                index: i,
+                examples: 10 + 7 * i as u64,
+            }) as Arc<dyn Site>
+        })
+        .collect()
+}
+
+fn secure_sites(n: usize, drops: &[(usize, usize)]) -> Vec<Arc<dyn Site>> {
+    plain_sites(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, site)| {
+            let secure: Arc<dyn Site> = Arc::new(SecureSite::new(
+                site,
+                i as u32,
+                UpdatePolicy::default(),
+                settings(),
+                true,
+            ));
+            match drops.iter().find(|(s, _)| *s == i) {
+                Some(&(_, drop_at)) => Arc::new(Dropping {
+                    inner: secure,
+                    drop_at,
+                    phase: AtomicUsize::new(0),
+                }) as Arc<dyn Site>,
+                None => secure,
+            }
+        })
+        .collect()
+}
+
+fn rules(min_sites: usize) -> RoundRules {
+    RoundRules {
+        rounds: 1,
+        fraction: 1.0,
+        min_sites,
+        seed: 9,
+        policy: UpdatePolicy::default(),
+        training: LocalTraining {
+            epochs: 1,
+            batch_size: 1,
+            learning_rate: 0.1,
+            optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
+            fedprox_mu: 0.0,
+        },
+    }
+}
+
+fn initial() -> ParamSet {
+    let values = (0..DIM).map(|j| (j as f32).sin()).collect();
+    ParamSet::from_tensors([("w".to_string(), vec![DIM], values)]).unwrap()
+}
+
+fn plain_result(sites: Vec<Arc<dyn Site>>) -> Vec<f32> {
+    let mut e = RoundEngine::new(sites, build(&Strategy::FedAvg), None, rules(1), initial());
+    e.run_round(1, &mut NoObserver).unwrap();
+    e.global().as_flat().to_vec()
+}
+
+fn secure_engine(n: usize, drops: &[(usize, usize)]) -> RoundEngine {
+    RoundEngine::new(
+        secure_sites(n, drops),
+        build(&Strategy::FedAvg),
+        None,
+        rules(3),
+        initial(),
+    )
+    .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(n))))
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn secure_round_matches_plaintext_fedavg() {
+    let mut e = secure_engine(6, &[]);
+    let r = e.run_round(1, &mut NoObserver).unwrap();
+    assert_eq!(r.accepted.len(), 6);
+    let want = plain_result(plain_sites(6));
+    let diff = max_diff(e.global().as_flat(), &want);
+    // Fixed point with the largest safe scale: the error is far below 1e-4 here.
+    assert!(diff < 1e-4, "difference {diff}");
+    assert!(diff > 0.0 || e.global().as_flat() == want.as_slice());
+}
+
+#[test]
+fn sites_dropping_out_at_each_phase_are_left_out_and_the_rest_is_right() {
+    for phase in 0..3 {
+        let mut e = secure_engine(6, &[(2, phase)]);
+        let r = e.run_round(1, &mut NoObserver).unwrap();
+        assert!(!r.accepted.contains(&"site-2".to_string()), "phase {phase}");
+        assert_eq!(r.accepted.len(), 5, "phase {phase}: {:?}", r.excluded);
+        {
+            // Dropped before its masked input counted: the mean is over the other five.
+            let others: Vec<Arc<dyn Site>> = plain_sites(6)
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 2)
+                .map(|(_, s)| s)
+                .collect();
+            let want = plain_result(others);
+            let diff = max_diff(e.global().as_flat(), &want);
+            assert!(diff < 1e-4, "phase {phase}: difference {diff}");
+        }
+    }
+}
+
+#[test]
+fn a_site_lost_during_unmasking_still_counts() {
+    // Its masked input arrived; the others' shares remove its masks.
+    let mut e = secure_engine(6, &[(2, 3)]);
+    let r = e.run_round(1, &mut NoObserver).unwrap();
+    assert_eq!(r.accepted.len(), 6, "{:?}", r.excluded);
+    let diff = max_diff(e.global().as_flat(), &plain_result(plain_sites(6)));
+    assert!(diff < 1e-4, "difference {diff}");
+}
+
+#[test]
+fn too_many_dropouts_abort_the_round_and_keep_the_model() {
+    let mut e = secure_engine(6, &[(0, 1), (1, 1), (2, 1), (3, 1)]);
+    let err = e.run_round(1, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, EngineError::SecureAggregation { round: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(e.global().as_flat(), initial().as_flat());
+}
+
+#[test]
+fn a_site_refuses_settings_that_differ_from_the_manifest() {
+    let mut other = settings();
+    other.clip = 5.0;
+    let mut e = RoundEngine::new(
+        secure_sites(4, &[]),
+        build(&Strategy::FedAvg),
+        None,
+        rules(3),
+        initial(),
+    )
+    .with_secure_aggregation(Box::new(SecAggCoordinator::new(other, &names(4))));
+    let err = e.run_round(1, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, EngineError::SecureAggregation { .. }),
+        "{err}"
+    );
+}
