@@ -1,3 +1,5 @@
-//! entente-privacy: secure aggregation (and, later, differential privacy) for entente.
+//! entente-privacy: secure aggregation (SecAgg, SecAgg+) and differential privacy (the RDP
+//! accountant, noise calibration, clipping and Gaussian noise) for entente.
+pub mod dp;
 pub mod secagg;
 pub mod secure_round;
