@@ -195,6 +195,7 @@ fn rules(rounds: u32, fraction: f64, min_sites: usize, seed: u64) -> RoundRules 
             learning_rate: 0.1,
             optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
             fedprox_mu: 0.0,
+            dp_sgd: None,
         },
     }
 }
@@ -384,8 +385,10 @@ fn quorum_not_met_is_an_error_and_leaves_the_global_model_unchanged() {
             selected,
             accepted,
             min_sites,
+            excluded,
         } => {
             assert_eq!((round, selected, accepted, min_sites), (1, 4, 2, 3));
+            assert_eq!(excluded.len(), 2, "{excluded:?}");
         }
         other => panic!("expected QuorumNotMet, got {other:?}"),
     }

@@ -171,6 +171,7 @@ fn engine(sites: Vec<Arc<dyn Site>>, threshold: usize, min_sites: usize) -> Roun
             learning_rate: 0.1,
             optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
             fedprox_mu: 0.0,
+            dp_sgd: None,
         },
     };
     let initial =

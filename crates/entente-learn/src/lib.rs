@@ -4,6 +4,7 @@
 //! [`entente_core::params::ParamSet`].
 
 pub mod data;
+pub mod dp_sgd;
 pub mod model;
 pub mod param_store;
 pub mod partition;

@@ -65,11 +65,18 @@ impl Site for LocalSite {
             task.seed,
         )
         .map_err(|e| self.fail(e))?;
+        // Under DP-SGD the loss is a function of the records that the accountant does not
+        // cover, so it does not leave the site.
+        let train_loss = if task.training.dp_sgd.is_some() {
+            0.0
+        } else {
+            outcome.mean_loss
+        };
         Ok(SiteUpdate {
             site: self.name.clone(),
             num_examples: outcome.num_examples as u64,
             params: outcome.params,
-            train_loss: outcome.mean_loss,
+            train_loss,
         })
     }
 

@@ -43,6 +43,12 @@ pub enum TrainError {
     /// Training produced a non-finite loss (learning rate too high?).
     #[error("training diverged: loss became {0} (try a lower learning rate)")]
     Diverged(f64),
+    /// The model or settings ask for something the trainer does not implement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// DP-SGD settings out of range (clip norm, noise multiplier).
+    #[error("invalid DP-SGD settings: {0}")]
+    InvalidDpSgd(String),
 }
 
 /// The result of local training.
@@ -54,11 +60,12 @@ pub struct TrainOutcome {
     pub mean_loss: f64,
     /// Examples in the local data set.
     pub num_examples: usize,
-    /// Optimizer steps taken.
+    /// Optimizer steps taken. With DP-SGD the privacy cost of the call is that of `steps`
+    /// compositions of the sampled Gaussian mechanism (rate `q`, noise multiplier `sigma`).
     pub steps: usize,
 }
 
-fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<(), TrainError> {
+pub(crate) fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<(), TrainError> {
     if data.is_empty() {
         return Err(TrainError::NoData);
     }
@@ -118,6 +125,9 @@ fn flat_params<M: Module>(module: &M) -> Vec<Tensor<1>> {
 }
 
 /// Trains a model of `spec`, starting from `global`, on `data`. `seed` fixes the batch order.
+///
+/// With `cfg.dp_sgd` set, trains with DP-SGD instead (see [`crate::dp_sgd::train`]; `seed`
+/// then fixes the Poisson samples and the noise).
 pub fn train(
     spec: &ModelSpec,
     global: &ParamSet,
@@ -125,6 +135,9 @@ pub fn train(
     cfg: &LocalTraining,
     seed: u64,
 ) -> Result<TrainOutcome, TrainError> {
+    if let Some(dp) = &cfg.dp_sgd {
+        return crate::dp_sgd::train(spec, global, data, cfg, dp, seed);
+    }
     check_input(spec, data)?;
     let device = Device::flex().autodiff();
     let mut model = param_store::import(Net::new(spec, &device), global)?;

@@ -53,6 +53,7 @@ fn training(epochs: usize, learning_rate: f64, optimizer: LocalOptimizer) -> Loc
         learning_rate,
         optimizer,
         fedprox_mu: 0.0,
+        dp_sgd: None,
     }
 }
 

@@ -146,6 +146,7 @@ fn rules(min_sites: usize) -> RoundRules {
             learning_rate: 0.1,
             optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
             fedprox_mu: 0.0,
+            dp_sgd: None,
         },
     }
 }

@@ -1,5 +1,6 @@
 //! The `entente` command line.
 
+mod privacy;
 mod simulate;
 
 use std::process::ExitCode;
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run a whole federation in this process: every site, the coordinator, every round.
     Simulate(simulate::SimulateArgs),
+    /// Show each site's privacy budget: spent and remaining epsilon, from the sites' ledgers.
+    Privacy(privacy::PrivacyArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +37,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Privacy(args) => privacy::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -421,3 +421,62 @@ fn bad_arguments_fail_cleanly() {
         assert!(err.starts_with("error: "), "{args:?}: {err}");
     }
 }
+
+/// The digits demo with `[privacy]`, a budget of `budget` epsilon per site.
+fn private_digits(dir: &Scratch, budget: f64) -> PathBuf {
+    let manifest = dir.join("private.toml");
+    let text = DIGITS_MANIFEST.to_string()
+        + &format!(
+            "\n[privacy]\nmechanism = \"dp-sgd\"\nclip = 1.0\nnoise_multiplier = 1.0\nepsilon_budget = {budget}\nledger = \"ledger\"\n"
+        );
+    std::fs::write(&manifest, text).unwrap();
+    manifest
+}
+
+#[test]
+fn sites_refuse_rounds_beyond_their_budget_and_the_ledger_persists() {
+    let tmp = Scratch::new("privacy");
+    // A budget below one round's cost: every site refuses round 1 and the run stops.
+    let manifest = private_digits(&tmp, 1.0);
+    let out = tmp.join("run");
+    let output = entente(
+        tmp.path(),
+        &[
+            "simulate",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("refuses round 1"), "{err}");
+    assert!(err.contains("over its budget of 1"), "{err}");
+
+    // A budget that lasts a few rounds: the run spends it and the ledger survives the process.
+    let manifest = private_digits(&tmp, 8.0);
+    let output = entente(
+        tmp.path(),
+        &[
+            "simulate",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
+    assert!(text.contains("refuses round"), "{text}");
+    let report = entente(tmp.path(), &["privacy", manifest.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(report.contains("hospital-north"), "{report}");
+    let spent: Vec<f64> = report
+        .lines()
+        .filter(|l| l.contains("uci-digits"))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(spent.len(), 5, "{report}");
+    assert!(spent.iter().all(|&s| s > 0.0 && s <= 8.0), "{spent:?}");
+}

@@ -20,7 +20,7 @@ use crate::params::ParamSet;
 use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, validate};
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
-pub use task::{LocalOptimizer, LocalTraining, TrainTask};
+pub use task::{DpSgd, LocalOptimizer, LocalTraining, TrainTask};
 
 /// Rules of every round.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,7 +51,8 @@ pub enum EngineError {
     /// Fewer updates were accepted than the quorum needs; the global model is unchanged.
     #[error(
         "round {round}: only {accepted} of {selected} selected sites returned a valid update, \
-         the quorum (selection.min_sites) is {min_sites}"
+         the quorum (selection.min_sites) is {min_sites}{}",
+        excluded.iter().map(|e| format!("\n  {}: {}", e.site, e.reason)).collect::<String>()
     )]
     QuorumNotMet {
         /// Round number.
@@ -62,6 +63,8 @@ pub enum EngineError {
         accepted: usize,
         /// Required.
         min_sites: usize,
+        /// The sites left out, and why.
+        excluded: Vec<Excluded>,
     },
     /// The aggregation rule failed.
     #[error("round {round}: aggregation failed: {source}")]
@@ -291,6 +294,7 @@ impl RoundEngine {
                 selected: selected.len(),
                 accepted: tally.accepted.len(),
                 min_sites: rules.min_sites,
+                excluded: tally.excluded,
             });
         }
         let next = self

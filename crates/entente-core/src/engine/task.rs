@@ -29,6 +29,20 @@ pub struct LocalTraining {
     pub optimizer: LocalOptimizer,
     /// FedProx proximal coefficient mu; 0 is plain FedAvg local training.
     pub fedprox_mu: f64,
+    /// Record-level differential privacy (DP-SGD), when the manifest asks for it.
+    pub dp_sgd: Option<DpSgd>,
+}
+
+/// DP-SGD settings (Abadi et al., CCS 2016): every batch is a Poisson sample of the site's
+/// examples with rate `batch_size / examples`, every per-example gradient is clipped to L2
+/// norm `clip`, and Gaussian noise of standard deviation `noise_multiplier * clip` is added to
+/// their sum.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSgd {
+    /// Per-example gradient norm bound C.
+    pub clip: f64,
+    /// Noise multiplier sigma.
+    pub noise_multiplier: f64,
 }
 
 /// One round's work for one site.

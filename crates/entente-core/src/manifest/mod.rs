@@ -132,6 +132,21 @@ pub struct SecureAggregationSpec {
     pub bits: u32,
 }
 
+/// Record-level differential privacy and every site's budget (`[privacy]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrivacySpec {
+    /// Per-example gradient norm bound C.
+    pub clip: f64,
+    /// Noise multiplier sigma.
+    pub noise_multiplier: f64,
+    /// The delta of every (epsilon, delta) statement.
+    pub delta: f64,
+    /// Each site's epsilon budget, in manifest site order.
+    pub budgets: Vec<f64>,
+    /// Folder of the sites' ledgers (each site keeps its own file).
+    pub ledger: PathBuf,
+}
+
 /// A checked manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -157,6 +172,8 @@ pub struct Manifest {
     pub policy: UpdatePolicy,
     /// Secure aggregation, when the manifest turns it on.
     pub secure_aggregation: Option<SecureAggregationSpec>,
+    /// Differential privacy and budgets, when the manifest turns them on.
+    pub privacy: Option<PrivacySpec>,
     /// The manifest text as read, kept for run records.
     pub source: String,
 }

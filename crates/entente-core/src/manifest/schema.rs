@@ -18,6 +18,29 @@ pub struct RawManifest {
     pub selection: RawSelection,
     #[serde(default)]
     pub secure_aggregation: Option<RawSecureAggregation>,
+    #[serde(default)]
+    pub privacy: Option<RawPrivacy>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrivacy {
+    pub mechanism: String,
+    pub clip: f64,
+    pub noise_multiplier: f64,
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    pub epsilon_budget: f64,
+    #[serde(default = "default_ledger")]
+    pub ledger: String,
+}
+
+fn default_delta() -> f64 {
+    1e-5
+}
+
+fn default_ledger() -> String {
+    "privacy-ledger".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -97,6 +120,8 @@ fn default_partition() -> String {
 #[serde(deny_unknown_fields)]
 pub struct RawSite {
     pub name: String,
+    #[serde(default)]
+    pub epsilon_budget: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

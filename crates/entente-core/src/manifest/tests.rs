@@ -242,3 +242,34 @@ fn secure_aggregation_settings_are_checked() {
     assert_eq!(key, "strategy.kind");
     assert!(msg.contains("mean"), "{msg}");
 }
+
+#[test]
+fn privacy_settings_give_dp_sgd_and_per_site_budgets() {
+    let text = GOOD.replace(
+        "name = \"clinic-b\"",
+        "name = \"clinic-b\"\nepsilon_budget = 1.5",
+    ) + "\n[privacy]\nmechanism = \"dp-sgd\"\nclip = 1.0\nnoise_multiplier = 1.1\nepsilon_budget = 3.0\n";
+    let m = parse(&text).unwrap();
+    let p = m.privacy.unwrap();
+    assert_eq!(p.budgets, vec![3.0, 1.5, 3.0]);
+    assert_eq!(p.delta, 1e-5);
+    assert_eq!(p.ledger, Path::new("/base/privacy-ledger"));
+    assert_eq!(
+        m.training.dp_sgd,
+        Some(crate::engine::DpSgd {
+            clip: 1.0,
+            noise_multiplier: 1.1
+        })
+    );
+
+    let (_, key, _) = invalid(&text.replace("clip = 1.0", "clip = 0"));
+    assert_eq!(key, "privacy.clip");
+    let (_, key, msg) = invalid(&text.replace("\"dp-sgd\"", "\"laplace\""));
+    assert_eq!(key, "privacy.mechanism");
+    assert!(msg.contains("dp-sgd"), "{msg}");
+    let (line, key, _) = invalid(&GOOD.replace(
+        "name = \"clinic-b\"",
+        "name = \"clinic-b\"\nepsilon_budget = 1.5",
+    ));
+    assert_eq!((line, key.as_str()), (Some(16), "sites.epsilon_budget"));
+}

@@ -3,13 +3,13 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::schema::{RawManifest, RawSecureAggregation, RawStrategy};
+use super::schema::{RawManifest, RawPrivacy, RawSecureAggregation, RawStrategy};
 use super::{
-    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice,
+    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice, PrivacySpec,
     SecureAggregationSpec, Selection,
 };
 use crate::aggregators::{FedOptKind, Strategy};
-use crate::engine::{LocalOptimizer, LocalTraining};
+use crate::engine::{DpSgd, LocalOptimizer, LocalTraining};
 use crate::update::UpdatePolicy;
 
 /// Builds errors that point at a key's line in the source text.
@@ -107,6 +107,13 @@ pub(super) fn check(
     )?;
     let mut seen = HashSet::new();
     for site in &raw.sites {
+        if site.epsilon_budget.is_some() && raw.privacy.is_none() {
+            return Err(r.err_at_value(
+                "sites.epsilon_budget",
+                &site.name,
+                "applies only when the manifest has a [privacy] table",
+            ));
+        }
         if !valid_site_name(&site.name) {
             return Err(r.err_at_value(
                 "sites.name",
@@ -132,7 +139,17 @@ pub(super) fn check(
 
     let data = check_data(&r, &raw, base)?;
     let model = check_model(&r, &raw)?;
-    let training = check_training(&r, &raw)?;
+    let mut training = check_training(&r, &raw)?;
+    let privacy = match &raw.privacy {
+        Some(p) => Some(check_privacy(&r, p, &raw, base)?),
+        None => None,
+    };
+    if let Some(p) = &privacy {
+        training.dp_sgd = Some(DpSgd {
+            clip: p.clip,
+            noise_multiplier: p.noise_multiplier,
+        });
+    }
     let (strategy, policy) = check_strategy(&r, &raw.strategy, sites.len())?;
 
     let sel = &raw.selection;
@@ -176,6 +193,7 @@ pub(super) fn check(
         },
         policy,
         secure_aggregation,
+        privacy,
         source: text.to_string(),
     })
 }
@@ -378,6 +396,7 @@ fn check_training(r: &Reporter, raw: &RawManifest) -> Result<LocalTraining, Mani
         learning_rate: t.learning_rate,
         optimizer,
         fedprox_mu: t.fedprox_mu,
+        dp_sgd: None,
     })
 }
 
@@ -572,5 +591,66 @@ fn check_secure_aggregation(
         clip: sa.clip,
         max_examples: sa.max_examples,
         bits: sa.bits,
+    })
+}
+
+fn check_privacy(
+    r: &Reporter,
+    p: &RawPrivacy,
+    raw: &RawManifest,
+    base: &Path,
+) -> Result<PrivacySpec, ManifestError> {
+    r.ensure(
+        p.mechanism == "dp-sgd",
+        "privacy.mechanism",
+        format!(
+            "`{}` is not a known mechanism; allowed: \"dp-sgd\" (record-level DP-SGD in each site's trainer)",
+            p.mechanism
+        ),
+    )?;
+    let positive = |key: &str, v: f64| {
+        r.ensure(
+            v.is_finite() && v > 0.0,
+            &format!("privacy.{key}"),
+            format!("is {v}; allowed: a positive number"),
+        )
+    };
+    positive("clip", p.clip)?;
+    positive("noise_multiplier", p.noise_multiplier)?;
+    positive("epsilon_budget", p.epsilon_budget)?;
+    r.ensure(
+        p.delta > 0.0 && p.delta < 1.0,
+        "privacy.delta",
+        format!(
+            "is {}; allowed: between 0 and 1, typically below 1 / the number of records",
+            p.delta
+        ),
+    )?;
+    r.ensure(
+        raw.model.kind == "mlp",
+        "model.kind",
+        "DP-SGD supports kind = \"mlp\" for now",
+    )?;
+    let mut budgets = Vec::with_capacity(raw.sites.len());
+    for site in &raw.sites {
+        let budget = site.epsilon_budget.unwrap_or(p.epsilon_budget);
+        if !(budget.is_finite() && budget > 0.0) {
+            return Err(r.err_at_value(
+                "sites.epsilon_budget",
+                &site.name,
+                format!(
+                    "site `{}`: epsilon_budget is {budget}; allowed: a positive number",
+                    site.name
+                ),
+            ));
+        }
+        budgets.push(budget);
+    }
+    Ok(PrivacySpec {
+        clip: p.clip,
+        noise_multiplier: p.noise_multiplier,
+        delta: p.delta,
+        budgets,
+        ledger: base.join(&p.ledger),
     })
 }

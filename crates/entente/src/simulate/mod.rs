@@ -20,6 +20,7 @@ use entente_learn::data::Dataset;
 use entente_learn::model::ModelSpec;
 use entente_learn::simulation;
 use entente_learn::trainer;
+use entente_privacy::budget::{BudgetedSite, Ledger};
 use entente_privacy::secagg::Modulus;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
 use rayon::prelude::*;
@@ -156,8 +157,19 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .sites
         .iter()
         .enumerate()
-        .map(|(i, s)| {
-            let site: Arc<dyn Site> = Arc::new(s.clone());
+        .map(|(i, s)| -> Result<Arc<dyn Site>> {
+            let mut site: Arc<dyn Site> = Arc::new(s.clone());
+            if let Some(p) = &manifest.privacy {
+                let dataset = dataset_label(&manifest, &fed.split[i]);
+                let ledger = Ledger::open(&p.ledger, s.name(), &dataset, p.delta)?;
+                site = Arc::new(BudgetedSite::new(
+                    site,
+                    &manifest.name,
+                    s.train_data().len(),
+                    p.budgets[i],
+                    ledger,
+                ));
+            }
             let site = match &secagg {
                 // Simulation only: key material derives from the seed, so runs repeat exactly.
                 Some(settings) => Arc::new(SecureSite::new(
@@ -169,9 +181,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 )),
                 None => site,
             };
-            progress.wrap(site)
+            Ok(progress.wrap(site))
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let rules = RoundRules {
         rounds: manifest.rounds,
         fraction: manifest.selection.fraction,
@@ -234,6 +246,25 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     summary.print();
     println!("\nrun folder: {}", out.path().display());
     Ok(())
+}
+
+/// Names the records a simulated site holds: the data file and a digest of its indices, so the
+/// same records share one privacy ledger across runs and federations.
+pub fn dataset_label(manifest: &Manifest, indices: &[usize]) -> String {
+    let file = manifest
+        .data
+        .path
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_else(|| manifest.data.path.display().to_string());
+    // FNV-1a over the indices: a stable name, not a security measure.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &i in indices {
+        for b in (i as u64).to_le_bytes() {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{file}-{hash:016x}")
 }
 
 fn describe(spec: &ModelSpec) -> String {

@@ -1,0 +1,298 @@
+//! Privacy budgets that every site enforces for itself.
+//!
+//! A [`Ledger`] is one site's record of what it has spent on one data set, across runs, kept
+//! in a JSON file the site owns. [`BudgetedSite`] wraps a site that trains with DP-SGD: before
+//! each round it computes what the round would cost with the RDP accountant and refuses, with
+//! the numbers, if that would exceed its budget. The charge is written before training starts,
+//! so privacy fails closed: a crash after the charge can only over-count.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use entente_core::engine::{Envelope, Site, SiteError, TrainTask};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::SiteUpdate;
+use serde::{Deserialize, Serialize};
+
+use crate::dp::rdp::Accountant;
+
+/// Reading or writing a ledger failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// The file could not be read or written.
+    #[error("privacy ledger {path}: {source}")]
+    Io {
+        /// The ledger file.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not a valid ledger.
+    #[error(
+        "privacy ledger {path} is damaged: {reason}; restore it from a backup (deleting it would forget spent budget)"
+    )]
+    Damaged {
+        /// The ledger file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The accountant rejected a charge.
+    #[error("privacy accounting failed: {0}")]
+    Accounting(String),
+}
+
+/// One charge: the steps of one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Charge {
+    /// Federation that asked.
+    pub federation: String,
+    /// Round number.
+    pub round: u32,
+    /// Poisson sampling rate.
+    pub q: f64,
+    /// Noise multiplier.
+    pub noise_multiplier: f64,
+    /// Optimizer steps.
+    pub steps: u64,
+    /// Epsilon spent on this data set after the charge, at the ledger's delta.
+    pub epsilon_after: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LedgerFile {
+    site: String,
+    dataset: String,
+    delta: f64,
+    charges: Vec<Charge>,
+    accountant: Accountant,
+}
+
+/// A site's privacy ledger for one data set.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    file: LedgerFile,
+}
+
+impl Ledger {
+    /// The ledger file of `site` for `dataset` in `dir`.
+    pub fn path_for(dir: &Path, site: &str, dataset: &str) -> PathBuf {
+        let safe: String = dataset
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        dir.join(format!("{site}--{safe}.json"))
+    }
+
+    /// Opens the ledger, or starts an empty one if the file does not exist yet.
+    pub fn open(dir: &Path, site: &str, dataset: &str, delta: f64) -> Result<Self, LedgerError> {
+        let path = Self::path_for(dir, site, dataset);
+        let shown = path.display().to_string();
+        let file = match fs::read_to_string(&path) {
+            Ok(text) => {
+                let file: LedgerFile =
+                    serde_json::from_str(&text).map_err(|e| LedgerError::Damaged {
+                        path: shown.clone(),
+                        reason: e.to_string(),
+                    })?;
+                if file.site != site || file.dataset != dataset {
+                    return Err(LedgerError::Damaged {
+                        path: shown,
+                        reason: format!(
+                            "it belongs to site `{}`, data set `{}`",
+                            file.site, file.dataset
+                        ),
+                    });
+                }
+                if file.delta != delta {
+                    return Err(LedgerError::Damaged {
+                        path: shown,
+                        reason: format!(
+                            "it accounts at delta {} but the manifest asks for {delta}; keep delta fixed for a data set",
+                            file.delta
+                        ),
+                    });
+                }
+                file
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LedgerFile {
+                site: site.to_string(),
+                dataset: dataset.to_string(),
+                delta,
+                charges: Vec::new(),
+                accountant: Accountant::new(),
+            },
+            Err(source) => {
+                return Err(LedgerError::Io {
+                    path: shown,
+                    source,
+                });
+            }
+        };
+        Ok(Self { path, file })
+    }
+
+    /// Epsilon spent so far at the ledger's delta.
+    pub fn spent(&self) -> Result<f64, LedgerError> {
+        if self.file.charges.is_empty() {
+            return Ok(0.0);
+        }
+        self.file
+            .accountant
+            .epsilon(self.file.delta)
+            .map(|p| p.epsilon)
+            .map_err(|e| LedgerError::Accounting(e.to_string()))
+    }
+
+    /// Epsilon after a further charge, without recording it.
+    pub fn spent_after(&self, q: f64, sigma: f64, steps: u64) -> Result<f64, LedgerError> {
+        self.file
+            .accountant
+            .epsilon_after(q, sigma, steps, self.file.delta)
+            .map(|p| p.epsilon)
+            .map_err(|e| LedgerError::Accounting(e.to_string()))
+    }
+
+    /// Records a charge and writes the file (through a temporary file and a rename).
+    pub fn charge(
+        &mut self,
+        federation: &str,
+        round: u32,
+        q: f64,
+        sigma: f64,
+        steps: u64,
+    ) -> Result<f64, LedgerError> {
+        let epsilon_after = self.spent_after(q, sigma, steps)?;
+        let mut next = self.file.clone();
+        next.accountant
+            .compose(q, sigma, steps)
+            .map_err(|e| LedgerError::Accounting(e.to_string()))?;
+        next.charges.push(Charge {
+            federation: federation.to_string(),
+            round,
+            q,
+            noise_multiplier: sigma,
+            steps,
+            epsilon_after,
+        });
+        let io = |source| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let text = serde_json::to_string_pretty(&next)
+            .map_err(|e| LedgerError::Accounting(e.to_string()))?;
+        let tmp = self.path.with_extension("json.tmp");
+        fs::write(&tmp, text).map_err(io)?;
+        fs::rename(&tmp, &self.path).map_err(io)?;
+        self.file = next;
+        Ok(epsilon_after)
+    }
+
+    /// Every charge so far.
+    pub fn charges(&self) -> &[Charge] {
+        &self.file.charges
+    }
+}
+
+/// A site that trains with DP-SGD and refuses any round that would exceed its budget.
+pub struct BudgetedSite {
+    inner: Arc<dyn Site>,
+    federation: String,
+    examples: usize,
+    budget: f64,
+    ledger: Mutex<Ledger>,
+}
+
+impl BudgetedSite {
+    /// Wraps `inner`, which trains on `examples` records, with `budget` epsilon and its ledger.
+    pub fn new(
+        inner: Arc<dyn Site>,
+        federation: &str,
+        examples: usize,
+        budget: f64,
+        ledger: Ledger,
+    ) -> Self {
+        Self {
+            inner,
+            federation: federation.to_string(),
+            examples,
+            budget,
+            ledger: Mutex::new(ledger),
+        }
+    }
+
+    fn refuse(&self, reason: String) -> SiteError {
+        SiteError {
+            site: self.inner.name().to_string(),
+            reason,
+        }
+    }
+}
+
+/// Sampling rate and steps of one round of DP-SGD on `examples` records.
+pub fn round_cost(examples: usize, batch_size: usize, epochs: usize) -> (f64, u64) {
+    let n = examples.max(1) as f64;
+    let q = (batch_size as f64 / n).min(1.0);
+    let steps_per_epoch = (n / batch_size.max(1) as f64).round().max(1.0) as u64;
+    (q, steps_per_epoch * epochs as u64)
+}
+
+impl Site for BudgetedSite {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let Some(dp) = task.training.dp_sgd else {
+            return Err(self.refuse(
+                "refuses to train without DP-SGD: its manifest declares a privacy budget"
+                    .to_string(),
+            ));
+        };
+        let (q, steps) = round_cost(
+            self.examples,
+            task.training.batch_size,
+            task.training.epochs,
+        );
+        {
+            let mut ledger = self
+                .ledger
+                .lock()
+                .map_err(|_| self.refuse("ledger lock poisoned".into()))?;
+            let spent = ledger.spent().map_err(|e| self.refuse(e.to_string()))?;
+            let after = ledger
+                .spent_after(q, dp.noise_multiplier, steps)
+                .map_err(|e| self.refuse(e.to_string()))?;
+            if after > self.budget {
+                return Err(self.refuse(format!(
+                    "refuses round {}: it would raise epsilon from {spent:.3} to {after:.3} (delta {}), over its budget of {}",
+                    task.round, ledger.file.delta, self.budget
+                )));
+            }
+            ledger
+                .charge(&self.federation, task.round, q, dp.noise_multiplier, steps)
+                .map_err(|e| self.refuse(e.to_string()))?;
+        }
+        self.inner.train(task)
+    }
+
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        self.inner.evaluate(params)
+    }
+
+    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+        self.inner.secure_exchange(round, message)
+    }
+}

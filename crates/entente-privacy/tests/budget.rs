@@ -1,0 +1,154 @@
+//! Privacy budgets: ledgers survive restarts, and a site refuses a round that would exceed its
+//! budget before it touches its data.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use entente_core::engine::{DpSgd, LocalOptimizer, LocalTraining, Site, SiteError, TrainTask};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::SiteUpdate;
+use entente_privacy::budget::{BudgetedSite, Ledger, LedgerError, round_cost};
+use entente_privacy::dp::rdp::epsilon;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("entente-budget-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+struct CountingSite(AtomicUsize);
+
+impl Site for CountingSite {
+    fn name(&self) -> &str {
+        "clinic"
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(SiteUpdate {
+            site: "clinic".into(),
+            num_examples: 1000,
+            params: (*task.global).clone(),
+            train_loss: 0.1,
+        })
+    }
+
+    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        Err(SiteError {
+            site: "clinic".into(),
+            reason: "none".into(),
+        })
+    }
+}
+
+fn task(round: u32, dp: Option<DpSgd>) -> TrainTask {
+    TrainTask {
+        round,
+        global: Arc::new(ParamSet::from_tensors([("w".to_string(), vec![1], vec![0.0])]).unwrap()),
+        training: LocalTraining {
+            epochs: 1,
+            batch_size: 50,
+            learning_rate: 0.1,
+            optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
+            fedprox_mu: 0.0,
+            dp_sgd: dp,
+        },
+        seed: 1,
+    }
+}
+
+const DP: DpSgd = DpSgd {
+    clip: 1.0,
+    noise_multiplier: 1.0,
+};
+
+#[test]
+fn the_ledger_survives_a_restart_and_composes_charges() {
+    let dir = scratch("restart");
+    let (q, steps) = round_cost(1000, 50, 1);
+    assert_eq!((q, steps), (0.05, 20));
+    {
+        let mut ledger = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
+        ledger.charge("fed", 1, q, 1.0, steps).unwrap();
+        ledger.charge("fed", 2, q, 1.0, steps).unwrap();
+    }
+    let ledger = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
+    assert_eq!(ledger.charges().len(), 2);
+    let want = epsilon(q, 1.0, 2 * steps, 1e-5).unwrap().epsilon;
+    assert!((ledger.spent().unwrap() - want).abs() < 1e-9);
+    // Another data set of the same site has its own ledger.
+    let other = Ledger::open(&dir, "clinic", "other-records", 1e-5).unwrap();
+    assert_eq!(other.spent().unwrap(), 0.0);
+    // A different delta for the same data set is refused.
+    assert!(matches!(
+        Ledger::open(&dir, "clinic", "digits", 1e-6),
+        Err(LedgerError::Damaged { .. })
+    ));
+}
+
+#[test]
+fn a_damaged_ledger_is_an_error_not_a_fresh_start() {
+    let dir = scratch("damaged");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(Ledger::path_for(&dir, "clinic", "digits"), "{not json").unwrap();
+    let err = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap_err();
+    assert!(err.to_string().contains("damaged"), "{err}");
+}
+
+#[test]
+fn a_site_refuses_the_round_that_would_exceed_its_budget_before_training() {
+    let dir = scratch("refuse");
+    let (q, steps) = round_cost(1000, 50, 1);
+    let one = epsilon(q, 1.0, steps, 1e-5).unwrap().epsilon;
+    let two = epsilon(q, 1.0, 2 * steps, 1e-5).unwrap().epsilon;
+    // Enough for two rounds, not three.
+    let budget = (two + epsilon(q, 1.0, 3 * steps, 1e-5).unwrap().epsilon) / 2.0;
+    assert!(one < two && two < budget);
+    let inner = Arc::new(CountingSite(AtomicUsize::new(0)));
+    let site = BudgetedSite::new(
+        inner.clone(),
+        "fed",
+        1000,
+        budget,
+        Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
+    );
+    site.train(&task(1, Some(DP))).unwrap();
+    site.train(&task(2, Some(DP))).unwrap();
+    let err = site.train(&task(3, Some(DP))).unwrap_err();
+    assert!(err.reason.contains("refuses round 3"), "{}", err.reason);
+    assert!(err.reason.contains("budget"), "{}", err.reason);
+    assert_eq!(
+        inner.0.load(Ordering::SeqCst),
+        2,
+        "the third round never trained"
+    );
+
+    // After a restart the spent budget is still there.
+    let again = BudgetedSite::new(
+        inner.clone(),
+        "fed",
+        1000,
+        budget,
+        Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
+    );
+    assert!(again.train(&task(1, Some(DP))).is_err());
+    assert_eq!(inner.0.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn a_budgeted_site_refuses_to_train_without_dp_sgd() {
+    let dir = scratch("nodp");
+    let inner = Arc::new(CountingSite(AtomicUsize::new(0)));
+    let site = BudgetedSite::new(
+        inner.clone(),
+        "fed",
+        1000,
+        10.0,
+        Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
+    );
+    let err = site.train(&task(1, None)).unwrap_err();
+    assert!(err.reason.contains("without DP-SGD"), "{}", err.reason);
+    assert_eq!(inner.0.load(Ordering::SeqCst), 0);
+}
