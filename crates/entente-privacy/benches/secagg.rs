@@ -9,7 +9,11 @@
 //! - `full-100x100k`: 100 sites x 100,000 parameters, complete graph (threshold 51): the
 //!   scaled-down full protocol.
 //!
-//! Run: `cargo bench -p entente-privacy --bench secagg`. Medians are printed at the end.
+//! Masking and unmasking run on the global rayon pool (one thread per core; set
+//! `RAYON_NUM_THREADS` to change it); the plaintext baseline is single-threaded.
+//!
+//! Run: `cargo bench -p entente-privacy --bench secagg` (append `-- plus-100x1M` for the
+//! large scenario only). Medians are printed at the end.
 
 use std::cell::RefCell;
 use std::hint::black_box;
@@ -280,6 +284,7 @@ fn main() {
     }
     c.final_summary();
     println!();
+    println!("rayon threads: {}", rayon::current_num_threads());
     println!(
         "{:<28} {:>12} {:>14} {:>12} {:>8} {:>14} {:>14} {:>10}",
         "scenario",

@@ -13,7 +13,7 @@ use super::messages::{
     AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
     RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
 };
-use super::prg::{Sign, apply_mask};
+use super::prg::{MaskKey, Sign, apply_masks};
 use super::shamir::{self, SECRET_CHUNKS};
 use super::{SecAggConfig, SiteId};
 
@@ -301,14 +301,15 @@ impl SecAggClient {
             update: &[f32],
             weight: u64,
             settings: &super::EncodingSettings,
-            self_key: &super::prg::MaskKey,
-            pair_keys: &[(super::prg::MaskKey, Sign)],
+            self_key: &MaskKey,
+            pair_keys: &[(MaskKey, Sign)],
         ) -> Vec<W> {
             let mut y = encode::<W>(update, weight, settings);
-            apply_mask(&mut y, self_key, Sign::Plus);
-            for (k, s) in pair_keys {
-                apply_mask(&mut y, k, *s);
-            }
+            // The self mask and every pairwise mask, expanded in parallel chunks into `y`.
+            let masks: Vec<(&MaskKey, Sign)> = std::iter::once((self_key, Sign::Plus))
+                .chain(pair_keys.iter().map(|(k, s)| (k, *s)))
+                .collect();
+            apply_masks(&mut y, &masks);
             y
         }
         let vector = match settings.modulus {

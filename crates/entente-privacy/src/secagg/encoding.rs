@@ -5,9 +5,13 @@
 //! coordinate holding `w`. The unmasked sum therefore carries both the weighted sum and the
 //! total weight, and the coordinator decodes the weighted FedAvg without seeing any weight.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::error::SecAggError;
+
+/// Smallest number of coordinates a parallel task of [`encode`] or [`decode`] handles.
+const PAR_MIN_LEN: usize = 8192;
 
 /// Size of the ring the encoded updates live in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,9 +225,11 @@ pub fn encode<W: Word>(update: &[f32], weight: u64, settings: &EncodingSettings)
     let c = settings.clip;
     let factor = weight as f64 * settings.scale;
     let mut out = Vec::with_capacity(update.len() + 1);
-    out.extend(
+    // Element-wise, so computing it in parallel gives the same vector.
+    out.par_extend(
         update
-            .iter()
+            .par_iter()
+            .with_min_len(PAR_MIN_LEN)
             .map(|&x| W::from_i64((f64::from(x.clamp(-c, c)) * factor).round() as i64)),
     );
     out.push(W::from_i64(weight as i64));
@@ -236,13 +242,16 @@ pub fn decode<W: Word>(sum: &[W], settings: &EncodingSettings) -> (u64, Vec<f64>
         Some((w, v)) => (v, w.to_unsigned()),
         None => (sum, 0),
     };
+    // Element-wise, so computing it in parallel gives the same vectors.
     let weighted_sum: Vec<f64> = values
-        .iter()
+        .par_iter()
+        .with_min_len(PAR_MIN_LEN)
         .map(|v| v.to_signed() as f64 / settings.scale)
         .collect();
     let denom = settings.scale * weight.max(1) as f64;
     let mean = values
-        .iter()
+        .par_iter()
+        .with_min_len(PAR_MIN_LEN)
         .map(|v| (v.to_signed() as f64 / denom) as f32)
         .collect();
     (weight, weighted_sum, mean)

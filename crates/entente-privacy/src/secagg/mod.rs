@@ -3,8 +3,11 @@
 //! option of SecAgg+ (Bell et al., CCS 2020).
 //!
 //! Both halves are pure state machines: [`SecAggClient`] (one per site) and [`SecAggServer`]
-//! (the coordinator) consume and produce the plain structs of [`messages`]; they do no I/O,
-//! spawn no threads and read no clock, so the same code runs in simulation and over a network.
+//! (the coordinator) consume and produce the plain structs of [`messages`]; they do no I/O
+//! and read no clock, so the same code runs in simulation and over a network. The only
+//! concurrency is data parallelism inside mask expansion and accumulation, on the caller's
+//! rayon pool (run them inside `ThreadPool::install` to bound it); ring arithmetic is exact,
+//! so every result is bit-identical whatever the thread count.
 //!
 //! A round has four phases:
 //!

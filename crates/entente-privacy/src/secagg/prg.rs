@@ -1,12 +1,25 @@
 //! Mask expansion: a 32-byte key is stretched into a vector of ring elements with the ChaCha20
 //! keystream (RFC 8439 block function, all-zero nonce, block counter from 0). Each key is used
 //! for exactly one stream, so the fixed nonce is safe.
+//!
+//! Masks are applied in coordinate chunks that run in parallel on the rayon thread pool: each
+//! chunk seeks every key's stream to its own first block (ChaCha20 is a counter-mode cipher)
+//! and adds or subtracts the keystream words directly into its slice of the vector. Ring
+//! arithmetic modulo 2^32 / 2^64 is exact, so the result is bit-identical whatever the number
+//! of threads, the chunking or the order in which the masks are applied.
 
-use chacha20::ChaCha20;
-use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::ChaChaCore;
+use chacha20::cipher::consts::U10;
+use chacha20::cipher::{KeyIvInit, StreamCipherCore, StreamCipherSeekCore};
+use rayon::prelude::*;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use super::encoding::Word;
+
+/// The ChaCha20 core (20 rounds, RFC 8439 layout: 32-bit block counter, 96-bit nonce).
+type Core = ChaChaCore<U10>;
+/// One 64-byte keystream block.
+type Block = chacha20::cipher::Block<Core>;
 
 /// Key of one mask stream (pairwise or self mask), derived with HKDF-SHA256.
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
@@ -39,31 +52,78 @@ pub enum Sign {
     Minus,
 }
 
-/// Keystream bytes generated per step; a multiple of the 64-byte ChaCha block.
-const BUF_BYTES: usize = 8192;
+/// Bytes of one ChaCha20 block.
+const BLOCK_BYTES: usize = 64;
+/// Keystream bytes generated per step into a small staging buffer (stays in L1).
+const STAGE_BYTES: usize = 4096;
+/// Bytes of the vector each parallel task owns: every mask is applied to one chunk before
+/// the next, so the chunk stays in cache however many masks there are. A multiple of the
+/// staging buffer, hence of the block size, so every chunk starts on a block boundary.
+pub(crate) const CHUNK_BYTES: usize = 32 * 1024;
 
 /// Adds (or subtracts) the mask stream of `key` to `acc`, element-wise modulo 2^BITS.
 pub(crate) fn apply_mask<W: Word>(acc: &mut [W], key: &MaskKey, sign: Sign) {
-    let mut cipher = ChaCha20::new(&key.0.into(), &[0u8; 12].into());
-    let mut buf = [0u8; BUF_BYTES];
-    let per_buf = BUF_BYTES / W::BYTES;
-    for block in acc.chunks_mut(per_buf) {
-        let bytes = &mut buf[..block.len() * W::BYTES];
-        bytes.fill(0);
-        cipher.apply_keystream(bytes);
-        let words = bytes.chunks_exact(W::BYTES).map(W::from_le_slice);
-        match sign {
-            Sign::Plus => block
-                .iter_mut()
-                .zip(words)
-                .for_each(|(a, w)| *a = a.wrapping_add(w)),
-            Sign::Minus => block
-                .iter_mut()
-                .zip(words)
-                .for_each(|(a, w)| *a = a.wrapping_sub(w)),
+    apply_masks(acc, &[(key, sign)]);
+}
+
+/// Applies every mask of `masks` to `acc`: element `i` of the result is
+/// `acc[i] ± stream_k[i]` over all keys `k`, modulo 2^BITS. Chunks of the vector are processed
+/// in parallel on the current rayon pool; the result does not depend on the thread count.
+pub(crate) fn apply_masks<W: Word>(acc: &mut [W], masks: &[(&MaskKey, Sign)]) {
+    if masks.is_empty() || acc.is_empty() {
+        return;
+    }
+    let total_blocks = (acc.len() * W::BYTES).div_ceil(BLOCK_BYTES);
+    assert!(
+        u32::try_from(total_blocks).is_ok(),
+        "mask stream longer than the 2^32 blocks of the ChaCha20 counter"
+    );
+    acc.par_chunks_mut(CHUNK_BYTES / W::BYTES)
+        .enumerate()
+        .for_each(|(i, chunk)| {
+            // Exact: `i * CHUNK_BYTES / BLOCK_BYTES < total_blocks <= u32::MAX`.
+            let first_block = (i * (CHUNK_BYTES / BLOCK_BYTES)) as u32;
+            apply_masks_to_chunk(chunk, first_block, masks);
+        });
+}
+
+/// Applies the masks to `chunk`, whose first element is the first word of block `first_block`
+/// of every stream, with the `chacha20` crate (its AVX2, SSE2 or portable backend).
+fn apply_masks_to_chunk<W: Word>(chunk: &mut [W], first_block: u32, masks: &[(&MaskKey, Sign)]) {
+    const STAGE_BLOCKS: usize = STAGE_BYTES / BLOCK_BYTES;
+    let mut stage = [Block::default(); STAGE_BLOCKS];
+    let words_per_block = BLOCK_BYTES / W::BYTES;
+    let nonce = [0u8; 12];
+    for &(key, sign) in masks {
+        let mut core = Core::new(&key.0.into(), &nonce.into());
+        core.set_block_pos(first_block);
+        for part in chunk.chunks_mut(STAGE_BLOCKS * words_per_block) {
+            let blocks = &mut stage[..part.len().div_ceil(words_per_block)];
+            core.write_keystream_blocks(blocks);
+            for (dst, ks) in part.chunks_mut(words_per_block).zip(blocks.iter()) {
+                add_stage(dst, ks, sign);
+            }
         }
     }
-    buf.zeroize();
+    for b in &mut stage {
+        b.as_mut_slice().zeroize();
+    }
+}
+
+/// `dst[i] ±= word i of ks` (little-endian words), modulo 2^BITS.
+#[inline(always)]
+fn add_stage<W: Word>(dst: &mut [W], ks: &[u8], sign: Sign) {
+    let words = ks.chunks_exact(W::BYTES).map(W::from_le_slice);
+    match sign {
+        Sign::Plus => dst
+            .iter_mut()
+            .zip(words)
+            .for_each(|(a, w)| *a = a.wrapping_add(w)),
+        Sign::Minus => dst
+            .iter_mut()
+            .zip(words)
+            .for_each(|(a, w)| *a = a.wrapping_sub(w)),
+    }
 }
 
 /// The first `len` words of the mask stream of `key` (used by tests and known answers).

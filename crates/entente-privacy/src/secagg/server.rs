@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::encoding::{Modulus, Word, decode};
@@ -12,7 +13,7 @@ use super::messages::{
     AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
     RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
 };
-use super::prg::{MaskKey, Sign, apply_mask};
+use super::prg::{CHUNK_BYTES, MaskKey, Sign, apply_masks};
 use super::shamir::{self, P, Share};
 use super::{SecAggConfig, SiteId};
 
@@ -55,16 +56,22 @@ pub struct SecAggServer {
     responses: BTreeMap<SiteId, UnmaskResponse>,
 }
 
+/// `acc += v` modulo 2^BITS, in parallel chunks (exact, so independent of the thread count).
 fn add_vectors<W: Word>(acc: &mut [W], v: &[W]) {
-    acc.iter_mut()
-        .zip(v)
-        .for_each(|(a, &b)| *a = a.wrapping_add(b));
+    let chunk = CHUNK_BYTES / W::BYTES;
+    acc.par_chunks_mut(chunk)
+        .zip(v.par_chunks(chunk))
+        .for_each(|(a, b)| {
+            a.iter_mut()
+                .zip(b)
+                .for_each(|(a, &b)| *a = a.wrapping_add(b))
+        });
 }
 
-fn mask_vector(v: &mut MaskedVector, key: &MaskKey, sign: Sign) {
+fn mask_vector(v: &mut MaskedVector, masks: &[(&MaskKey, Sign)]) {
     match v {
-        MaskedVector::U32(x) => apply_mask(x, key, sign),
-        MaskedVector::U64(x) => apply_mask(x, key, sign),
+        MaskedVector::U32(x) => apply_masks(x, masks),
+        MaskedVector::U64(x) => apply_masks(x, masks),
     }
 }
 
@@ -517,19 +524,57 @@ impl SecAggServer {
         out
     }
 
-    fn reconstruct(&mut self, owner: SiteId, kind: ShareKind) -> Result<[u8; 32], SecAggError> {
+    /// Reconstructs a secret of `owner` from the revealed shares, or says why it cannot.
+    fn try_reconstruct(&self, owner: SiteId, kind: ShareKind) -> Result<[u8; 32], AbortReason> {
         let shares = self.collect_shares(owner, kind);
         let threshold = self.config.threshold;
         if shares.len() < threshold {
-            return Err(self.fail(AbortReason::TooFewShares {
+            return Err(AbortReason::TooFewShares {
                 site: owner,
                 kind,
                 available: shares.len(),
                 threshold,
-            }));
+            });
         }
         shamir::reconstruct_secret(&shares, threshold)
-            .map_err(|_| self.fail(AbortReason::InconsistentShares { site: owner, kind }))
+            .map_err(|_| AbortReason::InconsistentShares { site: owner, kind })
+    }
+
+    /// The self-mask key of contributor `u`, from its reconstructed seed.
+    fn recover_self_mask(&self, u: SiteId) -> Result<MaskKey, AbortReason> {
+        let seed = zeroize::Zeroizing::new(self.try_reconstruct(u, ShareKind::SelfMaskSeed)?);
+        Ok(keys::self_mask_key(&seed, self.config.round, u))
+    }
+
+    /// The pairwise mask keys that site `u`, which dropped after sharing, has with its
+    /// neighbours in U3, each with the sign that cancels it: reconstructs `u`'s mask secret,
+    /// checks it against the advertised key, then redoes the key agreements.
+    fn recover_pairwise_masks(&self, u: SiteId) -> Result<Vec<(MaskKey, Sign)>, AbortReason> {
+        let bytes = zeroize::Zeroizing::new(self.try_reconstruct(u, ShareKind::MaskKey)?);
+        let pair = KeyPair::from_secret_bytes(*bytes);
+        let advertised = self.keys.get(&u).map(|k| k.s_pk);
+        if advertised != Some(pair.public) {
+            return Err(AbortReason::KeyMismatch { site: u });
+        }
+        let mut out = Vec::new();
+        for &v in self.graph.neighbours(u) {
+            if !self.u3.contains(&v) {
+                continue;
+            }
+            let Some(pk) = self.keys.get(&v).map(|k| k.s_pk) else {
+                return Err(AbortReason::KeyMismatch { site: v });
+            };
+            let Ok(shared) = keys::agree(&pair.secret, &pk, v) else {
+                return Err(AbortReason::KeyMismatch { site: v });
+            };
+            // v added +PRG(s_uv) if v < u, -PRG(s_uv) otherwise; undo that.
+            let sign = if v < u { Sign::Minus } else { Sign::Plus };
+            out.push((
+                keys::pairwise_mask_key(&shared, self.config.round, u, v),
+                sign,
+            ));
+        }
+        Ok(out)
     }
 
     /// Ends round 3: reconstructs the self-mask seeds of the contributors and the mask keys of
@@ -539,33 +584,29 @@ impl SecAggServer {
         self.check(Phase::Unmasking, None)?;
         self.require_sites(Phase::Unmasking, self.responses.len())?;
         let round = self.config.round;
-        let mut removals: Vec<(MaskKey, Sign)> = Vec::new();
         let contributors: Vec<SiteId> = self.u3.iter().copied().collect();
-        for &u in &contributors {
-            let seed = zeroize::Zeroizing::new(self.reconstruct(u, ShareKind::SelfMaskSeed)?);
-            removals.push((keys::self_mask_key(&seed, round, u), Sign::Minus));
-        }
         let dropped_after_sharing: Vec<SiteId> = self.u2.difference(&self.u3).copied().collect();
-        for u in dropped_after_sharing {
-            let bytes = zeroize::Zeroizing::new(self.reconstruct(u, ShareKind::MaskKey)?);
-            let pair = KeyPair::from_secret_bytes(*bytes);
-            let advertised = self.keys.get(&u).map(|k| k.s_pk);
-            if advertised != Some(pair.public) {
-                return Err(self.fail(AbortReason::KeyMismatch { site: u }));
+        // Secret recovery and X25519 agreements are independent per site: compute them in
+        // parallel, then report the first failure in site order, as a sequential pass would.
+        let self_masks: Vec<Result<MaskKey, AbortReason>> = contributors
+            .par_iter()
+            .map(|&u| self.recover_self_mask(u))
+            .collect();
+        let pairwise: Vec<Result<Vec<(MaskKey, Sign)>, AbortReason>> = dropped_after_sharing
+            .par_iter()
+            .map(|&u| self.recover_pairwise_masks(u))
+            .collect();
+        let mut removals: Vec<(MaskKey, Sign)> = Vec::new();
+        for key in self_masks {
+            match key {
+                Ok(key) => removals.push((key, Sign::Minus)),
+                Err(reason) => return Err(self.fail(reason)),
             }
-            for &v in self.graph.neighbours(u) {
-                if !self.u3.contains(&v) {
-                    continue;
-                }
-                let Some(pk) = self.keys.get(&v).map(|k| k.s_pk) else {
-                    return Err(self.fail(AbortReason::KeyMismatch { site: v }));
-                };
-                let Ok(shared) = keys::agree(&pair.secret, &pk, v) else {
-                    return Err(self.fail(AbortReason::KeyMismatch { site: v }));
-                };
-                // v added +PRG(s_uv) if v < u, -PRG(s_uv) otherwise; undo that.
-                let sign = if v < u { Sign::Minus } else { Sign::Plus };
-                removals.push((keys::pairwise_mask_key(&shared, round, u, v), sign));
+        }
+        for keys in pairwise {
+            match keys {
+                Ok(keys) => removals.extend(keys),
+                Err(reason) => return Err(self.fail(reason)),
             }
         }
         let Some(mut sum) = self.sum.take() else {
@@ -575,9 +616,9 @@ impl SecAggServer {
                 required: self.config.min_survivors,
             }));
         };
-        for (key, sign) in &removals {
-            mask_vector(&mut sum, key, *sign);
-        }
+        // Every stream is expanded once, chunk by chunk in parallel, straight into the sum.
+        let masks: Vec<(&MaskKey, Sign)> = removals.iter().map(|(k, s)| (k, *s)).collect();
+        mask_vector(&mut sum, &masks);
         let (total_weight, weighted_sum, mean) = match &sum {
             MaskedVector::U32(v) => decode(v, &self.config.encoding),
             MaskedVector::U64(v) => decode(v, &self.config.encoding),

@@ -3,6 +3,7 @@
 mod adversarial;
 mod e2e;
 mod kat;
+mod parallel;
 mod uniformity;
 
 use rand::{Rng, SeedableRng};
