@@ -1,43 +1,20 @@
 //! DP-SGD on real data: the UCI handwritten digits shipped with the repository (1797 examples
 //! of 8x8 pixels in 0..=16, 10 classes), scaled to [0, 1]; every fifth example is held out.
 
-use std::path::Path;
-use std::sync::OnceLock;
+mod common;
+
+use common::{digits, mlp};
 
 use burn::module::{Module, ModuleMapper, Param};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
 use entente_core::engine::{DpSgd, LocalOptimizer, LocalTraining};
 use entente_core::params::ParamSet;
-use entente_learn::data::{CsvOptions, Dataset, load_csv};
+use entente_learn::data::Dataset;
 use entente_learn::dp_sgd::{self, clipped_gradient_sum, per_example_gradients};
 use entente_learn::model::{ModelSpec, Net};
 use entente_learn::param_store;
 use entente_learn::trainer::{self, TrainError};
-
-const DIGITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/uci-digits.csv.gz");
-
-/// `(train, test)`: every fifth example is held out, the rest is for training.
-fn digits() -> &'static (Dataset, Dataset) {
-    static DATA: OnceLock<(Dataset, Dataset)> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let mut all = load_csv(Path::new(DIGITS), &CsvOptions::default()).unwrap();
-        assert_eq!((all.len(), all.dim, all.num_classes), (1797, 64, 10));
-        for x in &mut all.features {
-            *x /= 16.0;
-        }
-        let (test, train): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 5 == 0);
-        (all.subset(&train), all.subset(&test))
-    })
-}
-
-fn mlp() -> ModelSpec {
-    ModelSpec::Mlp {
-        input: 64,
-        hidden: vec![64],
-        classes: 10,
-    }
-}
 
 /// Two hidden layers, so the backward recursion through a hidden layer is exercised twice.
 fn deep_mlp() -> ModelSpec {

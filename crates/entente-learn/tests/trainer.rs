@@ -1,41 +1,18 @@
 //! The local trainer on real data: the UCI handwritten digits shipped with the repository
 //! (1797 examples of 8x8 pixels in 0..=16, 10 classes), scaled to [0, 1].
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{digits, mlp};
+
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
 use entente_core::engine::{LocalOptimizer, LocalTraining};
 use entente_core::params::ParamSet;
-use entente_learn::data::{CsvOptions, Dataset, load_csv};
+use entente_learn::data::Dataset;
 use entente_learn::model::ModelSpec;
 use entente_learn::trainer::{self, TrainError, TrainOutcome};
-
-const DIGITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/uci-digits.csv.gz");
-
-/// `(train, test)`: every fifth example is held out, the rest is for training.
-fn digits() -> &'static (Dataset, Dataset) {
-    static DATA: OnceLock<(Dataset, Dataset)> = OnceLock::new();
-    DATA.get_or_init(|| {
-        let mut all = load_csv(Path::new(DIGITS), &CsvOptions::default()).unwrap();
-        assert_eq!(all.len(), 1797);
-        assert_eq!(all.dim, 64);
-        assert_eq!(all.num_classes, 10);
-        for x in &mut all.features {
-            *x /= 16.0;
-        }
-        let (test, train): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 5 == 0);
-        (all.subset(&train), all.subset(&test))
-    })
-}
-
-fn mlp() -> ModelSpec {
-    ModelSpec::Mlp {
-        input: 64,
-        hidden: vec![64],
-        classes: 10,
-    }
-}
 
 fn cnn() -> ModelSpec {
     ModelSpec::Cnn {
