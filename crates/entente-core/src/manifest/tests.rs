@@ -198,6 +198,10 @@ fn shipped_examples_parse() {
             "fashion-mnist-fedavgm.toml",
             include_str!("../../../../examples/fashion-mnist-fedavgm.toml"),
         ),
+        (
+            "fashion-mnist-dp.toml",
+            include_str!("../../../../examples/fashion-mnist-dp.toml"),
+        ),
     ];
     for (name, text) in examples {
         let m = Manifest::parse(text, name, Path::new("examples"))
@@ -209,6 +213,10 @@ fn shipped_examples_parse() {
     assert_eq!(fm.rounds, 30);
     assert_eq!(fm.data.partition, PartitionChoice::Dirichlet { alpha: 0.5 });
     assert_eq!(fm.strategy, Strategy::FedAvg);
+    let dp = parse_named("fashion-mnist-dp.toml", examples[3].1);
+    let privacy = dp.privacy.unwrap();
+    assert_eq!((privacy.delta, privacy.budgets[0]), (1e-5, 3.0));
+    assert!(dp.training.dp_sgd.is_some());
 }
 
 fn parse_named(name: &str, text: &str) -> Manifest {
