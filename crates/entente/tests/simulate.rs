@@ -480,3 +480,42 @@ fn sites_refuse_rounds_beyond_their_budget_and_the_ledger_persists() {
     assert_eq!(spent.len(), 5, "{report}");
     assert!(spent.iter().all(|&s| s > 0.0 && s <= 8.0), "{spent:?}");
 }
+
+#[test]
+fn client_level_dp_is_checked_against_the_budget_before_the_first_round() {
+    let tmp = Scratch::new("client-dp");
+    let manifest = tmp.join("client.toml");
+    let write = |budget: f64| {
+        let text = DIGITS_MANIFEST.to_string()
+            + &format!(
+                "\n[privacy]\nmechanism = \"client\"\nclip = 0.5\nnoise_multiplier = 1.0\nepsilon_budget = {budget}\n"
+            );
+        std::fs::write(&manifest, text).unwrap();
+    };
+    write(5.0);
+    let out = tmp.join("run");
+    let args = [
+        "simulate",
+        manifest.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    let output = entente(tmp.path(), &args);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(err.contains("refused before round 1"), "{err}");
+    assert!(
+        !out.join("metrics.jsonl").exists()
+            || std::fs::read_to_string(out.join("metrics.jsonl"))
+                .unwrap()
+                .is_empty()
+    );
+
+    write(100.0);
+    let output = simulate_ok(tmp.path(), &out, &[manifest.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("client-level DP"), "{text}");
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["strategy"], "dp_fedavg");
+}

@@ -132,10 +132,21 @@ pub struct SecureAggregationSpec {
     pub bits: u32,
 }
 
-/// Record-level differential privacy and every site's budget (`[privacy]`).
+/// Which differential-privacy mechanism protects the sites.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivacyMechanism {
+    /// Record-level DP-SGD in every site's trainer.
+    DpSgd,
+    /// Client-level DP for FedAvg: updates clipped, noise added by the coordinator.
+    ClientLevel,
+}
+
+/// Differential privacy and every site's budget (`[privacy]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PrivacySpec {
-    /// Per-example gradient norm bound C.
+    /// The mechanism.
+    pub mechanism: PrivacyMechanism,
+    /// Norm bound: of each per-example gradient (DP-SGD) or of each site's update (client).
     pub clip: f64,
     /// Noise multiplier sigma.
     pub noise_multiplier: f64,

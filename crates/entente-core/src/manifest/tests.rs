@@ -281,3 +281,25 @@ fn privacy_settings_give_dp_sgd_and_per_site_budgets() {
     ));
     assert_eq!((line, key.as_str()), (Some(16), "sites.epsilon_budget"));
 }
+
+#[test]
+fn client_level_privacy_needs_fedavg_and_no_secure_aggregation() {
+    let base = GOOD.replace(
+        "kind = \"fedadam\"\nserver_learning_rate = 0.02",
+        "kind = \"fedavg\"",
+    );
+    let text = base.clone()
+        + "\n[privacy]\nmechanism = \"client\"\nclip = 0.5\nnoise_multiplier = 1.0\nepsilon_budget = 5.0\n";
+    let m = parse(&text).unwrap();
+    let p = m.privacy.unwrap();
+    assert_eq!(p.mechanism, PrivacyMechanism::ClientLevel);
+    assert!(
+        m.training.dp_sgd.is_none(),
+        "client-level DP does not touch local training"
+    );
+
+    let (_, key, _) = invalid(&text.replace("kind = \"fedavg\"", "kind = \"median\""));
+    assert_eq!(key, "strategy.kind");
+    let (_, key, _) = invalid(&(text + "\n[secure_aggregation]\n"));
+    assert_eq!(key, "secure_aggregation");
+}

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::schema::{RawManifest, RawPrivacy, RawSecureAggregation, RawStrategy};
 use super::{
-    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice, PrivacySpec,
-    SecureAggregationSpec, Selection,
+    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice, PrivacyMechanism,
+    PrivacySpec, SecureAggregationSpec, Selection,
 };
 use crate::aggregators::{FedOptKind, Strategy};
 use crate::engine::{DpSgd, LocalOptimizer, LocalTraining};
@@ -144,7 +144,10 @@ pub(super) fn check(
         Some(p) => Some(check_privacy(&r, p, &raw, base)?),
         None => None,
     };
-    if let Some(p) = &privacy {
+    if let Some(p) = privacy
+        .as_ref()
+        .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
+    {
         training.dp_sgd = Some(DpSgd {
             clip: p.clip,
             noise_multiplier: p.noise_multiplier,
@@ -600,14 +603,20 @@ fn check_privacy(
     raw: &RawManifest,
     base: &Path,
 ) -> Result<PrivacySpec, ManifestError> {
-    r.ensure(
-        p.mechanism == "dp-sgd",
-        "privacy.mechanism",
-        format!(
-            "`{}` is not a known mechanism; allowed: \"dp-sgd\" (record-level DP-SGD in each site's trainer)",
-            p.mechanism
-        ),
-    )?;
+    let mechanism = match p.mechanism.as_str() {
+        "dp-sgd" => PrivacyMechanism::DpSgd,
+        "client" => PrivacyMechanism::ClientLevel,
+        other => {
+            return Err(r.err(
+                "privacy.mechanism",
+                format!(
+                    "`{other}` is not a known mechanism; allowed: \"dp-sgd\" (record-level DP-SGD \
+                     in each site's trainer) or \"client\" (client-level DP-FedAvg, noise added by \
+                     the coordinator)"
+                ),
+            ));
+        }
+    };
     let positive = |key: &str, v: f64| {
         r.ensure(
             v.is_finite() && v > 0.0,
@@ -626,11 +635,26 @@ fn check_privacy(
             p.delta
         ),
     )?;
-    r.ensure(
-        raw.model.kind == "mlp",
-        "model.kind",
-        "DP-SGD supports kind = \"mlp\" for now",
-    )?;
+    match mechanism {
+        PrivacyMechanism::DpSgd => r.ensure(
+            raw.model.kind == "mlp",
+            "model.kind",
+            "DP-SGD supports kind = \"mlp\" for now",
+        )?,
+        PrivacyMechanism::ClientLevel => {
+            r.ensure(
+                raw.strategy.kind == "fedavg",
+                "strategy.kind",
+                "mechanism = \"client\" is DP-FedAvg: it replaces the strategy, so use kind = \"fedavg\"",
+            )?;
+            r.ensure(
+                raw.secure_aggregation.is_none(),
+                "secure_aggregation",
+                "mechanism = \"client\" adds noise at the coordinator, which needs each update; \
+                 with [secure_aggregation] use mechanism = \"dp-sgd\"",
+            )?;
+        }
+    }
     let mut budgets = Vec::with_capacity(raw.sites.len());
     for site in &raw.sites {
         let budget = site.epsilon_budget.unwrap_or(p.epsilon_budget);
@@ -647,6 +671,7 @@ fn check_privacy(
         budgets.push(budget);
     }
     Ok(PrivacySpec {
+        mechanism,
         clip: p.clip,
         noise_multiplier: p.noise_multiplier,
         delta: p.delta,

@@ -5,6 +5,7 @@
 //!   and Zhang 2019), its composition over steps and rounds, and conversion to (epsilon, delta)
 //!   as Opacus does it (Balle et al. 2020). Agrees with Opacus's RDP accountant over the grid
 //!   stored in `reference/rdp_reference.csv`.
+//! - [`client`]: client-level DP for FedAvg with a trusted coordinator (DP-FedAvg).
 //! - [`calibrate`]: the smallest noise multiplier that meets a target (epsilon, delta).
 //! - [`mechanisms`]: L2 clipping and seeded Gaussian noise (client-level DP, McMahan et al.
 //!   ICLR 2018; the same primitives serve per-example DP-SGD).
@@ -13,6 +14,7 @@
 //! takes part in a step independently with probability `q`.
 
 pub mod calibrate;
+pub mod client;
 pub mod mechanisms;
 pub mod rdp;
 

@@ -12,8 +12,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use entente_core::aggregators;
+use entente_core::aggregators::Aggregator;
+use entente_core::engine::selection;
 use entente_core::engine::{Evaluator, RoundEngine, RoundRules, Site};
 use entente_core::manifest::Manifest;
+use entente_core::manifest::PrivacyMechanism;
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_learn::data::Dataset;
@@ -21,6 +24,8 @@ use entente_learn::model::ModelSpec;
 use entente_learn::simulation;
 use entente_learn::trainer;
 use entente_privacy::budget::{BudgetedSite, Ledger};
+use entente_privacy::dp;
+use entente_privacy::dp::client::DpFedAvg;
 use entente_privacy::secagg::Modulus;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
 use rayon::prelude::*;
@@ -159,7 +164,11 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .enumerate()
         .map(|(i, s)| -> Result<Arc<dyn Site>> {
             let mut site: Arc<dyn Site> = Arc::new(s.clone());
-            if let Some(p) = &manifest.privacy {
+            if let Some(p) = manifest
+                .privacy
+                .as_ref()
+                .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
+            {
                 let dataset = dataset_label(&manifest, &fed.split[i]);
                 let ledger = Ledger::open(&p.ledger, s.name(), &dataset, p.delta)?;
                 site = Arc::new(BudgetedSite::new(
@@ -196,13 +205,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         spec: fed.spec.clone(),
         data: fed.test.clone(),
     });
-    let mut engine = RoundEngine::new(
-        sites,
-        aggregators::build(&manifest.strategy),
-        Some(evaluator),
-        rules,
-        initial.clone(),
-    );
+    let rule = aggregator(&manifest, fed.sites.len())?;
+    let strategy = rule.name();
+    let mut engine = RoundEngine::new(sites, rule, Some(evaluator), rules, initial.clone());
     if let Some(settings) = secagg {
         engine = engine
             .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
@@ -236,6 +241,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     };
     let summary = run_dir::Summary::new(
         &manifest,
+        strategy,
         &records,
         &site_eval,
         baseline.as_ref(),
@@ -246,6 +252,51 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     summary.print();
     println!("\nrun folder: {}", out.path().display());
     Ok(())
+}
+
+/// The aggregation rule: the manifest's strategy, or DP-FedAvg under client-level DP. Client-level
+/// DP is checked against every site's budget before the first round: a run that would exceed one
+/// does not start.
+fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregator>> {
+    let Some(p) = manifest
+        .privacy
+        .as_ref()
+        .filter(|p| p.mechanism == PrivacyMechanism::ClientLevel)
+    else {
+        return Ok(aggregators::build(&manifest.strategy));
+    };
+    let k = selection::sample_size(
+        num_sites,
+        manifest.selection.fraction,
+        manifest.selection.min_sites,
+    );
+    let q = k as f64 / num_sites as f64;
+    let spent = dp::epsilon(q, p.noise_multiplier, u64::from(manifest.rounds), p.delta)
+        .map_err(|e| anyhow::anyhow!("client-level privacy accounting failed: {e}"))?
+        .epsilon;
+    for (site, budget) in manifest.sites.iter().zip(&p.budgets) {
+        if spent > *budget {
+            bail!(
+                "refused before round 1: {} rounds of client-level DP (sampling rate {q:.3}, noise \
+                 multiplier {}) spend epsilon {spent:.3} at delta {}, over the budget {budget} of site `{site}`; \
+                 raise privacy.noise_multiplier or lower training.rounds",
+                manifest.rounds,
+                p.noise_multiplier,
+                p.delta
+            );
+        }
+    }
+    println!(
+        "client-level DP: every site's data is protected at epsilon {spent:.3}, delta {} over {} rounds",
+        p.delta, manifest.rounds
+    );
+    Ok(Box::new(DpFedAvg::new(
+        p.clip,
+        p.noise_multiplier,
+        // Simulation only: the noise repeats with the seed. A real coordinator draws it from
+        // the operating system.
+        dp::noise_rng(selection::derive_seed(manifest.seed, 0, 600)),
+    )))
 }
 
 /// Names the records a simulated site holds: the data file and a digest of its indices, so the

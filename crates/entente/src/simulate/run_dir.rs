@@ -162,6 +162,7 @@ impl Summary {
     /// Collects the summary of a finished run.
     pub fn new(
         manifest: &Manifest,
+        strategy: &str,
         records: &[RoundRecord],
         site_eval: &[(String, usize, Option<EvalMetrics>)],
         baselines: Option<&Baselines>,
@@ -172,9 +173,7 @@ impl Summary {
         let test = last.and_then(|r| r.test.as_ref());
         Self {
             federation: manifest.name.clone(),
-            strategy: entente_core::aggregators::build(&manifest.strategy)
-                .name()
-                .to_string(),
+            strategy: strategy.to_string(),
             rounds: records.len() as u32,
             federated_accuracy: test.map(|t| t.accuracy),
             federated_loss: test.map(|t| t.loss),
