@@ -67,7 +67,7 @@ pub enum UpdateProblem {
         value: f32,
     },
     /// The update moves the model further than the bound allows.
-    #[error("update norm {norm:.4} exceeds the bound {bound} (training.max_update_norm)")]
+    #[error("update norm {norm:.4} exceeds the bound {bound} (strategy.max_update_norm)")]
     NormTooLarge {
         /// Measured L2 norm of the update.
         norm: f64,

@@ -73,15 +73,8 @@ pub fn rng_from_secret(secret: &[u8; 32], seed: u64) -> ChaCha8Rng {
     rng
 }
 
-/// Sampling rate `q` and steps per epoch for `n` examples and a target `batch_size`.
-///
-/// `q = min(1, batch_size / n)`; steps per epoch `= max(1, round(n / batch_size))`, so one
-/// epoch visits `n` examples in expectation.
-pub fn sampling(n: usize, batch_size: usize) -> (f64, usize) {
-    let b = batch_size.max(1) as f64;
-    let n = n as f64;
-    ((b / n).min(1.0), ((n / b).round() as usize).max(1))
-}
+/// Sampling rate and steps per epoch (see [`entente_core::engine::dp_sgd_sampling`]).
+pub use entente_core::engine::dp_sgd_sampling as sampling;
 
 /// Trains with DP-SGD; randomness (sampling and noise) from [`rng_from_seed`]`(seed)`.
 ///

@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use entente_core::engine::{Envelope, Site, SiteError, TrainTask};
+use entente_core::engine::{Envelope, Site, SiteError, TrainTask, dp_sgd_sampling};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
@@ -243,10 +243,8 @@ impl BudgetedSite {
 
 /// Sampling rate and steps of one round of DP-SGD on `examples` records.
 pub fn round_cost(examples: usize, batch_size: usize, epochs: usize) -> (f64, u64) {
-    let n = examples.max(1) as f64;
-    let q = (batch_size as f64 / n).min(1.0);
-    let steps_per_epoch = (n / batch_size.max(1) as f64).round().max(1.0) as u64;
-    (q, steps_per_epoch * epochs as u64)
+    let (q, steps_per_epoch) = dp_sgd_sampling(examples, batch_size);
+    (q, (steps_per_epoch * epochs) as u64)
 }
 
 impl Site for BudgetedSite {

@@ -40,6 +40,11 @@ pub struct SecAggSettings {
     pub modulus: Modulus,
     /// Federation seed (ring order of SecAgg+ graphs; simulation randomness).
     pub seed: u64,
+    /// Sites in the manifest: ids are their positions, and no other id may take part.
+    pub num_sites: usize,
+    /// The manifest's quorum: fewer survivors abort the round before anything is released,
+    /// and a site refuses a round that selects fewer sites than this (or than 3).
+    pub min_sites: usize,
 }
 
 impl SecAggSettings {
@@ -60,14 +65,16 @@ impl SecAggSettings {
         let threshold = ((self.threshold * holders as f64).ceil() as usize)
             .max(holders / 2 + 1)
             .min(holders);
-        SecAggConfig::new(
+        let mut config = SecAggConfig::new(
             u64::from(round),
             sites,
             threshold,
             graph,
             dimension,
             self.encoding(n),
-        )
+        );
+        config.min_survivors = threshold.max(self.min_sites).min(n);
+        config
     }
 
     /// Fixed-point encoding with the largest scale that cannot overflow for `n` sites.
@@ -311,7 +318,7 @@ impl SecureAggregation for SecAggCoordinator {
 /// A site's state between training and the end of secure aggregation.
 #[derive(Default)]
 struct Pending {
-    delta: Option<(Vec<f32>, u64)>,
+    delta: Option<(u32, Vec<f32>, u64)>,
     client: Option<SecAggClient>,
 }
 
@@ -405,7 +412,7 @@ impl Site for SecureSite {
             .lock()
             .map_err(|_| self.error("state lock poisoned"))?;
         *pending = Pending {
-            delta: Some((delta, examples)),
+            delta: Some((task.round, delta, examples)),
             client: None,
         };
         Ok(SiteUpdate {
@@ -428,6 +435,20 @@ impl Site for SecureSite {
             .map_err(|_| self.error("state lock poisoned"))?;
         let reply = match message {
             ToSite::Start(config) => {
+                let floor = self.settings.min_sites.max(3);
+                if config.sites.len() < floor
+                    || config
+                        .sites
+                        .iter()
+                        .any(|&id| id as usize >= self.settings.num_sites)
+                    || !config.sites.contains(&self.id)
+                {
+                    return Err(self.error(format!(
+                        "refuses a secure-aggregation round over sites {:?}: it needs at least {floor} \
+                         of the manifest's {} sites, itself included",
+                        config.sites, self.settings.num_sites
+                    )));
+                }
                 if config.round != u64::from(round) {
                     return Err(self.error(format!(
                         "secure aggregation settings for round {} arrived in round {round}",
@@ -462,10 +483,15 @@ impl Site for SecureSite {
                 )
             }
             ToSite::Shares(m) => {
-                let (delta, weight) = pending
+                let (trained_in, delta, weight) = pending
                     .delta
                     .take()
                     .ok_or_else(|| self.error("no trained update to send"))?;
+                if trained_in != round {
+                    return Err(self.error(format!(
+                        "its update is from round {trained_in}, not round {round}"
+                    )));
+                }
                 let client = pending
                     .client
                     .as_mut()

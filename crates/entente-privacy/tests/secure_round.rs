@@ -90,6 +90,8 @@ fn settings() -> SecAggSettings {
         max_examples: 1000,
         modulus: Modulus::Pow32,
         seed: 9,
+        num_sites: 6,
+        min_sites: 3,
     }
 }
 
@@ -252,4 +254,18 @@ fn a_site_refuses_settings_that_differ_from_the_manifest() {
         matches!(err, EngineError::SecureAggregation { .. }),
         "{err}"
     );
+}
+
+#[test]
+fn sites_refuse_a_round_over_too_few_sites() {
+    // Only two sites take part: unmasking would hand each the other's update, so they refuse.
+    let sites: Vec<Arc<dyn Site>> = secure_sites(2, &[]);
+    let mut e = RoundEngine::new(sites, build(&Strategy::FedAvg), None, rules(1), initial())
+        .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(2))));
+    let err = e.run_round(1, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, EngineError::SecureAggregation { .. }),
+        "{err}"
+    );
+    assert_eq!(e.global().as_flat(), initial().as_flat());
 }

@@ -518,4 +518,8 @@ fn client_level_dp_is_checked_against_the_budget_before_the_first_round() {
     assert!(text.contains("client-level DP"), "{text}");
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["strategy"], "dp_fedavg");
+    // The run was charged: the same run again would pass 100 only if nothing had been spent.
+    let report = entente(tmp.path(), &["privacy", manifest.to_str().unwrap()]);
+    let report = String::from_utf8_lossy(&report.stdout);
+    assert!(!report.contains("nothing spent yet"), "{report}");
 }

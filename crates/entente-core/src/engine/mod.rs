@@ -20,7 +20,7 @@ use crate::params::ParamSet;
 use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, validate};
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
-pub use task::{DpSgd, LocalOptimizer, LocalTraining, TrainTask};
+pub use task::{DpSgd, LocalOptimizer, LocalTraining, TrainTask, dp_sgd_sampling};
 
 /// Rules of every round.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,7 +238,7 @@ impl RoundEngine {
         &mut self,
         observer: &mut dyn RoundObserver,
     ) -> Result<Vec<RoundRecord>, EngineError> {
-        let mut records = Vec::with_capacity(self.rules.rounds as usize);
+        let mut records = Vec::new();
         for round in 1..=self.rules.rounds {
             records.push(self.run_round(round, observer)?);
         }
@@ -415,11 +415,13 @@ impl RoundEngine {
                 })
                 .collect();
             for (name, reply) in replies {
-                match reply {
-                    Ok(r) => secure.receive(&name, r).map_err(|e| failed(e.0))?,
-                    Err(e) => {
-                        tracing::warn!(round, site = %name, reason = %e.reason, "dropped out of secure aggregation")
-                    }
+                // A malformed or rejected reply counts as a dropout: one bad site must not stop
+                // the round for everyone (the protocol's own threshold decides).
+                let outcome = reply
+                    .map_err(|e| e.reason)
+                    .and_then(|r| secure.receive(&name, r).map_err(|e| e.0));
+                if let Err(reason) = outcome {
+                    tracing::warn!(round, site = %name, %reason, "dropped out of secure aggregation");
                 }
             }
         }

@@ -33,6 +33,14 @@ pub struct LocalTraining {
     pub dp_sgd: Option<DpSgd>,
 }
 
+/// Poisson sampling rate `q = min(1, batch_size / examples)` and steps per epoch
+/// `max(1, round(examples / batch_size))` of DP-SGD: what a site trains and what it is charged.
+pub fn dp_sgd_sampling(examples: usize, batch_size: usize) -> (f64, usize) {
+    let b = batch_size.max(1) as f64;
+    let n = examples as f64;
+    ((b / n).min(1.0), ((n / b).round() as usize).max(1))
+}
+
 /// DP-SGD settings (Abadi et al., CCS 2016): every batch is a Poisson sample of the site's
 /// examples with rate `batch_size / examples`, every per-example gradient is clipped to L2
 /// norm `clip`, and Gaussian noise of standard deviation `noise_multiplier * clip` is added to

@@ -94,9 +94,12 @@ pub(super) fn check(
     let r = Reporter { text, origin };
 
     r.ensure(
-        !raw.federation.name.trim().is_empty(),
+        valid_site_name(&raw.federation.name),
         "federation.name",
-        "must not be empty",
+        format!(
+            "`{}` is not a valid name: use 1-64 letters, digits, '-', '_' or '.' (it names run folders)",
+            raw.federation.name
+        ),
     )?;
 
     // Sites.
@@ -554,6 +557,11 @@ fn check_secure_aggregation(
              their mean; use \"fedavg\", \"fedavgm\", \"fedadam\", \"fedyogi\" or \"fedadagrad\"",
             strategy.kind
         ),
+    )?;
+    r.ensure(
+        num_sites >= 3,
+        "secure_aggregation",
+        format!("needs at least 3 sites to hide any one of them, and {num_sites} are listed"),
     )?;
     r.ensure(
         sa.threshold > 0.5 && sa.threshold <= 1.0,

@@ -157,6 +157,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 Modulus::Pow32
             },
             seed: manifest.seed,
+            num_sites: manifest.sites.len(),
+            min_sites: manifest.selection.min_sites,
         });
     let sites: Vec<Arc<dyn Site>> = fed
         .sites
@@ -169,7 +171,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 .as_ref()
                 .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
             {
-                let dataset = dataset_label(&manifest, &fed.split[i]);
+                let dataset = dataset_label(&manifest);
                 let ledger = Ledger::open(&p.ledger, s.name(), &dataset, p.delta)?;
                 site = Arc::new(BudgetedSite::new(
                     site,
@@ -234,7 +236,12 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             (s.name().to_string(), s.train_data().len(), own)
         })
         .collect();
-    let baseline = if args.baselines {
+    let baseline = if args.baselines && manifest.privacy.is_some() {
+        bail!(
+            "--baselines would train on every site's records outside its privacy budget; \
+             run the baselines on a copy of the manifest without [privacy]"
+        );
+    } else if args.baselines {
         Some(baselines::run(&fed, &manifest, &initial, &progress)?)
     } else {
         None
@@ -271,23 +278,35 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
         manifest.selection.min_sites,
     );
     let q = k as f64 / num_sites as f64;
-    let spent = dp::epsilon(q, p.noise_multiplier, u64::from(manifest.rounds), p.delta)
-        .map_err(|e| anyhow::anyhow!("client-level privacy accounting failed: {e}"))?
-        .epsilon;
+    let rounds = u64::from(manifest.rounds);
+    // Every site checks the whole run against its own ledger first, then all are charged
+    // before the first round: privacy fails closed.
+    let mut ledgers = Vec::with_capacity(num_sites);
+    let mut worst: f64 = 0.0;
     for (site, budget) in manifest.sites.iter().zip(&p.budgets) {
-        if spent > *budget {
+        let ledger = Ledger::open(&p.ledger, site, &dataset_label(manifest), p.delta)?;
+        let spent = ledger.spent()?;
+        let after = ledger.spent_after(q, p.noise_multiplier, rounds)?;
+        if after > *budget {
             bail!(
                 "refused before round 1: {} rounds of client-level DP (sampling rate {q:.3}, noise \
-                 multiplier {}) spend epsilon {spent:.3} at delta {}, over the budget {budget} of site `{site}`; \
-                 raise privacy.noise_multiplier or lower training.rounds",
+                 multiplier {}) would raise site `{site}`'s epsilon from {spent:.3} to {after:.3} at \
+                 delta {}, over its budget of {budget}; raise privacy.noise_multiplier or lower \
+                 training.rounds",
                 manifest.rounds,
                 p.noise_multiplier,
                 p.delta
             );
         }
+        worst = worst.max(after);
+        ledgers.push(ledger);
+    }
+    for ledger in &mut ledgers {
+        ledger.charge(&manifest.name, 0, q, p.noise_multiplier, rounds)?;
     }
     println!(
-        "client-level DP: every site's data is protected at epsilon {spent:.3}, delta {} over {} rounds",
+        "client-level DP: after this run every site's data is protected at epsilon <= {worst:.3}, \
+         delta {} ({} rounds charged to the sites' ledgers)",
         p.delta, manifest.rounds
     );
     Ok(Box::new(DpFedAvg::new(
@@ -299,23 +318,16 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
     )))
 }
 
-/// Names the records a simulated site holds: the data file and a digest of its indices, so the
-/// same records share one privacy ledger across runs and federations.
-pub fn dataset_label(manifest: &Manifest, indices: &[usize]) -> String {
-    let file = manifest
+/// Names the data set a simulated site's records come from: the data file. Every split of one
+/// file shares a site's ledger, so re-splitting (another seed, partition or limit) cannot buy a
+/// fresh budget; it can only over-count, which errs on the side of privacy.
+pub fn dataset_label(manifest: &Manifest) -> String {
+    manifest
         .data
         .path
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| manifest.data.path.display().to_string());
-    // FNV-1a over the indices: a stable name, not a security measure.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for &i in indices {
-        for b in (i as u64).to_le_bytes() {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{file}-{hash:016x}")
+        .unwrap_or_else(|| manifest.data.path.display().to_string())
 }
 
 fn describe(spec: &ModelSpec) -> String {
