@@ -468,6 +468,11 @@ fn sites_refuse_rounds_beyond_their_budget_and_the_ledger_persists() {
     );
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
     assert!(text.contains("refuses round"), "{text}");
+    // The rounds completed before the budgets ran out keep their model and summary.
+    let summary = read_json(&out.join("summary.json"));
+    let rounds = summary["rounds"].as_u64().unwrap();
+    assert!(rounds >= 1, "{summary}");
+    assert!(out.join("model.safetensors").exists());
     let report = entente(tmp.path(), &["privacy", manifest.to_str().unwrap()]);
     assert!(report.status.success(), "{}", stderr(&report));
     let report = String::from_utf8_lossy(&report.stdout);

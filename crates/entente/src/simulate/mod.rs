@@ -215,15 +215,33 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
     }
     let mut observer = progress.observer(&out);
-    let records = engine
-        .run(&mut observer)
-        .context("the federation stopped")?;
-    observer.finish()?;
+    // A run that stops (quorum lost, budgets spent) still leaves the model and summary of the
+    // rounds it completed, then reports why it stopped.
+    let stopped = engine.run(&mut observer).err();
+    let records = observer.finish()?;
     let fed_seconds = started.elapsed().as_secs_f64();
     engine
         .global()
         .save(&out.path().join("model.safetensors"))
         .context("could not write the final model")?;
+    if let Some(reason) = stopped {
+        let summary = run_dir::Summary::new(
+            &manifest,
+            strategy,
+            &records,
+            &[],
+            None,
+            fed_seconds,
+            started,
+        );
+        out.write_summary(&summary)?;
+        println!(
+            "\nthe federation stopped after {} completed rounds; their model and summary are in {}",
+            records.len(),
+            out.path().display()
+        );
+        return Err(anyhow::Error::new(reason).context("the federation stopped"));
+    }
 
     let global = engine.global();
     let site_eval: Vec<(String, usize, Option<EvalMetrics>)> = fed

@@ -73,6 +73,7 @@ impl Progress {
             progress: self,
             metrics: dir.metrics_writer(),
             header_printed: false,
+            records: Vec::new(),
         }
     }
 }
@@ -109,13 +110,15 @@ pub struct RoundPrinter<'a> {
     progress: &'a Progress,
     metrics: Result<MetricsWriter>,
     header_printed: bool,
+    records: Vec<RoundRecord>,
 }
 
 impl RoundPrinter<'_> {
-    /// Clears the bar and reports the first error met while writing metrics.
-    pub fn finish(self) -> Result<()> {
+    /// Clears the bar and returns the finished rounds, or the first error met while writing
+    /// metrics.
+    pub fn finish(self) -> Result<Vec<RoundRecord>> {
         self.progress.clear();
-        self.metrics.map(|_| ())
+        self.metrics.map(|_| self.records)
     }
 }
 
@@ -160,5 +163,6 @@ impl RoundObserver for RoundPrinter<'_> {
         {
             self.metrics = Err(e);
         }
+        self.records.push(r.clone());
     }
 }
