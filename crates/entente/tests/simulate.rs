@@ -54,6 +54,20 @@ fn entente(cwd: &Path, args: &[&str]) -> Output {
         .expect("could not start the entente binary")
 }
 
+/// Runs `entente simulate MANIFEST --out OUT -q`, whatever its outcome.
+fn simulate(cwd: &Path, manifest: &Path, out: &Path) -> Output {
+    entente(
+        cwd,
+        &[
+            "simulate",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    )
+}
+
 /// Runs `entente simulate ARGS --out OUT -q` and insists that it succeeds.
 fn simulate_ok(cwd: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec!["simulate"];
@@ -273,16 +287,7 @@ fn an_unknown_manifest_key_is_named_with_its_line() {
     let manifest = tmp.join("bad.toml");
     std::fs::write(&manifest, &text).unwrap();
     let out = tmp.join("run");
-    let output = entente(
-        tmp.path(),
-        &[
-            "simulate",
-            manifest.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
+    let output = simulate(tmp.path(), &manifest, &out);
     assert!(!output.status.success());
     assert_ne!(output.status.code(), Some(0));
     let err = stderr(&output);
@@ -302,16 +307,7 @@ fn a_missing_idx_folder_explains_how_to_get_the_data() {
     let manifest = tmp.join("fashion.toml");
     std::fs::write(&manifest, fashion_manifest(missing.to_str().unwrap())).unwrap();
     let out = tmp.join("run");
-    let output = entente(
-        tmp.path(),
-        &[
-            "simulate",
-            manifest.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
+    let output = simulate(tmp.path(), &manifest, &out);
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(
@@ -439,16 +435,7 @@ fn sites_refuse_rounds_beyond_their_budget_and_the_ledger_persists() {
     // A budget below one round's cost: every site refuses round 1 and the run stops.
     let manifest = private_digits(&tmp, 1.0);
     let out = tmp.join("run");
-    let output = entente(
-        tmp.path(),
-        &[
-            "simulate",
-            manifest.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
+    let output = simulate(tmp.path(), &manifest, &out);
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("refuses round 1"), "{err}");
@@ -456,16 +443,7 @@ fn sites_refuse_rounds_beyond_their_budget_and_the_ledger_persists() {
 
     // A budget that lasts a few rounds: the run spends it and the ledger survives the process.
     let manifest = private_digits(&tmp, 8.0);
-    let output = entente(
-        tmp.path(),
-        &[
-            "simulate",
-            manifest.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
+    let output = simulate(tmp.path(), &manifest, &out);
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
     assert!(text.contains("refuses round"), "{text}");
     // The rounds completed before the budgets ran out keep their model and summary.
@@ -499,14 +477,7 @@ fn client_level_dp_is_checked_against_the_budget_before_the_first_round() {
     };
     write(5.0);
     let out = tmp.join("run");
-    let args = [
-        "simulate",
-        manifest.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    let output = entente(tmp.path(), &args);
+    let output = simulate(tmp.path(), &manifest, &out);
     assert!(!output.status.success());
     let err = stderr(&output);
     assert!(err.contains("refused before round 1"), "{err}");
