@@ -141,6 +141,38 @@ impl Ledger {
         Ok(Self { path, file })
     }
 
+    /// Reads an existing ledger file.
+    pub fn load(path: &Path) -> Result<Self, LedgerError> {
+        let shown = path.display().to_string();
+        let text = fs::read_to_string(path).map_err(|source| LedgerError::Io {
+            path: shown.clone(),
+            source,
+        })?;
+        let file: LedgerFile = serde_json::from_str(&text).map_err(|e| LedgerError::Damaged {
+            path: shown,
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// The site that keeps this ledger.
+    pub fn site(&self) -> &str {
+        &self.file.site
+    }
+
+    /// The data set it accounts for.
+    pub fn dataset(&self) -> &str {
+        &self.file.dataset
+    }
+
+    /// The delta of its (epsilon, delta) figures.
+    pub fn delta(&self) -> f64 {
+        self.file.delta
+    }
+
     /// Epsilon spent so far at the ledger's delta.
     pub fn spent(&self) -> Result<f64, LedgerError> {
         if self.file.charges.is_empty() {

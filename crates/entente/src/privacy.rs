@@ -1,37 +1,17 @@
 //! `entente privacy`: what each site has spent of its privacy budget, from the sites' ledgers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use entente_core::manifest::Manifest;
+use entente_privacy::budget::Ledger;
 
 /// Arguments of `entente privacy`.
 #[derive(Args)]
 pub struct PrivacyArgs {
     /// Manifest whose `[privacy]` table names the budgets and the ledger folder.
     manifest: PathBuf,
-}
-
-/// One ledger file's headline figures.
-#[derive(serde::Deserialize)]
-struct LedgerSummary {
-    site: String,
-    dataset: String,
-    delta: f64,
-    charges: Vec<ChargeSummary>,
-}
-
-#[derive(serde::Deserialize)]
-struct ChargeSummary {
-    epsilon_after: f64,
-}
-
-fn read(path: &Path) -> Result<LedgerSummary> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("could not read {}", path.display()))?;
-    serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a privacy ledger", path.display()))
 }
 
 /// Runs `entente privacy`.
@@ -50,7 +30,10 @@ pub fn run(args: PrivacyArgs) -> Result<()> {
         {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "json") {
-                ledgers.push(read(&path)?);
+                match Ledger::load(&path) {
+                    Ok(ledger) => ledgers.push(ledger),
+                    Err(e) => eprintln!("warning: skipping {}: {e}", path.display()),
+                }
             }
         }
     }
@@ -64,7 +47,7 @@ pub fn run(args: PrivacyArgs) -> Result<()> {
         "site", "budget", "spent", "remaining", "rounds"
     );
     for (site, budget) in manifest.sites.iter().zip(&privacy.budgets) {
-        let own: Vec<&LedgerSummary> = ledgers.iter().filter(|l| &l.site == site).collect();
+        let own: Vec<&Ledger> = ledgers.iter().filter(|l| l.site() == site).collect();
         if own.is_empty() {
             println!(
                 "{site:<20} {budget:>8.3} {:>10.3} {budget:>10.3} {:>8}  (nothing spent yet)",
@@ -72,13 +55,14 @@ pub fn run(args: PrivacyArgs) -> Result<()> {
             );
         }
         for l in own {
-            let spent = l.charges.last().map_or(0.0, |c| c.epsilon_after);
+            // Recomputed from the accountant's events, not read from the file's figures.
+            let spent = l.spent()?;
             println!(
                 "{site:<20} {budget:>8.3} {spent:>10.3} {:>10.3} {:>8}  {} (delta {})",
                 (budget - spent).max(0.0),
-                l.charges.len(),
-                l.dataset,
-                l.delta
+                l.charges().len(),
+                l.dataset(),
+                l.delta()
             );
         }
     }
