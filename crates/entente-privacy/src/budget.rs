@@ -42,6 +42,20 @@ pub enum LedgerError {
     /// The accountant rejected a charge.
     #[error("privacy accounting failed: {0}")]
     Accounting(String),
+    /// The charge would take the data set past its budget; nothing was recorded.
+    #[error(
+        "it would raise epsilon from {spent:.3} to {after:.3} (delta {delta}), over its budget of {budget}"
+    )]
+    OverBudget {
+        /// Epsilon spent before.
+        spent: f64,
+        /// Epsilon after the charge.
+        after: f64,
+        /// The budget.
+        budget: f64,
+        /// The delta of both figures.
+        delta: f64,
+    },
 }
 
 /// One charge: the steps of one round.
@@ -194,7 +208,7 @@ impl Ledger {
             .map_err(|e| LedgerError::Accounting(e.to_string()))
     }
 
-    /// Records a charge and writes the file (through a temporary file and a rename).
+    /// Records a charge and writes the file, whatever the budget.
     pub fn charge(
         &mut self,
         federation: &str,
@@ -203,7 +217,49 @@ impl Ledger {
         sigma: f64,
         steps: u64,
     ) -> Result<f64, LedgerError> {
-        let epsilon_after = self.spent_after(q, sigma, steps)?;
+        self.charge_within(f64::INFINITY, federation, round, q, sigma, steps)
+    }
+
+    /// Records a charge unless it would take the data set past `budget`, and returns the
+    /// epsilon after it. The check and the write happen under an exclusive lock on the ledger,
+    /// after re-reading it, so two runs on the same data cannot both spend the same budget.
+    pub fn charge_within(
+        &mut self,
+        budget: f64,
+        federation: &str,
+        round: u32,
+        q: f64,
+        sigma: f64,
+        steps: u64,
+    ) -> Result<f64, LedgerError> {
+        let io = |source| LedgerError::Io {
+            path: self.path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = self.path.parent() {
+            fs::create_dir_all(dir).map_err(io)?;
+        }
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.path.with_extension("lock"))
+            .map_err(io)?;
+        lock.lock().map_err(io)?;
+        if self.path.exists() {
+            let on_disk = Self::load(&self.path)?;
+            self.file = on_disk.file;
+        }
+        let spent = self.spent()?;
+        let after = self.spent_after(q, sigma, steps)?;
+        if after > budget {
+            return Err(LedgerError::OverBudget {
+                spent,
+                after,
+                budget,
+                delta: self.file.delta,
+            });
+        }
         let mut next = self.file.clone();
         next.accountant
             .compose(q, sigma, steps)
@@ -214,22 +270,15 @@ impl Ledger {
             q,
             noise_multiplier: sigma,
             steps,
-            epsilon_after,
+            epsilon_after: after,
         });
-        let io = |source| LedgerError::Io {
-            path: self.path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = self.path.parent() {
-            fs::create_dir_all(dir).map_err(io)?;
-        }
         let text = serde_json::to_string_pretty(&next)
             .map_err(|e| LedgerError::Accounting(e.to_string()))?;
         let tmp = self.path.with_extension("json.tmp");
         fs::write(&tmp, text).map_err(io)?;
         fs::rename(&tmp, &self.path).map_err(io)?;
         self.file = next;
-        Ok(epsilon_after)
+        Ok(after)
     }
 
     /// Every charge so far.
@@ -301,19 +350,21 @@ impl Site for BudgetedSite {
                 .ledger
                 .lock()
                 .map_err(|_| self.refuse("ledger lock poisoned".into()))?;
-            let spent = ledger.spent().map_err(|e| self.refuse(e.to_string()))?;
-            let after = ledger
-                .spent_after(q, dp.noise_multiplier, steps)
-                .map_err(|e| self.refuse(e.to_string()))?;
-            if after > self.budget {
-                return Err(self.refuse(format!(
-                    "refuses round {}: it would raise epsilon from {spent:.3} to {after:.3} (delta {}), over its budget of {}",
-                    task.round, ledger.file.delta, self.budget
-                )));
-            }
             ledger
-                .charge(&self.federation, task.round, q, dp.noise_multiplier, steps)
-                .map_err(|e| self.refuse(e.to_string()))?;
+                .charge_within(
+                    self.budget,
+                    &self.federation,
+                    task.round,
+                    q,
+                    dp.noise_multiplier,
+                    steps,
+                )
+                .map_err(|e| match e {
+                    LedgerError::OverBudget { .. } => {
+                        self.refuse(format!("refuses round {}: {e}", task.round))
+                    }
+                    other => self.refuse(other.to_string()),
+                })?;
         }
         self.inner.train(task)
     }

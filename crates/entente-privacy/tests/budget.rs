@@ -152,3 +152,26 @@ fn a_budgeted_site_refuses_to_train_without_dp_sgd() {
     assert!(err.reason.contains("without DP-SGD"), "{}", err.reason);
     assert_eq!(inner.0.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn two_handles_on_one_ledger_cannot_both_spend_the_budget() {
+    let dir = scratch("concurrent");
+    let (q, steps) = round_cost(1000, 50, 1);
+    let one = epsilon(q, 1.0, steps, 1e-5).unwrap().epsilon;
+    let two = epsilon(q, 1.0, 2 * steps, 1e-5).unwrap().epsilon;
+    let budget = (one + two) / 2.0; // room for one round only
+    // Two runs open the ledger before either charges it.
+    let mut a = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
+    let mut b = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
+    a.charge_within(budget, "run-a", 1, q, 1.0, steps).unwrap();
+    let err = b
+        .charge_within(budget, "run-b", 1, q, 1.0, steps)
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::OverBudget { .. }), "{err}");
+    let reopened = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
+    assert_eq!(
+        reopened.charges().len(),
+        1,
+        "run-b's charge must not overwrite run-a's"
+    );
+}

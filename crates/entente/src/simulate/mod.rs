@@ -319,8 +319,9 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
         worst = worst.max(after);
         ledgers.push(ledger);
     }
-    for ledger in &mut ledgers {
-        ledger.charge(&manifest.name, 0, q, p.noise_multiplier, rounds)?;
+    for (ledger, budget) in ledgers.iter_mut().zip(&p.budgets) {
+        // Re-checked under the ledger's lock, in case another run charged it meanwhile.
+        ledger.charge_within(*budget, &manifest.name, 0, q, p.noise_multiplier, rounds)?;
     }
     println!(
         "client-level DP: after this run every site's data is protected at epsilon <= {worst:.3}, \
