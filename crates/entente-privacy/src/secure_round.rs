@@ -48,6 +48,16 @@ pub struct SecAggSettings {
 }
 
 impl SecAggSettings {
+    /// Checks, before any round, that the settings work for every site of the manifest taking
+    /// part over `dimension` values (threshold, graph, fixed-point range without overflow).
+    pub fn check(&self, dimension: usize) -> Result<(), String> {
+        let all: Vec<SiteId> = (0..self.num_sites as SiteId).collect();
+        self.config(1, all, dimension)
+            .validate()
+            .map(|_| ())
+            .map_err(|e| format!("secure aggregation cannot run with these settings: {e}"))
+    }
+
     /// The round's protocol settings for `sites` (ids) over `dimension` values.
     fn config(&self, round: u32, sites: Vec<SiteId>, dimension: usize) -> SecAggConfig {
         let n = sites.len();

@@ -269,3 +269,12 @@ fn sites_refuse_a_round_over_too_few_sites() {
     );
     assert_eq!(e.global().as_flat(), initial().as_flat());
 }
+
+#[test]
+fn settings_that_would_overflow_are_caught_before_any_round() {
+    assert!(settings().check(DIM).is_ok());
+    let mut huge = settings();
+    huge.max_examples = u64::MAX / 2;
+    let err = huge.check(DIM).unwrap_err();
+    assert!(err.contains("secure aggregation cannot run"), "{err}");
+}

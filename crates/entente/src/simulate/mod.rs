@@ -160,6 +160,11 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             num_sites: manifest.sites.len(),
             min_sites: manifest.selection.min_sites,
         });
+    if let Some(settings) = &secagg {
+        settings
+            .check(initial.num_values())
+            .map_err(|e| anyhow::anyhow!("[secure_aggregation]: {e}"))?;
+    }
     let sites: Vec<Arc<dyn Site>> = fed
         .sites
         .iter()
