@@ -77,6 +77,16 @@ pub enum UpdateProblem {
     /// The update claims no training examples.
     #[error("the update claims 0 training examples")]
     NoExamples,
+    /// The update claims more examples than the bound allows.
+    #[error(
+        "the update claims {claimed} examples, more than the bound {bound} (strategy.max_examples)"
+    )]
+    TooManyExamples {
+        /// Examples claimed.
+        claimed: u64,
+        /// Configured bound.
+        bound: u64,
+    },
     /// The reported training loss is NaN or infinite.
     #[error("the reported training loss is not finite ({0})")]
     NonFiniteLoss(f64),
@@ -97,6 +107,8 @@ pub struct UpdateRejected {
 pub struct UpdatePolicy {
     /// Largest accepted L2 distance between an update and the global model; `None` disables it.
     pub max_update_norm: Option<f64>,
+    /// Largest example count a site may claim (its FedAvg weight); `None` disables it.
+    pub max_examples: Option<u64>,
 }
 
 /// Checks `update` against the global model and returns it in the global layout.
@@ -112,6 +124,14 @@ pub fn validate(
     };
     if update.num_examples == 0 {
         return Err(reject(UpdateProblem::NoExamples));
+    }
+    if let Some(bound) = policy.max_examples
+        && update.num_examples > bound
+    {
+        return Err(reject(UpdateProblem::TooManyExamples {
+            claimed: update.num_examples,
+            bound,
+        }));
     }
     if !update.train_loss.is_finite() {
         return Err(reject(UpdateProblem::NonFiniteLoss(update.train_loss)));
@@ -248,6 +268,7 @@ mod tests {
 
         let bounded = UpdatePolicy {
             max_update_norm: Some(1.0),
+            max_examples: None,
         };
         let e = validate(
             &global(),
@@ -270,6 +291,31 @@ mod tests {
         u.train_loss = f64::NAN;
         let e = validate(&global(), u, &UpdatePolicy::default()).unwrap_err();
         assert!(matches!(e.problem, UpdateProblem::NonFiniteLoss(l) if l.is_nan()));
+    }
+
+    #[test]
+    fn rejects_more_examples_than_the_bound() {
+        let u = update(vec![
+            ("w", vec![2, 2], vec![0.0; 4]),
+            ("b", vec![2], vec![0.0; 2]),
+        ]);
+        let policy = UpdatePolicy {
+            max_update_norm: None,
+            max_examples: Some(5),
+        };
+        let e = validate(&global(), u.clone(), &policy).unwrap_err();
+        assert_eq!(
+            e.problem,
+            UpdateProblem::TooManyExamples {
+                claimed: 10,
+                bound: 5
+            }
+        );
+        let roomy = UpdatePolicy {
+            max_examples: Some(10),
+            ..policy
+        };
+        assert!(validate(&global(), u, &roomy).is_ok());
     }
 
     #[test]

@@ -499,6 +499,7 @@ fn the_norm_bound_rejects_the_update_that_moves_too_far() {
     let mut r = rules(1, 1.0, 1, 9);
     r.policy = UpdatePolicy {
         max_update_norm: Some(2.0),
+        max_examples: None,
     };
     let mut e = engine(sites.clone(), r, initial());
     let rec = e.run_round(1, &mut NoObserver).unwrap();

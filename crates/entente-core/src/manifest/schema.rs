@@ -175,6 +175,7 @@ pub struct RawStrategy {
     pub faulty: Option<usize>,
     pub select: Option<usize>,
     pub max_update_norm: Option<f64>,
+    pub max_examples: Option<u64>,
 }
 
 impl Default for RawStrategy {
@@ -190,6 +191,7 @@ impl Default for RawStrategy {
             faulty: None,
             select: None,
             max_update_norm: None,
+            max_examples: None,
         }
     }
 }

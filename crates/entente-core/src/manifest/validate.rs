@@ -529,6 +529,13 @@ fn check_strategy(
             Strategy::Krum { faulty, select }
         }
     };
+    if let Some(bound) = s.max_examples {
+        r.ensure(
+            bound >= 1,
+            "strategy.max_examples",
+            "must be at least 1 when set",
+        )?;
+    }
     if let Some(bound) = s.max_update_norm {
         positive("max_update_norm", bound)?;
     }
@@ -536,6 +543,7 @@ fn check_strategy(
         strategy,
         UpdatePolicy {
             max_update_norm: s.max_update_norm,
+            max_examples: s.max_examples,
         },
     ))
 }
