@@ -111,31 +111,39 @@ pub struct UpdatePolicy {
     pub max_examples: Option<u64>,
 }
 
+/// Checks what a site claims about its training: at least one example and at most the bound,
+/// and a finite loss. The secure path runs this alone, since the coordinator sees no tensors.
+pub fn check_claims(update: &SiteUpdate, policy: &UpdatePolicy) -> Result<(), UpdateProblem> {
+    if update.num_examples == 0 {
+        return Err(UpdateProblem::NoExamples);
+    }
+    if let Some(bound) = policy.max_examples
+        && update.num_examples > bound
+    {
+        return Err(UpdateProblem::TooManyExamples {
+            claimed: update.num_examples,
+            bound,
+        });
+    }
+    if !update.train_loss.is_finite() {
+        return Err(UpdateProblem::NonFiniteLoss(update.train_loss));
+    }
+    Ok(())
+}
+
 /// Checks `update` against the global model and returns it in the global layout.
 pub fn validate(
     global: &ParamSet,
     update: SiteUpdate,
     policy: &UpdatePolicy,
 ) -> Result<ValidUpdate, UpdateRejected> {
+    let claims = check_claims(&update, policy);
     let site = update.site;
     let reject = |problem| UpdateRejected {
         site: site.clone(),
         problem,
     };
-    if update.num_examples == 0 {
-        return Err(reject(UpdateProblem::NoExamples));
-    }
-    if let Some(bound) = policy.max_examples
-        && update.num_examples > bound
-    {
-        return Err(reject(UpdateProblem::TooManyExamples {
-            claimed: update.num_examples,
-            bound,
-        }));
-    }
-    if !update.train_loss.is_finite() {
-        return Err(reject(UpdateProblem::NonFiniteLoss(update.train_loss)));
-    }
+    claims.map_err(&reject)?;
     let params = align(global.layout(), update.params).map_err(&reject)?;
     let norm = params.l2_distance(global);
     if let Some(bound) = policy.max_update_norm

@@ -110,49 +110,40 @@ impl Ledger {
     /// Opens the ledger, or starts an empty one if the file does not exist yet.
     pub fn open(dir: &Path, site: &str, dataset: &str, delta: f64) -> Result<Self, LedgerError> {
         let path = Self::path_for(dir, site, dataset);
-        let shown = path.display().to_string();
-        let file = match fs::read_to_string(&path) {
-            Ok(text) => {
-                let file: LedgerFile =
-                    serde_json::from_str(&text).map_err(|e| LedgerError::Damaged {
-                        path: shown.clone(),
-                        reason: e.to_string(),
-                    })?;
-                if file.site != site || file.dataset != dataset {
-                    return Err(LedgerError::Damaged {
-                        path: shown,
-                        reason: format!(
-                            "it belongs to site `{}`, data set `{}`",
-                            file.site, file.dataset
-                        ),
-                    });
-                }
-                if file.delta != delta {
-                    return Err(LedgerError::Damaged {
-                        path: shown,
-                        reason: format!(
-                            "it accounts at delta {} but the manifest asks for {delta}; keep delta fixed for a data set",
-                            file.delta
-                        ),
-                    });
-                }
-                file
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => LedgerFile {
+        if !path.exists() {
+            let file = LedgerFile {
                 site: site.to_string(),
                 dataset: dataset.to_string(),
                 delta,
                 charges: Vec::new(),
                 accountant: Accountant::new(),
-            },
-            Err(source) => {
-                return Err(LedgerError::Io {
-                    path: shown,
-                    source,
-                });
-            }
+            };
+            return Ok(Self { path, file });
+        }
+        let ledger = Self::load(&path)?;
+        ledger.check_identity(site, dataset, delta)?;
+        Ok(ledger)
+    }
+
+    /// The file must belong to `site` and `dataset` and account at `delta`.
+    fn check_identity(&self, site: &str, dataset: &str, delta: f64) -> Result<(), LedgerError> {
+        let damaged = |reason| LedgerError::Damaged {
+            path: self.path.display().to_string(),
+            reason,
         };
-        Ok(Self { path, file })
+        if self.file.site != site || self.file.dataset != dataset {
+            return Err(damaged(format!(
+                "it belongs to site `{}`, data set `{}`",
+                self.file.site, self.file.dataset
+            )));
+        }
+        if self.file.delta != delta {
+            return Err(damaged(format!(
+                "it accounts at delta {} but the manifest asks for {delta}; keep delta fixed for a data set",
+                self.file.delta
+            )));
+        }
+        Ok(())
     }
 
     /// Reads an existing ledger file.
@@ -248,6 +239,7 @@ impl Ledger {
         lock.lock().map_err(io)?;
         if self.path.exists() {
             let on_disk = Self::load(&self.path)?;
+            on_disk.check_identity(&self.file.site, &self.file.dataset, self.file.delta)?;
             self.file = on_disk.file;
         }
         let spent = self.spent()?;

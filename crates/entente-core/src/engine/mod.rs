@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::aggregators::{AggregateError, Aggregator};
 use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
-use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, validate};
+use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, check_claims, validate};
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
 pub use task::{DpSgd, LocalOptimizer, LocalTraining, TrainTask, dp_sgd_sampling};
@@ -373,15 +373,7 @@ impl RoundEngine {
         for (site, result) in selected.iter().zip(results) {
             let outcome = result.map_err(|e| e.reason).and_then(|u| {
                 check_sender(site, &u)?;
-                if u.num_examples == 0 {
-                    return Err("the update claims 0 training examples".to_string());
-                }
-                if !u.train_loss.is_finite() {
-                    return Err(format!(
-                        "the reported training loss is not finite ({})",
-                        u.train_loss
-                    ));
-                }
+                check_claims(&u, &self.rules.policy).map_err(|p| p.to_string())?;
                 Ok(u)
             });
             match outcome {
