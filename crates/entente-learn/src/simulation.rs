@@ -126,6 +126,27 @@ pub fn model_spec(choice: &ModelChoice, data: &Dataset) -> Result<ModelSpec, Pre
     }
 }
 
+/// What a coordinator needs from the data: the model (its input shape and classes) and the
+/// held-out test set. For IDX data only the test files are read, so a coordinator does not hold
+/// the training set; CSV tables hold out their test set by a seeded split, so they are read
+/// whole. `data_override` replaces the manifest's `data.path`.
+pub fn prepare_central(
+    manifest: &Manifest,
+    data_override: Option<&Path>,
+) -> Result<(ModelSpec, Dataset), PrepareError> {
+    match manifest.data.format {
+        DataFormat::Idx => {
+            let path = data_override.unwrap_or(&manifest.data.path);
+            let test = data::load_idx_dir(path, Split::Test)?;
+            Ok((model_spec(&manifest.model, &test)?, test))
+        }
+        DataFormat::Csv { .. } => {
+            let fed = prepare(manifest, data_override)?;
+            Ok((fed.spec, fed.test))
+        }
+    }
+}
+
 /// Builds the federation. `data_override` replaces the manifest's `data.path`.
 pub fn prepare(
     manifest: &Manifest,

@@ -48,6 +48,25 @@ pub struct SecAggSettings {
 }
 
 impl SecAggSettings {
+    /// The settings of the manifest's `[secure_aggregation]` table, if it has one.
+    pub fn from_manifest(manifest: &entente_core::manifest::Manifest) -> Option<Self> {
+        let sa = manifest.secure_aggregation.as_ref()?;
+        Some(Self {
+            threshold: sa.threshold,
+            neighbours: sa.neighbours,
+            clip: sa.clip as f32,
+            max_examples: sa.max_examples,
+            modulus: if sa.bits == 64 {
+                Modulus::Pow64
+            } else {
+                Modulus::Pow32
+            },
+            seed: manifest.seed,
+            num_sites: manifest.sites.len(),
+            min_sites: manifest.selection.min_sites,
+        })
+    }
+
     /// Checks, before any round, that the settings work for every site of the manifest taking
     /// part over `dimension` values (threshold, graph, fixed-point range without overflow).
     pub fn check(&self, dimension: usize) -> Result<(), String> {

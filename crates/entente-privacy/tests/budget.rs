@@ -56,6 +56,7 @@ fn task(round: u32, dp: Option<DpSgd>) -> TrainTask {
             dp_sgd: dp,
         },
         seed: 1,
+        turn: None,
     }
 }
 

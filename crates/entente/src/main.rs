@@ -1,6 +1,10 @@
 //! The `entente` command line.
 
+mod audit;
+mod join;
+mod keys;
 mod privacy;
+mod serve;
 mod simulate;
 
 use std::process::ExitCode;
@@ -23,6 +27,16 @@ struct Cli {
 enum Command {
     /// Run a whole federation in this process: every site, the coordinator, every round.
     Simulate(simulate::SimulateArgs),
+    /// Coordinate a real federation: nodes connect over gRPC with mutual TLS; state and audit
+    /// log in a durable store; resumes after a crash.
+    Serve(serve::ServeArgs),
+    /// Run an institution's node: connect to the coordinator and train on local data.
+    Join(join::JoinArgs),
+    /// Create the federation's certificate authority and issue site and coordinator
+    /// certificates.
+    Keys(keys::KeysArgs),
+    /// Verify or list the coordinator's hash-chained audit log.
+    Audit(audit::AuditArgs),
     /// Show each site's privacy budget: spent and remaining epsilon, from the sites' ledgers.
     Privacy(privacy::PrivacyArgs),
 }
@@ -51,6 +65,10 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Join(args) => join::run(args),
+        Command::Keys(args) => keys::run(args),
+        Command::Audit(args) => audit::run(args),
         Command::Privacy(args) => privacy::run(args),
     };
     match result {

@@ -9,7 +9,7 @@ use crate::params::ParamSet;
 use crate::update::ValidUpdate;
 
 use super::fedavg::{Average, FedAvg};
-use super::{AggregateError, Aggregator, ensure};
+use super::{AggregateError, Aggregator, ensure, pack_state, unpack_state};
 
 /// FedAvg followed by a server step with momentum.
 #[derive(Debug)]
@@ -59,6 +59,15 @@ impl Aggregator for FedAvgM {
 
     fn add(&mut self, update: ValidUpdate) -> Result<(), AggregateError> {
         self.average.add(update)
+    }
+
+    fn state(&self) -> Option<ParamSet> {
+        pack_state(&[("velocity", self.velocity.as_ref()?)])
+    }
+
+    fn restore(&mut self, state: &ParamSet) -> Result<(), AggregateError> {
+        self.velocity = Some(unpack_state(self.name(), state, "velocity")?);
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<ParamSet, AggregateError> {

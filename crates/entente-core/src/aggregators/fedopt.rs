@@ -21,7 +21,7 @@ use crate::params::ParamSet;
 use crate::update::ValidUpdate;
 
 use super::fedavg::{Average, FedAvg};
-use super::{AggregateError, Aggregator, FedOptKind, ensure};
+use super::{AggregateError, Aggregator, FedOptKind, ensure, pack_state, unpack_state};
 
 /// An adaptive server optimizer (FedAdam, FedYogi or FedAdagrad) on top of FedAvg.
 #[derive(Debug)]
@@ -121,6 +121,24 @@ impl Aggregator for FedOpt {
 
     fn add(&mut self, update: ValidUpdate) -> Result<(), AggregateError> {
         self.average.add(update)
+    }
+
+    fn state(&self) -> Option<ParamSet> {
+        let moments = self.moments.as_ref()?;
+        pack_state(&[("m", &moments.m), ("v", &moments.v)])
+    }
+
+    fn restore(&mut self, state: &ParamSet) -> Result<(), AggregateError> {
+        let m = unpack_state(self.name(), state, "m")?;
+        let v = unpack_state(self.name(), state, "v")?;
+        if !m.same_layout(&v) {
+            return Err(AggregateError::InvalidConfig {
+                rule: self.name(),
+                reason: "the saved moments have different layouts".into(),
+            });
+        }
+        self.moments = Some(Moments { m, v });
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<ParamSet, AggregateError> {

@@ -6,9 +6,11 @@ pub mod secure;
 pub mod selection;
 pub mod site;
 pub mod task;
+pub mod turn;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::mpsc::channel;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -21,6 +23,7 @@ use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, check_claims, validat
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
 pub use task::{DpSgd, LocalOptimizer, LocalTraining, TrainTask, dp_sgd_sampling};
+pub use turn::{FoldGate, Turn};
 
 /// Rules of every round.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,6 +86,14 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// The round's result could not be recorded; the run stops before the next round.
+    #[error("round {round}: could not record the round: {reason}")]
+    Commit {
+        /// Round number.
+        round: u32,
+        /// Cause.
+        reason: String,
+    },
     /// Central evaluation failed.
     #[error("round {round}: evaluation failed: {reason}")]
     Evaluate {
@@ -111,6 +122,10 @@ pub struct RoundRecord {
     pub selected: Vec<String>,
     /// Sites whose update was aggregated.
     pub accepted: Vec<String>,
+    /// Training examples each accepted site declared, in the order of `accepted`.
+    pub accepted_examples: Vec<u64>,
+    /// Mean training loss each accepted site reported, in the order of `accepted`.
+    pub accepted_losses: Vec<f64>,
     /// Sites that failed or whose update was rejected.
     pub excluded: Vec<Excluded>,
     /// Example-weighted mean training loss of accepted sites.
@@ -127,6 +142,17 @@ pub struct RoundRecord {
 pub trait RoundObserver {
     /// A round is about to start with these sites.
     fn round_started(&mut self, _round: u32, _sites: &[String]) {}
+    /// A round's result is final: record it durably (a checkpoint of `global` and of the
+    /// aggregator's `server_state`) before the next round starts. An error stops the run; the
+    /// round was not committed, so a resumed run repeats it.
+    fn commit(
+        &mut self,
+        _record: &RoundRecord,
+        _global: &ParamSet,
+        _server_state: Option<&ParamSet>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
     /// A round completed.
     fn round_finished(&mut self, _record: &RoundRecord) {}
 }
@@ -191,6 +217,36 @@ fn check_sender(site: &str, update: &SiteUpdate) -> Result<(), String> {
     }
 }
 
+/// Validates one plain update and feeds it to the aggregator if it is valid. The outcome is
+/// recorded under the name of the site that was called, whatever name the update or error
+/// carries.
+fn fold_plain(
+    aggregator: &mut dyn Aggregator,
+    global: &ParamSet,
+    policy: &UpdatePolicy,
+    round: u32,
+    site: &str,
+    result: Result<SiteUpdate, SiteError>,
+    tally: &mut Tally,
+) -> Result<(), EngineError> {
+    let outcome = result.map_err(|e| e.reason).and_then(|u| {
+        check_sender(site, &u)?;
+        validate(global, u, policy).map_err(|e| e.problem.to_string())
+    });
+    match outcome {
+        Ok(valid) => {
+            tally.accept(site, valid.num_examples, valid.train_loss);
+            aggregator
+                .add(valid)
+                .map_err(|source| EngineError::Aggregate { round, source })
+        }
+        Err(reason) => {
+            tally.exclude(round, site, reason);
+            Ok(())
+        }
+    }
+}
+
 /// Drives rounds over a fixed set of sites.
 pub struct RoundEngine {
     sites: Vec<Arc<dyn Site>>,
@@ -233,13 +289,30 @@ impl RoundEngine {
         &self.global
     }
 
+    /// Continues from a checkpoint: the aggregator takes back its server state (momentum,
+    /// moments) saved with the global model this engine was built from.
+    pub fn restore_server_state(&mut self, state: &ParamSet) -> Result<(), AggregateError> {
+        self.aggregator.restore(state)
+    }
+
     /// Runs every round of the rules in order, reporting to `observer`.
     pub fn run(
         &mut self,
         observer: &mut dyn RoundObserver,
     ) -> Result<Vec<RoundRecord>, EngineError> {
+        self.run_from(1, observer)
+    }
+
+    /// Runs rounds `first..=rules.rounds`: a resumed run starts after its last committed round.
+    /// Selection and every site's seed depend only on the run seed and the round number, so a
+    /// resumed run repeats exactly what an uninterrupted one would have done.
+    pub fn run_from(
+        &mut self,
+        first: u32,
+        observer: &mut dyn RoundObserver,
+    ) -> Result<Vec<RoundRecord>, EngineError> {
         let mut records = Vec::new();
-        for round in 1..=self.rules.rounds {
+        for round in first.max(1)..=self.rules.rounds {
             records.push(self.run_round(round, observer)?);
         }
         Ok(records)
@@ -266,27 +339,67 @@ impl RoundEngine {
             .collect();
         observer.round_started(round, &selected);
 
-        // Sites train in parallel; results are consumed in selection order, so the aggregate
-        // does not depend on which finished first or on the number of threads.
-        let results: Vec<_> = chosen
-            .par_iter()
-            .map(|&i| {
-                let task = TrainTask {
-                    round,
-                    global: Arc::clone(&self.global),
-                    training: rules.training.clone(),
-                    seed: selection::derive_seed(rules.seed, round, 1 + i as u64),
-                };
-                self.sites[i].train(&task)
-            })
-            .collect();
-
+        let global = Arc::clone(&self.global);
+        let task = |position: usize, i: usize, turn: Option<&Arc<FoldGate>>| TrainTask {
+            round,
+            global: Arc::clone(&global),
+            training: rules.training.clone(),
+            seed: selection::derive_seed(rules.seed, round, 1 + i as u64),
+            turn: turn.map(|g| Turn::new(Arc::clone(g), position)),
+        };
         let mut tally = Tally::default();
         self.aggregator.begin(&self.global);
         if self.secure.is_some() {
+            let results: Vec<_> = chosen
+                .par_iter()
+                .map(|&i| self.sites[i].train(&task(0, i, None)))
+                .collect();
             self.collect_secure(round, &chosen, &selected, results, &mut tally)?;
         } else {
-            self.collect_plain(round, &selected, results, &mut tally)?;
+            // Sites train in parallel; their updates are folded in selection order as they
+            // arrive, so the aggregate does not depend on which finished first or on the
+            // number of threads.
+            let gate = FoldGate::new();
+            let (tx, rx) = channel();
+            let (sites, aggregator, policy) = (&self.sites, &mut self.aggregator, &rules.policy);
+            std::thread::scope(|scope| {
+                let folder = scope.spawn(|| {
+                    let mut waiting = BTreeMap::new();
+                    let mut next = 0;
+                    let mut outcome = Ok(());
+                    for (position, result) in rx {
+                        waiting.insert(position, result);
+                        while let Some(result) = waiting.remove(&next) {
+                            if outcome.is_ok() {
+                                let site = &selected[next];
+                                outcome = fold_plain(
+                                    aggregator.as_mut(),
+                                    &global,
+                                    policy,
+                                    round,
+                                    site,
+                                    result,
+                                    &mut tally,
+                                );
+                            }
+                            next += 1;
+                            gate.advance();
+                        }
+                    }
+                    outcome
+                });
+                chosen
+                    .par_iter()
+                    .enumerate()
+                    .for_each_with(tx, |tx, (position, &i)| {
+                        let result = sites[i].train(&task(position, i, Some(&gate)));
+                        // The folder only stops reading once every sender is gone.
+                        let _ = tx.send((position, result));
+                    });
+                folder
+                    .join()
+                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })?;
         }
         if tally.accepted.len() < rules.min_sites {
             return Err(EngineError::QuorumNotMet {
@@ -320,42 +433,19 @@ impl RoundEngine {
             round,
             selected,
             accepted: tally.accepted,
+            accepted_examples: tally.examples,
+            accepted_losses: tally.losses,
             excluded: tally.excluded,
             train_loss,
             test,
             federated: EvalMetrics::weighted_mean(&site_metrics),
             seconds: started.elapsed().as_secs_f64(),
         };
+        observer
+            .commit(&record, &self.global, self.aggregator.state().as_ref())
+            .map_err(|reason| EngineError::Commit { round, reason })?;
         observer.round_finished(&record);
         Ok(record)
-    }
-
-    /// Validates plain updates in selection order and feeds the valid ones to the aggregator.
-    /// Every outcome is recorded under the name of the site that was called, whatever name
-    /// the update or error carries.
-    fn collect_plain(
-        &mut self,
-        round: u32,
-        selected: &[String],
-        results: Vec<Result<SiteUpdate, SiteError>>,
-        tally: &mut Tally,
-    ) -> Result<(), EngineError> {
-        for (site, result) in selected.iter().zip(results) {
-            let outcome = result.map_err(|e| e.reason).and_then(|u| {
-                check_sender(site, &u)?;
-                validate(&self.global, u, &self.rules.policy).map_err(|e| e.problem.to_string())
-            });
-            match outcome {
-                Ok(valid) => {
-                    tally.accept(site, valid.num_examples, valid.train_loss);
-                    self.aggregator
-                        .add(valid)
-                        .map_err(|source| EngineError::Aggregate { round, source })?;
-                }
-                Err(reason) => tally.exclude(round, site, reason),
-            }
-        }
-        Ok(())
     }
 
     /// Runs the secure-aggregation phases with the sites that trained, then feeds the

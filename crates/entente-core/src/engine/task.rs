@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::engine::turn::Turn;
 use crate::params::ParamSet;
 
 /// The optimizer a site uses for local training.
@@ -64,4 +65,8 @@ pub struct TrainTask {
     pub training: LocalTraining,
     /// Seed for the site's randomness this round (batch order).
     pub seed: u64,
+    /// When the engine takes this site's update (plain aggregation); a site that receives its
+    /// update from elsewhere waits for it before taking the update in. `None` when order
+    /// does not matter (secure aggregation).
+    pub turn: Option<Turn>,
 }

@@ -115,6 +115,9 @@ pub struct Selection {
     pub fraction: f64,
     /// Minimum number of valid updates for a round to complete.
     pub min_sites: usize,
+    /// How long the coordinator waits for a site's answer before leaving it out of the round
+    /// (network deployments; in simulation every site answers).
+    pub deadline: std::time::Duration,
 }
 
 /// Secure aggregation as every site agreed to it (`[secure_aggregation]`).
@@ -200,6 +203,29 @@ impl Manifest {
         Self::parse(&text, &path.display().to_string(), base)
     }
 
+    /// Names the data set a site's records come from, for its privacy ledger: the data file.
+    /// Every split of one file shares a site's ledger, so re-splitting (another seed,
+    /// partition or limit) cannot buy a fresh budget; it can only over-count, which errs on the
+    /// side of privacy.
+    pub fn data_label(&self) -> String {
+        self.data.path.file_name().map_or_else(
+            || self.data.path.display().to_string(),
+            |f| f.to_string_lossy().into_owned(),
+        )
+    }
+
+    /// The round engine's rules for this federation.
+    pub fn round_rules(&self) -> crate::engine::RoundRules {
+        crate::engine::RoundRules {
+            rounds: self.rounds,
+            fraction: self.selection.fraction,
+            min_sites: self.selection.min_sites,
+            seed: self.seed,
+            policy: self.policy,
+            training: self.training.clone(),
+        }
+    }
+
     /// Checks manifest text; `origin` names it in errors, `base` resolves relative paths.
     pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Self, ManifestError> {
         let raw: schema::RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
@@ -209,6 +235,8 @@ impl Manifest {
         validate::check(raw, text, origin, base)
     }
 }
+
+mod digest;
 
 #[cfg(test)]
 mod tests;

@@ -207,6 +207,8 @@ pub struct RawSelection {
     pub fraction: f64,
     #[serde(default = "one")]
     pub min_sites: usize,
+    #[serde(default = "default_deadline")]
+    pub deadline_secs: f64,
 }
 
 impl Default for RawSelection {
@@ -214,8 +216,13 @@ impl Default for RawSelection {
         Self {
             fraction: default_fraction(),
             min_sites: 1,
+            deadline_secs: default_deadline(),
         }
     }
+}
+
+fn default_deadline() -> f64 {
+    600.0
 }
 
 fn default_fraction() -> f64 {

@@ -174,6 +174,15 @@ pub(super) fn check(
         ),
     )?;
 
+    r.ensure(
+        sel.deadline_secs.is_finite() && sel.deadline_secs > 0.0,
+        "selection.deadline_secs",
+        format!(
+            "is {}; allowed: a number of seconds greater than 0",
+            sel.deadline_secs
+        ),
+    )?;
+
     let secure_aggregation = match &raw.secure_aggregation {
         Some(sa) => Some(check_secure_aggregation(
             &r,
@@ -196,6 +205,7 @@ pub(super) fn check(
         selection: Selection {
             fraction: sel.fraction,
             min_sites: sel.min_sites,
+            deadline: std::time::Duration::from_secs_f64(sel.deadline_secs),
         },
         policy,
         secure_aggregation,

@@ -14,7 +14,7 @@ use clap::Args;
 use entente_core::aggregators;
 use entente_core::aggregators::Aggregator;
 use entente_core::engine::selection;
-use entente_core::engine::{Evaluator, RoundEngine, RoundRules, Site};
+use entente_core::engine::{Evaluator, RoundEngine, Site};
 use entente_core::manifest::Manifest;
 use entente_core::manifest::PrivacyMechanism;
 use entente_core::metrics::EvalMetrics;
@@ -26,7 +26,6 @@ use entente_learn::trainer;
 use entente_privacy::budget::{BudgetedSite, Ledger};
 use entente_privacy::dp;
 use entente_privacy::dp::client::DpFedAvg;
-use entente_privacy::secagg::Modulus;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
 use rayon::prelude::*;
 
@@ -59,9 +58,11 @@ pub struct SimulateArgs {
 }
 
 /// Evaluates the global model on the coordinator's held-out test set.
-struct CentralTest {
-    spec: ModelSpec,
-    data: Dataset,
+pub(crate) struct CentralTest {
+    /// The model.
+    pub(crate) spec: ModelSpec,
+    /// The held-out test set.
+    pub(crate) data: Dataset,
 }
 
 impl Evaluator for CentralTest {
@@ -143,23 +144,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
 
     let initial = fed.spec.init_params(manifest.seed)?;
     let progress = progress::Progress::new(args.quiet, manifest.rounds);
-    let secagg = manifest
-        .secure_aggregation
-        .as_ref()
-        .map(|sa| SecAggSettings {
-            threshold: sa.threshold,
-            neighbours: sa.neighbours,
-            clip: sa.clip as f32,
-            max_examples: sa.max_examples,
-            modulus: if sa.bits == 64 {
-                Modulus::Pow64
-            } else {
-                Modulus::Pow32
-            },
-            seed: manifest.seed,
-            num_sites: manifest.sites.len(),
-            min_sites: manifest.selection.min_sites,
-        });
+    let secagg = SecAggSettings::from_manifest(&manifest);
     if let Some(settings) = &secagg {
         settings
             .check(initial.num_values())
@@ -176,7 +161,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 .as_ref()
                 .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
             {
-                let dataset = dataset_label(&manifest);
+                let dataset = manifest.data_label();
                 let ledger = Ledger::open(&p.ledger, s.name(), &dataset, p.delta)?;
                 site = Arc::new(BudgetedSite::new(
                     site,
@@ -200,14 +185,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             Ok(progress.wrap(site))
         })
         .collect::<Result<_>>()?;
-    let rules = RoundRules {
-        rounds: manifest.rounds,
-        fraction: manifest.selection.fraction,
-        min_sites: manifest.selection.min_sites,
-        seed: manifest.seed,
-        policy: manifest.policy,
-        training: manifest.training.clone(),
-    };
+    let rules = manifest.round_rules();
     let evaluator = Arc::new(CentralTest {
         spec: fed.spec.clone(),
         data: fed.test.clone(),
@@ -307,7 +285,7 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
     let mut ledgers = Vec::with_capacity(num_sites);
     let mut worst: f64 = 0.0;
     for (site, budget) in manifest.sites.iter().zip(&p.budgets) {
-        let ledger = Ledger::open(&p.ledger, site, &dataset_label(manifest), p.delta)?;
+        let ledger = Ledger::open(&p.ledger, site, &manifest.data_label(), p.delta)?;
         let spent = ledger.spent()?;
         let after = ledger.spent_after(q, p.noise_multiplier, rounds)?;
         if after > *budget {
@@ -340,18 +318,6 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
         // the operating system.
         dp::noise_rng(selection::derive_seed(manifest.seed, 0, 600)),
     )))
-}
-
-/// Names the data set a simulated site's records come from: the data file. Every split of one
-/// file shares a site's ledger, so re-splitting (another seed, partition or limit) cannot buy a
-/// fresh budget; it can only over-count, which errs on the side of privacy.
-pub fn dataset_label(manifest: &Manifest) -> String {
-    manifest
-        .data
-        .path
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_else(|| manifest.data.path.display().to_string())
 }
 
 fn describe(spec: &ModelSpec) -> String {

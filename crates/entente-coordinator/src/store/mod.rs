@@ -1,0 +1,537 @@
+//! The coordinator's durable state: runs, rounds, participants, checkpoints and
+//! the audit log, in SQLite (the default; the file is created on first use) or
+//! PostgreSQL (a `postgres://` URL).
+//!
+//! One code path serves both through sqlx's `Any` driver. Each backend has its
+//! own versioned migrations (`migrations/sqlite`, `migrations/postgres`, embedded
+//! at build time), applied on [`Store::open`]; their column types are chosen so
+//! that `Any` decodes them the same way. Queries use `$1` placeholders, which
+//! both backends accept.
+//!
+//! Writes are serialized by one lock per [`Store`] (clones share it). Each write
+//! is one transaction that also appends its audit entries, so a round's result
+//! and its audit trail are committed together or not at all. Only one process
+//! should write to a database; if a second one does, the audit chain still
+//! cannot fork: its `seq` is the primary key, so a PostgreSQL writer that read
+//! the same tail fails on the insert ([`StoreError::AuditConflict`]), and SQLite
+//! write transactions take the file's write lock up front (waiting up to the
+//! 5 s busy timeout, then [`StoreError::Busy`]).
+//!
+//! Checkpoints (safetensors bytes) and server-optimizer states share one
+//! content-addressed table keyed by SHA-256 hex; identical bytes are stored once
+//! and [`Store::checkpoint`] re-hashes what it reads.
+
+pub(crate) mod db;
+mod error;
+mod location;
+mod queries;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Row};
+use tokio::sync::Mutex;
+
+use crate::audit::{self, AuditEntry, AuditEvent, AuditReport, kind, sha256_hex};
+use db::{now_unix_ms, query_err, read_u32};
+pub use error::StoreError;
+use location::{Backend, Location, sqlite_url_for_path};
+use queries::{
+    Tx, append, commit, last_completed, open_run_rounds, put_blob, round_completion, run_row,
+};
+
+static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// A handle on the coordinator's database. Cheap to clone; clones share the
+/// connection pool and the writer lock.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    /// Which migrations apply, and how the URL is shown.
+    location: Arc<Location>,
+    /// Held for the whole of every write transaction, so that audit appends
+    /// from this process never compete for the same `seq`.
+    writer: Arc<Mutex<()>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("url", &self.location.redacted())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a run stands, as returned by [`Store::open_run`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunState {
+    /// The run's id, for every later call.
+    pub run: i64,
+    /// The last completed round, 0 if none; the next round is `completed + 1`.
+    pub completed: u32,
+    /// SHA-256 of the global model after round `completed`, if any round completed.
+    pub checkpoint: Option<String>,
+    /// SHA-256 of the server-optimizer state after round `completed`, if one was stored.
+    pub optimizer_state: Option<String>,
+    /// True if an unfinished run was picked up, false if a new run began.
+    pub resumed: bool,
+}
+
+/// The result of one round, for [`Store::round_finished`].
+#[derive(Clone, Copy)]
+pub struct FinishedRound<'a> {
+    /// The round number (1-based).
+    pub round: u32,
+    /// Every site that sent an update, accepted or not; each site once.
+    pub participants: &'a [Participant],
+    /// Round metrics as a JSON document.
+    pub metrics_json: &'a str,
+    /// The new global model, as safetensors bytes.
+    pub checkpoint: &'a [u8],
+    /// The server optimizer's state after the round, if it has one.
+    pub optimizer_state: Option<&'a [u8]>,
+}
+
+/// Shows the sizes of the model and optimizer bytes, not the bytes.
+impl std::fmt::Debug for FinishedRound<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FinishedRound")
+            .field("round", &self.round)
+            .field("participants", &self.participants)
+            .field("metrics_json", &self.metrics_json)
+            .field("checkpoint_bytes", &self.checkpoint.len())
+            .field(
+                "optimizer_state_bytes",
+                &self.optimizer_state.map(<[u8]>::len),
+            )
+            .finish()
+    }
+}
+
+/// What happened to one site's update in a round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Participant {
+    /// The site's id.
+    pub site: String,
+    /// Whether the update went into the aggregate.
+    pub accepted: bool,
+    /// Why it was excluded (or any note on acceptance).
+    pub reason: Option<String>,
+    /// Training examples the site reported.
+    pub examples: u64,
+    /// Training loss the site reported; a non-finite loss is stored as NULL.
+    pub loss: f64,
+}
+
+impl Store {
+    /// Opens (and migrates) the database at `url`: `sqlite://PATH` (created if
+    /// missing, journal in WAL mode), `postgres://USER:PASSWORD@HOST:PORT/DB`,
+    /// or a bare file path, which means SQLite. Migrations already applied are
+    /// not applied again.
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let location = Location::parse(url)?;
+        let max_connections = match location.backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 8,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(&location.url)
+            .await
+            .map_err(|error| StoreError::Connect {
+                url: location.redacted(),
+                error,
+            })?;
+        let migrator = match location.backend {
+            Backend::Sqlite => {
+                // Persistent in the file; later connections inherit it.
+                sqlx::query("PRAGMA journal_mode = WAL")
+                    .execute(&pool)
+                    .await
+                    .map_err(query_err("switching SQLite to WAL mode"))?;
+                &SQLITE_MIGRATIONS
+            }
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        migrator
+            .run(&pool)
+            .await
+            .map_err(|error| StoreError::Migrate { error })?;
+        tracing::debug!(url = %location.redacted(), "store opened");
+        Ok(Store {
+            pool,
+            location: Arc::new(location),
+            writer: Arc::new(Mutex::new(())),
+        })
+    }
+
+    /// The default database for a federation manifest: the SQLite file
+    /// `<manifest dir>/<manifest stem>.entente.db`, as a `sqlite://` URL with an
+    /// absolute path.
+    pub fn sqlite_url_beside(manifest: &Path) -> String {
+        let dir = manifest
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let stem = manifest
+            .file_stem()
+            .map_or("entente".into(), |s| s.to_string_lossy());
+        sqlite_url_for_path(&dir.join(format!("{stem}.entente.db")))
+    }
+
+    /// The unfinished run of this federation with this manifest digest, or a
+    /// new one. [`RunState`] says where to resume. Finished runs are never
+    /// resumed. Appends `run_resumed` or `run_started` to the audit log.
+    pub async fn open_run(
+        &self,
+        federation: &str,
+        manifest_sha256: &str,
+        total_rounds: u32,
+    ) -> Result<RunState, StoreError> {
+        let _writer = self.writer.lock().await;
+        let now = now_unix_ms();
+        let mut tx = self.begin().await?;
+        let existing = sqlx::query(
+            "SELECT id, total_rounds FROM runs \
+             WHERE federation = $1 AND manifest_sha256 = $2 AND finished_unix_ms IS NULL \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(federation)
+        .bind(manifest_sha256)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(query_err("looking up an unfinished run"))?;
+
+        let state = match existing {
+            Some(row) => {
+                let run = db::read_i64(&row, "id")?;
+                let stored = read_u32(&row, "total_rounds")?;
+                if stored != total_rounds {
+                    return Err(StoreError::TotalRoundsChanged {
+                        run,
+                        stored,
+                        requested: total_rounds,
+                    });
+                }
+                let state = last_completed(&mut tx, run).await?;
+                let detail = serde_json::json!({ "completed": state.completed });
+                append(&mut tx, kind::RUN_RESUMED, run, None, None, &detail, now).await?;
+                state
+            }
+            None => {
+                let row = sqlx::query(
+                    "INSERT INTO runs (federation, manifest_sha256, total_rounds, started_unix_ms) \
+                     VALUES ($1, $2, $3, $4) RETURNING id",
+                )
+                .bind(federation)
+                .bind(manifest_sha256)
+                .bind(i64::from(total_rounds))
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(query_err("starting a run"))?;
+                let run = db::read_i64(&row, "id")?;
+                let detail = serde_json::json!({
+                    "federation": federation,
+                    "manifest_sha256": manifest_sha256,
+                    "total_rounds": total_rounds,
+                });
+                append(&mut tx, kind::RUN_STARTED, run, None, None, &detail, now).await?;
+                RunState {
+                    run,
+                    completed: 0,
+                    checkpoint: None,
+                    optimizer_state: None,
+                    resumed: false,
+                }
+            }
+        };
+        commit(tx).await?;
+        Ok(state)
+    }
+
+    /// Records that `round` began with the `selected` sites, and appends
+    /// `round_started`. The round must be the next one (last completed + 1);
+    /// starting it again before it finishes (after a restart) replaces the
+    /// selection.
+    pub async fn round_started(
+        &self,
+        run: i64,
+        round: u32,
+        selected: &[String],
+    ) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let now = now_unix_ms();
+        let mut tx = self.begin().await?;
+        let total_rounds = open_run_rounds(&mut tx, run).await?;
+        if round == 0 || round > total_rounds {
+            return Err(StoreError::RoundOutOfRange {
+                run,
+                round,
+                total_rounds,
+            });
+        }
+        let next = last_completed(&mut tx, run).await?.completed + 1;
+        let started = round_completion(&mut tx, run, round).await?;
+        if round != next {
+            return Err(match started {
+                Some(Some(_)) => StoreError::RoundAlreadyFinished { run, round },
+                _ => StoreError::RoundOutOfOrder { run, round, next },
+            });
+        }
+        let selected_json = serde_json::json!(selected).to_string();
+        let sql = if started.is_some() {
+            "UPDATE rounds SET selected = $3, started_unix_ms = $4 WHERE run_id = $1 AND round = $2"
+        } else {
+            "INSERT INTO rounds (run_id, round, selected, started_unix_ms) VALUES ($1, $2, $3, $4)"
+        };
+        sqlx::query(sql)
+            .bind(run)
+            .bind(i64::from(round))
+            .bind(&selected_json)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("recording the start of a round"))?;
+        let detail = serde_json::json!({ "selected": selected });
+        append(
+            &mut tx,
+            kind::ROUND_STARTED,
+            run,
+            Some(round),
+            None,
+            &detail,
+            now,
+        )
+        .await?;
+        commit(tx).await
+    }
+
+    /// Records a round's result in one transaction: the round row is marked
+    /// completed with its metrics; one participant row per site; the
+    /// checkpoint (stored if its bytes are new) and the optional optimizer
+    /// state; and audit entries `update_accepted`/`update_rejected` per site,
+    /// `checkpoint` and `round_finished`. Returns the checkpoint's SHA-256.
+    ///
+    /// A round is applied once: finishing an already finished round is
+    /// [`StoreError::RoundAlreadyFinished`] and changes nothing.
+    pub async fn round_finished(
+        &self,
+        run: i64,
+        done: &FinishedRound<'_>,
+    ) -> Result<String, StoreError> {
+        let round = done.round;
+        let metrics: serde_json::Value = serde_json::from_str(done.metrics_json)
+            .map_err(|error| StoreError::InvalidMetrics { round, error })?;
+        for (i, p) in done.participants.iter().enumerate() {
+            if done.participants[..i].iter().any(|q| q.site == p.site) {
+                return Err(StoreError::DuplicateParticipant {
+                    run,
+                    round,
+                    site: p.site.clone(),
+                });
+            }
+        }
+        let checkpoint_sha = sha256_hex(done.checkpoint);
+        let optimizer_sha = done.optimizer_state.map(sha256_hex);
+
+        let _writer = self.writer.lock().await;
+        let now = now_unix_ms();
+        let mut tx = self.begin().await?;
+        open_run_rounds(&mut tx, run).await?;
+        match round_completion(&mut tx, run, round).await? {
+            None => return Err(StoreError::RoundNotStarted { run, round }),
+            Some(Some(_)) => return Err(StoreError::RoundAlreadyFinished { run, round }),
+            Some(None) => {}
+        }
+
+        put_blob(&mut tx, &checkpoint_sha, done.checkpoint, now).await?;
+        if let (Some(sha), Some(bytes)) = (&optimizer_sha, done.optimizer_state) {
+            put_blob(&mut tx, sha, bytes, now).await?;
+        }
+        let updated = sqlx::query(
+            "UPDATE rounds SET completed_unix_ms = $1, metrics = $2, checkpoint_sha256 = $3, \
+             optimizer_sha256 = $4 \
+             WHERE run_id = $5 AND round = $6 AND completed_unix_ms IS NULL",
+        )
+        .bind(now)
+        .bind(done.metrics_json)
+        .bind(&checkpoint_sha)
+        .bind(&optimizer_sha)
+        .bind(run)
+        .bind(i64::from(round))
+        .execute(&mut *tx)
+        .await
+        .map_err(query_err("marking the round completed"))?;
+        if updated.rows_affected() != 1 {
+            // Another process finished it between our check and the update.
+            return Err(StoreError::RoundAlreadyFinished { run, round });
+        }
+
+        for p in done.participants {
+            let examples = i64::try_from(p.examples).map_err(|_| StoreError::TooLarge {
+                what: "a participant's example count",
+            })?;
+            let loss = p.loss.is_finite().then_some(p.loss);
+            sqlx::query(
+                "INSERT INTO participants (run_id, round, site, accepted, reason, examples, loss) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(run)
+            .bind(i64::from(round))
+            .bind(&p.site)
+            .bind(i64::from(p.accepted))
+            .bind(&p.reason)
+            .bind(examples)
+            .bind(loss)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("recording a round participant"))?;
+            let kind = if p.accepted {
+                kind::UPDATE_ACCEPTED
+            } else {
+                kind::UPDATE_REJECTED
+            };
+            let detail = serde_json::json!({
+                "examples": p.examples,
+                "loss": loss,
+                "reason": p.reason,
+            });
+            append(&mut tx, kind, run, Some(round), Some(&p.site), &detail, now).await?;
+        }
+
+        let detail = serde_json::json!({
+            "sha256": checkpoint_sha,
+            "size_bytes": done.checkpoint.len(),
+            "optimizer_state_sha256": optimizer_sha,
+        });
+        append(
+            &mut tx,
+            kind::CHECKPOINT,
+            run,
+            Some(round),
+            None,
+            &detail,
+            now,
+        )
+        .await?;
+        let accepted = done.participants.iter().filter(|p| p.accepted).count();
+        let detail = serde_json::json!({
+            "checkpoint_sha256": checkpoint_sha,
+            "accepted": accepted,
+            "rejected": done.participants.len() - accepted,
+            "metrics": metrics,
+        });
+        append(
+            &mut tx,
+            kind::ROUND_FINISHED,
+            run,
+            Some(round),
+            None,
+            &detail,
+            now,
+        )
+        .await?;
+        commit(tx).await?;
+        Ok(checkpoint_sha)
+    }
+
+    /// Closes the run, so that [`Store::open_run`] starts a new one next time,
+    /// and appends `run_finished`.
+    pub async fn finish_run(&self, run: i64) -> Result<(), StoreError> {
+        let _writer = self.writer.lock().await;
+        let now = now_unix_ms();
+        let mut tx = self.begin().await?;
+        open_run_rounds(&mut tx, run).await?;
+        let completed = last_completed(&mut tx, run).await?.completed;
+        sqlx::query("UPDATE runs SET finished_unix_ms = $1 WHERE id = $2")
+            .bind(now)
+            .bind(run)
+            .execute(&mut *tx)
+            .await
+            .map_err(query_err("finishing the run"))?;
+        let detail = serde_json::json!({ "completed": completed });
+        append(&mut tx, kind::RUN_FINISHED, run, None, None, &detail, now).await?;
+        commit(tx).await
+    }
+
+    /// The run's completed rounds, ascending.
+    pub async fn completed_rounds(&self, run: i64) -> Result<Vec<u32>, StoreError> {
+        let mut conn = self.acquire().await?;
+        run_row(&mut conn, run).await?;
+        let rows = sqlx::query(
+            "SELECT round FROM rounds WHERE run_id = $1 AND completed_unix_ms IS NOT NULL \
+             ORDER BY round",
+        )
+        .bind(run)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_err("listing completed rounds"))?;
+        rows.iter().map(|row| read_u32(row, "round")).collect()
+    }
+
+    /// The checkpoint (or optimizer state) stored under `sha256`, after checking
+    /// that its bytes still hash to it.
+    pub async fn checkpoint(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let row = sqlx::query("SELECT bytes FROM checkpoints WHERE sha256 = $1")
+            .bind(sha256)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(query_err("reading a checkpoint"))?
+            .ok_or_else(|| StoreError::CheckpointMissing {
+                sha256: sha256.to_string(),
+            })?;
+        let bytes: Vec<u8> = row
+            .try_get("bytes")
+            .map_err(query_err("reading a checkpoint"))?;
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(StoreError::CheckpointCorrupt {
+                sha256: sha256.to_string(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Appends `event` to the audit log and returns its `seq`.
+    pub async fn audit(&self, event: AuditEvent) -> Result<u64, StoreError> {
+        let _writer = self.writer.lock().await;
+        let mut tx = self.begin().await?;
+        let seq = audit::log::append(&mut tx, &event, now_unix_ms()).await?;
+        commit(tx).await?;
+        Ok(seq)
+    }
+
+    /// Walks the whole audit chain and reports the first break, if any.
+    pub async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        Ok(audit::verify_chain(&self.audit_entries().await?))
+    }
+
+    /// Every audit entry, in `seq` order.
+    pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::log::entries(&self.pool).await
+    }
+
+    /// Begins a write transaction. SQLite takes its write lock up front
+    /// (`BEGIN IMMEDIATE`), so a second writer waits out the busy timeout
+    /// instead of failing when it first writes.
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        let tx = match self.location.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        };
+        tx.map_err(query_err("beginning a transaction"))
+    }
+
+    async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, StoreError> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(query_err("taking a database connection"))
+    }
+}

@@ -1,0 +1,406 @@
+//! The coordinator's mailboxes, one per manifest site. The round engine's [`RemoteSite`]s put
+//! tasks in; the gRPC service hands them to the node when it polls and routes the node's result
+//! back. Nodes only ever call the coordinator (outbound connections), so a task waits in its
+//! mailbox until the node asks for it.
+//!
+//! [`RemoteSite`]: super::remote_site::RemoteSite
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use entente_core::engine::{LocalTraining, Turn};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use rand::RngCore;
+use tokio::sync::Notify;
+
+/// What a site is asked to do.
+#[derive(Debug, Clone)]
+pub enum TaskKind {
+    /// Train from the task's parameters.
+    Train {
+        /// Seed of the site's randomness this round.
+        seed: u64,
+        /// Local training settings.
+        training: LocalTraining,
+        /// Every site selected this round.
+        selected: Vec<String>,
+    },
+    /// Evaluate the task's parameters on the site's own test split.
+    Evaluate,
+    /// Answer one secure-aggregation message.
+    Secure(Vec<u8>),
+}
+
+/// One task for one site.
+#[derive(Debug)]
+pub struct Task {
+    /// Unique, also across coordinator restarts (random).
+    pub id: u64,
+    /// Round number.
+    pub round: u32,
+    /// The work.
+    pub kind: TaskKind,
+    /// Parameters that go with the task (train and evaluate).
+    pub params: Option<Arc<ParamSet>>,
+    /// When the coordinator stops waiting.
+    pub deadline: SystemTime,
+    /// For a training task: the node's update is taken in only when the engine is ready to
+    /// fold it, so the coordinator holds one update at a time.
+    pub turn: Option<Turn>,
+}
+
+/// What a node sent back for a task.
+#[derive(Debug)]
+pub enum TaskResult {
+    /// Local training finished.
+    Trained {
+        /// Training examples behind the update.
+        examples: u64,
+        /// Mean training loss the site reports.
+        loss: f64,
+        /// The site's parameters after training.
+        params: ParamSet,
+    },
+    /// Evaluation finished.
+    Evaluated(EvalMetrics),
+    /// A secure-aggregation reply.
+    Secure(Vec<u8>),
+    /// The node would not or could not do it.
+    Refused(String),
+}
+
+/// The state of one site's mailbox.
+#[derive(Default)]
+struct Mailbox {
+    session: Option<u64>,
+    last_seen: Option<Instant>,
+    queue: VecDeque<Arc<Task>>,
+    /// Handed to the node, result pending.
+    delivered: HashMap<u64, Arc<Task>>,
+    /// Where each pending task's result goes.
+    replies: HashMap<u64, SyncSender<TaskResult>>,
+}
+
+/// Why a result could not be delivered.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RouteError {
+    /// The site is not in the manifest.
+    #[error("`{0}` is not a site of this federation")]
+    UnknownSite(String),
+    /// The node's session is not the current one.
+    #[error("session {0} is not current: register again")]
+    StaleSession(u64),
+    /// No such task is waiting for this site (it missed its deadline, or never existed).
+    #[error("task {0} is not expected from this site (late, already answered, or unknown)")]
+    UnknownTask(u64),
+}
+
+/// Every site's mailbox, and whether the run is over.
+pub struct Hub {
+    boxes: HashMap<String, (Mutex<Mailbox>, Notify)>,
+    heartbeat: Duration,
+    finished: Mutex<Option<u32>>,
+    /// The parameters most recently sent out, shared by every site's task.
+    shared: Mutex<Option<Arc<ParamSet>>>,
+}
+
+fn lock(m: &Mutex<Mailbox>) -> MutexGuard<'_, Mailbox> {
+    // A panic while holding the lock leaves a consistent mailbox (every critical section is a
+    // few map operations), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Hub {
+    /// Mailboxes for `sites`; nodes must send a heartbeat every `heartbeat`.
+    pub fn new(sites: &[String], heartbeat: Duration) -> Self {
+        Self {
+            boxes: sites
+                .iter()
+                .map(|s| (s.clone(), (Mutex::new(Mailbox::default()), Notify::new())))
+                .collect(),
+            heartbeat,
+            finished: Mutex::new(None),
+            shared: Mutex::new(None),
+        }
+    }
+
+    /// `params` as a shared buffer: when every site is sent the same model (evaluation), the
+    /// coordinator holds it once, not once per site.
+    pub fn share(&self, params: &ParamSet) -> Arc<ParamSet> {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        match &*shared {
+            Some(p) if p.same_layout(params) && p.as_flat() == params.as_flat() => Arc::clone(p),
+            _ => Arc::clone(shared.insert(Arc::new(params.clone()))),
+        }
+    }
+
+    /// How often nodes send heartbeats.
+    pub fn heartbeat(&self) -> Duration {
+        self.heartbeat
+    }
+
+    /// A node is taken for gone after this long without a heartbeat or poll.
+    pub fn contact_timeout(&self) -> Duration {
+        self.heartbeat * 3
+    }
+
+    /// Whether `site` is in the manifest.
+    pub fn knows(&self, site: &str) -> bool {
+        self.boxes.contains_key(site)
+    }
+
+    fn mailbox(&self, site: &str) -> Result<&(Mutex<Mailbox>, Notify), RouteError> {
+        self.boxes
+            .get(site)
+            .ok_or_else(|| RouteError::UnknownSite(site.to_string()))
+    }
+
+    /// Starts a new session for `site`. Tasks the node had taken but not answered go back to
+    /// the front of its queue, so a node restarted mid-round picks its work up again.
+    pub fn register(&self, site: &str) -> Result<u64, RouteError> {
+        let (m, notify) = self.mailbox(site)?;
+        let session = rand::rng().next_u64();
+        let mut b = lock(m);
+        b.session = Some(session);
+        b.last_seen = Some(Instant::now());
+        let mut back: Vec<Arc<Task>> = b.delivered.drain().map(|(_, t)| t).collect();
+        back.sort_by_key(|t| std::cmp::Reverse(t.id));
+        for t in back {
+            b.queue.push_front(t);
+        }
+        drop(b);
+        notify.notify_one();
+        Ok(session)
+    }
+
+    /// Records that the node of `session` is alive.
+    pub fn touch(&self, site: &str, session: u64) -> Result<(), RouteError> {
+        let (m, _) = self.mailbox(site)?;
+        let mut b = lock(m);
+        if b.session != Some(session) {
+            return Err(RouteError::StaleSession(session));
+        }
+        b.last_seen = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Whether `site`'s node is registered and was heard from recently.
+    pub fn is_alive(&self, site: &str) -> bool {
+        self.mailbox(site).is_ok_and(|(m, _)| {
+            let b = lock(m);
+            b.session.is_some()
+                && b.last_seen
+                    .is_some_and(|t| t.elapsed() < self.contact_timeout())
+        })
+    }
+
+    /// Sites whose node is alive now.
+    pub fn alive(&self) -> Vec<String> {
+        self.boxes
+            .keys()
+            .filter(|s| self.is_alive(s))
+            .cloned()
+            .collect()
+    }
+
+    /// Queues `task` for `site`; its result will be sent to `reply`.
+    pub fn post(
+        &self,
+        site: &str,
+        task: Arc<Task>,
+        reply: SyncSender<TaskResult>,
+    ) -> Result<(), RouteError> {
+        let (m, notify) = self.mailbox(site)?;
+        let mut b = lock(m);
+        b.replies.insert(task.id, reply);
+        b.queue.push_back(task);
+        drop(b);
+        notify.notify_one();
+        Ok(())
+    }
+
+    /// Forgets a task that is no longer waited for (deadline passed, site gone).
+    pub fn withdraw(&self, site: &str, task: u64) {
+        if let Ok((m, _)) = self.mailbox(site) {
+            let mut b = lock(m);
+            b.queue.retain(|t| t.id != task);
+            b.delivered.remove(&task);
+            b.replies.remove(&task);
+        }
+    }
+
+    /// The next task for `site`, waiting up to `wait` for one to arrive.
+    pub async fn next_task(
+        &self,
+        site: &str,
+        session: u64,
+        wait: Duration,
+    ) -> Result<Option<Arc<Task>>, RouteError> {
+        let (m, notify) = self.mailbox(site)?;
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before looking, so a post between the look and the wait
+            // still wakes this poll.
+            let notified = notify.notified();
+            if self.finished().is_some() {
+                return Ok(None);
+            }
+            {
+                let mut b = lock(m);
+                if b.session != Some(session) {
+                    return Err(RouteError::StaleSession(session));
+                }
+                b.last_seen = Some(Instant::now());
+                if let Some(task) = b.queue.pop_front() {
+                    b.delivered.insert(task.id, Arc::clone(&task));
+                    return Ok(Some(task));
+                }
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// The task `task` that `site`'s node took and has not answered yet.
+    pub fn delivered(&self, site: &str, task: u64) -> Result<Arc<Task>, RouteError> {
+        let (m, _) = self.mailbox(site)?;
+        let b = lock(m);
+        b.delivered
+            .get(&task)
+            .cloned()
+            .ok_or(RouteError::UnknownTask(task))
+    }
+
+    /// Hands a result to whoever waits for it.
+    pub fn complete(&self, site: &str, task: u64, result: TaskResult) -> Result<(), RouteError> {
+        let (m, _) = self.mailbox(site)?;
+        let mut b = lock(m);
+        b.delivered.remove(&task);
+        let reply = b
+            .replies
+            .remove(&task)
+            .ok_or(RouteError::UnknownTask(task))?;
+        b.last_seen = Some(Instant::now());
+        drop(b);
+        // The waiter may have given up a moment ago; then the result is simply dropped.
+        let _ = reply.try_send(result);
+        Ok(())
+    }
+
+    /// Marks the run as over after `rounds` rounds and wakes every poll.
+    pub fn finish(&self, rounds: u32) {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = Some(rounds);
+        for (_, notify) in self.boxes.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// `Some(rounds)` once the run is over.
+    pub fn finished(&self) -> Option<u32> {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(id: u64) -> Arc<Task> {
+        Arc::new(Task {
+            id,
+            round: 1,
+            kind: TaskKind::Evaluate,
+            params: None,
+            deadline: SystemTime::now(),
+            turn: None,
+        })
+    }
+
+    #[tokio::test]
+    async fn tasks_flow_to_the_current_session_and_results_back() {
+        let hub = Hub::new(&["a".into(), "b".into()], Duration::from_secs(1));
+        let s1 = hub.register("a").unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        hub.post("a", task(7), tx).unwrap();
+        assert!(hub.next_task("b", 0, Duration::ZERO).await.is_err());
+        let got = hub
+            .next_task("a", s1, Duration::ZERO)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.id, 7);
+        // Site b cannot answer a's task; a stale session cannot poll.
+        assert_eq!(
+            hub.complete("b", 7, TaskResult::Refused("x".into())),
+            Err(RouteError::UnknownTask(7))
+        );
+        assert!(matches!(
+            hub.next_task("a", s1 + 1, Duration::ZERO).await,
+            Err(RouteError::StaleSession(_))
+        ));
+        hub.complete("a", 7, TaskResult::Refused("no".into()))
+            .unwrap();
+        assert!(matches!(rx.recv().unwrap(), TaskResult::Refused(r) if r == "no"));
+        // Answered once: a second answer is refused.
+        assert!(
+            hub.complete("a", 7, TaskResult::Refused("again".into()))
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_node_that_registers_again_gets_its_unanswered_task_back() {
+        let hub = Hub::new(&["a".into()], Duration::from_secs(1));
+        let s1 = hub.register("a").unwrap();
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        hub.post("a", task(3), tx).unwrap();
+        assert_eq!(
+            hub.next_task("a", s1, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            3
+        );
+        let s2 = hub.register("a").unwrap();
+        assert_ne!(s1, s2);
+        assert_eq!(
+            hub.next_task("a", s2, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            3
+        );
+        hub.withdraw("a", 3);
+        assert!(
+            hub.next_task("a", s2, Duration::from_millis(10))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_poll_wakes_when_a_task_arrives() {
+        let hub = Arc::new(Hub::new(&["a".into()], Duration::from_secs(1)));
+        let s = hub.register("a").unwrap();
+        let waiting = {
+            let hub = Arc::clone(&hub);
+            tokio::spawn(async move { hub.next_task("a", s, Duration::from_secs(30)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (tx, _rx) = std::sync::mpsc::sync_channel(1);
+        hub.post("a", task(9), tx).unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.unwrap().id, 9);
+    }
+}

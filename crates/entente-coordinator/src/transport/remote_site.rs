@@ -1,0 +1,153 @@
+//! A [`Site`] whose node is elsewhere: each call becomes a task in the site's mailbox, and the
+//! call returns when the node answers, the deadline passes, or the node stops sending
+//! heartbeats. The round engine cannot tell it from a site in the same process.
+
+use std::sync::Arc;
+use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+use std::time::{Duration, Instant, SystemTime};
+
+use entente_core::engine::{Envelope, Site, SiteError, TrainTask, Turn};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::SiteUpdate;
+use rand::RngCore;
+
+use super::hub::{Hub, Task, TaskKind, TaskResult};
+
+/// How often a waiting call checks that the node is still there.
+const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// A site reached through its node's connection to this coordinator.
+pub struct RemoteSite {
+    name: String,
+    hub: Arc<Hub>,
+    deadline: Duration,
+    /// Every manifest site, for the selected-site list of a training task.
+    selected: Arc<dyn Fn(u32) -> Vec<String> + Send + Sync>,
+}
+
+impl RemoteSite {
+    /// The site `name`, whose answers must come within `deadline` of each call.
+    /// `selected(round)` lists the sites the engine selected in a round.
+    pub fn new(
+        name: impl Into<String>,
+        hub: Arc<Hub>,
+        deadline: Duration,
+        selected: Arc<dyn Fn(u32) -> Vec<String> + Send + Sync>,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            hub,
+            deadline,
+            selected,
+        }
+    }
+
+    fn fail(&self, reason: impl Into<String>) -> SiteError {
+        SiteError {
+            site: self.name.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Posts a task and waits for its result.
+    fn call(
+        &self,
+        round: u32,
+        kind: TaskKind,
+        params: Option<Arc<ParamSet>>,
+        turn: Option<Turn>,
+    ) -> Result<TaskResult, SiteError> {
+        if !self.hub.is_alive(&self.name) {
+            return Err(self.fail("not connected"));
+        }
+        let started = Instant::now();
+        let task = Arc::new(Task {
+            id: rand::rng().next_u64(),
+            round,
+            kind,
+            params,
+            deadline: SystemTime::now() + self.deadline,
+            turn,
+        });
+        let id = task.id;
+        let (tx, rx) = sync_channel(1);
+        self.hub
+            .post(&self.name, task, tx)
+            .map_err(|e| self.fail(e.to_string()))?;
+        loop {
+            match rx.recv_timeout(CHECK_EVERY) {
+                Ok(TaskResult::Refused(reason)) => return Err(self.fail(reason)),
+                Ok(result) => return Ok(result),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(self.fail("the task was dropped"));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    let gone = if started.elapsed() >= self.deadline {
+                        Some(format!(
+                            "missed the deadline of {} s (selection.deadline_secs)",
+                            self.deadline.as_secs_f64()
+                        ))
+                    } else if !self.hub.is_alive(&self.name) {
+                        Some(format!(
+                            "lost contact: no heartbeat for {} s",
+                            self.hub.contact_timeout().as_secs_f64()
+                        ))
+                    } else {
+                        None
+                    };
+                    if let Some(reason) = gone {
+                        self.hub.withdraw(&self.name, id);
+                        return Err(self.fail(reason));
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Site for RemoteSite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let kind = TaskKind::Train {
+            seed: task.seed,
+            training: task.training.clone(),
+            selected: (self.selected)(task.round),
+        };
+        match self.call(
+            task.round,
+            kind,
+            Some(Arc::clone(&task.global)),
+            task.turn.clone(),
+        )? {
+            TaskResult::Trained {
+                examples,
+                loss,
+                params,
+            } => Ok(SiteUpdate {
+                site: self.name.clone(),
+                num_examples: examples,
+                params,
+                train_loss: loss,
+            }),
+            other => Err(self.fail(format!("answered a training task with {other:?}"))),
+        }
+    }
+
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+        match self.call(0, TaskKind::Evaluate, Some(self.hub.share(params)), None)? {
+            TaskResult::Evaluated(m) => Ok(m),
+            _ => Err(self.fail("answered an evaluation task with something else")),
+        }
+    }
+
+    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+        match self.call(round, TaskKind::Secure(message.0.clone()), None, None)? {
+            TaskResult::Secure(bytes) => Ok(Envelope(bytes)),
+            _ => Err(self.fail("answered a secure-aggregation message with something else")),
+        }
+    }
+}

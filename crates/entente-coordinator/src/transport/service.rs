@@ -1,0 +1,312 @@
+//! The coordinator's gRPC service. Every call identifies the node by its client certificate
+//! (already verified against the federation CA during the TLS handshake) and refuses a
+//! certificate that names no manifest site before anything else happens. Refusals and
+//! admissions go to the audit log.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use entente_core::params::ParamSet;
+use entente_proto::chunks::{Assembler, chunk_at, chunk_count};
+use entente_proto::convert::{
+    layout_from_wire, layout_to_wire, metrics_from_wire, training_to_wire,
+};
+use entente_proto::tls::site_name;
+use entente_proto::v1::coordinator_server::Coordinator;
+use entente_proto::v1::{
+    self, HeartbeatReply, HeartbeatRequest, PollRequest, RegisterReply, RegisterRequest,
+    ResultFrame, SubmitReply, TaskFrame, result_frame, result_header, task_frame, task_header,
+};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::hub::{Hub, RouteError, Task, TaskKind, TaskResult};
+use crate::audit::AuditEvent;
+use crate::store::Store;
+
+/// Longest a poll may wait for a task.
+const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// The gRPC service of one run.
+pub struct CoordinatorService {
+    hub: Arc<Hub>,
+    store: Store,
+    run: i64,
+    federation: String,
+    digest: String,
+}
+
+impl CoordinatorService {
+    /// The service of run `run` of `federation`, whose manifest terms hash to `digest`.
+    pub fn new(hub: Arc<Hub>, store: Store, run: i64, federation: String, digest: String) -> Self {
+        Self {
+            hub,
+            store,
+            run,
+            federation,
+            digest,
+        }
+    }
+
+    async fn audit(&self, kind: &str, site: Option<&str>, detail: serde_json::Value) {
+        let event = AuditEvent {
+            kind: kind.to_string(),
+            run: Some(self.run),
+            round: None,
+            site: site.map(str::to_string),
+            detail: detail.to_string(),
+        };
+        if let Err(e) = self.store.audit(event).await {
+            tracing::error!(error = %e, "could not write to the audit log");
+        }
+    }
+
+    /// The manifest site the caller's certificate names; anyone else is refused (and the
+    /// refusal recorded) before the call does anything.
+    async fn site_of<T>(&self, request: &Request<T>, call: &str) -> Result<String, Status> {
+        let peer = request
+            .remote_addr()
+            .map_or_else(|| "unknown address".to_string(), |a| a.to_string());
+        let named = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| site_name(c.as_ref())));
+        let refusal = match named {
+            Some(Ok(site)) if self.hub.knows(&site) => return Ok(site),
+            Some(Ok(site)) => format!(
+                "certificate names `{site}`, which is not a site of this federation's manifest"
+            ),
+            Some(Err(e)) => format!("certificate is not a site certificate: {e}"),
+            None => "no client certificate".to_string(),
+        };
+        tracing::warn!(%peer, call, %refusal, "refused");
+        self.audit(
+            "refusal",
+            None,
+            serde_json::json!({ "peer": peer, "call": call, "reason": refusal }),
+        )
+        .await;
+        Err(Status::permission_denied(refusal))
+    }
+}
+
+fn route_status(e: RouteError) -> Status {
+    match e {
+        RouteError::StaleSession(_) => Status::failed_precondition(e.to_string()),
+        RouteError::UnknownSite(_) => Status::permission_denied(e.to_string()),
+        RouteError::UnknownTask(_) => Status::not_found(e.to_string()),
+    }
+}
+
+/// The header of `task`, as the node receives it.
+fn header(task: &Task, digest: &str) -> v1::TaskHeader {
+    let kind = match &task.kind {
+        TaskKind::Train {
+            seed,
+            training,
+            selected,
+        } => task_header::Kind::Train(v1::TrainSpec {
+            seed: *seed,
+            training: Some(training_to_wire(training)),
+            selected: selected.clone(),
+        }),
+        TaskKind::Evaluate => task_header::Kind::Evaluate(v1::EvaluateSpec {}),
+        TaskKind::Secure(bytes) => task_header::Kind::Secure(v1::SecureSpec {
+            envelope: bytes.clone(),
+        }),
+    };
+    v1::TaskHeader {
+        task_id: task.id,
+        round: task.round,
+        manifest_sha256: digest.to_string(),
+        deadline_unix_ms: task
+            .deadline
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        layout: task
+            .params
+            .as_ref()
+            .map(|p| layout_to_wire(p.layout()))
+            .unwrap_or_default(),
+        kind: Some(kind),
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<TaskFrame, Status>> + Send>>;
+
+/// The frames of a task: its header, then its parameters chunk by chunk, each chunk cut only
+/// when the connection is ready for it.
+fn frames(header: v1::TaskHeader, params: Option<Arc<ParamSet>>) -> FrameStream {
+    let first = TaskFrame {
+        frame: Some(task_frame::Frame::Header(header)),
+    };
+    let n = params.as_ref().map_or(0, |p| chunk_count(p.num_values()));
+    let chunks = (0..n).filter_map(move |i| {
+        let p = params.as_ref()?;
+        chunk_at(p.as_flat(), i).map(|c| {
+            Ok(TaskFrame {
+                frame: Some(task_frame::Frame::Chunk(c)),
+            })
+        })
+    });
+    Box::pin(tokio_stream::iter(std::iter::once(Ok(first)).chain(chunks)))
+}
+
+#[tonic::async_trait]
+impl Coordinator for CoordinatorService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterReply>, Status> {
+        let site = self.site_of(&request, "register").await?;
+        let body = request.into_inner();
+        if body.manifest_sha256 != self.digest {
+            let reason = format!(
+                "the node holds a manifest whose terms hash to {}, the coordinator runs {}; \
+                 both must hold the same manifest (paths aside)",
+                body.manifest_sha256, self.digest
+            );
+            self.audit(
+                "refusal",
+                Some(&site),
+                serde_json::json!({ "call": "register", "reason": reason }),
+            )
+            .await;
+            return Err(Status::failed_precondition(reason));
+        }
+        let session = self.hub.register(&site).map_err(route_status)?;
+        tracing::info!(%site, version = %body.version, "site admitted");
+        self.audit(
+            "admission",
+            Some(&site),
+            serde_json::json!({ "version": body.version }),
+        )
+        .await;
+        Ok(Response::new(RegisterReply {
+            federation: self.federation.clone(),
+            session,
+            heartbeat_ms: self.hub.heartbeat().as_millis() as u32,
+        }))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let site = self.site_of(&request, "heartbeat").await?;
+        self.hub
+            .touch(&site, request.into_inner().session)
+            .map_err(route_status)?;
+        Ok(Response::new(HeartbeatReply {}))
+    }
+
+    type PollTaskStream = FrameStream;
+
+    async fn poll_task(
+        &self,
+        request: Request<PollRequest>,
+    ) -> Result<Response<Self::PollTaskStream>, Status> {
+        let site = self.site_of(&request, "poll_task").await?;
+        let body = request.into_inner();
+        let wait = Duration::from_millis(u64::from(body.wait_ms)).min(MAX_POLL);
+        let task = self
+            .hub
+            .next_task(&site, body.session, wait)
+            .await
+            .map_err(route_status)?;
+        let stream: FrameStream = match (task, self.hub.finished()) {
+            (Some(task), _) => frames(header(&task, &self.digest), task.params.clone()),
+            (None, Some(rounds)) => {
+                let done = v1::TaskHeader {
+                    manifest_sha256: self.digest.clone(),
+                    kind: Some(task_header::Kind::Finished(v1::Finished { rounds })),
+                    ..Default::default()
+                };
+                frames(done, None)
+            }
+            (None, None) => Box::pin(tokio_stream::empty()),
+        };
+        Ok(Response::new(stream))
+    }
+
+    async fn submit_result(
+        &self,
+        request: Request<Streaming<ResultFrame>>,
+    ) -> Result<Response<SubmitReply>, Status> {
+        let site = self.site_of(&request, "submit_result").await?;
+        let mut stream = request.into_inner();
+        let Some(ResultFrame {
+            frame: Some(result_frame::Frame::Header(head)),
+        }) = stream.message().await?
+        else {
+            return Err(Status::invalid_argument(
+                "a result must start with its header",
+            ));
+        };
+        let task = self
+            .hub
+            .delivered(&site, head.task_id)
+            .map_err(route_status)?;
+        let bad = |m: String| Status::invalid_argument(m);
+        let result = match head.outcome {
+            Some(result_header::Outcome::Train(t)) => {
+                let Some(global) = &task.params else {
+                    return Err(bad("a training result for a task without parameters".into()));
+                };
+                if !matches!(task.kind, TaskKind::Train { .. }) {
+                    return Err(bad(
+                        "a training result for a task that is not training".into()
+                    ));
+                }
+                // The layout may differ from the global one (the engine's validation then
+                // rejects the update, naming the site), but never by more than a factor 2 in
+                // size: the coordinator does not buffer what it will not use.
+                let layout = layout_from_wire(&head.layout).map_err(|e| bad(e.to_string()))?;
+                if layout.total() > 2 * global.num_values().max(1) {
+                    return Err(bad(format!(
+                        "the update holds {} values, the model {}",
+                        layout.total(),
+                        global.num_values()
+                    )));
+                }
+                // Take the update in only when the engine is ready to fold it: meanwhile the
+                // node's stream waits (HTTP/2 flow control), not the coordinator's memory.
+                if let Some(turn) = task.turn.clone() {
+                    tokio::task::spawn_blocking(move || turn.wait())
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                }
+                let mut assembler = Assembler::new(layout.total());
+                while let Some(frame) = stream.message().await? {
+                    match frame.frame {
+                        Some(result_frame::Frame::Chunk(c)) => {
+                            assembler.push(&c).map_err(|e| bad(e.to_string()))?;
+                        }
+                        _ => return Err(bad("only chunks may follow the header".into())),
+                    }
+                }
+                let values = assembler.finish().map_err(|e| bad(e.to_string()))?;
+                let params = ParamSet::from_flat(Arc::new(layout), values)
+                    .map_err(|e| bad(e.to_string()))?;
+                TaskResult::Trained {
+                    examples: t.num_examples,
+                    loss: t.train_loss,
+                    params,
+                }
+            }
+            Some(result_header::Outcome::Evaluate(m)) => {
+                TaskResult::Evaluated(metrics_from_wire(&m).map_err(|e| bad(e.to_string()))?)
+            }
+            Some(result_header::Outcome::Secure(s)) => TaskResult::Secure(s.envelope),
+            Some(result_header::Outcome::Refused(reason)) => {
+                tracing::warn!(%site, round = task.round, %reason, "the site refused a task");
+                TaskResult::Refused(format!("the site refused: {reason}"))
+            }
+            None => return Err(bad("the result header has no outcome".into())),
+        };
+        self.hub
+            .complete(&site, task.id, result)
+            .map_err(route_status)?;
+        Ok(Response::new(SubmitReply {}))
+    }
+}

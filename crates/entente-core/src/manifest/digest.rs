@@ -1,0 +1,93 @@
+//! The digest of what every site agreed to: the manifest without the settings that are each
+//! site's own business (where its data lives, where its privacy ledger is kept). Coordinator and
+//! nodes compare digests, so a node never works for a federation whose terms differ from its
+//! own copy, whatever paths each side uses.
+
+use sha2::{Digest, Sha256};
+
+use super::Manifest;
+
+/// Keys left out of the digest: local paths that may differ between sites.
+const LOCAL_KEYS: &[(&str, &str)] = &[
+    ("data", "path"),
+    ("data", "split_file"),
+    ("privacy", "ledger"),
+];
+
+impl Manifest {
+    /// SHA-256 (hex) of the manifest's terms: every table and key except local paths, in a
+    /// canonical form (keys sorted, serialized as JSON), so comments, key order and
+    /// formatting do not matter.
+    pub fn agreement_digest(&self) -> String {
+        // The source parsed once already when the manifest was checked.
+        let mut value: toml::Table = toml::from_str(&self.source).unwrap_or_default();
+        for (table, key) in LOCAL_KEYS {
+            if let Some(toml::Value::Table(t)) = value.get_mut(*table) {
+                t.remove(*key);
+            }
+        }
+        let canonical = serde_json::to_string(&value).unwrap_or_default();
+        let digest = Sha256::digest(canonical.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    const BASE: &str = r#"
+[federation]
+name = "digest-test"
+seed = 3
+
+[data]
+format = "csv"
+path = "a.csv"
+
+[[sites]]
+name = "a"
+
+[[sites]]
+name = "b"
+
+[model]
+kind = "mlp"
+
+[training]
+rounds = 2
+learning_rate = 0.1
+"#;
+
+    fn digest(text: &str) -> String {
+        Manifest::parse(text, "test", Path::new("."))
+            .unwrap()
+            .agreement_digest()
+    }
+
+    #[test]
+    fn local_paths_formatting_and_order_do_not_change_the_digest() {
+        let base = digest(BASE);
+        assert_eq!(base.len(), 64);
+        assert_eq!(digest(&BASE.replace("a.csv", "/elsewhere/b.csv")), base);
+        let reordered = BASE.replace("seed = 3\n", "").replace(
+            "name = \"digest-test\"",
+            "# a comment\nseed = 3\nname   =   \"digest-test\"",
+        );
+        assert_eq!(digest(&reordered), base);
+    }
+
+    #[test]
+    fn terms_change_the_digest() {
+        let base = digest(BASE);
+        assert_ne!(digest(&BASE.replace("rounds = 2", "rounds = 3")), base);
+        assert_ne!(digest(&BASE.replace("name = \"b\"", "name = \"c\"")), base);
+        assert_ne!(digest(&BASE.replace("seed = 3", "seed = 4")), base);
+        assert_ne!(
+            digest(&BASE.replace("kind = \"mlp\"", "kind = \"cnn\"")),
+            base
+        );
+    }
+}

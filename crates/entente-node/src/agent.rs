@@ -1,0 +1,505 @@
+//! The node's connection loop: connect out, register, send heartbeats, poll for tasks, run
+//! them, stream results back; after a network fault, reconnect with backoff.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use entente_core::engine::{Envelope, TrainTask};
+use entente_core::manifest::Manifest;
+use entente_core::params::ParamSet;
+use entente_proto::chunks::{Assembler, chunk_at, chunk_count};
+use entente_proto::convert::{layout_to_wire, metrics_to_wire, training_from_wire};
+use entente_proto::v1::coordinator_client::CoordinatorClient;
+use entente_proto::v1::{
+    self, HeartbeatRequest, PollRequest, RegisterRequest, ResultFrame, ResultHeader, TaskHeader,
+    result_frame, result_header, task_frame, task_header,
+};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Status};
+
+use crate::checks::Agreement;
+use crate::local::{LocalParticipant, participant};
+
+/// How long one poll waits for a task.
+const POLL_WAIT_MS: u32 = 20_000;
+/// Largest gRPC message accepted (a chunk is 1 MiB).
+const MAX_MESSAGE: usize = 8 << 20;
+/// Reconnection backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Deliberately broken updates, for fault-injection tests of the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Corruption {
+    /// The first value of every update is NaN.
+    Nan,
+    /// The last tensor of every update is sent with a wrong shape.
+    Shape,
+}
+
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The coordinator, as `https://HOST:PORT`.
+    pub coordinator: String,
+    /// The federation CA certificate (PEM).
+    pub ca: PathBuf,
+    /// This site's certificate (PEM).
+    pub cert: PathBuf,
+    /// This site's private key (PEM).
+    pub key: PathBuf,
+    /// The manifest this site agreed to.
+    pub manifest: Manifest,
+    /// Replaces the manifest's `data.path`.
+    pub data: Option<PathBuf>,
+    /// Give up after this many failed connection attempts in a row (`None`: never).
+    pub max_retries: Option<u32>,
+    /// Corrupt every update (tests only).
+    pub corrupt: Option<Corruption>,
+}
+
+/// Why a node stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The node could not be set up (keys, data, manifest).
+    #[error("{0}")]
+    Setup(String),
+    /// The coordinator refused this node; retrying would not help.
+    #[error("the coordinator refused this node: {0}")]
+    Refused(String),
+    /// The coordinator could not be reached, again and again.
+    #[error("gave up after {attempts} failed attempts to reach the coordinator: {last}")]
+    Unreachable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        last: String,
+    },
+}
+
+/// How a session with the coordinator ended.
+enum SessionEnd {
+    /// The run is over.
+    Finished(u32),
+    /// The connection failed; try again.
+    Lost(String),
+}
+
+/// Runs the node until the coordinator says the run is finished.
+pub async fn run(config: NodeConfig) -> Result<u32, NodeError> {
+    let read = |p: &PathBuf| {
+        std::fs::read(p).map_err(|e| NodeError::Setup(format!("cannot read {}: {e}", p.display())))
+    };
+    let (ca, cert, key) = (read(&config.ca)?, read(&config.cert)?, read(&config.key)?);
+    let site = leaf_site_name(&cert)?;
+    let local = {
+        let (manifest, site, data) = (config.manifest.clone(), site.clone(), config.data.clone());
+        tokio::task::spawn_blocking(move || participant(&manifest, &site, data.as_deref()))
+            .await
+            .map_err(|e| NodeError::Setup(e.to_string()))??
+    };
+    let agreement = Arc::new(Agreement {
+        digest: config.manifest.agreement_digest(),
+        site: site.clone(),
+        layout: local.layout.clone(),
+        manifest: config.manifest.clone(),
+    });
+    tracing::info!(%site, examples = local.examples, "node ready");
+    let local = Arc::new(local);
+    let host = url_host(&config.coordinator)?;
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca))
+        .identity(Identity::from_pem(cert, key))
+        .domain_name(host);
+    let endpoint = Endpoint::from_shared(config.coordinator.clone())
+        .map_err(|e| {
+            NodeError::Setup(format!(
+                "bad coordinator address `{}`: {e}",
+                config.coordinator
+            ))
+        })?
+        .tls_config(tls)
+        .map_err(|e| NodeError::Setup(format!("TLS set-up failed: {e}")))?
+        .connect_timeout(Duration::from_secs(5))
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20));
+
+    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u32;
+    loop {
+        match session(&endpoint, &agreement, &local, config.corrupt, &mut failures).await? {
+            SessionEnd::Finished(rounds) => return Ok(rounds),
+            SessionEnd::Lost(reason) => {
+                if failures > 0 {
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                } else {
+                    backoff = BACKOFF_MIN;
+                }
+                failures += 1;
+                if config.max_retries.is_some_and(|m| failures > m) {
+                    return Err(NodeError::Unreachable {
+                        attempts: failures,
+                        last: reason,
+                    });
+                }
+                tracing::warn!(%reason, retry_in_ms = backoff.as_millis() as u64, "connection lost");
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+/// The site name in the node's own certificate (the first PEM block).
+fn leaf_site_name(pem: &[u8]) -> Result<String, NodeError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let der = CertificateDer::from_pem_slice(pem)
+        .map_err(|e| NodeError::Setup(format!("the site certificate: {e}")))?;
+    entente_proto::tls::site_name(&der)
+        .map_err(|e| NodeError::Setup(format!("the site certificate: {e}")))
+}
+
+/// The host part of `https://HOST:PORT`, the name the coordinator's certificate must carry.
+fn url_host(url: &str) -> Result<String, NodeError> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        NodeError::Setup(format!(
+            "the coordinator address `{url}` must start with https://"
+        ))
+    })?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(v6),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    if host.is_empty() {
+        return Err(NodeError::Setup(format!(
+            "the coordinator address `{url}` has no host"
+        )));
+    }
+    Ok(host.to_string())
+}
+
+/// Whether a status from `register` means this node is not welcome (rather than a fault).
+fn is_refusal(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::PermissionDenied | Code::FailedPrecondition | Code::Unauthenticated
+    )
+}
+
+/// One connection: register, then serve tasks until the run ends or the connection fails.
+async fn session(
+    endpoint: &Endpoint,
+    agreement: &Arc<Agreement>,
+    local: &Arc<LocalParticipant>,
+    corrupt: Option<Corruption>,
+    failures: &mut u32,
+) -> Result<SessionEnd, NodeError> {
+    let channel: Channel = match endpoint.connect().await {
+        Ok(c) => c,
+        Err(e) => return Ok(SessionEnd::Lost(describe_transport(&e))),
+    };
+    let mut client = CoordinatorClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let reply = match client
+        .register(RegisterRequest {
+            manifest_sha256: agreement.digest.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) if is_refusal(&s) => return Err(NodeError::Refused(s.message().to_string())),
+        Err(s) => return Ok(SessionEnd::Lost(s.to_string())),
+    };
+    *failures = 0;
+    let session = reply.session;
+    tracing::info!(federation = %reply.federation, session, "registered");
+    let beat = Duration::from_millis(u64::from(reply.heartbeat_ms.max(100)));
+    let heartbeat = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(beat);
+            loop {
+                tick.tick().await;
+                if let Err(s) = client.heartbeat(HeartbeatRequest { session }).await {
+                    tracing::debug!(status = %s, "heartbeat failed");
+                }
+            }
+        })
+    };
+    let end = serve_tasks(&mut client, session, agreement, local, corrupt).await;
+    heartbeat.abort();
+    Ok(end)
+}
+
+/// Polls for tasks and answers them until the run ends or the connection fails.
+async fn serve_tasks(
+    client: &mut CoordinatorClient<Channel>,
+    session: u64,
+    agreement: &Arc<Agreement>,
+    local: &Arc<LocalParticipant>,
+    corrupt: Option<Corruption>,
+) -> SessionEnd {
+    loop {
+        let mut stream = match client
+            .poll_task(PollRequest {
+                session,
+                wait_ms: POLL_WAIT_MS,
+            })
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => return SessionEnd::Lost(s.to_string()),
+        };
+        let header = match stream.message().await {
+            Ok(Some(v1::TaskFrame {
+                frame: Some(task_frame::Frame::Header(h)),
+            })) => h,
+            Ok(None) => continue,
+            Ok(Some(_)) => return SessionEnd::Lost("a task began without its header".into()),
+            Err(s) => return SessionEnd::Lost(s.to_string()),
+        };
+        if let Some(task_header::Kind::Finished(f)) = &header.kind {
+            tracing::info!(rounds = f.rounds, "the run is finished");
+            return SessionEnd::Finished(f.rounds);
+        }
+        // Receive the task's parameters, if its layout is the manifest's model.
+        let check = agreement.check_header(&header).and_then(|()| {
+            if header.layout.is_empty() {
+                Ok(())
+            } else {
+                agreement.check_layout(&header)
+            }
+        });
+        let mut params = None;
+        if check.is_ok() && !header.layout.is_empty() {
+            let mut assembler = Assembler::new(agreement.layout.total());
+            loop {
+                match stream.message().await {
+                    Ok(Some(v1::TaskFrame {
+                        frame: Some(task_frame::Frame::Chunk(c)),
+                    })) => {
+                        if let Err(e) = assembler.push(&c) {
+                            return SessionEnd::Lost(format!("bad parameter stream: {e}"));
+                        }
+                    }
+                    Ok(None) => break,
+                    Ok(Some(_)) => return SessionEnd::Lost("unexpected frame in a task".into()),
+                    Err(s) => return SessionEnd::Lost(s.to_string()),
+                }
+            }
+            match assembler.finish().map_err(|e| e.to_string()).and_then(|v| {
+                ParamSet::from_flat(Arc::new(agreement.layout.clone()), v)
+                    .map_err(|e| e.to_string())
+            }) {
+                Ok(p) => params = Some(Arc::new(p)),
+                Err(e) => return SessionEnd::Lost(format!("bad parameter stream: {e}")),
+            }
+        }
+        let task_id = header.task_id;
+        let outcome = match check {
+            Err(reason) => {
+                tracing::warn!(%reason, "task refused");
+                Outcome::Refused(reason)
+            }
+            Ok(()) => {
+                let (agreement, local) = (Arc::clone(agreement), Arc::clone(local));
+                tokio::task::spawn_blocking(move || {
+                    execute(&agreement, &local, header, params, corrupt)
+                })
+                .await
+                .unwrap_or_else(|e| Outcome::Refused(format!("the task failed: {e}")))
+            }
+        };
+        if let Err(s) = submit(client, task_id, outcome).await {
+            if s.code() == Code::NotFound {
+                // Too late (deadline passed, or the coordinator restarted): move on.
+                tracing::warn!(status = %s, "result not taken");
+            } else {
+                return SessionEnd::Lost(s.to_string());
+            }
+        }
+    }
+}
+
+/// A task's result before it is put on the wire.
+enum Outcome {
+    Trained {
+        examples: u64,
+        loss: f64,
+        params: ParamSet,
+    },
+    Evaluated(v1::EvalResult),
+    Secure(Vec<u8>),
+    Refused(String),
+}
+
+/// Runs one checked task on the local site.
+fn execute(
+    agreement: &Agreement,
+    local: &LocalParticipant,
+    header: TaskHeader,
+    params: Option<Arc<ParamSet>>,
+    corrupt: Option<Corruption>,
+) -> Outcome {
+    let refused = |e: String| Outcome::Refused(e);
+    match header.kind {
+        Some(task_header::Kind::Train(spec)) => {
+            if let Err(e) = agreement.check_training(&spec) {
+                return refused(e);
+            }
+            let (Some(global), Some(wire)) = (params, spec.training.as_ref()) else {
+                return refused("a training task without parameters".into());
+            };
+            let training = match training_from_wire(wire) {
+                Ok(t) => t,
+                Err(e) => return refused(e.to_string()),
+            };
+            let task = TrainTask {
+                round: header.round,
+                global,
+                training,
+                seed: spec.seed,
+                turn: None,
+            };
+            match local.site.train(&task) {
+                Ok(update) => Outcome::Trained {
+                    examples: update.num_examples,
+                    loss: update.train_loss,
+                    params: corrupted(update.params, corrupt),
+                },
+                Err(e) => refused(e.reason),
+            }
+        }
+        Some(task_header::Kind::Evaluate(_)) => match params {
+            Some(p) => match local.site.evaluate(&p) {
+                Ok(m) => Outcome::Evaluated(metrics_to_wire(&m)),
+                Err(e) => refused(e.reason),
+            },
+            None => refused("an evaluation task without parameters".into()),
+        },
+        Some(task_header::Kind::Secure(s)) => {
+            match local
+                .site
+                .secure_exchange(header.round, &Envelope(s.envelope))
+            {
+                Ok(reply) => Outcome::Secure(reply.0),
+                Err(e) => refused(e.reason),
+            }
+        }
+        Some(task_header::Kind::Finished(_)) | None => refused("a task of no known kind".into()),
+    }
+}
+
+/// Applies a test corruption to an update.
+fn corrupted(params: ParamSet, corrupt: Option<Corruption>) -> ParamSet {
+    match corrupt {
+        None => params,
+        Some(Corruption::Nan) => {
+            let mut p = params;
+            if let Some(v) = p.as_flat_mut().first_mut() {
+                *v = f32::NAN;
+            }
+            p
+        }
+        Some(Corruption::Shape) => {
+            let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = params
+                .iter()
+                .map(|(s, v)| (s.name.clone(), s.shape.clone(), v.to_vec()))
+                .collect();
+            let n = tensors.len();
+            let reshaped = tensors
+                .into_iter()
+                .enumerate()
+                .map(|(i, (name, shape, v))| {
+                    if i + 1 == n {
+                        (name, vec![1, v.len()], v)
+                    } else {
+                        (name, shape, v)
+                    }
+                });
+            ParamSet::from_tensors(reshaped).unwrap_or(params)
+        }
+    }
+}
+
+/// Streams a result: its header, then its parameters chunk by chunk.
+async fn submit(
+    client: &mut CoordinatorClient<Channel>,
+    task_id: u64,
+    outcome: Outcome,
+) -> Result<(), Status> {
+    let (outcome, params) = match outcome {
+        Outcome::Trained {
+            examples,
+            loss,
+            params,
+        } => (
+            result_header::Outcome::Train(v1::TrainResult {
+                num_examples: examples,
+                train_loss: loss,
+            }),
+            Some(params),
+        ),
+        Outcome::Evaluated(m) => (result_header::Outcome::Evaluate(m), None),
+        Outcome::Secure(bytes) => (
+            result_header::Outcome::Secure(v1::SecureSpec { envelope: bytes }),
+            None,
+        ),
+        Outcome::Refused(reason) => (result_header::Outcome::Refused(reason), None),
+    };
+    let head = ResultFrame {
+        frame: Some(result_frame::Frame::Header(ResultHeader {
+            task_id,
+            layout: params
+                .as_ref()
+                .map(|p| layout_to_wire(p.layout()))
+                .unwrap_or_default(),
+            outcome: Some(outcome),
+        })),
+    };
+    let params = params.map(Arc::new);
+    let n = params.as_ref().map_or(0, |p| chunk_count(p.num_values()));
+    let chunks = (0..n).filter_map(move |i| {
+        let p = params.as_ref()?;
+        chunk_at(p.as_flat(), i).map(|c| ResultFrame {
+            frame: Some(result_frame::Frame::Chunk(c)),
+        })
+    });
+    client
+        .submit_result(tokio_stream::iter(std::iter::once(head).chain(chunks)))
+        .await
+        .map(|_| ())
+}
+
+/// A transport error with its causes, for logs.
+fn describe_transport(e: &tonic::transport::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_hosts_are_read_from_urls() {
+        assert_eq!(url_host("https://127.0.0.1:7443").unwrap(), "127.0.0.1");
+        assert_eq!(
+            url_host("https://coord.example.org:443/").unwrap(),
+            "coord.example.org"
+        );
+        assert_eq!(url_host("https://[::1]:7443").unwrap(), "::1");
+        assert!(url_host("http://127.0.0.1:7443").is_err());
+        assert!(url_host("https://:7443").is_err());
+    }
+}

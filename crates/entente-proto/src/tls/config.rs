@@ -1,0 +1,90 @@
+//! rustls configurations for the coordinator (server) and the nodes (clients).
+//!
+//! Both select the ring provider explicitly, so no process-wide default provider needs to be
+//! installed, and both speak only HTTP/2 (ALPN "h2"), which is what gRPC needs.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+
+use super::error::TlsError;
+use super::files;
+
+/// The ALPN protocols offered and accepted: HTTP/2 only.
+const ALPN: &[&[u8]] = &[b"h2"];
+
+/// The coordinator's rustls configuration.
+///
+/// It presents the certificate chain in `cert_pem` with the key in `key_pem`, requires every
+/// client to present a certificate chaining to the CA in `ca_pem` (handshakes without one
+/// fail), and offers ALPN "h2". Use [`super::site_name`] on the verified peer certificate to
+/// learn which site connected.
+pub fn server_config(
+    ca_pem: &Path,
+    cert_pem: &Path,
+    key_pem: &Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    let provider = provider();
+    let roots = Arc::new(files::load_roots(ca_pem)?);
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|source| TlsError::Verifier {
+            path: ca_pem.to_owned(),
+            source,
+        })?;
+    let chain = files::load_certs(cert_pem)?;
+    let key = files::load_key(key_pem)?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls {
+            path: cert_pem.to_owned(),
+            source,
+        })?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|source| TlsError::Rustls {
+            path: cert_pem.to_owned(),
+            source,
+        })?;
+    config.alpn_protocols = alpn();
+    Ok(Arc::new(config))
+}
+
+/// A node's rustls configuration.
+///
+/// It trusts only the CA in `ca_pem` (the coordinator's certificate must chain to it and name
+/// the host connected to), presents the site certificate chain in `cert_pem` with the key in
+/// `key_pem`, and offers ALPN "h2".
+pub fn client_config(
+    ca_pem: &Path,
+    cert_pem: &Path,
+    key_pem: &Path,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let roots = files::load_roots(ca_pem)?;
+    let chain = files::load_certs(cert_pem)?;
+    let key = files::load_key(key_pem)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsError::Rustls {
+            path: cert_pem.to_owned(),
+            source,
+        })?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|source| TlsError::Rustls {
+            path: cert_pem.to_owned(),
+            source,
+        })?;
+    config.alpn_protocols = alpn();
+    Ok(Arc::new(config))
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn alpn() -> Vec<Vec<u8>> {
+    ALPN.iter().map(|p| p.to_vec()).collect()
+}

@@ -1,0 +1,408 @@
+//! The federation's mutual-TLS identities, end to end: a key folder is created with
+//! `init_ca`/`issue_site`/`issue_coordinator`, and real rustls handshakes run in memory
+//! between `server_config` and `client_config` (or hand-built clients that misbehave).
+
+use std::fs;
+use std::path::Path;
+use std::sync::Arc;
+
+use entente_proto::tls::{
+    KeyDir, SiteCertError, TlsError, client_config, init_ca, issue_coordinator, issue_site,
+    read_pem, server_config, site_name,
+};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, ServerConnection};
+
+/// A key folder with a CA, site "clinic-a" and a coordinator for 127.0.0.1 and localhost.
+fn federation() -> (tempfile::TempDir, KeyDir) {
+    federation_named("hospitals")
+}
+
+fn federation_named(name: &str) -> (tempfile::TempDir, KeyDir) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = KeyDir::new(tmp.path().join("keys"));
+    init_ca(&dir, name).unwrap();
+    issue_site(&dir, "clinic-a", false).unwrap();
+    issue_coordinator(
+        &dir,
+        &["127.0.0.1".to_owned(), "localhost".to_owned()],
+        false,
+    )
+    .unwrap();
+    (tmp, dir)
+}
+
+fn server(dir: &KeyDir) -> ServerConnection {
+    let config = server_config(
+        &dir.ca_cert(),
+        &dir.coordinator_cert(),
+        &dir.coordinator_key(),
+    )
+    .unwrap();
+    ServerConnection::new(config).unwrap()
+}
+
+fn client(config: Arc<rustls::ClientConfig>, host: &str) -> ClientConnection {
+    ClientConnection::new(config, ServerName::try_from(host.to_owned()).unwrap()).unwrap()
+}
+
+fn site_client(dir: &KeyDir, site: &str, host: &str) -> ClientConnection {
+    let config = client_config(&dir.ca_cert(), &dir.site_cert(site), &dir.site_key(site)).unwrap();
+    client(config, host)
+}
+
+/// Which side failed a handshake, and how.
+#[derive(Debug)]
+enum Failure {
+    Client(rustls::Error),
+    Server(rustls::Error),
+}
+
+/// Moves bytes between the two sides until both finish the handshake or one fails.
+fn handshake(client: &mut ClientConnection, server: &mut ServerConnection) -> Result<(), Failure> {
+    for _ in 0..20 {
+        if !client.is_handshaking() && !server.is_handshaking() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut buf).unwrap();
+        }
+        if !buf.is_empty() {
+            server.read_tls(&mut buf.as_slice()).unwrap();
+            server.process_new_packets().map_err(Failure::Server)?;
+        }
+        let mut buf = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut buf).unwrap();
+        }
+        if !buf.is_empty() {
+            client.read_tls(&mut buf.as_slice()).unwrap();
+            client.process_new_packets().map_err(Failure::Client)?;
+        }
+    }
+    panic!("handshake did not finish in 20 rounds");
+}
+
+fn server_error(result: Result<(), Failure>) -> rustls::Error {
+    match result {
+        Err(Failure::Server(e)) => e,
+        other => panic!("expected the server to refuse the handshake, got {other:?}"),
+    }
+}
+
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn key_folder_layout_and_key_modes() {
+    let (_tmp, dir) = federation();
+    for path in [
+        dir.ca_cert(),
+        dir.ca_key(),
+        dir.site_cert("clinic-a"),
+        dir.site_key("clinic-a"),
+        dir.coordinator_cert(),
+        dir.coordinator_key(),
+    ] {
+        assert!(!read_pem(&path).unwrap().is_empty(), "{}", path.display());
+    }
+    assert_eq!(dir.site_cert("x"), dir.root.join("sites/x.pem"));
+    assert_eq!(dir.coordinator_key(), dir.root.join("coordinator.key"));
+    #[cfg(unix)]
+    for key in [
+        dir.ca_key(),
+        dir.site_key("clinic-a"),
+        dir.coordinator_key(),
+    ] {
+        assert_eq!(mode(&key), 0o600, "{}", key.display());
+    }
+    // Each chain file holds the leaf, then the CA certificate.
+    let ca = fs::read_to_string(dir.ca_cert()).unwrap();
+    for chain in [dir.site_cert("clinic-a"), dir.coordinator_cert()] {
+        let chain = fs::read_to_string(chain).unwrap();
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 2);
+        assert!(chain.ends_with(&ca));
+    }
+}
+
+#[test]
+fn existing_keys_are_not_overwritten_unless_asked() {
+    let (_tmp, dir) = federation();
+
+    let ca_key = fs::read(dir.ca_key()).unwrap();
+    let err = init_ca(&dir, "hospitals").unwrap_err();
+    assert!(matches!(err, TlsError::CaExists { .. }), "{err}");
+    assert!(err.to_string().contains("ca.key"), "{err}");
+    assert_eq!(fs::read(dir.ca_key()).unwrap(), ca_key);
+
+    let site_key = fs::read(dir.site_key("clinic-a")).unwrap();
+    let err = issue_site(&dir, "clinic-a", false).unwrap_err();
+    assert!(matches!(err, TlsError::KeyExists { .. }), "{err}");
+    assert!(err.to_string().contains("clinic-a.key") && err.to_string().contains("--overwrite"));
+    assert_eq!(fs::read(dir.site_key("clinic-a")).unwrap(), site_key);
+
+    let hosts = ["localhost".to_owned()];
+    let err = issue_coordinator(&dir, &hosts, false).unwrap_err();
+    assert!(matches!(err, TlsError::KeyExists { .. }), "{err}");
+
+    issue_site(&dir, "clinic-a", true).unwrap();
+    assert_ne!(fs::read(dir.site_key("clinic-a")).unwrap(), site_key);
+    issue_coordinator(&dir, &hosts, true).unwrap();
+    #[cfg(unix)]
+    assert_eq!(mode(&dir.site_key("clinic-a")), 0o600);
+}
+
+#[test]
+fn issuing_needs_the_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = KeyDir::new(tmp.path());
+    let err = issue_site(&dir, "clinic-a", false).unwrap_err();
+    assert!(matches!(err, TlsError::MissingCa { .. }), "{err}");
+    assert!(err.to_string().contains("entente keys init"), "{err}");
+}
+
+#[test]
+fn a_ca_key_from_another_ca_is_refused() {
+    let (_tmp, dir) = federation();
+    let (_other_tmp, other) = federation();
+    fs::copy(other.ca_key(), dir.ca_key()).unwrap();
+    let err = issue_site(&dir, "clinic-b", false).unwrap_err();
+    assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+}
+
+#[test]
+fn invalid_names_and_hosts_are_refused() {
+    let (_tmp, dir) = federation();
+    for bad in ["", "-site", "a/b", "../x", "a b", &"s".repeat(64)] {
+        let err = issue_site(&dir, bad, false).unwrap_err();
+        assert!(
+            matches!(err, TlsError::InvalidSiteName { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+    assert!(matches!(
+        issue_coordinator(&dir, &[], true),
+        Err(TlsError::NoHosts)
+    ));
+    let err = issue_coordinator(&dir, &["not a host".to_owned()], true).unwrap_err();
+    assert!(matches!(err, TlsError::InvalidHost { .. }), "{err}");
+}
+
+#[test]
+fn handshake_with_a_site_certificate_names_the_site() {
+    let (_tmp, dir) = federation();
+    for host in ["127.0.0.1", "localhost"] {
+        let mut server = server(&dir);
+        let mut client = site_client(&dir, "clinic-a", host);
+        handshake(&mut client, &mut server).unwrap();
+        assert_eq!(server.alpn_protocol(), Some(&b"h2"[..]));
+        assert_eq!(client.alpn_protocol(), Some(&b"h2"[..]));
+        let leaf = &server.peer_certificates().unwrap()[0];
+        assert_eq!(site_name(leaf).unwrap(), "clinic-a");
+    }
+}
+
+#[test]
+fn site_names_with_dots_and_underscores_handshake() {
+    let (_tmp, dir) = federation();
+    issue_site(&dir, "Clinic_B.west", false).unwrap();
+    let mut server = server(&dir);
+    let mut client = site_client(&dir, "Clinic_B.west", "localhost");
+    handshake(&mut client, &mut server).unwrap();
+    let leaf = &server.peer_certificates().unwrap()[0];
+    assert_eq!(site_name(leaf).unwrap(), "Clinic_B.west");
+}
+
+/// Runs a handshake where the client trusts `dir`'s CA (so the coordinator passes) but
+/// presents `other`'s site certificate; returns the server's error.
+fn present_foreign_site(dir: &KeyDir, other: &KeyDir) -> rustls::Error {
+    let config = client_config(
+        &dir.ca_cert(),
+        &other.site_cert("clinic-a"),
+        &other.site_key("clinic-a"),
+    )
+    .unwrap();
+    let mut server = server(dir);
+    server_error(handshake(&mut client(config, "localhost"), &mut server))
+}
+
+#[test]
+fn a_site_from_another_ca_is_refused() {
+    let (_tmp, dir) = federation();
+    let (_other_tmp, other) = federation_named("banks");
+    let err = present_foreign_site(&dir, &other);
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer)
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_site_from_an_impostor_ca_with_the_same_name_is_refused() {
+    let (_tmp, dir) = federation();
+    let (_other_tmp, impostor) = federation();
+    let err = present_foreign_site(&dir, &impostor);
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::BadSignature)
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_client_without_a_certificate_is_refused() {
+    let (_tmp, dir) = federation();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::pem::PemObject::pem_file_iter(dir.ca_cert()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut server = server(&dir);
+    let err = server_error(handshake(
+        &mut client(Arc::new(config), "localhost"),
+        &mut server,
+    ));
+    assert!(
+        matches!(err, rustls::Error::NoCertificatesPresented),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_client_refuses_a_coordinator_for_another_host() {
+    let (_tmp, dir) = federation();
+    let mut server = server(&dir);
+    let mut client = site_client(&dir, "clinic-a", "coordinator.example.org");
+    match handshake(&mut client, &mut server) {
+        Err(Failure::Client(rustls::Error::InvalidCertificate(e))) => {
+            assert!(format!("{e:?}").contains("NotValidForName"), "{e:?}")
+        }
+        other => panic!("expected the client to refuse, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_site_cannot_pose_as_the_coordinator() {
+    let (_tmp, dir) = federation();
+    // The site's certificate is clientAuth-only and names no coordinator host.
+    let config = server_config(
+        &dir.ca_cert(),
+        &dir.site_cert("clinic-a"),
+        &dir.site_key("clinic-a"),
+    )
+    .unwrap();
+    let mut server = ServerConnection::new(config).unwrap();
+    let mut client = site_client(&dir, "clinic-a", "clinic-a");
+    assert!(matches!(
+        handshake(&mut client, &mut server),
+        Err(Failure::Client(_))
+    ));
+}
+
+#[test]
+fn the_coordinator_certificate_is_not_a_site() {
+    let (_tmp, dir) = federation();
+    let pem = fs::read(dir.coordinator_cert()).unwrap();
+    let leaf = rustls::pki_types::pem::PemObject::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    let leaf: rustls::pki_types::CertificateDer = leaf;
+    let err = site_name(&leaf).unwrap_err();
+    assert!(
+        matches!(err, TlsError::NotASite(SiteCertError::NoClientAuth)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("clientAuth"), "{err}");
+}
+
+#[test]
+fn configs_refuse_wrong_files_with_the_file_named() {
+    let (_tmp, dir) = federation();
+    // A site chain where the CA belongs.
+    let err = server_config(
+        &dir.site_cert("clinic-a"),
+        &dir.coordinator_cert(),
+        &dir.coordinator_key(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TlsError::NotCa { .. }), "{err}");
+    assert!(err.to_string().contains("clinic-a.pem"), "{err}");
+    // A key that does not belong to the certificate.
+    let err = client_config(
+        &dir.ca_cert(),
+        &dir.site_cert("clinic-a"),
+        &dir.coordinator_key(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TlsError::Rustls { .. }), "{err}");
+    // A certificate where the key belongs.
+    let err =
+        client_config(&dir.ca_cert(), &dir.site_cert("clinic-a"), &dir.ca_cert()).unwrap_err();
+    assert!(matches!(err, TlsError::Pem { .. }), "{err}");
+    assert!(err.to_string().contains("ca.pem"), "{err}");
+    // A file that is not there.
+    let err = server_config(
+        &dir.root.join("nope.pem"),
+        &dir.coordinator_cert(),
+        &dir.ca_key(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TlsError::Read { .. }) && err.to_string().contains("nope.pem"));
+}
+
+proptest::proptest! {
+    // A fixed seed keeps the run deterministic; no regression files are written.
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 24,
+        rng_seed: proptest::test_runner::RngSeed::Fixed(0x5eed_7151),
+        failure_persistence: None,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Every valid site name survives issuing and comes back from `site_name` unchanged.
+    #[test]
+    fn every_valid_site_name_round_trips(site in "[A-Za-z0-9_.][A-Za-z0-9_.-]{0,62}") {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = KeyDir::new(tmp.path());
+        init_ca(&dir, "hospitals").unwrap();
+        issue_site(&dir, &site, false).unwrap();
+        let pem = fs::read(dir.site_cert(&site)).unwrap();
+        let leaf: rustls::pki_types::CertificateDer =
+            rustls::pki_types::pem::PemObject::pem_slice_iter(&pem).next().unwrap().unwrap();
+        proptest::prop_assert_eq!(site_name(&leaf).unwrap(), site);
+    }
+
+    /// A name with any character outside `[A-Za-z0-9-_.]` is refused, and nothing is written.
+    #[test]
+    fn names_with_other_characters_are_refused(
+        prefix in "[a-z]{0,5}",
+        bad in "[^A-Za-z0-9_.-]",
+        suffix in "[a-z]{0,5}",
+    ) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = KeyDir::new(tmp.path());
+        let site = format!("{prefix}{bad}{suffix}");
+        let refused = matches!(
+            issue_site(&dir, &site, false),
+            Err(TlsError::InvalidSiteName { .. })
+        );
+        proptest::prop_assert!(refused, "{:?} was not refused", site);
+        proptest::prop_assert!(!tmp.path().join("sites").exists());
+    }
+}

@@ -1,0 +1,360 @@
+//! Fan-in benchmark: one `entente serve` process and 200 node connections on loopback, a
+//! 1M-parameter model, a few rounds. Reports the median round latency, the coordinator's
+//! resident memory (before the first round and at its peak during the rounds) against the
+//! model's size, and, as the baseline measured in the same run, an in-process FedAvg of the
+//! same number of updates of the same size.
+//!
+//! The nodes are lightweight clients in this process that speak the real protocol over mutual
+//! TLS (register, heartbeats, poll, chunked download and upload) but return the model they
+//! receive plus a small change instead of training, so the figures are the coordinator's.
+//!
+//! Run: `cargo bench -p entente --bench fanin` (needs Fashion-MNIST for the coordinator's test
+//! set; `ENTENTE_FANIN_SITES` and `ENTENTE_FANIN_ROUNDS` change the defaults of 200 and 3).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use entente_core::aggregators::{self, Strategy};
+use entente_core::params::ParamSet;
+use entente_core::update::ValidUpdate;
+use entente_proto::chunks::{Assembler, chunk_at, chunk_count};
+use entente_proto::convert::layout_from_wire;
+use entente_proto::tls::{self, KeyDir};
+use entente_proto::v1::coordinator_client::CoordinatorClient;
+use entente_proto::v1::{
+    self, HeartbeatRequest, PollRequest, RegisterRequest, ResultFrame, result_frame, result_header,
+    task_frame, task_header,
+};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+const HIDDEN: usize = 1262; // 784-1262-10: 1,003,300 parameters
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn manifest(sites: usize, rounds: usize) -> String {
+    let mut text = format!(
+        "[federation]\nname = \"fanin\"\nseed = 1\n\n[data]\nformat = \"idx\"\n\
+         path = \"/usr/share/datasets/fashion-mnist\"\n\n"
+    );
+    for i in 0..sites {
+        text.push_str(&format!("[[sites]]\nname = \"node-{i:03}\"\n\n"));
+    }
+    text.push_str(&format!(
+        "[model]\nkind = \"mlp\"\nhidden = [{HIDDEN}]\n\n[training]\nrounds = {rounds}\n\
+         learning_rate = 0.1\n\n[selection]\nmin_sites = {sites}\ndeadline_secs = 600\n"
+    ));
+    text
+}
+
+/// Resident set size of `pid` in bytes.
+fn rss(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// One lightweight node: answers training with the received model plus 0.001, evaluation with
+/// fixed metrics, until the run is finished.
+async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String> {
+    let channel = loop {
+        match endpoint.connect().await {
+            Ok(c) => break c,
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let mut client = CoordinatorClient::new(channel);
+    let reply = client
+        .register(RegisterRequest {
+            manifest_sha256: std::env::var("FANIN_DIGEST").unwrap_or_default(),
+            version: "bench".into(),
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    let session = reply.session;
+    let mut beat = client.clone();
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(u64::from(reply.heartbeat_ms))).await;
+            let _ = beat.heartbeat(HeartbeatRequest { session }).await;
+        }
+    });
+    loop {
+        let mut stream = client
+            .poll_task(PollRequest {
+                session,
+                wait_ms: 2000,
+            })
+            .await
+            .map_err(|s| s.to_string())?
+            .into_inner();
+        let Some(v1::TaskFrame {
+            frame: Some(task_frame::Frame::Header(header)),
+        }) = stream.message().await.map_err(|s| s.to_string())?
+        else {
+            continue;
+        };
+        let outcome = match &header.kind {
+            Some(task_header::Kind::Finished(_)) => break,
+            Some(task_header::Kind::Train(_)) => {
+                let layout = layout_from_wire(&header.layout).map_err(|e| e.to_string())?;
+                let mut assembler = Assembler::new(layout.total());
+                while let Some(f) = stream.message().await.map_err(|s| s.to_string())? {
+                    if let Some(task_frame::Frame::Chunk(c)) = f.frame {
+                        traffic.fetch_add(c.values.len() as u64, Ordering::Relaxed);
+                        assembler.push(&c).map_err(|e| e.to_string())?;
+                    }
+                }
+                let mut values = assembler.finish().map_err(|e| e.to_string())?;
+                values.iter_mut().for_each(|v| *v += 0.001);
+                Some((
+                    result_header::Outcome::Train(v1::TrainResult {
+                        num_examples: 100,
+                        train_loss: 0.5,
+                    }),
+                    Some((header.layout.clone(), values)),
+                ))
+            }
+            Some(task_header::Kind::Evaluate(_)) => {
+                while let Some(f) = stream.message().await.map_err(|s| s.to_string())? {
+                    if let Some(task_frame::Frame::Chunk(c)) = f.frame {
+                        traffic.fetch_add(c.values.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                Some((
+                    result_header::Outcome::Evaluate(v1::EvalResult {
+                        loss: 0.5,
+                        accuracy: 0.5,
+                        num_examples: 10,
+                    }),
+                    None,
+                ))
+            }
+            _ => None,
+        };
+        let Some((outcome, params)) = outcome else {
+            continue;
+        };
+        let head = ResultFrame {
+            frame: Some(result_frame::Frame::Header(v1::ResultHeader {
+                task_id: header.task_id,
+                layout: params.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
+                outcome: Some(outcome),
+            })),
+        };
+        let values = params.map(|p| p.1).unwrap_or_default();
+        let chunks: Vec<ResultFrame> = (0..chunk_count(values.len()))
+            .filter_map(|i| chunk_at(&values, i))
+            .map(|c| ResultFrame {
+                frame: Some(result_frame::Frame::Chunk(c)),
+            })
+            .collect();
+        client
+            .submit_result(tokio_stream::iter(std::iter::once(head).chain(chunks)))
+            .await
+            .map_err(|s| s.to_string())?;
+    }
+    heartbeat.abort();
+    Ok(())
+}
+
+/// In-process FedAvg of `n` updates of `dim` values: the baseline.
+fn fedavg_baseline(n: usize, dim: usize) -> f64 {
+    let global = ParamSet::from_tensors([("w".to_string(), vec![dim], vec![0.0; dim])]).unwrap();
+    let updates: Vec<ValidUpdate> = (0..n)
+        .map(|i| ValidUpdate {
+            site: format!("s{i}"),
+            num_examples: 100,
+            params: ParamSet::from_flat(Arc::clone(global.layout()), vec![0.001 * i as f32; dim])
+                .unwrap(),
+            update_norm: 0.0,
+            train_loss: 0.5,
+        })
+        .collect();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let mut agg = aggregators::build(&Strategy::FedAvg);
+        let t = Instant::now();
+        agg.begin(&global);
+        for u in updates.iter().cloned() {
+            agg.add(u).unwrap();
+        }
+        agg.finish().unwrap();
+        times.push(t.elapsed().as_secs_f64());
+    }
+    median(&mut times)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists() {
+        eprintln!("fanin needs Fashion-MNIST: apt-get install dataset-fashion-mnist");
+        return;
+    }
+    let sites = env_or("ENTENTE_FANIN_SITES", 200);
+    let rounds = env_or("ENTENTE_FANIN_ROUNDS", 3);
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = dir.path().join("fanin.toml");
+    std::fs::write(&manifest_path, manifest(sites, rounds)).unwrap();
+    let digest = entente_core::manifest::Manifest::load(&manifest_path)
+        .unwrap()
+        .agreement_digest();
+    // SAFETY of set_var: single-threaded at this point (no runtime yet).
+    unsafe { std::env::set_var("FANIN_DIGEST", &digest) };
+    let keys = KeyDir::new(dir.path().join("keys"));
+    tls::init_ca(&keys, "fanin").unwrap();
+    tls::issue_coordinator(&keys, &["127.0.0.1".to_string()], false).unwrap();
+    for i in 0..sites {
+        tls::issue_site(&keys, &format!("node-{i:03}"), false).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_entente"))
+        .arg("serve")
+        .arg(&manifest_path)
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .arg("--keys")
+        .arg(&keys.root)
+        .args(["--wait-secs", "600", "--heartbeat-secs", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = serve.id();
+    let stdout = serve.stdout.take().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<(Instant, String)>::new()));
+    {
+        let lines = Arc::clone(&lines);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                lines.lock().unwrap().push((Instant::now(), line));
+            }
+        });
+    }
+    // Memory sampler: resident size before the first round and the peak during the rounds.
+    let rounds_started = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (rounds_started, done) = (Arc::clone(&rounds_started), Arc::clone(&done));
+        std::thread::spawn(move || {
+            let (mut before, mut peak) = (0u64, 0u64);
+            while !done.load(Ordering::Relaxed) {
+                if let Some(r) = rss(pid) {
+                    if rounds_started.load(Ordering::Relaxed) {
+                        peak = peak.max(r);
+                    } else {
+                        before = r;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (before, peak)
+        })
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let traffic = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    runtime.block_on(async {
+        let ca = std::fs::read(keys.ca_cert()).unwrap();
+        let mut handles = Vec::new();
+        for i in 0..sites {
+            let name = format!("node-{i:03}");
+            let tls = ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca.clone()))
+                .identity(Identity::from_pem(
+                    std::fs::read(keys.site_cert(&name)).unwrap(),
+                    std::fs::read(keys.site_key(&name)).unwrap(),
+                ))
+                .domain_name("127.0.0.1");
+            let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{port}"))
+                .unwrap()
+                .tls_config(tls)
+                .unwrap();
+            handles.push(tokio::spawn(node(endpoint, Arc::clone(&traffic))));
+        }
+        // The coordinator prints "N of N sites connected" once everyone is in.
+        loop {
+            let all_in = lines
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|(_, l)| l.starts_with(&format!("{sites} of {sites} sites connected")));
+            if all_in {
+                rounds_started.store(true, Ordering::Relaxed);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for h in handles {
+            h.await.unwrap().unwrap();
+        }
+    });
+    let status = serve.wait().unwrap();
+    done.store(true, Ordering::Relaxed);
+    let (before, peak) = sampler.join().unwrap();
+    assert!(status.success(), "entente serve failed");
+
+    let mut latencies: Vec<f64> = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, l)| l.starts_with("round "))
+        .filter_map(|(_, l)| {
+            let secs = l.rsplit(", ").next()?.strip_suffix(" s")?;
+            secs.parse().ok()
+        })
+        .collect();
+    let params = 784 * HIDDEN + HIDDEN + HIDDEN * 10 + 10;
+    let model_mb = (params * 4) as f64 / 1e6;
+    let baseline = fedavg_baseline(sites, params);
+    let round = median(&mut latencies);
+    println!(
+        "fan-in: {sites} node connections over mutual TLS, {params} parameters ({model_mb:.1} MB), {rounds} rounds"
+    );
+    println!(
+        "  round latency, median of {}: {round:.2} s",
+        latencies.len()
+    );
+    println!(
+        "  baseline, in-process FedAvg of {sites} updates of the same size (median of 3): {baseline:.3} s; round / baseline = {:.1}x",
+        round / baseline
+    );
+    println!(
+        "  coordinator resident memory: {:.0} MB before round 1, peak {:.0} MB during the rounds: \
+         +{:.0} MB = {:.1} models ({sites} updates would be {:.0} MB)",
+        before as f64 / 1e6,
+        peak as f64 / 1e6,
+        peak.saturating_sub(before) as f64 / 1e6,
+        peak.saturating_sub(before) as f64 / 1e6 / model_mb,
+        sites as f64 * model_mb
+    );
+    println!(
+        "  parameters received by the nodes: {:.0} MB; wall {:.1} s",
+        traffic.load(Ordering::Relaxed) as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+}
