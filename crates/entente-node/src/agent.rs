@@ -23,7 +23,7 @@ use crate::local::{LocalParticipant, participant};
 
 /// How long one poll waits for a task.
 const POLL_WAIT_MS: u32 = 20_000;
-/// Largest gRPC message accepted (a chunk is 1 MiB).
+/// Largest gRPC message accepted (a chunk is 256 KiB).
 const MAX_MESSAGE: usize = 8 << 20;
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
@@ -358,11 +358,18 @@ fn execute(
                 Ok(t) => t,
                 Err(e) => return refused(e.to_string()),
             };
+            // DP-SGD's batch sampling and noise must be secret from everyone else, the
+            // coordinator included: they come from the operating system, not from the task.
+            let seed = if training.dp_sgd.is_some() {
+                rand::random::<u64>()
+            } else {
+                spec.seed
+            };
             let task = TrainTask {
                 round: header.round,
                 global,
                 training,
-                seed: spec.seed,
+                seed,
                 turn: None,
             };
             match local.site.train(&task) {

@@ -19,8 +19,13 @@ use crate::store::Store;
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Largest gRPC message accepted (a chunk is 1 MiB; headers are small).
+/// Largest gRPC message accepted (a chunk is 256 KiB; headers are small).
 const MAX_MESSAGE: usize = 8 << 20;
+
+/// HTTP/2 receive windows: how much a node may send before the coordinator reads it. Small,
+/// so that nodes waiting for their turn to upload hold their updates, not the coordinator.
+const STREAM_WINDOW: u32 = 256 << 10;
+const CONNECTION_WINDOW: u32 = 512 << 10;
 
 /// Accepts connections on `listener`, completes mutual TLS with `tls`, and serves `service`
 /// on every connection that passes, until `shutdown` resolves.
@@ -59,6 +64,8 @@ pub async fn serve(
     });
     let result = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .add_service(
             CoordinatorServer::new(service)
                 .max_decoding_message_size(MAX_MESSAGE)

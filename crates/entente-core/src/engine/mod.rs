@@ -128,6 +128,9 @@ pub struct RoundRecord {
     pub accepted_losses: Vec<f64>,
     /// Sites that failed or whose update was rejected.
     pub excluded: Vec<Excluded>,
+    /// The secure-aggregation protocol that combined the updates (`secagg`, `secagg+`), if
+    /// one did: then the coordinator saw only the sum.
+    pub secure_aggregation: Option<&'static str>,
     /// Example-weighted mean training loss of accepted sites.
     pub train_loss: f64,
     /// The new global model on the coordinator's held-out test set, if one is configured.
@@ -436,6 +439,7 @@ impl RoundEngine {
             accepted_examples: tally.examples,
             accepted_losses: tally.losses,
             excluded: tally.excluded,
+            secure_aggregation: self.secure.as_ref().map(|s| s.name()),
             train_loss,
             test,
             federated: EvalMetrics::weighted_mean(&site_metrics),
