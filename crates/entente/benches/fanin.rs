@@ -40,9 +40,9 @@ fn env_or(name: &str, default: usize) -> usize {
 }
 
 fn manifest(sites: usize, rounds: usize) -> String {
-    let mut text = format!(
+    let mut text = String::from(
         "[federation]\nname = \"fanin\"\nseed = 1\n\n[data]\nformat = \"idx\"\n\
-         path = \"/usr/share/datasets/fashion-mnist\"\n\n"
+         path = \"/usr/share/datasets/fashion-mnist\"\n\n",
     );
     for i in 0..sites {
         text.push_str(&format!("[[sites]]\nname = \"node-{i:03}\"\n\n"));

@@ -521,6 +521,26 @@ fn strangers_are_refused_before_any_parameters() {
         "{log}"
     );
 
+    // A site of the federation whose copy of the manifest has other terms is refused too.
+    let changed = fed.dir.join("changed.toml");
+    let text = std::fs::read_to_string(fed.manifest()).unwrap();
+    std::fs::write(
+        &changed,
+        text.replace("learning_rate = 0.05", "learning_rate = 0.5"),
+    )
+    .unwrap();
+    let other_terms = spawn(
+        entente()
+            .arg("join")
+            .arg(&changed)
+            .args(["--coordinator", &format!("https://127.0.0.1:{}", fed.port)])
+            .args(["--site", "site-b"])
+            .arg("--keys")
+            .arg(fed.keys()),
+    );
+    let (ok, log) = other_terms.finish(Duration::from_secs(60));
+    assert!(!ok && log.contains("same manifest"), "{log}");
+
     let audit = fed.audit_lines().join("\n");
     assert!(audit.contains("tls handshake"), "{audit}");
     assert!(audit.contains("not a site of this federation"), "{audit}");

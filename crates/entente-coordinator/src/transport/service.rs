@@ -18,6 +18,7 @@ use entente_proto::v1::{
     self, HeartbeatReply, HeartbeatRequest, PollRequest, RegisterReply, RegisterRequest,
     ResultFrame, SubmitReply, TaskFrame, result_frame, result_header, task_frame, task_header,
 };
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -28,6 +29,10 @@ use crate::store::Store;
 /// Longest a poll may wait for a task.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
+/// Parameter downloads in flight at once, whatever the number of nodes: enough to keep the
+/// network and the cores busy, few enough that per-transfer buffers stay small in total.
+const MAX_TRANSFERS: usize = 16;
+
 /// The gRPC service of one run.
 pub struct CoordinatorService {
     hub: Arc<Hub>,
@@ -35,6 +40,7 @@ pub struct CoordinatorService {
     run: i64,
     federation: String,
     digest: String,
+    transfers: Arc<Semaphore>,
 }
 
 impl CoordinatorService {
@@ -46,6 +52,7 @@ impl CoordinatorService {
             run,
             federation,
             digest,
+            transfers: Arc::new(Semaphore::new(MAX_TRANSFERS)),
         }
     }
 
@@ -135,13 +142,18 @@ fn header(task: &Task, digest: &str) -> v1::TaskHeader {
 type FrameStream = Pin<Box<dyn Stream<Item = Result<TaskFrame, Status>> + Send>>;
 
 /// The frames of a task: its header, then its parameters chunk by chunk, each chunk cut only
-/// when the connection is ready for it.
-fn frames(header: v1::TaskHeader, params: Option<Arc<ParamSet>>) -> FrameStream {
+/// when the connection is ready for it. `permit` is held until the stream is done.
+fn frames(
+    header: v1::TaskHeader,
+    params: Option<Arc<ParamSet>>,
+    permit: Option<OwnedSemaphorePermit>,
+) -> FrameStream {
     let first = TaskFrame {
         frame: Some(task_frame::Frame::Header(header)),
     };
     let n = params.as_ref().map_or(0, |p| chunk_count(p.num_values()));
     let chunks = (0..n).filter_map(move |i| {
+        let _held = &permit;
         let p = params.as_ref()?;
         chunk_at(p.as_flat(), i).map(|c| {
             Ok(TaskFrame {
@@ -215,14 +227,27 @@ impl Coordinator for CoordinatorService {
             .await
             .map_err(route_status)?;
         let stream: FrameStream = match (task, self.hub.finished()) {
-            (Some(task), _) => frames(header(&task, &self.digest), task.params.clone()),
+            (Some(task), _) => {
+                // Parameter downloads share a bounded number of slots, so the coordinator's
+                // buffers do not grow with the number of connected nodes.
+                let permit = match &task.params {
+                    Some(_) => Some(
+                        Arc::clone(&self.transfers)
+                            .acquire_owned()
+                            .await
+                            .map_err(|e| Status::internal(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                frames(header(&task, &self.digest), task.params.clone(), permit)
+            }
             (None, Some(rounds)) => {
                 let done = v1::TaskHeader {
                     manifest_sha256: self.digest.clone(),
                     kind: Some(task_header::Kind::Finished(v1::Finished { rounds })),
                     ..Default::default()
                 };
-                frames(done, None)
+                frames(done, None, None)
             }
             (None, None) => Box::pin(tokio_stream::empty()),
         };
