@@ -1,4 +1,5 @@
-//! Local training throughput of the 2NN (784-200-200-10 MLP) on real Fashion-MNIST.
+//! Local training throughput of the 2NN (784-200-200-10 MLP) and the CNN on real Fashion-MNIST,
+//! each without and with DP-SGD.
 //!
 //! One iteration is what a site does in one round: `trainer::train` for one epoch of minibatch
 //! SGD (batch 32, lr 0.05, no momentum) over a fixed 6,400-example slice of the Fashion-MNIST
@@ -27,6 +28,15 @@
 //! on a 2-core machine (about 2.6-2.8x the non-private epoch time there). That cost is per
 //! step, not per example, so it shrinks relative to the rest as the batch grows.
 //!
+//! The CNN pair does the same for McMahan et al.'s CNN (`ModelSpec::Cnn`, 1x28x28 inputs: two
+//! 5x5 convolutions with 32 and 64 channels, each with ReLU and 2x2 max pooling, then 3136 ->
+//! 512 -> 10; 1,663,370 parameters) on the first 1,280 images (40 minibatches of 32; one
+//! iteration is one epoch, `Throughput::Elements(1280)`): `cnn_fashion_mnist_epoch_b32` with
+//! burn autodiff and `cnn_fashion_mnist_epoch_b32_dp_sgd` with DP-SGD (rate 32 / 1,280, 40
+//! steps, C = 1, sigma = 1). The DP-SGD path computes the per-example gradients of the
+//! convolutions as one batched im2col matmul per layer, the same multiply-adds as the weight
+//! gradient autodiff computes, and draws 1,663,370 Gaussians per step for the noise.
+//!
 //! Needs `/usr/share/datasets/fashion-mnist` (Debian's `dataset-fashion-mnist`); without it the
 //! bench prints a note and measures nothing.
 //!
@@ -45,6 +55,8 @@ use entente_learn::trainer::train;
 
 /// Examples in the training slice (200 minibatches of 32).
 const EXAMPLES: usize = 6_400;
+/// Examples in the CNN's training slice (40 minibatches of 32).
+const CNN_EXAMPLES: usize = 1_280;
 /// Where Debian's `dataset-fashion-mnist` installs the IDX files.
 const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
@@ -61,6 +73,7 @@ fn bench_training(c: &mut Criterion) {
     };
     let indices: Vec<usize> = (0..EXAMPLES).collect();
     let data = full.subset(&indices);
+    let cnn_data = full.subset(&indices[..CNN_EXAMPLES]);
     drop(full);
 
     let spec = ModelSpec::Mlp {
@@ -81,7 +94,8 @@ fn bench_training(c: &mut Criterion) {
     // number of logical CPUs); it names the result so runs with different counts are kept apart.
     let threads = rayon::current_num_threads();
     eprintln!(
-        "training bench: 2NN, {EXAMPLES} Fashion-MNIST examples, batch 32, rayon threads {threads}"
+        "training bench: 2NN on {EXAMPLES} and CNN on {CNN_EXAMPLES} Fashion-MNIST examples, \
+         batch 32, rayon threads {threads}"
     );
 
     let mut group = c.benchmark_group("training");
@@ -111,6 +125,31 @@ fn bench_training(c: &mut Criterion) {
     );
     group.bench_function(id, |b| {
         b.iter(|| train(&spec, &global, &data, &private, 1).expect("DP-SGD training succeeds"));
+    });
+
+    let cnn = ModelSpec::Cnn {
+        channels: 1,
+        height: 28,
+        width: 28,
+        classes: 10,
+    };
+    let cnn_global = cnn.init_params(7).expect("CNN parameters");
+    group.throughput(Throughput::Elements(CNN_EXAMPLES as u64));
+    let id = BenchmarkId::new(
+        "cnn_fashion_mnist_epoch_b32",
+        format!("rayon_threads_{threads}"),
+    );
+    group.bench_function(id, |b| {
+        b.iter(|| train(&cnn, &cnn_global, &cnn_data, &cfg, 1).expect("training succeeds"));
+    });
+    let id = BenchmarkId::new(
+        "cnn_fashion_mnist_epoch_b32_dp_sgd",
+        format!("rayon_threads_{threads}"),
+    );
+    group.bench_function(id, |b| {
+        b.iter(|| {
+            train(&cnn, &cnn_global, &cnn_data, &private, 1).expect("DP-SGD training succeeds")
+        });
     });
     group.finish();
 }

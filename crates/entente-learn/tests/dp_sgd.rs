@@ -1,5 +1,6 @@
 //! DP-SGD on real data: the UCI handwritten digits shipped with the repository (1797 examples
 //! of 8x8 pixels in 0..=16, 10 classes), scaled to [0, 1]; every fifth example is held out.
+//! The MLP reads them as 64 features, the CNN as 1x8x8 images.
 
 mod common;
 
@@ -15,12 +16,25 @@ use entente_learn::dp_sgd::{self, clipped_gradient_sum, per_example_gradients};
 use entente_learn::model::{ModelSpec, Net};
 use entente_learn::param_store;
 use entente_learn::trainer::{self, TrainError};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Two hidden layers, so the backward recursion through a hidden layer is exercised twice.
 fn deep_mlp() -> ModelSpec {
     ModelSpec::Mlp {
         input: 64,
         hidden: vec![32, 16],
+        classes: 10,
+    }
+}
+
+/// McMahan et al.'s CNN on the digits as 1x8x8 images (two 5x5 convolutions with 2x2 pooling,
+/// then 256 -> 512 -> 10).
+fn cnn() -> ModelSpec {
+    ModelSpec::Cnn {
+        channels: 1,
+        height: 8,
+        width: 8,
         classes: 10,
     }
 }
@@ -50,6 +64,12 @@ fn dp(clip: f64, noise_multiplier: f64) -> Option<DpSgd> {
 }
 
 const SGD: LocalOptimizer = LocalOptimizer::Sgd { momentum: 0.0 };
+
+/// Epochs, learning rate and accuracy floor of the CNN's DP-SGD run. Over Poisson seeds 11 to
+/// 13 these settings reached 0.79, 0.75 and 0.86.
+const CNN_EPOCHS: usize = 8;
+const CNN_LR: f64 = 0.5;
+const CNN_MIN_ACCURACY: f64 = 0.6;
 
 fn norm(v: &[f32]) -> f64 {
     v.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt()
@@ -108,7 +128,7 @@ fn trained(spec: &ModelSpec) -> ParamSet {
 #[test]
 fn per_example_gradients_match_autodiff_of_each_examples_loss() {
     let (train, _) = digits();
-    for spec in [mlp(), deep_mlp()] {
+    for spec in [mlp(), deep_mlp(), cnn()] {
         for params in [spec.init_params(1).unwrap(), trained(&spec)] {
             // One batch, computed together; compared one by one with a batch of one.
             let indices = [0, 5, 17, 123, 640, 999, 1436];
@@ -122,7 +142,51 @@ fn per_example_gradients_match_autodiff_of_each_examples_loss() {
                 assert!(norm(&reference) > 1e-3, "a trivial gradient proves nothing");
             }
             eprintln!("per-example vs autodiff, {spec:?}: max |diff| {worst:e}");
+
+            // The manual forward pass gives the burn model's outputs: the same loss.
+            let ours = clipped_gradient_sum(&spec, &params, train, &indices, 1.0)
+                .unwrap()
+                .loss_sum;
+            let burn = trainer::evaluate(&spec, &params, &train.subset(&indices), 256)
+                .unwrap()
+                .loss
+                * indices.len() as f64;
+            assert!(
+                (ours - burn).abs() < 1e-4 * burn,
+                "loss {ours} vs burn's {burn}"
+            );
         }
+    }
+}
+
+/// Three channels, odd and unequal sides (9x10: pooling drops the last row, and then a row and
+/// a column), a third of the pixels exactly 0: still autodiff's per-example gradients.
+#[test]
+fn cnn_per_example_gradients_match_autodiff_on_odd_multichannel_images() {
+    let spec = ModelSpec::Cnn {
+        channels: 3,
+        height: 9,
+        width: 10,
+        classes: 5,
+    };
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let n = 6;
+    let features: Vec<f32> = (0..n * 3 * 9 * 10)
+        .map(|_| {
+            let x: f32 = rng.random();
+            if x < 1.0 / 3.0 { 0.0 } else { x }
+        })
+        .collect();
+    let labels = (0..n as u32).map(|i| i % 5).collect();
+    let data = Dataset::new(features, labels, vec![3, 9, 10], 5).unwrap();
+    let params = spec.init_params(4).unwrap();
+    let indices: Vec<usize> = (0..n).collect();
+    let ours = per_example_gradients(&spec, &params, &data, &indices).unwrap();
+    for (&i, g) in indices.iter().zip(&ours) {
+        let reference = autodiff_gradient(&spec, &params, &data, i);
+        let diff = max_abs_diff(g, &reference);
+        assert!(diff < 1e-4, "example {i}: max |diff| {diff}");
+        assert!(norm(&reference) > 1e-3, "a trivial gradient proves nothing");
     }
 }
 
@@ -130,8 +194,14 @@ fn per_example_gradients_match_autodiff_of_each_examples_loss() {
 /// clipped gradient has norm at most C, and the clipped sum is the sum of the clipped ones.
 #[test]
 fn clipped_per_example_gradients_have_norm_at_most_c() {
+    for spec in [deep_mlp(), cnn()] {
+        check_clipping(&spec);
+    }
+}
+
+fn check_clipping(spec: &ModelSpec) {
     let (train, _) = digits();
-    let spec = deep_mlp();
+    let spec = spec.clone();
     let params = trained(&spec);
     let indices: Vec<usize> = (0..train.len()).step_by(11).take(96).collect();
     let grads = per_example_gradients(&spec, &params, train, &indices).unwrap();
@@ -172,56 +242,67 @@ fn clipped_per_example_gradients_have_norm_at_most_c() {
             *s += f64::from(x);
         }
     }
-    assert!(clipped > 10 && kept > 10, "{clipped} clipped, {kept} kept");
+    assert!(
+        clipped > 10 && kept > 10,
+        "{spec:?}: {clipped} clipped, {kept} kept"
+    );
     let worst = out
         .sum
         .iter()
         .zip(&expected_sum)
         .map(|(&a, &b)| (f64::from(a) - b).abs())
         .fold(0.0, f64::max);
-    assert!(worst < 1e-4, "clipped sum differs by {worst}");
+    assert!(worst < 1e-4, "{spec:?}: clipped sum differs by {worst}");
+    eprintln!("clipping, {spec:?}: C = {clip:.4}, clipped sum max |diff| {worst:e}");
 }
 
 /// Huge C, sigma 0, q = 1: the DP step is the ordinary full-batch gradient step, also with
-/// momentum, FedProx and Adam.
+/// momentum, FedProx and Adam. The CNN's full batch (1,438 examples) spans several chunks.
 #[test]
 fn without_clipping_or_noise_full_batch_dp_equals_ordinary_training() {
     let (train, _) = digits();
-    let spec = deep_mlp();
-    let init = spec.init_params(2).unwrap();
     let n = train.len();
-    for (optimizer, lr, mu, tolerance) in [
-        (SGD, 0.5, 0.0, 1e-5),
-        (LocalOptimizer::Sgd { momentum: 0.9 }, 0.2, 0.1, 1e-5),
-        (LocalOptimizer::Adam, 0.01, 0.0, 1e-4),
-    ] {
-        let mut plain = cfg(3, n, lr, optimizer, None);
-        plain.fedprox_mu = mu;
-        let private = LocalTraining {
-            dp_sgd: dp(1e6, 0.0),
-            ..plain.clone()
-        };
-        let a = trainer::train(&spec, &init, train, &plain, 4).unwrap();
-        let b = trainer::train(&spec, &init, train, &private, 4).unwrap();
-        assert_eq!((a.steps, b.steps), (3, 3));
-        let moved = norm(
-            &init
-                .as_flat()
-                .iter()
-                .zip(a.params.as_flat())
-                .map(|(x, y)| x - y)
-                .collect::<Vec<_>>(),
-        );
-        assert!(moved > 1e-2, "the model must move");
-        let diff = max_abs_diff(a.params.as_flat(), b.params.as_flat());
-        eprintln!("{optimizer:?}, mu {mu}: moved {moved:.3}, max |diff| {diff:e}");
-        assert!(diff < tolerance, "{optimizer:?}: max |diff| {diff}");
-        assert!(
-            (a.mean_loss - b.mean_loss).abs() < 1e-5,
-            "{} vs {}",
-            a.mean_loss,
-            b.mean_loss
-        );
+    for spec in [deep_mlp(), cnn()] {
+        let init = spec.init_params(2).unwrap();
+        for (optimizer, lr, mu, tolerance) in [
+            (SGD, 0.5, 0.0, 1e-5),
+            (LocalOptimizer::Sgd { momentum: 0.9 }, 0.2, 0.1, 1e-5),
+            (LocalOptimizer::Adam, 0.01, 0.0, 1e-4),
+        ] {
+            let mut plain = cfg(3, n, lr, optimizer, None);
+            plain.fedprox_mu = mu;
+            let private = LocalTraining {
+                dp_sgd: dp(1e6, 0.0),
+                ..plain.clone()
+            };
+            let a = trainer::train(&spec, &init, train, &plain, 4).unwrap();
+            let b = trainer::train(&spec, &init, train, &private, 4).unwrap();
+            assert_eq!((a.steps, b.steps), (3, 3));
+            let moved = norm(
+                &init
+                    .as_flat()
+                    .iter()
+                    .zip(a.params.as_flat())
+                    .map(|(x, y)| x - y)
+                    .collect::<Vec<_>>(),
+            );
+            assert!(moved > 1e-2, "the model must move");
+            let diff = max_abs_diff(a.params.as_flat(), b.params.as_flat());
+            eprintln!("{spec:?}, {optimizer:?}, mu {mu}: moved {moved:.3}, max |diff| {diff:e}");
+            // Adam divides by the root of the second moment, which magnifies rounding where
+            // a gradient is near zero: the tolerance scales with how far the model moved.
+            let tolerance = tolerance * moved.max(1.0) as f32;
+            assert!(
+                diff < tolerance,
+                "{spec:?}, {optimizer:?}: max |diff| {diff}"
+            );
+            assert!(
+                (a.mean_loss - b.mean_loss).abs() < 1e-5,
+                "{spec:?}: {} vs {}",
+                a.mean_loss,
+                b.mean_loss
+            );
+        }
     }
 }
 
@@ -283,6 +364,28 @@ fn dp_sgd_learns_the_digits() {
     assert!(after > 0.7, "accuracy {after}");
 }
 
+/// The CNN under DP-SGD: per-example gradients clipped to C = 1, noise sigma = 1, expected
+/// batch 64, eight epochs from the seeded initial model.
+#[test]
+fn cnn_dp_sgd_learns_the_digits() {
+    let (train, test) = digits();
+    let spec = cnn();
+    let init = spec.init_params(1).unwrap();
+    let c = cfg(CNN_EPOCHS, 64, CNN_LR, SGD, dp(1.0, 1.0));
+    let out = trainer::train(&spec, &init, train, &c, 11).unwrap();
+    assert_eq!(out.steps, CNN_EPOCHS * 22);
+    assert!(out.mean_loss.is_finite() && out.mean_loss > 0.0);
+    let before = trainer::evaluate(&spec, &init, test, 256).unwrap().accuracy;
+    let after = trainer::evaluate(&spec, &out.params, test, 256)
+        .unwrap()
+        .accuracy;
+    eprintln!(
+        "CNN DP-SGD (sigma 1, C 1, {CNN_EPOCHS} epochs) test accuracy {before:.3} -> {after:.3}"
+    );
+    assert!(before < 0.2, "the initial model guesses: {before}");
+    assert!(after > CNN_MIN_ACCURACY, "accuracy {after}");
+}
+
 #[test]
 fn same_seed_is_bit_identical_and_another_seed_differs() {
     let (train, _) = digits();
@@ -324,20 +427,8 @@ fn same_seed_is_bit_identical_and_another_seed_differs() {
 }
 
 #[test]
-fn cnn_and_bad_settings_are_refused() {
+fn bad_settings_are_refused() {
     let (train, _) = digits();
-    let cnn = ModelSpec::Cnn {
-        channels: 1,
-        height: 8,
-        width: 8,
-        classes: 10,
-    };
-    let init = cnn.init_params(1).unwrap();
-    let c = cfg(1, 32, 0.1, SGD, dp(1.0, 1.0));
-    match trainer::train(&cnn, &init, train, &c, 1) {
-        Err(TrainError::Unsupported(why)) => assert!(why.contains("CNN"), "{why}"),
-        other => panic!("expected Unsupported, got {other:?}"),
-    }
     let spec = mlp();
     let init = spec.init_params(1).unwrap();
     for (clip, sigma) in [

@@ -20,16 +20,15 @@
 //! The privacy cost of a call is that of the sampled Gaussian mechanism with rate `q`, noise
 //! multiplier `sigma` and [`TrainOutcome::steps`] compositions.
 //!
-//! **Per-example gradients without per-example backward passes.** Only the MLP
-//! ([`ModelSpec::Mlp`]) is supported. One forward pass over the batch keeps each layer's input
-//! `A_{l-1}` (with `A_0 = X`); one backward pass gives the per-example output gradients
-//! `delta_L = softmax(Z_L) - onehot(y)` and `delta_l = (delta_{l+1} W_{l+1}) * 1[Z_l > 0]`, all
-//! as `[batch, width]` matrices. Example `i`'s weight gradient of dense layer `l` is the outer
-//! product `delta_{l,i} A_{l-1,i}^T` and its bias gradient is `delta_{l,i}`, so its squared
-//! norm is exactly `sum_l (||A_{l-1,i}||^2 + 1) * ||delta_{l,i}||^2`, and the clipped sum is
-//! `(diag(c) delta_l)^T A_{l-1}` (one matmul per layer) and `sum_i c_i delta_{l,i}`. No
-//! per-example gradient is ever materialized in training; [`per_example_gradients`] does so
-//! for checks only.
+//! **Per-example gradients without per-example backward passes.** Both models are supported.
+//! One batched forward pass and one batched backward pass give every example's gradient of its
+//! own loss, layer by layer: for dense layers (the MLP, and the CNN's head) as outer products
+//! whose norms and clipped sum need no per-example gradient at all (see `dense.rs`); for the
+//! CNN's convolutions as one batched im2col matmul per layer (Goodfellow 2015; see `conv.rs`).
+//! The CNN processes a large batch in chunks of a few dozen to a few hundred examples (each
+//! chunk one batched pass) so that its per-example convolution gradients stay within about
+//! 64 MiB. [`per_example_gradients`] materializes every gradient from the same passes, for
+//! checks only.
 //!
 //! **Randomness.** Poisson sampling and noise both come from one ChaCha stream. [`train`] (and
 //! so [`crate::trainer::train`]) seeds it from the round's seed, which makes runs reproducible
@@ -38,11 +37,12 @@
 //! coordinator must call [`train_with_rng`] with [`rng_from_secret`], keyed by a secret that
 //! never leaves the site.
 
-use std::ops::Range;
+mod conv;
+mod dense;
+mod optimizer;
 
-use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::{Device, Tensor, TensorData};
-use entente_core::engine::{DpSgd, LocalOptimizer, LocalTraining};
+use entente_core::engine::{DpSgd, LocalTraining};
 use entente_core::params::ParamSet;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -52,11 +52,12 @@ use crate::data::Dataset;
 use crate::model::ModelSpec;
 use crate::param_store::StoreError;
 use crate::trainer::{TrainError, TrainOutcome, check_input};
+use conv::{ConvGrads, ConvTrunk};
+use dense::{DensePass, DenseStack};
+use optimizer::Optimizer;
 
-/// PyTorch's Adam defaults, as the non-private trainer uses them.
-const ADAM_BETA1: f32 = 0.9;
-const ADAM_BETA2: f32 = 0.999;
-const ADAM_EPSILON: f32 = 1e-8;
+/// Values of per-example state a CNN chunk may hold (64 MiB of `f32`).
+const CHUNK_FLOATS: usize = 16 << 20;
 
 /// Reproducible DP-SGD randomness from the round's seed. Anyone who knows the seed can
 /// reproduce the sample and the noise: use it for simulations, not against an untrusted
@@ -92,8 +93,9 @@ pub fn train(
 
 /// Trains with DP-SGD, drawing the Poisson samples and the noise from `rng`.
 ///
-/// Errors: [`TrainError::Unsupported`] for the CNN, [`TrainError::InvalidDpSgd`] for a
-/// non-positive clip norm or a negative noise multiplier, and the trainer's usual errors.
+/// Errors: [`TrainError::InvalidDpSgd`] for a non-positive clip norm or a negative noise
+/// multiplier, [`TrainError::Unsupported`] for a label the model has no class for, and the
+/// trainer's usual errors.
 pub fn train_with_rng(
     spec: &ModelSpec,
     global: &ParamSet,
@@ -103,9 +105,9 @@ pub fn train_with_rng(
     rng: &mut ChaCha8Rng,
 ) -> Result<TrainOutcome, TrainError> {
     check_settings(dp)?;
-    let mlp = Mlp::locate(spec, global)?;
+    let net = Network::locate(spec, global)?;
     check_input(spec, data)?;
-    check_labels(data, mlp.classes())?;
+    check_labels(data, net.classes())?;
 
     let device = Device::flex();
     let n = data.len();
@@ -130,7 +132,7 @@ pub fn train_with_rng(
             let mut grad = if sample.is_empty() {
                 vec![0f32; params.len()]
             } else {
-                let clipped = mlp.clipped_sum(&params, data, &sample, dp.clip, &device)?;
+                let clipped = net.clipped_sum(&params, data, &sample, dp.clip, &device)?;
                 let batch_loss = clipped.loss_sum / sample.len() as f64;
                 if !batch_loss.is_finite() {
                     return Err(TrainError::Diverged(batch_loss));
@@ -179,7 +181,7 @@ pub struct ClippedSum {
 }
 
 /// The clipped per-example gradient sum of `indices` at `params`, computed exactly as a DP-SGD
-/// step does (without materializing per-example gradients). MLP only.
+/// step does (the MLP and the CNN's dense layers without materializing per-example gradients).
 ///
 /// # Panics
 ///
@@ -191,21 +193,21 @@ pub fn clipped_gradient_sum(
     indices: &[usize],
     clip: f64,
 ) -> Result<ClippedSum, TrainError> {
-    let mlp = Mlp::locate(spec, params)?;
+    let net = Network::locate(spec, params)?;
     check_input(spec, data)?;
-    check_labels(data, mlp.classes())?;
+    check_labels(data, net.classes())?;
     if !(clip.is_finite() && clip > 0.0) {
         return Err(TrainError::InvalidDpSgd(format!(
             "the clip norm must be positive and finite, not {clip}"
         )));
     }
-    mlp.clipped_sum(params.as_flat(), data, indices, clip, &Device::flex())
+    net.clipped_sum(params.as_flat(), data, indices, clip, &Device::flex())
 }
 
 /// Per-example gradients of each example's own cross-entropy loss at `params`, one flat
 /// vector per entry of `indices`, laid out like the parameter set. They are materialized from
-/// the same batched forward and backward pass that training uses, as outer products; training
-/// itself never builds them. For checks. MLP only.
+/// the same batched forward and backward passes that training uses (dense layers as outer
+/// products); training itself never builds the dense ones. For checks.
 ///
 /// # Panics
 ///
@@ -216,36 +218,20 @@ pub fn per_example_gradients(
     data: &Dataset,
     indices: &[usize],
 ) -> Result<Vec<Vec<f32>>, TrainError> {
-    let mlp = Mlp::locate(spec, params)?;
+    let net = Network::locate(spec, params)?;
     check_input(spec, data)?;
-    check_labels(data, mlp.classes())?;
-    if indices.is_empty() {
-        return Ok(Vec::new());
-    }
-    let pass = mlp.backprop(params.as_flat(), data, indices, &Device::flex())?;
-    let inputs = pass
-        .inputs
-        .into_iter()
-        .map(read)
-        .collect::<Result<Vec<_>, _>>()?;
-    let deltas = pass
-        .deltas
-        .into_iter()
-        .map(read)
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut out = vec![vec![0f32; params.num_values()]; indices.len()];
-    for (l, layer) in mlp.layers.iter().enumerate() {
-        let (fan_in, fan_out) = (layer.inputs, layer.outputs);
-        for (i, g) in out.iter_mut().enumerate() {
-            let a = &inputs[l][i * fan_in..(i + 1) * fan_in];
-            let d = &deltas[l][i * fan_out..(i + 1) * fan_out];
-            let w = &mut g[layer.weight.clone()];
-            for (o, &d_o) in d.iter().enumerate() {
-                for (k, &a_k) in a.iter().enumerate() {
-                    w[o * fan_in + k] = d_o * a_k;
-                }
-            }
-            g[layer.bias.clone()].copy_from_slice(d);
+    check_labels(data, net.classes())?;
+    let flat = params.as_flat();
+    let device = Device::flex();
+    let mut out = vec![vec![0f32; flat.len()]; indices.len()];
+    for (chunk, grads) in indices
+        .chunks(net.chunk_len())
+        .zip(out.chunks_mut(net.chunk_len()))
+    {
+        let pass = net.backprop(flat, data, chunk, &device)?;
+        net.head.materialize(&pass.head, grads)?;
+        if let Some(trunk) = &net.trunk {
+            trunk.materialize(&pass.convs, grads)?;
         }
     }
     Ok(out)
@@ -312,85 +298,65 @@ fn check_labels(data: &Dataset, classes: usize) -> Result<(), TrainError> {
     }
 }
 
-fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, TrainError> {
-    t.into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|_| TrainError::ReadLoss)
-}
-
-/// One dense layer's place in the flat parameter vector (PyTorch layout: weight `[out, in]`).
-#[derive(Debug, Clone)]
-struct Dense {
-    weight: Range<usize>,
-    bias: Range<usize>,
-    inputs: usize,
-    outputs: usize,
-}
-
-/// The MLP's dense layers, located in a parameter set's flat vector.
+/// A model as DP-SGD sees it: an optional convolutional trunk (the CNN's) followed by dense
+/// layers, located in a parameter set's flat vector.
 #[derive(Debug)]
-struct Mlp {
-    layers: Vec<Dense>,
+struct Network {
+    trunk: Option<ConvTrunk>,
+    head: DenseStack,
 }
 
-/// Activations and output gradients of one batched forward and backward pass.
-struct Backprop {
-    /// Input of every layer, `A_{l-1}`, `[batch, in_l]`.
-    inputs: Vec<Tensor<2>>,
-    /// Per-example gradient of each example's loss w.r.t. layer `l`'s pre-activation,
-    /// `delta_l`, `[batch, out_l]`.
-    deltas: Vec<Tensor<2>>,
-    /// Sum of the per-example losses.
-    loss_sum: f64,
+/// One batched forward and backward pass over a chunk of examples.
+struct Pass {
+    head: DensePass,
+    /// Per-example gradients of the trunk's convolutions (none for the MLP).
+    convs: Vec<ConvGrads>,
 }
 
-impl Mlp {
+impl Network {
     /// Finds every layer of `spec` in `params`, checking names and shapes.
     fn locate(spec: &ModelSpec, params: &ParamSet) -> Result<Self, TrainError> {
-        if let ModelSpec::Cnn { .. } = spec {
-            return Err(TrainError::Unsupported(
-                "DP-SGD supports the MLP for now; the CNN's per-example gradients are not \
-                 implemented"
-                    .into(),
-            ));
-        }
         let layout = params.layout();
-        let find = |name: &str, shape: &[usize]| -> Result<Range<usize>, TrainError> {
-            let i = layout
-                .position(name)
-                .ok_or_else(|| StoreError::Missing(name.to_string()))?;
-            let got = &layout.specs()[i].shape;
-            if got != shape {
-                return Err(StoreError::Shape {
-                    name: name.to_string(),
-                    got: got.clone(),
-                    expected: shape.to_vec(),
-                }
-                .into());
-            }
-            Ok(layout.range(i))
-        };
-        let shapes = spec.tensor_shapes();
-        let layers = shapes
-            .chunks(2)
-            .map(|pair| {
-                let [(w_name, w_shape, _), (b_name, b_shape, _)] = pair else {
-                    unreachable!("the MLP has a weight and a bias per layer")
-                };
-                Ok(Dense {
-                    weight: find(w_name, w_shape)?,
-                    bias: find(b_name, b_shape)?,
-                    inputs: w_shape[1],
-                    outputs: w_shape[0],
+        let tensors = spec.tensor_shapes();
+        match spec {
+            ModelSpec::Mlp { .. } => Ok(Self {
+                trunk: None,
+                head: DenseStack::locate(layout, &tensors)?,
+            }),
+            ModelSpec::Cnn {
+                channels,
+                height,
+                width,
+                ..
+            } => {
+                // The convolutions come first; the first matrix is the first dense weight.
+                let convs = tensors
+                    .iter()
+                    .position(|(_, shape, _)| shape.len() == 2)
+                    .unwrap_or(tensors.len());
+                Ok(Self {
+                    trunk: Some(ConvTrunk::locate(
+                        layout,
+                        &tensors[..convs],
+                        [*channels, *height, *width],
+                    )?),
+                    head: DenseStack::locate(layout, &tensors[convs..])?,
                 })
-            })
-            .collect::<Result<Vec<_>, TrainError>>()?;
-        Ok(Self { layers })
+            }
+        }
     }
 
     fn classes(&self) -> usize {
-        self.layers.last().map_or(0, |l| l.outputs)
+        self.head.classes()
+    }
+
+    /// Examples per batched pass: all of them for the MLP (whose per-example state is a few
+    /// activations), enough to fill [`CHUNK_FLOATS`] for the CNN.
+    fn chunk_len(&self) -> usize {
+        match &self.trunk {
+            Some(trunk) => (CHUNK_FLOATS / trunk.floats_per_example().max(1)).max(1),
+            None => usize::MAX,
+        }
     }
 
     /// Batched forward and backward pass over `indices` with parameters `flat`.
@@ -400,60 +366,20 @@ impl Mlp {
         data: &Dataset,
         indices: &[usize],
         device: &Device,
-    ) -> Result<Backprop, TrainError> {
-        let batch = indices.len();
-        let classes = self.classes();
-        let mut x = Vec::with_capacity(batch * data.dim);
-        let mut onehot = vec![0f32; batch * classes];
-        for (row, &i) in indices.iter().enumerate() {
-            x.extend_from_slice(data.row(i));
-            onehot[row * classes + data.labels[i] as usize] = 1.0;
+    ) -> Result<Pass, TrainError> {
+        let (x, onehot) = dense::batch(data, indices, self.classes(), device);
+        match &self.trunk {
+            None => Ok(Pass {
+                head: self.head.backprop(flat, x, onehot, device),
+                convs: Vec::new(),
+            }),
+            Some(trunk) => {
+                let (features, cache) = trunk.forward(flat, x, device);
+                let head = self.head.backprop(flat, features, onehot, device);
+                let convs = trunk.backward(cache, head.input_gradient())?;
+                Ok(Pass { head, convs })
+            }
         }
-        let weights: Vec<(Tensor<2>, Tensor<1>)> = self
-            .layers
-            .iter()
-            .map(|l| {
-                (
-                    Tensor::from_data(
-                        TensorData::new(flat[l.weight.clone()].to_vec(), [l.outputs, l.inputs]),
-                        device,
-                    ),
-                    Tensor::from_data(
-                        TensorData::new(flat[l.bias.clone()].to_vec(), [l.outputs]),
-                        device,
-                    ),
-                )
-            })
-            .collect();
-
-        let last = self.layers.len() - 1;
-        let mut inputs = Vec::with_capacity(self.layers.len());
-        let mut a: Tensor<2> = Tensor::from_data(TensorData::new(x, [batch, data.dim]), device);
-        for (l, (w, b)) in weights.iter().enumerate() {
-            let z = a.clone().matmul(w.clone().transpose()) + b.clone().unsqueeze::<2>();
-            inputs.push(a);
-            a = if l < last { relu(z) } else { z };
-        }
-        let onehot: Tensor<2> =
-            Tensor::from_data(TensorData::new(onehot, [batch, classes]), device);
-        let log_p = log_softmax(a, 1);
-        let loss_sum = -f64::from((log_p.clone() * onehot.clone()).sum().into_scalar::<f32>());
-
-        let mut deltas = Vec::with_capacity(self.layers.len());
-        let mut delta = log_p.exp() - onehot;
-        for l in (0..last).rev() {
-            let active = inputs[l + 1].clone().greater_elem(0.0).float();
-            let next = delta.clone().matmul(weights[l + 1].0.clone()) * active;
-            deltas.push(delta);
-            delta = next;
-        }
-        deltas.push(delta);
-        deltas.reverse();
-        Ok(Backprop {
-            inputs,
-            deltas,
-            loss_sum,
-        })
     }
 
     /// Per-example norms, clip factors and the clipped gradient sum of `indices`.
@@ -465,107 +391,31 @@ impl Mlp {
         clip: f64,
         device: &Device,
     ) -> Result<ClippedSum, TrainError> {
-        let batch = indices.len();
-        if batch == 0 {
-            return Ok(ClippedSum {
-                sum: vec![0.0; flat.len()],
-                norms: Vec::new(),
-                factors: Vec::new(),
-                loss_sum: 0.0,
-            });
-        }
-        let pass = self.backprop(flat, data, indices, device)?;
-        let squared = pass
-            .inputs
-            .iter()
-            .zip(&pass.deltas)
-            .map(|(a, d)| {
-                let a2 = a.clone().powi_scalar(2).sum_dim(1).add_scalar(1.0);
-                let d2 = d.clone().powi_scalar(2).sum_dim(1);
-                a2 * d2
-            })
-            .reduce(|x, y| x + y)
-            .expect("an MLP has at least one layer");
-        let norms: Vec<f32> = read(squared)?.into_iter().map(f32::sqrt).collect();
-        let factors = clip_factors(&norms, clip);
-        let c: Tensor<2> = Tensor::from_data(TensorData::new(factors.clone(), [batch, 1]), device);
-
-        let mut sum = vec![0f32; flat.len()];
-        for ((layer, a), d) in self.layers.iter().zip(pass.inputs).zip(pass.deltas) {
-            let dc = d * c.clone();
-            let w_grad = dc.clone().transpose().matmul(a);
-            sum[layer.weight.clone()].copy_from_slice(&read(w_grad)?);
-            sum[layer.bias.clone()].copy_from_slice(&read(dc.sum_dim(0))?);
-        }
-        Ok(ClippedSum {
-            sum,
-            norms,
-            factors,
-            loss_sum: pass.loss_sum,
-        })
-    }
-}
-
-/// SGD (optional momentum, PyTorch semantics without dampening) or Adam on flat values.
-enum Optimizer {
-    Sgd {
-        momentum: f32,
-        velocity: Option<Vec<f32>>,
-    },
-    Adam {
-        m: Vec<f32>,
-        v: Vec<f32>,
-        t: i32,
-    },
-}
-
-impl Optimizer {
-    fn new(kind: LocalOptimizer, len: usize) -> Self {
-        match kind {
-            LocalOptimizer::Sgd { momentum } => Optimizer::Sgd {
-                momentum: momentum as f32,
-                velocity: None,
-            },
-            LocalOptimizer::Adam => Optimizer::Adam {
-                m: vec![0.0; len],
-                v: vec![0.0; len],
-                t: 0,
-            },
-        }
-    }
-
-    fn step(&mut self, lr: f32, params: &mut [f32], grad: &[f32]) {
-        match self {
-            Optimizer::Sgd { momentum, velocity } if *momentum > 0.0 => {
-                let buf = match velocity {
-                    Some(buf) => {
-                        for (b, g) in buf.iter_mut().zip(grad) {
-                            *b = *momentum * *b + g;
-                        }
-                        buf
-                    }
-                    None => velocity.insert(grad.to_vec()),
-                };
-                for (w, b) in params.iter_mut().zip(buf.iter()) {
-                    *w -= lr * b;
-                }
+        let mut out = ClippedSum {
+            sum: vec![0f32; flat.len()],
+            norms: Vec::with_capacity(indices.len()),
+            factors: Vec::with_capacity(indices.len()),
+            loss_sum: 0.0,
+        };
+        for chunk in indices.chunks(self.chunk_len()) {
+            let pass = self.backprop(flat, data, chunk, device)?;
+            let mut squared = self.head.squared_norms(&pass.head);
+            if let Some(trunk) = &self.trunk {
+                squared = squared + trunk.squared_norms(&pass.convs);
             }
-            Optimizer::Sgd { .. } => {
-                for (w, g) in params.iter_mut().zip(grad) {
-                    *w -= lr * g;
-                }
+            let norms: Vec<f32> = dense::read(squared)?.into_iter().map(f32::sqrt).collect();
+            let factors = clip_factors(&norms, clip);
+            let c: Tensor<2> =
+                Tensor::from_data(TensorData::new(factors.clone(), [chunk.len(), 1]), device);
+            self.head.add_clipped_sum(&pass.head, &c, &mut out.sum)?;
+            if let Some(trunk) = &self.trunk {
+                trunk.add_clipped_sum(&pass.convs, &c, &mut out.sum)?;
             }
-            Optimizer::Adam { m, v, t } => {
-                *t += 1;
-                let bc1 = 1.0 - ADAM_BETA1.powi(*t);
-                let bc2 = 1.0 - ADAM_BETA2.powi(*t);
-                for (((w, g), m), v) in params.iter_mut().zip(grad).zip(m).zip(v) {
-                    *m = ADAM_BETA1 * *m + (1.0 - ADAM_BETA1) * g;
-                    *v = ADAM_BETA2 * *v + (1.0 - ADAM_BETA2) * g * g;
-                    *w -= lr * (*m / bc1) / ((*v / bc2).sqrt() + ADAM_EPSILON);
-                }
-            }
+            out.norms.extend(norms);
+            out.factors.extend(factors);
+            out.loss_sum += pass.head.loss_sum;
         }
+        Ok(out)
     }
 }
 
@@ -624,18 +474,5 @@ mod tests {
         let d: u64 = rng_from_seed(1).random();
         assert!(a != b && a != c && a != d);
         assert_eq!(a, rng_from_secret(&[7; 32], 1).random::<u64>());
-    }
-
-    #[test]
-    fn optimizer_matches_pytorch_semantics() {
-        let mut w = vec![1.0f32];
-        let mut sgd = Optimizer::new(LocalOptimizer::Sgd { momentum: 0.5 }, 1);
-        sgd.step(0.1, &mut w, &[1.0]); // buf 1
-        sgd.step(0.1, &mut w, &[1.0]); // buf 1.5
-        assert!((w[0] - (1.0 - 0.1 - 0.15)).abs() < 1e-6);
-        let mut w = vec![0.0f32];
-        let mut adam = Optimizer::new(LocalOptimizer::Adam, 1);
-        adam.step(0.01, &mut w, &[3.0]); // first step moves by lr (sign of the gradient)
-        assert!((w[0] + 0.01).abs() < 1e-6, "{}", w[0]);
     }
 }
