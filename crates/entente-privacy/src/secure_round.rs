@@ -4,6 +4,10 @@
 //!
 //! Messages travel as [`Envelope`]s holding bincode-encoded [`ToSite`] / [`FromSite`] values,
 //! so the same exchange works in one process and over a network transport.
+//!
+//! With [`SecAggSettings::distributed_dp`] (`privacy.mechanism = "distributed"`) each site also
+//! clips its update to an L2 norm and adds its share of the Gaussian noise before masking it,
+//! and every site counts once (weight 1) in the mean: see [`crate::dp::distributed`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,12 +16,17 @@ use entente_core::engine::selection::derive_seed;
 use entente_core::engine::{
     Envelope, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
 };
+use entente_core::manifest::PrivacyMechanism;
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::{SiteUpdate, UpdatePolicy, validate};
 use rand::RngCore;
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+use crate::dp::DistributedDp;
+use crate::dp::mechanisms::noise_rng;
 use crate::secagg::{
     AdvertiseKeys, EncodingSettings, GraphSpec, MaskedInput, Modulus, PeerKeys, RoutedShares,
     SecAggClient, SecAggConfig, SecAggServer, ShareKeys, SiteId, UnmaskRequest, UnmaskResponse,
@@ -45,7 +54,14 @@ pub struct SecAggSettings {
     /// The manifest's quorum: fewer survivors abort the round before anything is released,
     /// and a site refuses a round that selects fewer sites than this (or than 3).
     pub min_sites: usize,
+    /// Distributed DP (`privacy.mechanism = "distributed"`): each site clips its update to an
+    /// L2 norm and adds its share of the noise before masking, and counts with weight 1.
+    pub distributed_dp: Option<DistributedDp>,
 }
+
+/// Stream of [`derive_seed`] for a simulated site's noise share (plus the site's id): far from
+/// the small streams used for training, graphs and keys.
+const NOISE_STREAM: u64 = 0x4450_0000_0000;
 
 impl SecAggSettings {
     /// The settings of the manifest's `[secure_aggregation]` table, if it has one.
@@ -64,17 +80,56 @@ impl SecAggSettings {
             seed: manifest.seed,
             num_sites: manifest.sites.len(),
             min_sites: manifest.selection.min_sites,
+            distributed_dp: manifest
+                .privacy
+                .as_ref()
+                .filter(|p| p.mechanism == PrivacyMechanism::Distributed)
+                // The manifest checked the values; `check` and every site check them again.
+                .map(|p| {
+                    DistributedDp::new_unchecked(
+                        p.clip,
+                        p.noise_multiplier,
+                        manifest.selection.min_sites,
+                    )
+                }),
         })
     }
 
     /// Checks, before any round, that the settings work for every site of the manifest taking
     /// part over `dimension` values (threshold, graph, fixed-point range without overflow).
     pub fn check(&self, dimension: usize) -> Result<(), String> {
+        if let Some(dp) = &self.distributed_dp {
+            self.check_dp(dp)?;
+        }
         let all: Vec<SiteId> = (0..self.num_sites as SiteId).collect();
         self.config(1, all, dimension)
             .validate()
             .map(|_| ())
             .map_err(|e| format!("secure aggregation cannot run with these settings: {e}"))
+    }
+
+    /// Distributed DP needs valid settings, noise for at most `min_sites` sites (the fewest
+    /// whose sum is ever released), and a fixed-point range that holds the noisy coordinates.
+    fn check_dp(&self, dp: &DistributedDp) -> Result<(), String> {
+        dp.check()
+            .map_err(|e| format!("distributed DP cannot run with these settings: {e}"))?;
+        if dp.expected_sites() > self.min_sites.max(1) {
+            return Err(format!(
+                "distributed DP splits the noise over {} sites, but a round may release the sum \
+                 of only {} (selection.min_sites)",
+                dp.expected_sites(),
+                self.min_sites
+            ));
+        }
+        let bound = dp.coordinate_bound();
+        if f64::from(self.clip) < bound {
+            return Err(format!(
+                "secure_aggregation.clip is {} but a noisy update's coordinates reach {bound:.4} \
+                 under distributed DP; raise it to at least that",
+                self.clip
+            ));
+        }
+        Ok(())
     }
 
     /// The round's protocol settings for `sites` (ids) over `dimension` values.
@@ -107,18 +162,28 @@ impl SecAggSettings {
     }
 
     /// Fixed-point encoding with the largest scale that cannot overflow for `n` sites.
-    fn encoding(&self, n: usize) -> EncodingSettings {
+    /// Under distributed DP every weight is 1, which leaves a much finer grid.
+    pub fn encoding(&self, n: usize) -> EncodingSettings {
         let bits = match self.modulus {
             Modulus::Pow32 => 31,
             Modulus::Pow64 => 63,
         };
-        let headroom =
-            (n.max(1) as f64) * (self.max_examples as f64) * f64::from(self.clip) + n as f64;
+        let max_weight = self.max_weight();
+        let headroom = (n.max(1) as f64) * (max_weight as f64) * f64::from(self.clip) + n as f64;
         EncodingSettings {
             clip: self.clip,
             scale: (2f64.powi(bits) - 1.0) / headroom / 2.0,
-            max_weight: self.max_examples,
+            max_weight,
             modulus: self.modulus,
+        }
+    }
+
+    /// Largest weight a site may mask: its example count, or 1 under distributed DP.
+    fn max_weight(&self) -> u64 {
+        if self.distributed_dp.is_some() {
+            1
+        } else {
+            self.max_examples
         }
     }
 }
@@ -357,6 +422,11 @@ struct Pending {
 /// (shapes, finite values, the norm bound), clips it to the declared range and keeps it; the
 /// coordinator receives only the example count and loss. The masked update goes out in the
 /// protocol's third phase.
+///
+/// Under distributed DP the site first clips its update to the L2 norm `S` and adds its noise
+/// share (from the operating system's randomness, or from the federation seed in simulation),
+/// masks it with weight 1, and tells the coordinator neither its example count nor its loss
+/// (it reports 1 example, the weight it counts with, and a loss of 0, as DP-SGD sites do).
 pub struct SecureSite {
     inner: Arc<dyn Site>,
     id: SiteId,
@@ -368,8 +438,8 @@ pub struct SecureSite {
 
 impl SecureSite {
     /// Wraps `inner`, whose id is its position in the manifest's site list. With
-    /// `deterministic`, key material derives from the federation seed (simulation only: real
-    /// sites draw it from the operating system).
+    /// `deterministic`, key material and distributed-DP noise derive from the federation seed
+    /// (simulation only: real sites draw them from the operating system).
     pub fn new(
         inner: Arc<dyn Site>,
         id: SiteId,
@@ -410,6 +480,23 @@ impl SecureSite {
         }
         seed
     }
+
+    /// The generator of this site's noise share in `round`.
+    fn noise_rng(&self, round: u32) -> Result<ChaCha20Rng, SiteError> {
+        if self.deterministic {
+            Ok(noise_rng(derive_seed(
+                self.settings.seed,
+                round,
+                NOISE_STREAM + u64::from(self.id),
+            )))
+        } else {
+            ChaCha20Rng::try_from_os_rng().map_err(|e| {
+                self.error(format!(
+                    "could not draw distributed-DP noise from the operating system: {e}"
+                ))
+            })
+        }
+    }
 }
 
 impl Site for SecureSite {
@@ -420,7 +507,9 @@ impl Site for SecureSite {
     fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
         let update = self.inner.train(task)?;
         let (site, examples, loss) = (update.site.clone(), update.num_examples, update.train_loss);
-        if examples > self.settings.max_examples {
+        if let Some(dp) = &self.settings.distributed_dp {
+            self.settings.check_dp(dp).map_err(|e| self.error(e))?;
+        } else if examples > self.settings.max_examples {
             return Err(self.error(format!(
                 "holds {examples} examples, more than secure_aggregation.max_examples ({})",
                 self.settings.max_examples
@@ -429,26 +518,37 @@ impl Site for SecureSite {
         let valid =
             validate(&task.global, update, &self.policy).map_err(|e| self.error(e.to_string()))?;
         let clip = self.settings.clip;
-        let delta: Vec<f32> = valid
+        let mut delta: Vec<f32> = valid
             .params
             .as_flat()
             .iter()
             .zip(task.global.as_flat())
-            .map(|(p, g)| (p - g).clamp(-clip, clip))
+            .map(|(p, g)| p - g)
             .collect();
+        let (weight, reported_loss) = match &self.settings.distributed_dp {
+            Some(dp) => {
+                dp.privatize(&mut delta, &mut self.noise_rng(task.round)?)
+                    .map_err(|e| self.error(format!("distributed DP: {e}")))?;
+                (1, 0.0)
+            }
+            None => (examples, loss),
+        };
+        // Under distributed DP the range holds the noisy coordinates (`check_dp`), so this
+        // clamp acts with negligible probability.
+        delta.iter_mut().for_each(|d| *d = d.clamp(-clip, clip));
         let mut pending = self
             .pending
             .lock()
             .map_err(|_| self.error("state lock poisoned"))?;
         *pending = Pending {
-            delta: Some((task.round, delta, examples)),
+            delta: Some((task.round, delta, weight)),
             client: None,
         };
         Ok(SiteUpdate {
             site,
-            num_examples: examples,
+            num_examples: weight,
             params: ParamSet::from_tensors(Vec::new()).map_err(|e| self.error(e.to_string()))?,
-            train_loss: loss,
+            train_loss: reported_loss,
         })
     }
 

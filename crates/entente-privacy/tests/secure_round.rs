@@ -1,13 +1,16 @@
 //! SecAgg through the round engine: the secure path gives the plaintext FedAvg result within
 //! the quantization bound, survives sites that drop out in any phase, and aborts cleanly.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use common::Dropping;
 use entente_core::aggregators::{Strategy, build};
 use entente_core::engine::{
-    EngineError, Envelope, LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundRules,
-    Site, SiteError, TrainTask,
+    EngineError, LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundRules, Site,
+    SiteError, TrainTask,
 };
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -50,38 +53,6 @@ impl Site for PatternSite {
     }
 }
 
-/// Passes messages to a secure site but stops answering from phase `drop_at` on.
-struct Dropping {
-    inner: Arc<dyn Site>,
-    drop_at: usize,
-    phase: AtomicUsize,
-}
-
-impl Site for Dropping {
-    fn name(&self) -> &str {
-        self.inner.name()
-    }
-
-    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
-        self.phase.store(0, Ordering::SeqCst);
-        self.inner.train(task)
-    }
-
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
-        self.inner.evaluate(params)
-    }
-
-    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
-        if self.phase.fetch_add(1, Ordering::SeqCst) >= self.drop_at {
-            return Err(SiteError {
-                site: self.name().to_string(),
-                reason: "connection lost".into(),
-            });
-        }
-        self.inner.secure_exchange(round, message)
-    }
-}
-
 fn settings() -> SecAggSettings {
     SecAggSettings {
         threshold: 0.6,
@@ -92,6 +63,7 @@ fn settings() -> SecAggSettings {
         seed: 9,
         num_sites: 6,
         min_sites: 3,
+        distributed_dp: None,
     }
 }
 

@@ -22,6 +22,7 @@ use entente_core::engine::{RoundEngine, RoundObserver, RoundRecord, Site, select
 use entente_core::manifest::{Manifest, PrivacyMechanism};
 use entente_core::params::ParamSet;
 use entente_learn::simulation;
+use entente_privacy::budget::round_cost;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 use entente_proto::tls::{self, KeyDir};
 use tokio::runtime::Handle;
@@ -62,15 +63,21 @@ pub struct ServeArgs {
 /// Runs `entente serve`.
 pub fn run(args: ServeArgs) -> Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
-    if manifest
-        .privacy
-        .as_ref()
-        .is_some_and(|p| p.mechanism == PrivacyMechanism::ClientLevel)
-    {
+    if let Some(p) = manifest.privacy.as_ref().filter(|p| {
+        matches!(
+            p.mechanism,
+            PrivacyMechanism::ClientLevel | PrivacyMechanism::Distributed
+        )
+    }) {
         bail!(
-            "privacy.mechanism = \"client\" (central DP-FedAvg) runs in `entente simulate` only \
-             so far: over the network every site must charge its own ledger before the run; use \
-             mechanism = \"dp-sgd\", which each node enforces itself"
+            "privacy.mechanism = \"{}\" (client-level DP) runs in `entente simulate` only so \
+             far: over the network every site must charge its own ledger for the whole run before \
+             round 1; use mechanism = \"dp-sgd\", which each node enforces itself",
+            if p.mechanism == PrivacyMechanism::Distributed {
+                "distributed"
+            } else {
+                "client"
+            }
         );
     }
     if !(args.heartbeat_secs > 0.0 && args.wait_secs >= 0.0) {
@@ -192,6 +199,18 @@ async fn serve(args: ServeArgs, manifest: Manifest, url: String) -> Result<()> {
         run,
         handle: Handle::current(),
         rounds: manifest.rounds,
+        dp_sgd: manifest
+            .privacy
+            .as_ref()
+            .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
+            .map(|p| {
+                (
+                    manifest.training.batch_size,
+                    manifest.training.epochs,
+                    p.noise_multiplier,
+                    p.delta,
+                )
+            }),
     };
     let outcome = tokio::task::spawn_blocking(move || {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -301,6 +320,40 @@ struct StoreObserver {
     run: i64,
     handle: Handle,
     rounds: u32,
+    /// Batch size, epochs, noise multiplier and delta under DP-SGD: what each site's ledger is
+    /// charged per round.
+    dp_sgd: Option<(usize, usize, f64, f64)>,
+}
+
+impl StoreObserver {
+    /// Records in the audit log what DP-SGD charged each accepted site this round: the
+    /// sampled Gaussian mechanism's rate, noise multiplier and steps, from which anyone can
+    /// recompute the epsilon (the sites' own ledgers hold the running totals).
+    fn audit_privacy(&self, record: &RoundRecord) {
+        let Some((batch, epochs, sigma, delta)) = self.dp_sgd else {
+            return;
+        };
+        for (site, &examples) in record.accepted.iter().zip(&record.accepted_examples) {
+            let (q, steps) = round_cost(examples as usize, batch, epochs);
+            let event = AuditEvent {
+                kind: "privacy_charged".into(),
+                run: Some(self.run),
+                round: Some(record.round),
+                site: Some(site.clone()),
+                detail: serde_json::json!({
+                    "mechanism": "dp-sgd",
+                    "sampling_rate": q,
+                    "noise_multiplier": sigma,
+                    "steps": steps,
+                    "delta": delta,
+                })
+                .to_string(),
+            };
+            if let Err(e) = self.handle.block_on(self.store.audit(event)) {
+                tracing::error!(error = %e, "could not record the privacy charge");
+            }
+        }
+    }
 }
 
 impl RoundObserver for StoreObserver {
@@ -360,6 +413,7 @@ impl RoundObserver for StoreObserver {
     }
 
     fn round_finished(&mut self, record: &RoundRecord) {
+        self.audit_privacy(record);
         let test = record
             .test
             .as_ref()

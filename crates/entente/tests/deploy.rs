@@ -409,6 +409,43 @@ fn secure_aggregation_over_the_network_gives_the_simulated_model() {
 }
 
 #[test]
+fn dp_sgd_nodes_charge_their_own_ledgers_and_the_audit_log_records_it() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let text = manifest("private", 2, 3000, 2)
+        + "\n[privacy]\nmechanism = \"dp-sgd\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
+           epsilon_budget = 50.0\nledger = \"ledgers\"\n";
+    let fed = Federation::new("private", &text);
+    run_federation(&fed);
+    let charged: Vec<_> = fed
+        .audit_lines()
+        .into_iter()
+        .filter(|l| l.contains("privacy_charged"))
+        .collect();
+    assert_eq!(charged.len(), 6, "{charged:?}");
+    assert!(
+        charged
+            .iter()
+            .all(|l| l.contains("\"noise_multiplier\":1.0"))
+    );
+    // Every node kept its own ledger beside its manifest, charged for both rounds.
+    let ledgers: Vec<_> = std::fs::read_dir(fed.dir.join("ledgers"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    assert_eq!(ledgers.len(), 3, "{ledgers:?}");
+    let out = run_ok(entente().arg("privacy").arg(fed.manifest()));
+    let report = String::from_utf8_lossy(&out.stdout);
+    for site in SITES {
+        assert!(report.contains(site), "{report}");
+    }
+    fed.assert_audit_intact();
+}
+
+#[test]
 fn an_edited_audit_entry_is_named_by_verify() {
     let _serial = serial();
     if !have_fashion_mnist() {

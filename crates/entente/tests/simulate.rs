@@ -499,3 +499,57 @@ fn client_level_dp_is_checked_against_the_budget_before_the_first_round() {
     let report = String::from_utf8_lossy(&report.stdout);
     assert!(!report.contains("nothing spent yet"), "{report}");
 }
+
+#[test]
+fn distributed_dp_runs_under_secure_aggregation_and_charges_the_ledgers() {
+    let tmp = Scratch::new("distributed-dp");
+    let manifest = tmp.join("distributed.toml");
+    let write = |secure_aggregation: &str| {
+        let text = DIGITS_MANIFEST.to_string()
+            + secure_aggregation
+            + "\n[privacy]\nmechanism = \"distributed\"\nclip = 0.5\nnoise_multiplier = 1.0\nepsilon_budget = 100.0\nledger = \"ledger\"\n";
+        std::fs::write(&manifest, text).unwrap();
+    };
+    let out = tmp.join("run");
+
+    // Without [secure_aggregation] there is nothing to hide the sites' noise shares in.
+    write("");
+    let output = simulate(tmp.path(), &manifest, &out);
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("privacy.mechanism") && err.contains("[secure_aggregation]"),
+        "{err}"
+    );
+    // SecAgg's range must hold a noisy coordinate: 0.5 * (1 + 10 / sqrt(3)) = 3.3868.
+    write("\n[secure_aggregation]\nclip = 1.0\n");
+    let err = stderr(&simulate(tmp.path(), &manifest, &out));
+    assert!(
+        err.contains("secure_aggregation.clip") && err.contains("3.3868"),
+        "{err}"
+    );
+    assert!(!tmp.join("ledger").exists(), "nothing may be charged");
+
+    write("\n[secure_aggregation]\nclip = 3.5\n");
+    let output = simulate_ok(
+        tmp.path(),
+        &out,
+        &[manifest.to_str().unwrap(), "--rounds", "3"],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("distributed client-level DP"), "{text}");
+    assert!(text.contains("with secure aggregation"), "{text}");
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!(summary["rounds"], 3, "{summary}");
+    // Every site was charged for the three rounds before the first one.
+    let report = entente(tmp.path(), &["privacy", manifest.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let report = String::from_utf8_lossy(&report.stdout);
+    let spent: Vec<f64> = report
+        .lines()
+        .filter(|l| l.contains("uci-digits"))
+        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(spent.len(), 5, "{report}");
+    assert!(spent.iter().all(|&s| s > 0.0 && s <= 100.0), "{spent:?}");
+}

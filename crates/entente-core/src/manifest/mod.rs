@@ -142,6 +142,25 @@ pub enum PrivacyMechanism {
     DpSgd,
     /// Client-level DP for FedAvg: updates clipped, noise added by the coordinator.
     ClientLevel,
+    /// Client-level DP for FedAvg under secure aggregation: each site clips its update and adds
+    /// its share of the noise before masking it, so the coordinator sees only the noisy sum.
+    Distributed,
+}
+
+/// Standard deviations of a site's noise share that SecAgg's fixed-point range must hold
+/// under distributed DP, beyond the clipped value: a coordinate then leaves the range with
+/// probability below `2 Phi(-10) = 1.5e-23`.
+pub const DISTRIBUTED_DP_TAIL_STDS: f64 = 10.0;
+
+/// The smallest `secure_aggregation.clip` under `privacy.mechanism = "distributed"`: a
+/// coordinate of an update clipped to L2 norm `clip` is at most `clip`, and its noise share has
+/// standard deviation `noise_multiplier * clip / sqrt(expected_sites)`, so the range must reach
+/// `clip * (1 + DISTRIBUTED_DP_TAIL_STDS * noise_multiplier / sqrt(expected_sites))`. Clipping
+/// to SecAgg's range happens at each site, before the sum, so it is not post-processing of the
+/// noisy sum; it must (almost) never act.
+pub fn distributed_dp_range(clip: f64, noise_multiplier: f64, expected_sites: usize) -> f64 {
+    clip * (1.0
+        + DISTRIBUTED_DP_TAIL_STDS * noise_multiplier / (expected_sites.max(1) as f64).sqrt())
 }
 
 /// Differential privacy and every site's budget (`[privacy]`).
@@ -149,7 +168,8 @@ pub enum PrivacyMechanism {
 pub struct PrivacySpec {
     /// The mechanism.
     pub mechanism: PrivacyMechanism,
-    /// Norm bound: of each per-example gradient (DP-SGD) or of each site's update (client).
+    /// Norm bound: of each per-example gradient (DP-SGD) or of each site's update (client,
+    /// distributed).
     pub clip: f64,
     /// Noise multiplier sigma.
     pub noise_multiplier: f64,

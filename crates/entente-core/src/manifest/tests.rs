@@ -202,6 +202,10 @@ fn shipped_examples_parse() {
             "fashion-mnist-dp.toml",
             include_str!("../../../../examples/fashion-mnist-dp.toml"),
         ),
+        (
+            "digits-distributed-dp.toml",
+            include_str!("../../../../examples/digits-distributed-dp.toml"),
+        ),
     ];
     for (name, text) in examples {
         let m = Manifest::parse(text, name, Path::new("examples"))
@@ -280,6 +284,11 @@ fn privacy_settings_give_dp_sgd_and_per_site_budgets() {
         "name = \"clinic-b\"\nepsilon_budget = 1.5",
     ));
     assert_eq!((line, key.as_str()), (Some(16), "sites.epsilon_budget"));
+
+    // DP-SGD trains the CNN too.
+    let m = parse(&text.replace("kind = \"mlp\"\nhidden = [32]", "kind = \"cnn\"")).unwrap();
+    assert_eq!(m.model, ModelChoice::Cnn);
+    assert!(m.training.dp_sgd.is_some());
 }
 
 #[test]
@@ -302,4 +311,45 @@ fn client_level_privacy_needs_fedavg_and_no_secure_aggregation() {
     assert_eq!(key, "strategy.kind");
     let (_, key, _) = invalid(&(text + "\n[secure_aggregation]\n"));
     assert_eq!(key, "secure_aggregation");
+}
+
+#[test]
+fn distributed_privacy_needs_secure_aggregation_wide_enough_for_the_noise() {
+    let base = GOOD.replace(
+        "kind = \"fedadam\"\nserver_learning_rate = 0.02",
+        "kind = \"fedavg\"",
+    );
+    let privacy = "\n[privacy]\nmechanism = \"distributed\"\nclip = 0.5\nnoise_multiplier = 1.0\nepsilon_budget = 5.0\n";
+
+    // Without [secure_aggregation]: refused, naming both keys.
+    let (line, key, msg) = invalid(&(base.clone() + privacy));
+    assert_eq!(key, "privacy.mechanism");
+    assert_eq!(line, Some(38), "{msg}");
+    assert!(msg.contains("[secure_aggregation]"), "{msg}");
+    assert!(msg.contains("distributed"), "{msg}");
+
+    // min_sites = 2: the range must reach 0.5 * (1 + 10 / sqrt(2)) = 4.0355.
+    let (_, key, msg) = invalid(&(base.clone() + privacy + "\n[secure_aggregation]\nclip = 4.0\n"));
+    assert_eq!(key, "secure_aggregation.clip");
+    assert!(msg.contains("4.0355"), "{msg}");
+    assert!(msg.contains("selection.min_sites"), "{msg}");
+    let text = base.clone() + privacy + "\n[secure_aggregation]\nclip = 4.1\n";
+    let m = parse(&text).unwrap();
+    let p = m.privacy.as_ref().unwrap();
+    assert_eq!(p.mechanism, PrivacyMechanism::Distributed);
+    assert_eq!(p.budgets, vec![5.0; 3]);
+    assert!(m.training.dp_sgd.is_none());
+    assert_eq!(m.secure_aggregation.as_ref().unwrap().clip, 4.1);
+    assert!((distributed_dp_range(0.5, 1.0, 2) - 4.035_533_9).abs() < 1e-6);
+
+    // The noisy mean may feed a server optimizer (post-processing), but not a robust rule.
+    let fedavgm = text.replace("kind = \"fedavg\"", "kind = \"fedavgm\"");
+    assert!(parse(&fedavgm).is_ok());
+    let (_, key, _) = invalid(&text.replace("kind = \"fedavg\"", "kind = \"median\""));
+    assert_eq!(key, "strategy.kind");
+
+    // Central client-level DP with secure aggregation points at "distributed".
+    let (_, key, msg) = invalid(&text.replace("\"distributed\"", "\"client\""));
+    assert_eq!(key, "secure_aggregation");
+    assert!(msg.contains("\"distributed\""), "{msg}");
 }

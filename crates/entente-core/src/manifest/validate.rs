@@ -193,6 +193,24 @@ pub(super) fn check(
         None => None,
     };
 
+    if let (Some(p), Some(sa)) = (&privacy, &secure_aggregation)
+        && p.mechanism == PrivacyMechanism::Distributed
+    {
+        let range = super::distributed_dp_range(p.clip, p.noise_multiplier, sel.min_sites);
+        r.ensure(
+            sa.clip >= range,
+            "secure_aggregation.clip",
+            format!(
+                "is {}; under privacy.mechanism = \"distributed\" it must hold every coordinate of \
+                 a site's noisy update, at least privacy.clip * (1 + {} * \
+                 privacy.noise_multiplier / sqrt(selection.min_sites)) = {range:.4}: sites clip \
+                 to this range before the sum, which is only safe if it (almost) never acts",
+                sa.clip,
+                super::DISTRIBUTED_DP_TAIL_STDS,
+            ),
+        )?;
+    }
+
     Ok(Manifest {
         name: raw.federation.name.clone(),
         seed: raw.federation.seed,
@@ -632,13 +650,15 @@ fn check_privacy(
     let mechanism = match p.mechanism.as_str() {
         "dp-sgd" => PrivacyMechanism::DpSgd,
         "client" => PrivacyMechanism::ClientLevel,
+        "distributed" => PrivacyMechanism::Distributed,
         other => {
             return Err(r.err(
                 "privacy.mechanism",
                 format!(
                     "`{other}` is not a known mechanism; allowed: \"dp-sgd\" (record-level DP-SGD \
-                     in each site's trainer) or \"client\" (client-level DP-FedAvg, noise added by \
-                     the coordinator)"
+                     in each site's trainer), \"client\" (client-level DP-FedAvg, noise added by \
+                     the coordinator) or \"distributed\" (client-level DP-FedAvg, noise added by \
+                     the sites under [secure_aggregation])"
                 ),
             ));
         }
@@ -662,11 +682,8 @@ fn check_privacy(
         ),
     )?;
     match mechanism {
-        PrivacyMechanism::DpSgd => r.ensure(
-            raw.model.kind == "mlp",
-            "model.kind",
-            "DP-SGD supports kind = \"mlp\" for now",
-        )?,
+        // The trainer has per-example gradients for every model kind, the CNN included.
+        PrivacyMechanism::DpSgd => {}
         PrivacyMechanism::ClientLevel => {
             r.ensure(
                 raw.strategy.kind == "fedavg",
@@ -677,9 +694,18 @@ fn check_privacy(
                 raw.secure_aggregation.is_none(),
                 "secure_aggregation",
                 "mechanism = \"client\" adds noise at the coordinator, which needs each update; \
-                 with [secure_aggregation] use mechanism = \"dp-sgd\"",
+                 with [secure_aggregation] use mechanism = \"distributed\" or \"dp-sgd\"",
             )?;
         }
+        // The strategy is checked with [secure_aggregation]: it acts on the noisy mean only
+        // (post-processing), so every strategy secure aggregation allows keeps the guarantee.
+        PrivacyMechanism::Distributed => r.ensure(
+            raw.secure_aggregation.is_some(),
+            "privacy.mechanism",
+            "\"distributed\" has each site add its share of the noise before secure aggregation \
+             masks its update, so it needs a [secure_aggregation] table; add one, or use \
+             mechanism = \"client\" (noise added by a trusted coordinator)",
+        )?,
     }
     let mut budgets = Vec::with_capacity(raw.sites.len());
     for site in &raw.sites {

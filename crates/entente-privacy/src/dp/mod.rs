@@ -6,6 +6,8 @@
 //!   as Opacus does it (Balle et al. 2020). Agrees with Opacus's RDP accountant over the grid
 //!   stored in `reference/rdp_reference.csv`.
 //! - [`client`]: client-level DP for FedAvg with a trusted coordinator (DP-FedAvg).
+//! - [`distributed`]: the same guarantee without a trusted coordinator: each site clips its
+//!   update and adds its share of the noise before secure aggregation masks it.
 //! - [`calibrate`]: the smallest noise multiplier that meets a target (epsilon, delta).
 //! - [`mechanisms`]: L2 clipping and seeded Gaussian noise (client-level DP, McMahan et al.
 //!   ICLR 2018; the same primitives serve per-example DP-SGD).
@@ -15,6 +17,7 @@
 
 pub mod calibrate;
 pub mod client;
+pub mod distributed;
 pub mod mechanisms;
 pub mod rdp;
 
@@ -22,6 +25,7 @@ pub use calibrate::{
     DEFAULT_TOLERANCE, MAX_NOISE_MULTIPLIER, calibrate_noise_multiplier,
     calibrate_noise_multiplier_after,
 };
+pub use distributed::DistributedDp;
 pub use mechanisms::{add_gaussian_noise, clip_l2, l2_norm, noise_rng};
 pub use rdp::{
     Accountant, MAX_ORDER, PrivacySpent, SgmEvent, compute_rdp, default_orders, epsilon,

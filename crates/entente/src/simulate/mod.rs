@@ -16,7 +16,7 @@ use entente_core::aggregators::Aggregator;
 use entente_core::engine::selection;
 use entente_core::engine::{Evaluator, RoundEngine, Site};
 use entente_core::manifest::Manifest;
-use entente_core::manifest::PrivacyMechanism;
+use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_learn::data::Dataset;
@@ -262,17 +262,43 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     Ok(())
 }
 
-/// The aggregation rule: the manifest's strategy, or DP-FedAvg under client-level DP. Client-level
-/// DP is checked against every site's budget before the first round: a run that would exceed one
-/// does not start.
+/// The aggregation rule: the manifest's strategy, or DP-FedAvg under central client-level DP.
+/// Client-level DP, central or distributed, is checked against every site's budget before the
+/// first round: a run that would exceed one does not start.
 fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregator>> {
-    let Some(p) = manifest
-        .privacy
-        .as_ref()
-        .filter(|p| p.mechanism == PrivacyMechanism::ClientLevel)
-    else {
+    let Some(p) = manifest.privacy.as_ref() else {
         return Ok(aggregators::build(&manifest.strategy));
     };
+    match p.mechanism {
+        PrivacyMechanism::DpSgd => Ok(aggregators::build(&manifest.strategy)),
+        // The sites add the noise before secure aggregation masks their updates; the strategy
+        // only ever sees the noisy mean (post-processing). The accounting is the central one.
+        PrivacyMechanism::Distributed => {
+            charge_client_level(manifest, p, num_sites, "distributed")?;
+            Ok(aggregators::build(&manifest.strategy))
+        }
+        PrivacyMechanism::ClientLevel => {
+            charge_client_level(manifest, p, num_sites, "central")?;
+            Ok(Box::new(DpFedAvg::new(
+                p.clip,
+                p.noise_multiplier,
+                // Simulation only: the noise repeats with the seed. A real coordinator draws
+                // it from the operating system.
+                dp::noise_rng(selection::derive_seed(manifest.seed, 0, 600)),
+            )))
+        }
+    }
+}
+
+/// Charges the whole run of client-level DP (`variant`: central or distributed) to every site's
+/// ledger before round 1: each round is one step of the sampled Gaussian mechanism over sites,
+/// with noise multiplier `privacy.noise_multiplier` and rate the share of sites selected.
+fn charge_client_level(
+    manifest: &Manifest,
+    p: &PrivacySpec,
+    num_sites: usize,
+    variant: &str,
+) -> Result<()> {
     let k = selection::sample_size(
         num_sites,
         manifest.selection.fraction,
@@ -290,10 +316,10 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
         let after = ledger.spent_after(q, p.noise_multiplier, rounds)?;
         if after > *budget {
             bail!(
-                "refused before round 1: {} rounds of client-level DP (sampling rate {q:.3}, noise \
-                 multiplier {}) would raise site `{site}`'s epsilon from {spent:.3} to {after:.3} at \
-                 delta {}, over its budget of {budget}; raise privacy.noise_multiplier or lower \
-                 training.rounds",
+                "refused before round 1: {} rounds of {variant} client-level DP (sampling rate \
+                 {q:.3}, noise multiplier {}) would raise site `{site}`'s epsilon from {spent:.3} \
+                 to {after:.3} at delta {}, over its budget of {budget}; raise \
+                 privacy.noise_multiplier or lower training.rounds",
                 manifest.rounds,
                 p.noise_multiplier,
                 p.delta
@@ -307,17 +333,11 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
         ledger.charge_within(*budget, &manifest.name, 0, q, p.noise_multiplier, rounds)?;
     }
     println!(
-        "client-level DP: after this run every site's data is protected at epsilon <= {worst:.3}, \
-         delta {} ({} rounds charged to the sites' ledgers)",
+        "{variant} client-level DP: after this run every site's data is protected at epsilon <= \
+         {worst:.3}, delta {} ({} rounds charged to the sites' ledgers)",
         p.delta, manifest.rounds
     );
-    Ok(Box::new(DpFedAvg::new(
-        p.clip,
-        p.noise_multiplier,
-        // Simulation only: the noise repeats with the seed. A real coordinator draws it from
-        // the operating system.
-        dp::noise_rng(selection::derive_seed(manifest.seed, 0, 600)),
-    )))
+    Ok(())
 }
 
 fn describe(spec: &ModelSpec) -> String {
