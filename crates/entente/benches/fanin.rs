@@ -309,14 +309,33 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for h in handles {
-            h.await.unwrap().unwrap();
+        for (i, h) in handles.into_iter().enumerate() {
+            if let Err(e) = h.await.unwrap() {
+                let seen: Vec<String> = lines
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .map(|(_, l)| l.clone())
+                    .collect();
+                panic!(
+                    "node {i} failed: {e}\ncoordinator output:\n{}",
+                    seen.join("\n")
+                );
+            }
         }
     });
     let status = serve.wait().unwrap();
     done.store(true, Ordering::Relaxed);
     let (before, peak) = sampler.join().unwrap();
-    assert!(status.success(), "entente serve failed");
+    if !status.success() {
+        let seen: Vec<String> = lines
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, l)| l.clone())
+            .collect();
+        panic!("entente serve failed ({status}):\n{}", seen.join("\n"));
+    }
 
     let mut latencies: Vec<f64> = lines
         .lock()

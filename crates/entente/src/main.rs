@@ -55,8 +55,12 @@ fn restore_default_sigpipe() {
 fn restore_default_sigpipe() {}
 
 fn main() -> ExitCode {
-    restore_default_sigpipe();
     let cli = Cli::parse();
+    // Network services keep Rust's default (SIGPIPE ignored): a peer that closes its
+    // connection must give a write error, never end the process.
+    if !matches!(cli.command, Command::Serve(_) | Command::Join(_)) {
+        restore_default_sigpipe();
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
