@@ -80,6 +80,8 @@ struct Mailbox {
     queue: VecDeque<Arc<Task>>,
     /// Handed to the node, result pending.
     delivered: HashMap<u64, Arc<Task>>,
+    /// Tasks whose result is being received (claimed by one upload).
+    receiving: HashMap<u64, Arc<Task>>,
     /// Where each pending task's result goes.
     replies: HashMap<u64, SyncSender<TaskResult>>,
 }
@@ -228,6 +230,7 @@ impl Hub {
             let mut b = lock(m);
             b.queue.retain(|t| t.id != task);
             b.delivered.remove(&task);
+            b.receiving.remove(&task);
             b.replies.remove(&task);
         }
     }
@@ -265,14 +268,24 @@ impl Hub {
         }
     }
 
-    /// The task `task` that `site`'s node took and has not answered yet.
-    pub fn delivered(&self, site: &str, task: u64) -> Result<Arc<Task>, RouteError> {
+    /// Claims the task `task` that `site`'s node took, for the one upload that answers it: a
+    /// second upload for the same task finds nothing to claim.
+    pub fn claim(&self, site: &str, task: u64) -> Result<Arc<Task>, RouteError> {
         let (m, _) = self.mailbox(site)?;
-        let b = lock(m);
-        b.delivered
-            .get(&task)
-            .cloned()
-            .ok_or(RouteError::UnknownTask(task))
+        let mut b = lock(m);
+        let t = b
+            .delivered
+            .remove(&task)
+            .ok_or(RouteError::UnknownTask(task))?;
+        b.receiving.insert(task, Arc::clone(&t));
+        Ok(t)
+    }
+
+    /// Whether the result of `task` is arriving now (its deadline no longer applies: the node
+    /// answered in time and waits for its turn to hand the update over).
+    pub fn is_receiving(&self, site: &str, task: u64) -> bool {
+        self.mailbox(site)
+            .is_ok_and(|(m, _)| lock(m).receiving.contains_key(&task))
     }
 
     /// Hands a result to whoever waits for it.
@@ -280,6 +293,9 @@ impl Hub {
         let (m, _) = self.mailbox(site)?;
         let mut b = lock(m);
         b.delivered.remove(&task);
+        b.receiving.remove(&task);
+        // A copy put back in the queue by a re-registration must not be handed out again.
+        b.queue.retain(|t| t.id != task);
         let reply = b
             .replies
             .remove(&task)
@@ -333,6 +349,11 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(got.id, 7);
+        // One upload claims the task; a second one for the same task is refused.
+        assert!(!hub.is_receiving("a", 7));
+        assert_eq!(hub.claim("a", 7).unwrap().id, 7);
+        assert!(hub.is_receiving("a", 7));
+        assert_eq!(hub.claim("a", 7).unwrap_err(), RouteError::UnknownTask(7));
         // Site b cannot answer a's task; a stale session cannot poll.
         assert_eq!(
             hub.complete("b", 7, TaskResult::Refused("x".into())),

@@ -16,6 +16,9 @@ use super::service::CoordinatorService;
 use crate::audit::AuditEvent;
 use crate::store::Store;
 
+/// TLS handshakes in progress at once.
+const MAX_HANDSHAKES: usize = 64;
+
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -39,6 +42,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let acceptor = TlsAcceptor::from(tls);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let accept_loop = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -50,8 +54,14 @@ pub async fn serve(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            // Handshakes in progress are bounded, so a flood of connections cannot exhaust
+            // the coordinator; the excess waits in the kernel's accept queue.
+            let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
+                break;
+            };
             let (acceptor, tx, store) = (acceptor.clone(), tx.clone(), store.clone());
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;

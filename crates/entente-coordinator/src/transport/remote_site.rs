@@ -83,7 +83,9 @@ impl RemoteSite {
                     return Err(self.fail("the task was dropped"));
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let gone = if started.elapsed() >= self.deadline {
+                    let late = started.elapsed() >= self.deadline
+                        && !self.hub.is_receiving(&self.name, id);
+                    let gone = if late {
                         Some(format!(
                             "missed the deadline of {} s (selection.deadline_secs)",
                             self.deadline.as_secs_f64()

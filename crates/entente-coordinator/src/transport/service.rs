@@ -29,6 +29,9 @@ use crate::store::Store;
 /// Longest a poll may wait for a task.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
+/// How often a waiting upload checks whether its turn has come.
+const TURN_POLL: Duration = Duration::from_millis(5);
+
 /// Parameter downloads in flight at once, whatever the number of nodes: enough to keep the
 /// network and the cores busy, few enough that per-transfer buffers stay small in total.
 const MAX_TRANSFERS: usize = 16;
@@ -268,10 +271,8 @@ impl Coordinator for CoordinatorService {
                 "a result must start with its header",
             ));
         };
-        let task = self
-            .hub
-            .delivered(&site, head.task_id)
-            .map_err(route_status)?;
+        // Claimed once: a second upload for the same task is refused before anything is read.
+        let task = self.hub.claim(&site, head.task_id).map_err(route_status)?;
         let bad = |m: String| Status::invalid_argument(m);
         let result = match head.outcome {
             Some(result_header::Outcome::Train(t)) => {
@@ -296,10 +297,12 @@ impl Coordinator for CoordinatorService {
                 }
                 // Take the update in only when the engine is ready to fold it: meanwhile the
                 // node's stream waits (HTTP/2 flow control), not the coordinator's memory.
-                if let Some(turn) = task.turn.clone() {
-                    tokio::task::spawn_blocking(move || turn.wait())
-                        .await
-                        .map_err(|e| Status::internal(e.to_string()))?;
+                // Polled, not blocked on: a waiting upload holds no thread, and a node that
+                // disconnects simply drops its wait.
+                if let Some(turn) = &task.turn {
+                    while !turn.is_ready() {
+                        tokio::time::sleep(TURN_POLL).await;
+                    }
                 }
                 let mut assembler = Assembler::new(layout.total());
                 while let Some(frame) = stream.message().await? {

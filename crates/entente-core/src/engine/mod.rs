@@ -417,11 +417,13 @@ impl RoundEngine {
             .aggregator
             .finish()
             .map_err(|source| EngineError::Aggregate { round, source })?;
-        self.global = Arc::new(next);
+        // The new model becomes the global one only once the round is committed, so a round
+        // that fails from here on is not half applied.
+        let next = Arc::new(next);
 
         let test = match &self.evaluator {
             Some(e) => Some(
-                e.evaluate(&self.global)
+                e.evaluate(&next)
                     .map_err(|reason| EngineError::Evaluate { round, reason })?,
             ),
             None => None,
@@ -429,7 +431,7 @@ impl RoundEngine {
         let site_metrics: Vec<EvalMetrics> = self
             .sites
             .par_iter()
-            .filter_map(|s| s.evaluate(&self.global).ok())
+            .filter_map(|s| s.evaluate(&next).ok())
             .collect();
         let train_loss = tally.mean_loss();
         let record = RoundRecord {
@@ -446,8 +448,9 @@ impl RoundEngine {
             seconds: started.elapsed().as_secs_f64(),
         };
         observer
-            .commit(&record, &self.global, self.aggregator.state().as_ref())
+            .commit(&record, &next, self.aggregator.state().as_ref())
             .map_err(|reason| EngineError::Commit { round, reason })?;
+        self.global = next;
         observer.round_finished(&record);
         Ok(record)
     }

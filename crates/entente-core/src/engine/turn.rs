@@ -40,6 +40,11 @@ impl Turn {
         Self { gate, position }
     }
 
+    /// Whether the engine is ready for this update now (for callers that must not block).
+    pub fn is_ready(&self) -> bool {
+        *self.gate.next.lock().unwrap_or_else(|e| e.into_inner()) >= self.position
+    }
+
     /// Blocks until the engine is ready for this update: every site selected before this one
     /// has been folded in or left out.
     pub fn wait(&self) {
