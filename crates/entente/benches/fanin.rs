@@ -9,7 +9,8 @@
 //! receive plus a small change instead of training, so the figures are the coordinator's.
 //!
 //! Run: `cargo bench -p entente --bench fanin` (needs Fashion-MNIST for the coordinator's test
-//! set; `ENTENTE_FANIN_SITES` and `ENTENTE_FANIN_ROUNDS` change the defaults of 200 and 3).
+//! set; `ENTENTE_FANIN_SITES`, `ENTENTE_FANIN_ROUNDS` and `ENTENTE_FANIN_HIDDEN` change the
+//! defaults of 200 sites, 3 rounds and a hidden layer of 1262 units, 1M parameters).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -30,7 +31,8 @@ use entente_proto::v1::{
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-const HIDDEN: usize = 1262; // 784-1262-10: 1,003,300 parameters
+/// Default hidden width: 784-1262-10 has 1,003,300 parameters.
+const HIDDEN: usize = 1262;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -39,7 +41,7 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn manifest(sites: usize, rounds: usize) -> String {
+fn manifest(sites: usize, rounds: usize, hidden: usize) -> String {
     let mut text = String::from(
         "[federation]\nname = \"fanin\"\nseed = 1\n\n[data]\nformat = \"idx\"\n\
          path = \"/usr/share/datasets/fashion-mnist\"\n\n",
@@ -48,7 +50,7 @@ fn manifest(sites: usize, rounds: usize) -> String {
         text.push_str(&format!("[[sites]]\nname = \"node-{i:03}\"\n\n"));
     }
     text.push_str(&format!(
-        "[model]\nkind = \"mlp\"\nhidden = [{HIDDEN}]\n\n[training]\nrounds = {rounds}\n\
+        "[model]\nkind = \"mlp\"\nhidden = [{hidden}]\n\n[training]\nrounds = {rounds}\n\
          learning_rate = 0.1\n\n[selection]\nmin_sites = {sites}\ndeadline_secs = 600\n"
     ));
     text
@@ -206,9 +208,10 @@ fn main() {
     }
     let sites = env_or("ENTENTE_FANIN_SITES", 200);
     let rounds = env_or("ENTENTE_FANIN_ROUNDS", 3);
+    let hidden = env_or("ENTENTE_FANIN_HIDDEN", HIDDEN);
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = dir.path().join("fanin.toml");
-    std::fs::write(&manifest_path, manifest(sites, rounds)).unwrap();
+    std::fs::write(&manifest_path, manifest(sites, rounds, hidden)).unwrap();
     let digest = entente_core::manifest::Manifest::load(&manifest_path)
         .unwrap()
         .agreement_digest();
@@ -347,7 +350,7 @@ fn main() {
             secs.parse().ok()
         })
         .collect();
-    let params = 784 * HIDDEN + HIDDEN + HIDDEN * 10 + 10;
+    let params = 784 * hidden + hidden + hidden * 10 + 10;
     let model_mb = (params * 4) as f64 / 1e6;
     let baseline = fedavg_baseline(sites, params);
     let round = median(&mut latencies);
