@@ -11,14 +11,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
-use common::Dropping;
+use common::{initial, rules, secure_sites};
 use entente_core::aggregators::{Strategy, build};
-use entente_core::engine::{
-    LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundRecord, RoundRules, Site,
-    SiteError, TrainTask,
-};
+use entente_core::engine::{NoObserver, RoundEngine, RoundRecord, Site, SiteError, TrainTask};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::{SiteUpdate, UpdatePolicy};
@@ -108,57 +104,6 @@ fn plain_sites() -> Vec<Arc<dyn Site>> {
         .collect()
 }
 
-fn secure_sites(
-    settings: &SecAggSettings,
-    drops: &[(usize, usize)],
-    deterministic: bool,
-) -> Vec<Arc<dyn Site>> {
-    plain_sites()
-        .into_iter()
-        .enumerate()
-        .map(|(i, site)| {
-            let secure: Arc<dyn Site> = Arc::new(SecureSite::new(
-                site,
-                i as u32,
-                UpdatePolicy::default(),
-                settings.clone(),
-                deterministic,
-            ));
-            match drops.iter().find(|(s, _)| *s == i) {
-                Some(&(_, drop_at)) => Arc::new(Dropping {
-                    inner: secure,
-                    drop_at,
-                    phase: AtomicUsize::new(0),
-                }) as Arc<dyn Site>,
-                None => secure,
-            }
-        })
-        .collect()
-}
-
-fn rules(min_sites: usize) -> RoundRules {
-    RoundRules {
-        rounds: 1,
-        fraction: 1.0,
-        min_sites,
-        seed: 9,
-        policy: UpdatePolicy::default(),
-        training: LocalTraining {
-            epochs: 1,
-            batch_size: 1,
-            learning_rate: 0.1,
-            optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
-            fedprox_mu: 0.0,
-            dp_sgd: None,
-        },
-    }
-}
-
-fn initial() -> ParamSet {
-    let values = (0..DIM).map(|j| (j as f32).sin()).collect();
-    ParamSet::from_tensors([("w".to_string(), vec![DIM], values)]).unwrap()
-}
-
 /// One secure round with distributed DP; returns its record and the new global model.
 fn distributed_round(
     settings: &SecAggSettings,
@@ -166,11 +111,11 @@ fn distributed_round(
     deterministic: bool,
 ) -> (RoundRecord, Vec<f32>) {
     let mut e = RoundEngine::new(
-        secure_sites(settings, drops, deterministic),
+        secure_sites(plain_sites(), settings, drops, deterministic),
         build(&Strategy::FedAvg),
         None,
         rules(MIN_SITES),
-        initial(),
+        initial(DIM),
     )
     .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings.clone(), &names())));
     let record = e.run_round(1, &mut NoObserver).unwrap();
@@ -197,7 +142,7 @@ fn without_noise_distributed_dp_gives_central_dp_fedavg() {
         Box::new(DpFedAvg::new(s, 0.0, noise_rng(1))),
         None,
         rules(1),
-        initial(),
+        initial(DIM),
     );
     central.run_round(1, &mut NoObserver).unwrap();
     let want = central.global().as_flat().to_vec();
@@ -219,7 +164,7 @@ fn without_noise_distributed_dp_gives_central_dp_fedavg() {
     // The example-weighted mean of the same clipped updates is far away: the weights matter.
     let weights: Vec<f64> = (0..SITES).map(|i| (10 + 70 * i) as f64).collect();
     let total: f64 = weights.iter().sum();
-    let mut weighted = initial().as_flat().to_vec();
+    let mut weighted = initial(DIM).as_flat().to_vec();
     for (i, w) in weights.iter().enumerate() {
         let mut d = PatternSite::delta(i);
         clip_l2(&mut d, s).unwrap();
@@ -250,7 +195,7 @@ fn sum_noise(
             *c += f64::from(x);
         }
     }
-    let start = initial().as_flat().to_vec();
+    let start = initial(DIM).as_flat().to_vec();
     let mut noise = Vec::new();
     for seed in seeds {
         let (record, got) = distributed_round(&settings(s, sigma, seed), drops, true);
@@ -305,7 +250,7 @@ fn the_fixed_point_range_must_hold_the_noisy_coordinates() {
     );
     let task = TrainTask {
         round: 1,
-        global: Arc::new(initial()),
+        global: Arc::new(initial(DIM)),
         training: rules(MIN_SITES).training,
         seed: 1,
         turn: None,

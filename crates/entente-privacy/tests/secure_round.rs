@@ -4,19 +4,15 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
-use common::Dropping;
+use common::{initial, rules, secure_sites};
 use entente_core::aggregators::{Strategy, build};
-use entente_core::engine::{
-    EngineError, LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundRules, Site,
-    SiteError, TrainTask,
-};
+use entente_core::engine::{EngineError, NoObserver, RoundEngine, Site, SiteError, TrainTask};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
-use entente_core::update::{SiteUpdate, UpdatePolicy};
+use entente_core::update::SiteUpdate;
 use entente_privacy::secagg::Modulus;
-use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
+use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 
 const DIM: usize = 300;
 
@@ -83,66 +79,25 @@ fn plain_sites(n: usize) -> Vec<Arc<dyn Site>> {
         .collect()
 }
 
-fn secure_sites(n: usize, drops: &[(usize, usize)]) -> Vec<Arc<dyn Site>> {
-    plain_sites(n)
-        .into_iter()
-        .enumerate()
-        .map(|(i, site)| {
-            let secure: Arc<dyn Site> = Arc::new(SecureSite::new(
-                site,
-                i as u32,
-                UpdatePolicy::default(),
-                settings(),
-                true,
-            ));
-            match drops.iter().find(|(s, _)| *s == i) {
-                Some(&(_, drop_at)) => Arc::new(Dropping {
-                    inner: secure,
-                    drop_at,
-                    phase: AtomicUsize::new(0),
-                }) as Arc<dyn Site>,
-                None => secure,
-            }
-        })
-        .collect()
-}
-
-fn rules(min_sites: usize) -> RoundRules {
-    RoundRules {
-        rounds: 1,
-        fraction: 1.0,
-        min_sites,
-        seed: 9,
-        policy: UpdatePolicy::default(),
-        training: LocalTraining {
-            epochs: 1,
-            batch_size: 1,
-            learning_rate: 0.1,
-            optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
-            fedprox_mu: 0.0,
-            dp_sgd: None,
-        },
-    }
-}
-
-fn initial() -> ParamSet {
-    let values = (0..DIM).map(|j| (j as f32).sin()).collect();
-    ParamSet::from_tensors([("w".to_string(), vec![DIM], values)]).unwrap()
-}
-
 fn plain_result(sites: Vec<Arc<dyn Site>>) -> Vec<f32> {
-    let mut e = RoundEngine::new(sites, build(&Strategy::FedAvg), None, rules(1), initial());
+    let mut e = RoundEngine::new(
+        sites,
+        build(&Strategy::FedAvg),
+        None,
+        rules(1),
+        initial(DIM),
+    );
     e.run_round(1, &mut NoObserver).unwrap();
     e.global().as_flat().to_vec()
 }
 
 fn secure_engine(n: usize, drops: &[(usize, usize)]) -> RoundEngine {
     RoundEngine::new(
-        secure_sites(n, drops),
+        secure_sites(plain_sites(n), &settings(), drops, true),
         build(&Strategy::FedAvg),
         None,
         rules(3),
-        initial(),
+        initial(DIM),
     )
     .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(n))))
 }
@@ -206,7 +161,7 @@ fn too_many_dropouts_abort_the_round_and_keep_the_model() {
         matches!(err, EngineError::SecureAggregation { round: 1, .. }),
         "{err}"
     );
-    assert_eq!(e.global().as_flat(), initial().as_flat());
+    assert_eq!(e.global().as_flat(), initial(DIM).as_flat());
 }
 
 #[test]
@@ -214,11 +169,11 @@ fn a_site_refuses_settings_that_differ_from_the_manifest() {
     let mut other = settings();
     other.clip = 5.0;
     let mut e = RoundEngine::new(
-        secure_sites(4, &[]),
+        secure_sites(plain_sites(4), &settings(), &[], true),
         build(&Strategy::FedAvg),
         None,
         rules(3),
-        initial(),
+        initial(DIM),
     )
     .with_secure_aggregation(Box::new(SecAggCoordinator::new(other, &names(4))));
     let err = e.run_round(1, &mut NoObserver).unwrap_err();
@@ -231,15 +186,21 @@ fn a_site_refuses_settings_that_differ_from_the_manifest() {
 #[test]
 fn sites_refuse_a_round_over_too_few_sites() {
     // Only two sites take part: unmasking would hand each the other's update, so they refuse.
-    let sites: Vec<Arc<dyn Site>> = secure_sites(2, &[]);
-    let mut e = RoundEngine::new(sites, build(&Strategy::FedAvg), None, rules(1), initial())
-        .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(2))));
+    let sites: Vec<Arc<dyn Site>> = secure_sites(plain_sites(2), &settings(), &[], true);
+    let mut e = RoundEngine::new(
+        sites,
+        build(&Strategy::FedAvg),
+        None,
+        rules(1),
+        initial(DIM),
+    )
+    .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(2))));
     let err = e.run_round(1, &mut NoObserver).unwrap_err();
     assert!(
         matches!(err, EngineError::SecureAggregation { .. }),
         "{err}"
     );
-    assert_eq!(e.global().as_flat(), initial().as_flat());
+    assert_eq!(e.global().as_flat(), initial(DIM).as_flat());
 }
 
 #[test]

@@ -196,6 +196,16 @@ fn fedavg_baseline(n: usize, dim: usize) -> f64 {
     median(&mut times)
 }
 
+/// The coordinator's output so far, for a failure message.
+fn output(lines: &std::sync::Mutex<Vec<(Instant, String)>>) -> String {
+    let lines = lines.lock().unwrap();
+    lines
+        .iter()
+        .map(|(_, l)| l.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -314,15 +324,9 @@ fn main() {
         }
         for (i, h) in handles.into_iter().enumerate() {
             if let Err(e) = h.await.unwrap() {
-                let seen: Vec<String> = lines
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|(_, l)| l.clone())
-                    .collect();
                 panic!(
                     "node {i} failed: {e}\ncoordinator output:\n{}",
-                    seen.join("\n")
+                    output(&lines)
                 );
             }
         }
@@ -331,13 +335,7 @@ fn main() {
     done.store(true, Ordering::Relaxed);
     let (before, peak) = sampler.join().unwrap();
     if !status.success() {
-        let seen: Vec<String> = lines
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, l)| l.clone())
-            .collect();
-        panic!("entente serve failed ({status}):\n{}", seen.join("\n"));
+        panic!("entente serve failed ({status}):\n{}", output(&lines));
     }
 
     let mut latencies: Vec<f64> = lines

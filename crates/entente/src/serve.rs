@@ -80,8 +80,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
             }
         );
     }
-    if !(args.heartbeat_secs > 0.0 && args.wait_secs >= 0.0) {
-        bail!("--heartbeat-secs must be > 0 and --wait-secs >= 0");
+    // Bounded so that they convert to durations; a NaN fails every comparison.
+    if !(args.heartbeat_secs > 0.0
+        && args.heartbeat_secs <= 3600.0
+        && args.wait_secs >= 0.0
+        && args.wait_secs <= 1e9)
+    {
+        bail!("--heartbeat-secs must be in (0, 3600] and --wait-secs in [0, 1e9]");
     }
     let url = args
         .database

@@ -123,6 +123,20 @@ fn out_of_range_values_name_key_and_line() {
 
     let (_, key, _) = invalid(&GOOD.replace("alpha = 0.3", "alpha = 0"));
     assert_eq!(key, "data.alpha");
+
+    // A deadline must be positive and small enough to be a duration (no overflow panic).
+    for bad in ["0", "-5", "1e30"] {
+        let text = GOOD.replace(
+            "min_sites = 2",
+            &format!("min_sites = 2\ndeadline_secs = {bad}"),
+        );
+        let (_, key, _) = invalid(&text);
+        assert_eq!(key, "selection.deadline_secs", "{bad}");
+    }
+    assert_eq!(
+        parse(GOOD).unwrap().selection.deadline,
+        std::time::Duration::from_secs(600)
+    );
 }
 
 #[test]

@@ -12,6 +12,10 @@ use crate::aggregators::{FedOptKind, Strategy};
 use crate::engine::{DpSgd, LocalOptimizer, LocalTraining};
 use crate::update::UpdatePolicy;
 
+/// Longest time a manifest may name (about 30 years): beyond any deadline a federation needs,
+/// and small enough to convert to a `Duration` without overflow.
+const MAX_SECONDS: f64 = 1e9;
+
 /// Builds errors that point at a key's line in the source text.
 struct Reporter<'a> {
     text: &'a str,
@@ -175,10 +179,10 @@ pub(super) fn check(
     )?;
 
     r.ensure(
-        sel.deadline_secs.is_finite() && sel.deadline_secs > 0.0,
+        sel.deadline_secs > 0.0 && sel.deadline_secs <= MAX_SECONDS,
         "selection.deadline_secs",
         format!(
-            "is {}; allowed: a number of seconds greater than 0",
+            "is {}; allowed: a number of seconds greater than 0 and at most {MAX_SECONDS:e}",
             sel.deadline_secs
         ),
     )?;

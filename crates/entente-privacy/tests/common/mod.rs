@@ -3,10 +3,13 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use entente_core::engine::{Envelope, Site, SiteError, TrainTask};
+use entente_core::engine::{
+    Envelope, LocalOptimizer, LocalTraining, RoundRules, Site, SiteError, TrainTask,
+};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
-use entente_core::update::SiteUpdate;
+use entente_core::update::{SiteUpdate, UpdatePolicy};
+use entente_privacy::secure_round::{SecAggSettings, SecureSite};
 
 /// Passes messages to a secure site but stops answering from phase `drop_at` on.
 pub struct Dropping {
@@ -41,4 +44,60 @@ impl Site for Dropping {
         }
         self.inner.secure_exchange(round, message)
     }
+}
+
+/// Wraps each plain site as a secure site (its position is its id); the sites named in
+/// `drops` as `(position, phase)` stop answering from that secure phase on.
+pub fn secure_sites(
+    plain: Vec<Arc<dyn Site>>,
+    settings: &SecAggSettings,
+    drops: &[(usize, usize)],
+    deterministic: bool,
+) -> Vec<Arc<dyn Site>> {
+    plain
+        .into_iter()
+        .enumerate()
+        .map(|(i, site)| {
+            let secure: Arc<dyn Site> = Arc::new(SecureSite::new(
+                site,
+                i as u32,
+                UpdatePolicy::default(),
+                settings.clone(),
+                deterministic,
+            ));
+            match drops.iter().find(|(s, _)| *s == i) {
+                Some(&(_, drop_at)) => Arc::new(Dropping {
+                    inner: secure,
+                    drop_at,
+                    phase: AtomicUsize::new(0),
+                }) as Arc<dyn Site>,
+                None => secure,
+            }
+        })
+        .collect()
+}
+
+/// One round with quorum `min_sites`, default policy, plain SGD training.
+pub fn rules(min_sites: usize) -> RoundRules {
+    RoundRules {
+        rounds: 1,
+        fraction: 1.0,
+        min_sites,
+        seed: 9,
+        policy: UpdatePolicy::default(),
+        training: LocalTraining {
+            epochs: 1,
+            batch_size: 1,
+            learning_rate: 0.1,
+            optimizer: LocalOptimizer::Sgd { momentum: 0.0 },
+            fedprox_mu: 0.0,
+            dp_sgd: None,
+        },
+    }
+}
+
+/// A one-tensor model of `dim` values.
+pub fn initial(dim: usize) -> ParamSet {
+    let values = (0..dim).map(|j| (j as f32).sin()).collect();
+    ParamSet::from_tensors([("w".to_string(), vec![dim], values)]).unwrap()
 }

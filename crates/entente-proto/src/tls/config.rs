@@ -38,16 +38,10 @@ pub fn server_config(
     let key = files::load_key(key_pem)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rustls {
-            path: cert_pem.to_owned(),
-            source,
-        })?
+        .map_err(rustls_error(cert_pem))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|source| TlsError::Rustls {
-            path: cert_pem.to_owned(),
-            source,
-        })?;
+        .map_err(rustls_error(cert_pem))?;
     config.alpn_protocols = alpn();
     Ok(Arc::new(config))
 }
@@ -67,18 +61,20 @@ pub fn client_config(
     let key = files::load_key(key_pem)?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rustls {
-            path: cert_pem.to_owned(),
-            source,
-        })?
+        .map_err(rustls_error(cert_pem))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(|source| TlsError::Rustls {
-            path: cert_pem.to_owned(),
-            source,
-        })?;
+        .map_err(rustls_error(cert_pem))?;
     config.alpn_protocols = alpn();
     Ok(Arc::new(config))
+}
+
+/// Maps a rustls error to one that names the certificate file.
+fn rustls_error(cert_pem: &Path) -> impl Fn(rustls::Error) -> TlsError + '_ {
+    move |source| TlsError::Rustls {
+        path: cert_pem.to_owned(),
+        source,
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {
