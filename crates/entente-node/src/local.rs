@@ -1,15 +1,15 @@
 //! The node's participant: its data, the manifest's model, and the privacy layers the manifest
-//! requires (a DP-SGD budget ledger the site keeps itself, the site half of secure
-//! aggregation with fresh operating-system randomness).
+//! requires (a budget ledger the site keeps itself and charges every round it trains, the site
+//! half of secure aggregation with fresh operating-system randomness).
 
 use std::path::Path;
 use std::sync::Arc;
 
 use entente_core::engine::Site;
-use entente_core::manifest::{Manifest, PrivacyMechanism};
+use entente_core::manifest::Manifest;
 use entente_core::params::{Layout, TensorSpec};
 use entente_learn::simulation;
-use entente_privacy::budget::{BudgetedSite, Ledger};
+use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
 use entente_privacy::secure_round::{SecAggSettings, SecureSite};
 
 use crate::agent::NodeError;
@@ -56,17 +56,15 @@ pub fn participant(
     .map_err(|e| NodeError::Setup(e.to_string()))?;
 
     let mut site: Arc<dyn Site> = Arc::new(local);
-    if let Some(p) = manifest
-        .privacy
-        .as_ref()
-        .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
-    {
+    // Under every mechanism the node charges its own ledger before it trains a round, and
+    // refuses the round that would exceed its budget, whatever the coordinator asks.
+    if let Some(p) = &manifest.privacy {
         let ledger = Ledger::open(&p.ledger, name, &manifest.data_label(), p.delta)
             .map_err(|e| NodeError::Setup(format!("privacy ledger: {e}")))?;
         site = Arc::new(BudgetedSite::new(
             site,
             &manifest.name,
-            examples,
+            RoundPrice::of(p, examples),
             p.budgets[index],
             ledger,
         ));

@@ -1,9 +1,9 @@
 //! Privacy budgets that every site enforces for itself.
 //!
 //! A [`Ledger`] is one site's record of what it has spent on one data set, across runs, kept
-//! in a JSON file the site owns. [`BudgetedSite`] wraps a site that trains with DP-SGD: before
-//! each round it computes what the round would cost with the RDP accountant and refuses, with
-//! the numbers, if that would exceed its budget. The charge is written before training starts,
+//! in a JSON file the site owns. [`BudgetedSite`] wraps a site that trains under DP-SGD or
+//! client-level DP: before each round it computes what the round would cost with the RDP
+//! accountant and refuses, with the numbers, if that would exceed its budget. The charge is written before training starts,
 //! so privacy fails closed: a crash after the charge can only over-count.
 
 use std::fs;
@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use entente_core::engine::{Envelope, Site, SiteError, TrainTask, dp_sgd_sampling};
+use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
@@ -279,28 +280,63 @@ impl Ledger {
     }
 }
 
-/// A site that trains with DP-SGD and refuses any round that would exceed its budget.
+/// What one round costs a site under the manifest's privacy mechanism.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RoundPrice {
+    /// Record-level DP-SGD on the site's `examples` records: the trainer's Poisson-sampled
+    /// steps, at the noise multiplier the task carries.
+    DpSgd {
+        /// Training records the site holds.
+        examples: usize,
+    },
+    /// Client-level DP (central or distributed): one Gaussian step at `noise_multiplier` for
+    /// every round the site's update goes into, without amplification by sampling.
+    ClientLevel {
+        /// Noise multiplier of the sum's Gaussian noise.
+        noise_multiplier: f64,
+    },
+}
+
+impl RoundPrice {
+    /// The price of a round under `privacy` for a site with `examples` training records.
+    pub fn of(privacy: &PrivacySpec, examples: usize) -> Self {
+        match privacy.mechanism {
+            PrivacyMechanism::DpSgd => Self::DpSgd { examples },
+            PrivacyMechanism::ClientLevel | PrivacyMechanism::Distributed => Self::ClientLevel {
+                noise_multiplier: privacy.noise_multiplier,
+            },
+        }
+    }
+}
+
+/// Sampling rate and steps of one round of client-level DP as a site charges it: one step at
+/// rate 1. A site cannot check that the coordinator samples sites at random and in secret, so
+/// it does not count on amplification by sampling; it charges only rounds it takes part in.
+pub const CLIENT_ROUND_COST: (f64, u64) = (1.0, 1);
+
+/// A privacy-protected site that refuses any round that would exceed its budget: before it
+/// trains, it charges the round to its own ledger, or refuses with the numbers.
 pub struct BudgetedSite {
     inner: Arc<dyn Site>,
     federation: String,
-    examples: usize,
+    price: RoundPrice,
     budget: f64,
     ledger: Mutex<Ledger>,
 }
 
 impl BudgetedSite {
-    /// Wraps `inner`, which trains on `examples` records, with `budget` epsilon and its ledger.
+    /// Wraps `inner`, whose rounds cost `price`, with `budget` epsilon and its ledger.
     pub fn new(
         inner: Arc<dyn Site>,
         federation: &str,
-        examples: usize,
+        price: RoundPrice,
         budget: f64,
         ledger: Ledger,
     ) -> Self {
         Self {
             inner,
             federation: federation.to_string(),
-            examples,
+            price,
             budget,
             ledger: Mutex::new(ledger),
         }
@@ -310,6 +346,27 @@ impl BudgetedSite {
         SiteError {
             site: self.inner.name().to_string(),
             reason,
+        }
+    }
+
+    /// Sampling rate, noise multiplier and steps that `task` would charge.
+    fn price_of(&self, task: &TrainTask) -> Result<(f64, f64, u64), SiteError> {
+        match self.price {
+            RoundPrice::DpSgd { examples } => {
+                let Some(dp) = task.training.dp_sgd else {
+                    return Err(self.refuse(
+                        "refuses to train without DP-SGD: its manifest declares a privacy budget"
+                            .to_string(),
+                    ));
+                };
+                let (q, steps) =
+                    round_cost(examples, task.training.batch_size, task.training.epochs);
+                Ok((q, dp.noise_multiplier, steps))
+            }
+            RoundPrice::ClientLevel { noise_multiplier } => {
+                let (q, steps) = CLIENT_ROUND_COST;
+                Ok((q, noise_multiplier, steps))
+            }
         }
     }
 }
@@ -326,31 +383,14 @@ impl Site for BudgetedSite {
     }
 
     fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
-        let Some(dp) = task.training.dp_sgd else {
-            return Err(self.refuse(
-                "refuses to train without DP-SGD: its manifest declares a privacy budget"
-                    .to_string(),
-            ));
-        };
-        let (q, steps) = round_cost(
-            self.examples,
-            task.training.batch_size,
-            task.training.epochs,
-        );
+        let (q, sigma, steps) = self.price_of(task)?;
         {
             let mut ledger = self
                 .ledger
                 .lock()
                 .map_err(|_| self.refuse("ledger lock poisoned".into()))?;
             ledger
-                .charge_within(
-                    self.budget,
-                    &self.federation,
-                    task.round,
-                    q,
-                    dp.noise_multiplier,
-                    steps,
-                )
+                .charge_within(self.budget, &self.federation, task.round, q, sigma, steps)
                 .map_err(|e| match e {
                     LedgerError::OverBudget { .. } => {
                         self.refuse(format!("refuses round {}: {e}", task.round))

@@ -22,11 +22,10 @@ use entente_core::params::ParamSet;
 use entente_core::update::{SiteUpdate, UpdatePolicy, validate};
 use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
-use rand_chacha::rand_core::SeedableRng;
 use serde::{Deserialize, Serialize};
 
 use crate::dp::DistributedDp;
-use crate::dp::mechanisms::noise_rng;
+use crate::dp::mechanisms::{noise_rng, os_noise_rng};
 use crate::secagg::{
     AdvertiseKeys, EncodingSettings, GraphSpec, MaskedInput, Modulus, PeerKeys, RoutedShares,
     SecAggClient, SecAggConfig, SecAggServer, ShareKeys, SiteId, UnmaskRequest, UnmaskResponse,
@@ -490,11 +489,7 @@ impl SecureSite {
                 NOISE_STREAM + u64::from(self.id),
             )))
         } else {
-            ChaCha20Rng::try_from_os_rng().map_err(|e| {
-                self.error(format!(
-                    "could not draw distributed-DP noise from the operating system: {e}"
-                ))
-            })
+            os_noise_rng().map_err(|e| self.error(format!("distributed DP: {e}")))
         }
     }
 }

@@ -9,7 +9,9 @@ use entente_core::engine::{DpSgd, LocalOptimizer, LocalTraining, Site, SiteError
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
-use entente_privacy::budget::{BudgetedSite, Ledger, LedgerError, round_cost};
+use entente_privacy::budget::{
+    BudgetedSite, CLIENT_ROUND_COST, Ledger, LedgerError, RoundPrice, round_cost,
+};
 use entente_privacy::dp::rdp::epsilon;
 
 fn scratch(name: &str) -> PathBuf {
@@ -111,7 +113,7 @@ fn a_site_refuses_the_round_that_would_exceed_its_budget_before_training() {
     let site = BudgetedSite::new(
         inner.clone(),
         "fed",
-        1000,
+        RoundPrice::DpSgd { examples: 1000 },
         budget,
         Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
     );
@@ -130,7 +132,7 @@ fn a_site_refuses_the_round_that_would_exceed_its_budget_before_training() {
     let again = BudgetedSite::new(
         inner.clone(),
         "fed",
-        1000,
+        RoundPrice::DpSgd { examples: 1000 },
         budget,
         Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
     );
@@ -145,13 +147,50 @@ fn a_budgeted_site_refuses_to_train_without_dp_sgd() {
     let site = BudgetedSite::new(
         inner.clone(),
         "fed",
-        1000,
+        RoundPrice::DpSgd { examples: 1000 },
         10.0,
         Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
     );
     let err = site.train(&task(1, None)).unwrap_err();
     assert!(err.reason.contains("without DP-SGD"), "{}", err.reason);
     assert_eq!(inner.0.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn client_level_rounds_are_charged_one_unamplified_step_each() {
+    let dir = scratch("client");
+    let sigma = 1.5;
+    let (q, steps) = CLIENT_ROUND_COST;
+    assert_eq!((q, steps), (1.0, 1));
+    let three = epsilon(1.0, sigma, 3, 1e-5).unwrap().epsilon;
+    // Enough for three rounds, not four.
+    let budget = (three + epsilon(1.0, sigma, 4, 1e-5).unwrap().epsilon) / 2.0;
+    let inner = Arc::new(CountingSite(AtomicUsize::new(0)));
+    let site = BudgetedSite::new(
+        inner.clone(),
+        "fed",
+        RoundPrice::ClientLevel {
+            noise_multiplier: sigma,
+        },
+        budget,
+        Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
+    );
+    // No DP-SGD in the task: the update, not the records' gradients, carries the noise.
+    for round in 1..=3 {
+        site.train(&task(round, None)).unwrap();
+    }
+    let err = site.train(&task(4, None)).unwrap_err();
+    assert!(err.reason.contains("refuses round 4"), "{}", err.reason);
+    assert_eq!(inner.0.load(Ordering::SeqCst), 3);
+    let ledger = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
+    assert_eq!(ledger.charges().len(), 3);
+    assert!((ledger.spent().unwrap() - three).abs() < 1e-9);
+    assert!(
+        ledger
+            .charges()
+            .iter()
+            .all(|c| c.q == 1.0 && c.steps == 1 && c.noise_multiplier == sigma)
+    );
 }
 
 #[test]

@@ -17,12 +17,14 @@ use entente_coordinator::transport::hub::Hub;
 use entente_coordinator::transport::listener;
 use entente_coordinator::transport::remote_site::RemoteSite;
 use entente_coordinator::transport::service::CoordinatorService;
-use entente_core::aggregators;
+use entente_core::aggregators::{self, Aggregator};
 use entente_core::engine::{RoundEngine, RoundObserver, RoundRecord, Site, selection};
-use entente_core::manifest::{Manifest, PrivacyMechanism};
+use entente_core::manifest::{Manifest, PrivacyMechanism, PrivacySpec};
 use entente_core::params::ParamSet;
 use entente_learn::simulation;
-use entente_privacy::budget::round_cost;
+use entente_privacy::budget::{CLIENT_ROUND_COST, RoundPrice, round_cost};
+use entente_privacy::dp::client::DpFedAvg;
+use entente_privacy::dp::os_noise_rng;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 use entente_proto::tls::{self, KeyDir};
 use tokio::runtime::Handle;
@@ -63,23 +65,6 @@ pub struct ServeArgs {
 /// Runs `entente serve`.
 pub fn run(args: ServeArgs) -> Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
-    if let Some(p) = manifest.privacy.as_ref().filter(|p| {
-        matches!(
-            p.mechanism,
-            PrivacyMechanism::ClientLevel | PrivacyMechanism::Distributed
-        )
-    }) {
-        bail!(
-            "privacy.mechanism = \"{}\" (client-level DP) runs in `entente simulate` only so \
-             far: over the network every site must charge its own ledger for the whole run before \
-             round 1; use mechanism = \"dp-sgd\", which each node enforces itself",
-            if p.mechanism == PrivacyMechanism::Distributed {
-                "distributed"
-            } else {
-                "client"
-            }
-        );
-    }
     // Bounded so that they convert to durations; a NaN fails every comparison.
     if !(args.heartbeat_secs > 0.0
         && args.heartbeat_secs <= 3600.0
@@ -175,7 +160,7 @@ async fn serve(args: ServeArgs, manifest: Manifest, url: String) -> Result<()> {
     wait_for_sites(&hub, &manifest, Duration::from_secs_f64(args.wait_secs)).await?;
 
     let sites = remote_sites(&manifest, &hub);
-    let mut rule = aggregators::build(&manifest.strategy);
+    let mut rule = aggregation_rule(&manifest)?;
     if let Some(s) = &server_state {
         rule.restore(s)?;
     }
@@ -204,18 +189,9 @@ async fn serve(args: ServeArgs, manifest: Manifest, url: String) -> Result<()> {
         run,
         handle: Handle::current(),
         rounds: manifest.rounds,
-        dp_sgd: manifest
-            .privacy
-            .as_ref()
-            .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
-            .map(|p| {
-                (
-                    manifest.training.batch_size,
-                    manifest.training.epochs,
-                    p.noise_multiplier,
-                    p.delta,
-                )
-            }),
+        privacy: manifest.privacy.clone(),
+        batch_size: manifest.training.batch_size,
+        epochs: manifest.training.epochs,
     };
     let outcome = tokio::task::spawn_blocking(move || {
         let pool = rayon::ThreadPoolBuilder::new()
@@ -263,6 +239,20 @@ async fn serve(args: ServeArgs, manifest: Manifest, url: String) -> Result<()> {
     let _ = stop.send(());
     let _ = server.await;
     Ok(())
+}
+
+/// The manifest's aggregation rule; under central client-level DP, DP-FedAvg with noise from
+/// the operating system. (Distributed DP needs no rule of its own: the sites add the noise
+/// before secure aggregation masks their updates.)
+fn aggregation_rule(manifest: &Manifest) -> Result<Box<dyn Aggregator>> {
+    match &manifest.privacy {
+        Some(p) if p.mechanism == PrivacyMechanism::ClientLevel => Ok(Box::new(DpFedAvg::new(
+            p.clip,
+            p.noise_multiplier,
+            os_noise_rng().map_err(anyhow::Error::msg)?,
+        ))),
+        _ => Ok(aggregators::build(&manifest.strategy)),
+    }
 }
 
 /// One remote site per manifest site, in manifest order (each site's seed is its position).
@@ -325,32 +315,39 @@ struct StoreObserver {
     run: i64,
     handle: Handle,
     rounds: u32,
-    /// Batch size, epochs, noise multiplier and delta under DP-SGD: what each site's ledger is
-    /// charged per round.
-    dp_sgd: Option<(usize, usize, f64, f64)>,
+    /// The manifest's privacy terms: what each site's ledger is charged per round.
+    privacy: Option<PrivacySpec>,
+    /// Local batch size and epochs (the DP-SGD steps of a round).
+    batch_size: usize,
+    epochs: usize,
 }
 
 impl StoreObserver {
-    /// Records in the audit log what DP-SGD charged each accepted site this round: the
+    /// Records in the audit log what each accepted site charged its ledger this round: the
     /// sampled Gaussian mechanism's rate, noise multiplier and steps, from which anyone can
     /// recompute the epsilon (the sites' own ledgers hold the running totals).
     fn audit_privacy(&self, record: &RoundRecord) {
-        let Some((batch, epochs, sigma, delta)) = self.dp_sgd else {
+        let Some(p) = &self.privacy else {
             return;
         };
         for (site, &examples) in record.accepted.iter().zip(&record.accepted_examples) {
-            let (q, steps) = round_cost(examples as usize, batch, epochs);
+            let (q, steps) = match RoundPrice::of(p, examples as usize) {
+                RoundPrice::DpSgd { examples } => {
+                    round_cost(examples, self.batch_size, self.epochs)
+                }
+                RoundPrice::ClientLevel { .. } => CLIENT_ROUND_COST,
+            };
             let event = AuditEvent {
                 kind: "privacy_charged".into(),
                 run: Some(self.run),
                 round: Some(record.round),
                 site: Some(site.clone()),
                 detail: serde_json::json!({
-                    "mechanism": "dp-sgd",
+                    "mechanism": p.mechanism.as_str(),
                     "sampling_rate": q,
-                    "noise_multiplier": sigma,
+                    "noise_multiplier": p.noise_multiplier,
                     "steps": steps,
-                    "delta": delta,
+                    "delta": p.delta,
                 })
                 .to_string(),
             };

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use entente_core::params::ParamSet;
+use entente_privacy::dp::rdp::epsilon;
 
 const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
@@ -235,6 +236,36 @@ impl Federation {
         );
     }
 
+    /// The audit log's `privacy_charged` entries.
+    fn privacy_charges(&self) -> Vec<String> {
+        self.audit_lines()
+            .into_iter()
+            .filter(|l| l.contains("privacy_charged"))
+            .collect()
+    }
+
+    /// The charges in `site`'s ledger of the Fashion-MNIST data (the manifests keep their
+    /// ledgers in `ledgers/`).
+    fn ledger_charges(&self, site: &str) -> Vec<serde_json::Value> {
+        let path = self
+            .dir
+            .join("ledgers")
+            .join(format!("{site}--fashion-mnist.json"));
+        let ledger: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        ledger["charges"].as_array().unwrap().clone()
+    }
+
+    /// Every site's ledger holds `rounds` charges, and `entente privacy` reports every site.
+    fn assert_ledgers_charged(&self, rounds: usize) {
+        let out = run_ok(entente().arg("privacy").arg(self.manifest()));
+        let report = String::from_utf8_lossy(&out.stdout);
+        for site in SITES {
+            assert_eq!(self.ledger_charges(site).len(), rounds, "{site}");
+            assert!(report.contains(site), "{report}");
+        }
+    }
+
     /// Rounds with a `round_finished` entry, in log order.
     fn finished_rounds(&self) -> Vec<u32> {
         self.audit_lines()
@@ -408,40 +439,93 @@ fn secure_aggregation_over_the_network_gives_the_simulated_model() {
     fed.assert_audit_intact();
 }
 
+/// Runs two rounds over three nodes under `privacy` (TOML after the base manifest) and checks
+/// that every node charged its own ledger for both rounds and the audit log holds each charge
+/// under `mechanism`. Returns the audit log's charges.
+fn run_charged(name: &str, min_sites: usize, privacy: &str, mechanism: &str) -> Vec<String> {
+    let fed = Federation::new(name, &(manifest(name, 2, 3000, min_sites) + privacy));
+    run_federation(&fed);
+    let charged = fed.privacy_charges();
+    assert_eq!(charged.len(), 6, "{charged:?}");
+    let tag = format!("\"mechanism\":\"{mechanism}\"");
+    assert!(charged.iter().all(|l| l.contains(&tag)), "{charged:?}");
+    // Every node kept its own ledger beside its manifest, charged for both rounds.
+    fed.assert_ledgers_charged(2);
+    fed.assert_audit_intact();
+    charged
+}
+
 #[test]
 fn dp_sgd_nodes_charge_their_own_ledgers_and_the_audit_log_records_it() {
     let _serial = serial();
     if !have_fashion_mnist() {
         return;
     }
-    let text = manifest("private", 2, 3000, 2)
-        + "\n[privacy]\nmechanism = \"dp-sgd\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
-           epsilon_budget = 50.0\nledger = \"ledgers\"\n";
-    let fed = Federation::new("private", &text);
-    run_federation(&fed);
-    let charged: Vec<_> = fed
-        .audit_lines()
-        .into_iter()
-        .filter(|l| l.contains("privacy_charged"))
-        .collect();
-    assert_eq!(charged.len(), 6, "{charged:?}");
+    let privacy = "\n[privacy]\nmechanism = \"dp-sgd\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
+                   epsilon_budget = 50.0\nledger = \"ledgers\"\n";
+    let charged = run_charged("private", 2, privacy, "dp-sgd");
     assert!(
         charged
             .iter()
             .all(|l| l.contains("\"noise_multiplier\":1.0"))
     );
-    // Every node kept its own ledger beside its manifest, charged for both rounds.
-    let ledgers: Vec<_> = std::fs::read_dir(fed.dir.join("ledgers"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    assert_eq!(ledgers.len(), 3, "{ledgers:?}");
-    let out = run_ok(entente().arg("privacy").arg(fed.manifest()));
-    let report = String::from_utf8_lossy(&out.stdout);
-    for site in SITES {
-        assert!(report.contains(site), "{report}");
+}
+
+#[test]
+fn distributed_dp_nodes_charge_one_unamplified_step_per_round() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
     }
+    // The nodes clip and noise their updates under secure aggregation.
+    let privacy = "\n[secure_aggregation]\nthreshold = 0.67\nclip = 8.0\n\
+                   \n[privacy]\nmechanism = \"distributed\"\nclip = 1.0\n\
+                   noise_multiplier = 1.0\nepsilon_budget = 50.0\nledger = \"ledgers\"\n";
+    let charged = run_charged("distributed", 3, privacy, "distributed");
+    assert!(
+        charged
+            .iter()
+            .all(|l| l.contains("\"sampling_rate\":1.0") && l.contains("\"steps\":1")),
+        "{charged:?}"
+    );
+}
+
+#[test]
+fn central_dp_nodes_spend_their_budget_then_refuse_the_next_run() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    // Central DP: the coordinator adds the noise, each node charges one unamplified step per
+    // round. The budget buys two rounds, not three.
+    let step = |n| epsilon(1.0, 1.0, n, 1e-5).unwrap().epsilon;
+    let budget = f64::midpoint(step(2), step(3));
+    let text = manifest("central", 2, 3000, 2)
+        + &format!(
+            "\n[privacy]\nmechanism = \"client\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
+             epsilon_budget = {budget}\nledger = \"ledgers\"\n"
+        );
+    let fed = Federation::new("central", &text);
+    let first = run_federation(&fed);
+    assert!(first.as_flat().iter().all(|v| v.is_finite()));
+    assert_eq!(fed.finished_rounds(), vec![1, 2]);
+
+    // A second run of the same manifest: every node refuses its first round, naming the
+    // numbers, and the run stops without a round.
+    let mut serve = fed.serve();
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    let (ok, log) = serve.finish(Duration::from_secs(300));
+    assert!(!ok, "the second run should have stopped:\n{log}");
+    assert!(log.contains("refuses round 1"), "{log}");
+    assert!(
+        log.contains(&format!("over its budget of {budget}")),
+        "{log}"
+    );
+    drop(nodes);
+    assert_eq!(fed.finished_rounds(), vec![1, 2]);
+    // Nothing was charged for the refused round: two charges per ledger.
+    fed.assert_ledgers_charged(2);
     fed.assert_audit_intact();
 }
 

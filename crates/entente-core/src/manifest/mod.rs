@@ -147,6 +147,17 @@ pub enum PrivacyMechanism {
     Distributed,
 }
 
+impl PrivacyMechanism {
+    /// The mechanism as the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DpSgd => "dp-sgd",
+            Self::ClientLevel => "client",
+            Self::Distributed => "distributed",
+        }
+    }
+}
+
 /// Standard deviations of a site's noise share that SecAgg's fixed-point range must hold
 /// under distributed DP, beyond the clipped value: a coordinate then leaves the range with
 /// probability below `2 Phi(-10) = 1.5e-23`.

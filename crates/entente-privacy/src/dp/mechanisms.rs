@@ -78,6 +78,12 @@ pub fn noise_rng(seed: u64) -> ChaCha20Rng {
     ChaCha20Rng::seed_from_u64(seed)
 }
 
+/// A ChaCha20 generator seeded by the operating system, for noise nobody else can predict.
+pub fn os_noise_rng() -> Result<ChaCha20Rng, String> {
+    ChaCha20Rng::try_from_os_rng()
+        .map_err(|e| format!("could not seed the noise from the operating system: {e}"))
+}
+
 /// Adds independent `N(0, (noise_multiplier * clip_norm)^2)` noise to each of `values`, drawn
 /// from `rng`, and returns the standard deviation used.
 ///

@@ -26,7 +26,7 @@ pub use calibrate::{
     calibrate_noise_multiplier_after,
 };
 pub use distributed::DistributedDp;
-pub use mechanisms::{add_gaussian_noise, clip_l2, l2_norm, noise_rng};
+pub use mechanisms::{add_gaussian_noise, clip_l2, l2_norm, noise_rng, os_noise_rng};
 pub use rdp::{
     Accountant, MAX_ORDER, PrivacySpent, SgmEvent, compute_rdp, default_orders, epsilon,
     get_privacy_spent,

@@ -23,7 +23,7 @@ use entente_learn::data::Dataset;
 use entente_learn::model::ModelSpec;
 use entente_learn::simulation;
 use entente_learn::trainer;
-use entente_privacy::budget::{BudgetedSite, Ledger};
+use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
 use entente_privacy::dp;
 use entente_privacy::dp::client::DpFedAvg;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
@@ -166,7 +166,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
                 site = Arc::new(BudgetedSite::new(
                     site,
                     &manifest.name,
-                    s.train_data().len(),
+                    RoundPrice::of(p, s.train_data().len()),
                     p.budgets[i],
                     ledger,
                 ));
