@@ -3,11 +3,12 @@
 //! Everything that combines models (aggregators, update validation, later secure aggregation
 //! and differential privacy) works on [`ParamSet::as_flat`] and never sees an ML framework type.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors, View};
 
 /// Safetensors metadata key under which entente records the tensor order.
 const ORDER_KEY: &str = "entente.order";
@@ -144,6 +145,8 @@ impl ParamSet {
     {
         let mut specs = Vec::new();
         let mut data = Vec::new();
+        let tensors: Vec<_> = tensors.into_iter().collect();
+        data.reserve_exact(tensors.iter().map(|(_, _, v)| v.len()).sum());
         for (name, shape, values) in tensors {
             let expected: usize = shape.iter().product();
             if expected != values.len() {
@@ -195,7 +198,12 @@ impl ParamSet {
 
     /// True when `other` has the same names and shapes in the same order.
     pub fn same_layout(&self, other: &ParamSet) -> bool {
-        Arc::ptr_eq(&self.layout, &other.layout) || self.layout.specs == other.layout.specs
+        self.has_layout(&other.layout)
+    }
+
+    /// True when this set's names and shapes are `layout`'s, in the same order.
+    pub fn has_layout(&self, layout: &Arc<Layout>) -> bool {
+        Arc::ptr_eq(&self.layout, layout) || self.layout.specs == layout.specs
     }
 
     /// All values, tensor after tensor.
@@ -260,20 +268,15 @@ impl ParamSet {
     }
 
     /// Serializes to the safetensors format (little-endian F32, names and shapes as given).
+    /// The output is the only model-sized allocation: tensors are written from their values.
     pub fn to_safetensors(&self) -> Result<Vec<u8>, ParamError> {
-        let bytes: Vec<Vec<u8>> = self
-            .iter()
-            .map(|(_, values)| values.iter().flat_map(|v| v.to_le_bytes()).collect())
-            .collect();
-        let views = self
-            .layout
-            .specs
-            .iter()
-            .zip(&bytes)
-            .map(|(spec, b)| {
-                TensorView::new(Dtype::F32, spec.shape.clone(), b).map(|v| (spec.name.clone(), v))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let views = self.layout.specs.iter().enumerate().map(|(i, spec)| {
+            let view = F32View {
+                shape: &spec.shape,
+                values: &self.data[self.layout.range(i)],
+            };
+            (spec.name.clone(), view)
+        });
         let order: Vec<&str> = self.layout.specs.iter().map(|s| s.name.as_str()).collect();
         let metadata = HashMap::from([(
             ORDER_KEY.to_string(),
@@ -332,6 +335,34 @@ impl ParamSet {
             source,
         })?;
         Self::from_safetensors(&bytes)
+    }
+}
+
+/// One tensor's values as a safetensors view, without copying them on little-endian machines.
+struct F32View<'a> {
+    shape: &'a [usize],
+    values: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+
+    fn data(&self) -> Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(self.values))
+        } else {
+            Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        std::mem::size_of_val(self.values)
     }
 }
 

@@ -160,8 +160,18 @@ pub fn validate(
     })
 }
 
-/// Reorders `received` into `layout`, checking names, shapes and finiteness.
+/// Reorders `received` into `layout`, checking names, shapes and finiteness. An update already
+/// in the layout (the usual case) keeps its buffer: no copy.
 fn align(layout: &Arc<Layout>, received: ParamSet) -> Result<ParamSet, UpdateProblem> {
+    if received.has_layout(layout) {
+        for (i, spec) in layout.specs().iter().enumerate() {
+            check_finite(&spec.name, &received.as_flat()[layout.range(i)])?;
+        }
+        return Ok(ParamSet::from_checked_parts(
+            Arc::clone(layout),
+            received.into_flat(),
+        ));
+    }
     for spec in received.layout().specs() {
         if layout.position(&spec.name).is_none() {
             return Err(UpdateProblem::UnknownTensor(spec.name.clone()));
@@ -182,17 +192,23 @@ fn align(layout: &Arc<Layout>, received: ParamSet) -> Result<ParamSet, UpdatePro
             });
         }
         let values = &received.as_flat()[received.layout().range(i)];
-        if let Some((index, value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-            return Err(UpdateProblem::NonFinite {
-                name: spec.name.clone(),
-                index,
-                value: *value,
-            });
-        }
+        check_finite(&spec.name, values)?;
         data.extend_from_slice(values);
     }
     // Every tensor of the layout was copied with its checked shape, so the length matches.
     Ok(ParamSet::from_checked_parts(Arc::clone(layout), data))
+}
+
+/// Every value of tensor `name` must be finite.
+fn check_finite(name: &str, values: &[f32]) -> Result<(), UpdateProblem> {
+    match values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        Some((index, value)) => Err(UpdateProblem::NonFinite {
+            name: name.to_string(),
+            index,
+            value: *value,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

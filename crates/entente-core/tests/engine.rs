@@ -132,7 +132,7 @@ impl Site for FakeSite {
         })
     }
 
-    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         match self.eval {
             Some((accuracy, num_examples)) => Ok(EvalMetrics {
                 loss: 1.0 - accuracy,
@@ -685,7 +685,7 @@ impl Site for SeedSite {
         })
     }
 
-    fn evaluate(&self, _: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, _: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         Err(SiteError {
             site: self.name.to_string(),
             reason: "no test split".into(),

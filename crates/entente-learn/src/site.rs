@@ -1,6 +1,8 @@
 //! A site that trains on data it holds in memory: the simulation's participant, and the
 //! training half of a real node.
 
+use std::sync::Arc;
+
 use entente_core::engine::{Site, SiteError, TrainTask};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -80,7 +82,7 @@ impl Site for LocalSite {
         })
     }
 
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         trainer::evaluate(&self.spec, params, &self.test, EVAL_BATCH).map_err(|e| self.fail(e))
     }
 }

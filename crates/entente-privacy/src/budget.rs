@@ -401,7 +401,7 @@ impl Site for BudgetedSite {
         self.inner.train(task)
     }
 
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         self.inner.evaluate(params)
     }
 

@@ -547,7 +547,7 @@ impl Site for SecureSite {
         })
     }
 
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         self.inner.evaluate(params)
     }
 

@@ -37,7 +37,7 @@ impl Site for CountingSite {
         })
     }
 
-    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         Err(SiteError {
             site: "clinic".into(),
             reason: "none".into(),

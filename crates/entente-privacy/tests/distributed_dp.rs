@@ -62,7 +62,7 @@ impl Site for PatternSite {
         })
     }
 
-    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         Err(SiteError {
             site: self.name.clone(),
             reason: "no test split".into(),

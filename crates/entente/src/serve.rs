@@ -18,8 +18,9 @@ use entente_coordinator::transport::listener;
 use entente_coordinator::transport::remote_site::RemoteSite;
 use entente_coordinator::transport::service::CoordinatorService;
 use entente_core::aggregators::{self, Aggregator};
-use entente_core::engine::{RoundEngine, RoundObserver, RoundRecord, Site, selection};
+use entente_core::engine::{Evaluator, RoundEngine, RoundObserver, RoundRecord, Site, selection};
 use entente_core::manifest::{Manifest, PrivacyMechanism, PrivacySpec};
+use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_learn::simulation;
 use entente_privacy::budget::{CLIENT_ROUND_COST, RoundPrice, round_cost};
@@ -64,6 +65,7 @@ pub struct ServeArgs {
 
 /// Runs `entente serve`.
 pub fn run(args: ServeArgs) -> Result<()> {
+    return_large_buffers_to_the_system();
     let manifest = Manifest::load(&args.manifest)?;
     // Bounded so that they convert to durations; a NaN fails every comparison.
     if !(args.heartbeat_secs > 0.0
@@ -164,7 +166,12 @@ async fn serve(args: ServeArgs, manifest: Manifest, url: String) -> Result<()> {
     if let Some(s) = &server_state {
         rule.restore(s)?;
     }
-    let evaluator = Arc::new(CentralTest { spec, data: test });
+    let evaluator = Arc::new(CoreBoundEvaluator {
+        test: CentralTest { spec, data: test },
+        pool: rayon::ThreadPoolBuilder::new()
+            .build()
+            .context("could not start the evaluation threads")?,
+    });
     let mut engine = RoundEngine::new(
         sites,
         rule,
@@ -252,6 +259,33 @@ fn aggregation_rule(manifest: &Manifest) -> Result<Box<dyn Aggregator>> {
             os_noise_rng().map_err(anyhow::Error::msg)?,
         ))),
         _ => Ok(aggregators::build(&manifest.strategy)),
+    }
+}
+
+/// The coordinator's test-set evaluation on a pool of one thread per core. The engine's pool
+/// has a thread per site (each waits on a node), and the matrix library keeps a scratch buffer
+/// the size of a core's L2 cache in every thread it runs on: evaluating there would cost that
+/// much memory per site.
+struct CoreBoundEvaluator {
+    test: CentralTest,
+    pool: rayon::ThreadPool,
+}
+
+impl Evaluator for CoreBoundEvaluator {
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String> {
+        self.pool.install(|| self.test.evaluate(params))
+    }
+}
+
+/// Keeps model-sized buffers out of glibc's heap: above 2 MiB an allocation gets its own
+/// mapping, returned to the system when freed. Otherwise glibc raises that threshold after the
+/// first large free, and every freed model copy stays resident in one of its arenas.
+fn return_large_buffers_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes a tuning parameter of the allocator; called once, before
+    // the runtime starts any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 2 << 20);
     }
 }
 

@@ -105,8 +105,6 @@ pub struct Hub {
     boxes: HashMap<String, (Mutex<Mailbox>, Notify)>,
     heartbeat: Duration,
     finished: Mutex<Option<u32>>,
-    /// The parameters most recently sent out, shared by every site's task.
-    shared: Mutex<Option<Arc<ParamSet>>>,
 }
 
 fn lock(m: &Mutex<Mailbox>) -> MutexGuard<'_, Mailbox> {
@@ -125,17 +123,6 @@ impl Hub {
                 .collect(),
             heartbeat,
             finished: Mutex::new(None),
-            shared: Mutex::new(None),
-        }
-    }
-
-    /// `params` as a shared buffer: when every site is sent the same model (evaluation), the
-    /// coordinator holds it once, not once per site.
-    pub fn share(&self, params: &ParamSet) -> Arc<ParamSet> {
-        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        match &*shared {
-            Some(p) if p.same_layout(params) && p.as_flat() == params.as_flat() => Arc::clone(p),
-            _ => Arc::clone(shared.insert(Arc::new(params.clone()))),
         }
     }
 

@@ -139,8 +139,8 @@ impl Site for RemoteSite {
         }
     }
 
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
-        match self.call(0, TaskKind::Evaluate, Some(self.hub.share(params)), None)? {
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
+        match self.call(0, TaskKind::Evaluate, Some(Arc::clone(params)), None)? {
             TaskResult::Evaluated(m) => Ok(m),
             _ => Err(self.fail("answered an evaluation task with something else")),
         }

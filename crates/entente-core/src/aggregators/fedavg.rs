@@ -1,11 +1,13 @@
 //! FedAvg (McMahan et al. 2017): the average of the updates weighted by their example counts.
 //!
 //! Streaming: the rule keeps one `f64` running sum of `num_examples * params` and the total
-//! weight, so memory is O(model) whatever the number of sites. The `f64` accumulator keeps the
+//! weight (no copy of the global model), so memory is O(model) whatever the number of sites. The `f64` accumulator keeps the
 //! result exact to `f32` rounding for any realistic number of updates; the hot loop
 //! ([`accumulate`]) is a plain zip over slices that the compiler vectorizes.
 
-use crate::params::ParamSet;
+use std::sync::Arc;
+
+use crate::params::{Layout, ParamSet};
 use crate::update::ValidUpdate;
 
 use super::{AggregateError, Aggregator};
@@ -19,20 +21,12 @@ pub struct FedAvg {
 /// State of the round in progress.
 #[derive(Debug)]
 struct Round {
-    /// Copy of the global model; checks layouts and becomes the output buffer.
-    global: ParamSet,
+    /// Layout of the global model: every update must have it, and so does the output.
+    layout: Arc<Layout>,
     /// Sum of `weight * params` over the updates added so far.
     sum: Vec<f64>,
     /// Sum of the weights.
     weight: f64,
-}
-
-/// The weighted mean of a finished round, with the global model it started from.
-pub(crate) struct Average {
-    /// The global model given to `begin`.
-    pub(crate) global: ParamSet,
-    /// The weighted mean of the updates, in `global`'s layout.
-    pub(crate) mean: Vec<f64>,
 }
 
 impl FedAvg {
@@ -41,12 +35,11 @@ impl FedAvg {
         Self::default()
     }
 
-    /// Ends the round and returns the weighted mean in `f64` (used by FedAvgM and FedOpt).
-    pub(crate) fn finish_average(&mut self) -> Result<Average, AggregateError> {
+    /// Ends the round and returns the weighted mean in `f64`, in the global model's layout
+    /// (used by FedAvgM and FedOpt).
+    pub(crate) fn finish_average(&mut self) -> Result<Vec<f64>, AggregateError> {
         let Round {
-            global,
-            mut sum,
-            weight,
+            mut sum, weight, ..
         } = self.round.take().ok_or(AggregateError::NotStarted)?;
         if weight <= 0.0 {
             return Err(AggregateError::NoUpdates);
@@ -54,7 +47,7 @@ impl FedAvg {
         for s in &mut sum {
             *s /= weight;
         }
-        Ok(Average { global, mean: sum })
+        Ok(sum)
     }
 }
 
@@ -75,7 +68,7 @@ impl Aggregator for FedAvg {
 
     fn begin(&mut self, global: &ParamSet) {
         self.round = Some(Round {
-            global: global.clone(),
+            layout: Arc::clone(global.layout()),
             sum: vec![0.0; global.num_values()],
             weight: 0.0,
         });
@@ -85,7 +78,7 @@ impl Aggregator for FedAvg {
     /// no weight and is ignored ([`crate::update::validate`] already rejects those).
     fn add(&mut self, update: ValidUpdate) -> Result<(), AggregateError> {
         let round = self.round.as_mut().ok_or(AggregateError::NotStarted)?;
-        if !round.global.same_layout(&update.params) {
+        if !update.params.has_layout(&round.layout) {
             return Err(AggregateError::LayoutMismatch(update.site));
         }
         if update.num_examples == 0 {
@@ -98,11 +91,19 @@ impl Aggregator for FedAvg {
     }
 
     fn finish(&mut self) -> Result<ParamSet, AggregateError> {
-        let Average { mut global, mean } = self.finish_average()?;
-        for (g, m) in global.as_flat_mut().iter_mut().zip(&mean) {
-            *g = *m as f32;
-        }
-        Ok(global)
+        let layout = Arc::clone(
+            &self
+                .round
+                .as_ref()
+                .ok_or(AggregateError::NotStarted)?
+                .layout,
+        );
+        let mean = self.finish_average()?;
+        let values = mean.iter().map(|&m| m as f32).collect();
+        ParamSet::from_flat(layout, values).map_err(|e| AggregateError::InvalidConfig {
+            rule: "fedavg",
+            reason: e.to_string(),
+        })
     }
 }
 

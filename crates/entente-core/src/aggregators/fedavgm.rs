@@ -8,13 +8,15 @@
 use crate::params::ParamSet;
 use crate::update::ValidUpdate;
 
-use super::fedavg::{Average, FedAvg};
+use super::fedavg::FedAvg;
 use super::{AggregateError, Aggregator, ensure, pack_state, unpack_state};
 
 /// FedAvg followed by a server step with momentum.
 #[derive(Debug)]
 pub struct FedAvgM {
     average: FedAvg,
+    /// The global model of the round in progress (the server step starts from it).
+    global: Option<ParamSet>,
     server_learning_rate: f64,
     momentum: f64,
     /// Momentum buffer in the global layout (`f32`, like the model); `None` until first used.
@@ -34,6 +36,7 @@ impl FedAvgM {
         })?;
         Ok(Self {
             average: FedAvg::new(),
+            global: None,
             server_learning_rate,
             momentum,
             velocity: None,
@@ -55,6 +58,7 @@ impl Aggregator for FedAvgM {
             self.velocity = None;
         }
         self.average.begin(global);
+        self.global = Some(global.clone());
     }
 
     fn add(&mut self, update: ValidUpdate) -> Result<(), AggregateError> {
@@ -71,7 +75,8 @@ impl Aggregator for FedAvgM {
     }
 
     fn finish(&mut self) -> Result<ParamSet, AggregateError> {
-        let Average { mut global, mean } = self.average.finish_average()?;
+        let mean = self.average.finish_average()?;
+        let mut global = self.global.take().ok_or(AggregateError::NotStarted)?;
         let velocity = match &mut self.velocity {
             Some(v) if v.same_layout(&global) => v,
             slot => slot.insert(global.zeros_like()),

@@ -20,7 +20,7 @@
 use crate::params::ParamSet;
 use crate::update::ValidUpdate;
 
-use super::fedavg::{Average, FedAvg};
+use super::fedavg::FedAvg;
 use super::{AggregateError, Aggregator, FedOptKind, ensure, pack_state, unpack_state};
 
 /// An adaptive server optimizer (FedAdam, FedYogi or FedAdagrad) on top of FedAvg.
@@ -32,6 +32,8 @@ pub struct FedOpt {
     beta2: f64,
     tau: f64,
     average: FedAvg,
+    /// The global model of the round in progress (the server step starts from it).
+    global: Option<ParamSet>,
     moments: Option<Moments>,
 }
 
@@ -78,6 +80,7 @@ impl FedOpt {
             beta2,
             tau,
             average: FedAvg::new(),
+            global: None,
             moments: None,
         })
     }
@@ -117,6 +120,7 @@ impl Aggregator for FedOpt {
             self.moments = None;
         }
         self.average.begin(global);
+        self.global = Some(global.clone());
     }
 
     fn add(&mut self, update: ValidUpdate) -> Result<(), AggregateError> {
@@ -142,7 +146,8 @@ impl Aggregator for FedOpt {
     }
 
     fn finish(&mut self) -> Result<ParamSet, AggregateError> {
-        let Average { mut global, mean } = self.average.finish_average()?;
+        let mean = self.average.finish_average()?;
+        let mut global = self.global.take().ok_or(AggregateError::NotStarted)?;
         let moments = match &mut self.moments {
             Some(s) if s.m.same_layout(&global) => s,
             slot => slot.insert(Moments {

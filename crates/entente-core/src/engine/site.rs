@@ -1,6 +1,8 @@
 //! The participant interface the round engine drives. In simulation a site lives in the same
 //! process; over the network it is a proxy for a remote node. The engine cannot tell.
 
+use std::sync::Arc;
+
 use crate::engine::secure::Envelope;
 use crate::engine::task::TrainTask;
 use crate::metrics::EvalMetrics;
@@ -23,8 +25,9 @@ pub trait Site: Send + Sync {
     fn name(&self) -> &str;
     /// Trains on local data from the task's global model and returns the local model.
     fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError>;
-    /// Evaluates `params` on the site's own test split (federated evaluation).
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError>;
+    /// Evaluates `params` on the site's own test split (federated evaluation). Shared, so that
+    /// a transport can send one model to every site without copying it per site.
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError>;
     /// Answers one phase of secure aggregation for `round` (see [`crate::engine::secure`]).
     /// Sites that do not take part in secure aggregation refuse.
     fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {

@@ -31,7 +31,7 @@ impl Site for Dropping {
         self.inner.train(task)
     }
 
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         self.inner.evaluate(params)
     }
 

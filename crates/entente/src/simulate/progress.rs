@@ -96,7 +96,7 @@ impl Site for CountingSite {
         result
     }
 
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, SiteError> {
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         self.inner.evaluate(params)
     }
 
