@@ -181,6 +181,7 @@ both!(
     rounds_are_applied_once_and_in_order,
     failed_round_commit_leaves_nothing_behind,
     checkpoints_are_content_addressed_and_verified,
+    large_checkpoints_are_stored_in_pieces,
     audit_chain_names_edited_and_deleted_entries,
     concurrent_appends_keep_one_chain,
 );
@@ -272,7 +273,11 @@ async fn open_migrates_once_and_keeps_data(db: &TestDb) {
         .iter()
         .map(|row| row.try_get("version").unwrap())
         .collect();
-    assert_eq!(versions, vec![1], "each migration is recorded exactly once");
+    assert_eq!(
+        versions,
+        vec![1, 2],
+        "each migration is recorded exactly once"
+    );
     if db.backend == Backend::Sqlite {
         let mode: String = sqlx::query("PRAGMA journal_mode")
             .fetch_one(&raw)
@@ -584,6 +589,47 @@ async fn failed_round_commit_leaves_nothing_behind(db: &TestDb) {
     // The round can still be finished properly.
     run_round(&store, run, 1, b"whole").await;
     assert_eq!(store.completed_rounds(run).await.unwrap(), vec![1]);
+}
+
+async fn large_checkpoints_are_stored_in_pieces(db: &TestDb) {
+    let store = Store::open(&db.url).await.unwrap();
+    let run = store.open_run("fed", "d", 1).await.unwrap().run;
+    // Two and a half pieces of 1 MiB.
+    let weights: Vec<u8> = (0..5usize << 19).map(|i| (i * 31 % 251) as u8).collect();
+    let sha = run_round(&store, run, 1, &weights).await;
+    let raw = db.raw().await;
+    assert_eq!(
+        count(&raw, "SELECT COUNT(*) FROM checkpoint_pieces").await,
+        3
+    );
+    assert_eq!(store.checkpoint(&sha).await.unwrap(), weights);
+
+    // A checkpoint written by schema version 1 holds its bytes in its own row.
+    let old = b"version 1 bytes".as_slice();
+    sqlx::query(
+        "INSERT INTO checkpoints (sha256, size_bytes, bytes, created_unix_ms) \
+         VALUES ($1, $2, $3, 0)",
+    )
+    .bind(sha256_hex(old))
+    .bind(old.len() as i64)
+    .bind(old)
+    .execute(&raw)
+    .await
+    .unwrap();
+    assert_eq!(store.checkpoint(&sha256_hex(old)).await.unwrap(), old);
+
+    // A changed piece is caught by the digest.
+    sqlx::query("UPDATE checkpoint_pieces SET bytes = $1 WHERE sha256 = $2 AND seq = 1")
+        .bind(b"tampered".as_slice())
+        .bind(&sha)
+        .execute(&raw)
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.checkpoint(&sha).await.unwrap_err(),
+        StoreError::CheckpointCorrupt { sha256, .. } if sha256 == sha
+    ));
+    raw.close().await;
 }
 
 async fn checkpoints_are_content_addressed_and_verified(db: &TestDb) {

@@ -10,6 +10,7 @@ use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_proto::chunks::{Assembler, chunk_at, chunk_count};
 use entente_proto::convert::{layout_to_wire, metrics_to_wire, training_from_wire};
+use entente_proto::upload;
 use entente_proto::v1::coordinator_client::CoordinatorClient;
 use entente_proto::v1::{
     self, HeartbeatRequest, PollRequest, RegisterRequest, ResultFrame, ResultHeader, TaskHeader,
@@ -476,10 +477,7 @@ async fn submit(
             frame: Some(result_frame::Frame::Chunk(c)),
         })
     });
-    client
-        .submit_result(tokio_stream::iter(std::iter::once(head).chain(chunks)))
-        .await
-        .map(|_| ())
+    upload::submit(client, head, chunks).await
 }
 
 /// A transport error with its causes, for logs.

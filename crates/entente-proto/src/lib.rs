@@ -5,6 +5,7 @@
 pub mod chunks;
 pub mod convert;
 pub mod tls;
+pub mod upload;
 
 /// Generated protobuf messages and gRPC client and server of `entente.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

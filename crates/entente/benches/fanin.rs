@@ -24,6 +24,7 @@ use entente_core::update::ValidUpdate;
 use entente_proto::chunks::{Assembler, chunk_at, chunk_count};
 use entente_proto::convert::layout_from_wire;
 use entente_proto::tls::{self, KeyDir};
+use entente_proto::upload;
 use entente_proto::v1::coordinator_client::CoordinatorClient;
 use entente_proto::v1::{
     self, HeartbeatRequest, PollRequest, RegisterRequest, ResultFrame, result_frame, result_header,
@@ -160,8 +161,7 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
                 frame: Some(result_frame::Frame::Chunk(c)),
             })
             .collect();
-        client
-            .submit_result(tokio_stream::iter(std::iter::once(head).chain(chunks)))
+        upload::submit(&mut client, head, chunks.into_iter())
             .await
             .map_err(|s| s.to_string())?;
     }

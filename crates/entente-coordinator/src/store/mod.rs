@@ -18,8 +18,10 @@
 //! 5 s busy timeout, then [`StoreError::Busy`]).
 //!
 //! Checkpoints (safetensors bytes) and server-optimizer states share one
-//! content-addressed table keyed by SHA-256 hex; identical bytes are stored once
-//! and [`Store::checkpoint`] re-hashes what it reads.
+//! content-addressed table keyed by SHA-256 hex, their bytes in pieces of at most
+//! 1 MiB (so no value, and no copy the drivers make, is as large as the model);
+//! identical bytes are stored once and [`Store::checkpoint`] re-hashes what it
+//! reads.
 
 pub(crate) mod db;
 mod error;
@@ -33,6 +35,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Row};
 use tokio::sync::Mutex;
+use tokio_stream::StreamExt;
 
 use crate::audit::{self, AuditEntry, AuditEvent, AuditReport, kind, sha256_hex};
 use db::{now_unix_ms, query_err, read_u32};
@@ -477,17 +480,29 @@ impl Store {
     /// The checkpoint (or optimizer state) stored under `sha256`, after checking
     /// that its bytes still hash to it.
     pub async fn checkpoint(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
-        let row = sqlx::query("SELECT bytes FROM checkpoints WHERE sha256 = $1")
+        let read = || query_err("reading a checkpoint");
+        let row = sqlx::query("SELECT size_bytes, bytes FROM checkpoints WHERE sha256 = $1")
             .bind(sha256)
             .fetch_optional(&self.pool)
             .await
-            .map_err(query_err("reading a checkpoint"))?
+            .map_err(read())?
             .ok_or_else(|| StoreError::CheckpointMissing {
                 sha256: sha256.to_string(),
             })?;
-        let bytes: Vec<u8> = row
-            .try_get("bytes")
-            .map_err(query_err("reading a checkpoint"))?;
+        let mut bytes: Vec<u8> = row.try_get("bytes").map_err(read())?;
+        if bytes.is_empty() {
+            // Stored in pieces (schema version 2 and later).
+            let size: i64 = row.try_get("size_bytes").map_err(read())?;
+            bytes.reserve_exact(usize::try_from(size).unwrap_or(0));
+            let mut pieces =
+                sqlx::query("SELECT bytes FROM checkpoint_pieces WHERE sha256 = $1 ORDER BY seq")
+                    .bind(sha256)
+                    .fetch(&self.pool);
+            while let Some(piece) = pieces.next().await {
+                let piece: Vec<u8> = piece.map_err(read())?.try_get("bytes").map_err(read())?;
+                bytes.extend_from_slice(&piece);
+            }
+        }
         let actual = sha256_hex(&bytes);
         if actual != sha256 {
             return Err(StoreError::CheckpointCorrupt {

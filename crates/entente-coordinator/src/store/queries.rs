@@ -112,7 +112,11 @@ pub(super) async fn last_completed(
     })
 }
 
-/// Stores `bytes` under `sha256` unless that digest is already stored.
+/// Largest piece of a checkpoint in one row.
+pub(super) const PIECE_BYTES: usize = 1 << 20;
+
+/// Stores `bytes` under `sha256`, in pieces of at most [`PIECE_BYTES`], unless that digest is
+/// already stored.
 pub(super) async fn put_blob(
     conn: &mut AnyConnection,
     sha256: &str,
@@ -122,16 +126,28 @@ pub(super) async fn put_blob(
     let size = i64::try_from(bytes.len()).map_err(|_| StoreError::TooLarge {
         what: "a checkpoint's size",
     })?;
-    sqlx::query(
+    let inserted = sqlx::query(
         "INSERT INTO checkpoints (sha256, size_bytes, bytes, created_unix_ms) \
          VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
     )
     .bind(sha256)
     .bind(size)
-    .bind(bytes)
+    .bind(&[][..])
     .bind(now)
     .execute(&mut *conn)
     .await
     .map_err(query_err("storing a checkpoint"))?;
+    if inserted.rows_affected() == 0 {
+        return Ok(());
+    }
+    for (seq, piece) in (0i64..).zip(bytes.chunks(PIECE_BYTES)) {
+        sqlx::query("INSERT INTO checkpoint_pieces (sha256, seq, bytes) VALUES ($1, $2, $3)")
+            .bind(sha256)
+            .bind(seq)
+            .bind(piece)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_err("storing a checkpoint"))?;
+    }
     Ok(())
 }

@@ -25,10 +25,12 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest gRPC message accepted (a chunk is 256 KiB; headers are small).
 const MAX_MESSAGE: usize = 8 << 20;
 
-/// HTTP/2 receive windows: how much a node may send before the coordinator reads it. Small,
-/// so that nodes waiting for their turn to upload hold their updates, not the coordinator.
-const STREAM_WINDOW: u32 = 256 << 10;
-const CONNECTION_WINDOW: u32 = 512 << 10;
+/// HTTP/2 receive windows: how much a node may send before the coordinator reads it. A node
+/// sends parameters only when asked (`proceed`), so just the upload being folded uses them;
+/// large enough for one upload to fill a long-distance link (1 MiB per round trip), small
+/// enough that a node ignoring `proceed` can make the coordinator buffer little.
+const STREAM_WINDOW: u32 = 1 << 20;
+const CONNECTION_WINDOW: u32 = 2 << 20;
 
 /// Accepts connections on `listener`, completes mutual TLS with `tls`, and serves `service`
 /// on every connection that passes, until `shutdown` resolves.

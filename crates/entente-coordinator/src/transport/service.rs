@@ -16,10 +16,12 @@ use entente_proto::tls::site_name;
 use entente_proto::v1::coordinator_server::Coordinator;
 use entente_proto::v1::{
     self, HeartbeatReply, HeartbeatRequest, PollRequest, RegisterReply, RegisterRequest,
-    ResultFrame, SubmitReply, TaskFrame, result_frame, result_header, task_frame, task_header,
+    ResultFrame, ResultHeader, SubmitReply, TaskFrame, result_frame, result_header, submit_reply,
+    task_frame, task_header,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::{Hub, RouteError, Task, TaskKind, TaskResult};
@@ -257,10 +259,12 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(stream))
     }
 
+    type SubmitResultStream = ReplyStream;
+
     async fn submit_result(
         &self,
         request: Request<Streaming<ResultFrame>>,
-    ) -> Result<Response<SubmitReply>, Status> {
+    ) -> Result<Response<ReplyStream>, Status> {
         let site = self.site_of(&request, "submit_result").await?;
         let mut stream = request.into_inner();
         let Some(ResultFrame {
@@ -273,68 +277,108 @@ impl Coordinator for CoordinatorService {
         };
         // Claimed once: a second upload for the same task is refused before anything is read.
         let task = self.hub.claim(&site, head.task_id).map_err(route_status)?;
-        let bad = |m: String| Status::invalid_argument(m);
-        let result = match head.outcome {
-            Some(result_header::Outcome::Train(t)) => {
-                let Some(global) = &task.params else {
-                    return Err(bad("a training result for a task without parameters".into()));
-                };
-                if !matches!(task.kind, TaskKind::Train { .. }) {
-                    return Err(bad(
-                        "a training result for a task that is not training".into()
-                    ));
-                }
-                // The layout may differ from the global one (the engine's validation then
-                // rejects the update, naming the site), but never by more than a factor 2 in
-                // size: the coordinator does not buffer what it will not use.
-                let layout = layout_from_wire(&head.layout).map_err(|e| bad(e.to_string()))?;
-                if layout.total() > 2 * global.num_values().max(1) {
-                    return Err(bad(format!(
-                        "the update holds {} values, the model {}",
-                        layout.total(),
-                        global.num_values()
-                    )));
-                }
-                // Take the update in only when the engine is ready to fold it: meanwhile the
-                // node's stream waits (HTTP/2 flow control), not the coordinator's memory.
-                // Polled, not blocked on: a waiting upload holds no thread, and a node that
-                // disconnects simply drops its wait.
-                if let Some(turn) = &task.turn {
-                    while !turn.is_ready() {
-                        tokio::time::sleep(TURN_POLL).await;
-                    }
-                }
-                let mut assembler = Assembler::new(layout.total());
-                while let Some(frame) = stream.message().await? {
-                    match frame.frame {
-                        Some(result_frame::Frame::Chunk(c)) => {
-                            assembler.push(&c).map_err(|e| bad(e.to_string()))?;
-                        }
-                        _ => return Err(bad("only chunks may follow the header".into())),
-                    }
-                }
-                let values = assembler.finish().map_err(|e| bad(e.to_string()))?;
-                let params = ParamSet::from_flat(Arc::new(layout), values)
-                    .map_err(|e| bad(e.to_string()))?;
-                TaskResult::Trained {
-                    examples: t.num_examples,
-                    loss: t.train_loss,
-                    params,
-                }
-            }
-            Some(result_header::Outcome::Evaluate(m)) => {
-                TaskResult::Evaluated(metrics_from_wire(&m).map_err(|e| bad(e.to_string()))?)
-            }
-            Some(result_header::Outcome::Secure(s)) => TaskResult::Secure(s.envelope),
-            Some(result_header::Outcome::Refused(reason)) => {
-                tracing::warn!(%site, round = task.round, %reason, "the site refused a task");
-                TaskResult::Refused(format!("the site refused: {reason}"))
-            }
-            None => return Err(bad("the result header has no outcome".into())),
-        };
-        self.hub
-            .complete(&site, task.id, result)
-            .map_err(route_status)?;
-        Ok(Response::new(SubmitReply {}))
+        let (replies, reply_stream) = tokio::sync::mpsc::channel(2);
+        let hub = Arc::clone(&self.hub);
+        tokio::spawn(async move {
+            let received = receive(&site, &task, head, stream, &replies).await;
+            let reply = match received {
+                Ok(Some(result)) => hub
+                    .complete(&site, task.id, result)
+                    .map(|()| reply(submit_reply::Reply::Done(v1::Done {})))
+                    .map_err(route_status),
+                // The node went away while it waited for its turn.
+                Ok(None) => return,
+                Err(status) => Err(status),
+            };
+            let _ = replies.send(reply).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(reply_stream))))
     }
+}
+
+/// Replies to one upload.
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<SubmitReply, Status>> + Send>>;
+
+fn reply(r: submit_reply::Reply) -> SubmitReply {
+    SubmitReply { reply: Some(r) }
+}
+
+/// Takes in the result `head` announces for `task`. A training result's parameters are asked
+/// for (`proceed`) only when the engine is ready to fold them, so waiting uploads hold no
+/// parameters on either side. `None`: the node went away before its turn.
+async fn receive(
+    site: &str,
+    task: &Task,
+    head: ResultHeader,
+    mut stream: Streaming<ResultFrame>,
+    replies: &tokio::sync::mpsc::Sender<Result<SubmitReply, Status>>,
+) -> Result<Option<TaskResult>, Status> {
+    let bad = |m: String| Status::invalid_argument(m);
+    let result = match head.outcome {
+        Some(result_header::Outcome::Train(t)) => {
+            let Some(global) = &task.params else {
+                return Err(bad("a training result for a task without parameters".into()));
+            };
+            if !matches!(task.kind, TaskKind::Train { .. }) {
+                return Err(bad(
+                    "a training result for a task that is not training".into()
+                ));
+            }
+            // The layout may differ from the global one (the engine's validation then
+            // rejects the update, naming the site), but never by more than a factor 2 in
+            // size: the coordinator does not buffer what it will not use.
+            let layout = layout_from_wire(&head.layout).map_err(|e| bad(e.to_string()))?;
+            if layout.total() > 2 * global.num_values().max(1) {
+                return Err(bad(format!(
+                    "the update holds {} values, the model {}",
+                    layout.total(),
+                    global.num_values()
+                )));
+            }
+            // Polled, not blocked on: a waiting upload holds no thread, and one whose node
+            // disconnects ends here.
+            if let Some(turn) = &task.turn {
+                while !turn.is_ready() {
+                    if replies.is_closed() {
+                        return Ok(None);
+                    }
+                    tokio::time::sleep(TURN_POLL).await;
+                }
+            }
+            if replies
+                .send(Ok(reply(submit_reply::Reply::Proceed(v1::Proceed {}))))
+                .await
+                .is_err()
+            {
+                return Ok(None);
+            }
+            let mut assembler = Assembler::new(layout.total());
+            while let Some(frame) = stream.message().await? {
+                match frame.frame {
+                    Some(result_frame::Frame::Chunk(c)) => {
+                        assembler.push(&c).map_err(|e| bad(e.to_string()))?;
+                    }
+                    _ => return Err(bad("only chunks may follow the header".into())),
+                }
+            }
+            let values = assembler.finish().map_err(|e| bad(e.to_string()))?;
+            let params =
+                ParamSet::from_flat(Arc::new(layout), values).map_err(|e| bad(e.to_string()))?;
+            TaskResult::Trained {
+                examples: t.num_examples,
+                loss: t.train_loss,
+                params,
+            }
+        }
+        Some(result_header::Outcome::Evaluate(m)) => {
+            TaskResult::Evaluated(metrics_from_wire(&m).map_err(|e| bad(e.to_string()))?)
+        }
+        Some(result_header::Outcome::Secure(s)) => TaskResult::Secure(s.envelope),
+        Some(result_header::Outcome::Refused(reason)) => {
+            tracing::warn!(%site, round = task.round, %reason, "the site refused a task");
+            TaskResult::Refused(format!("the site refused: {reason}"))
+        }
+        None => return Err(bad("the result header has no outcome".into())),
+    };
+    Ok(Some(result))
 }

@@ -1,0 +1,54 @@
+//! The node's half of `SubmitResult`: the result's header first; parameters only once the
+//! coordinator says `proceed`, so an upload that waits for its turn holds nothing but its
+//! header on either side.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::v1::coordinator_client::CoordinatorClient;
+use crate::v1::{ResultFrame, submit_reply};
+
+/// Sends `header`, then `chunks` when the coordinator asks for them, and returns once it has
+/// received the result.
+pub async fn submit(
+    client: &mut CoordinatorClient<Channel>,
+    header: ResultFrame,
+    chunks: impl Iterator<Item = ResultFrame>,
+) -> Result<(), Status> {
+    let (sender, frames) = mpsc::channel(2);
+    sender
+        .send(header)
+        .await
+        .map_err(|_| Status::internal("the upload stream closed before its header"))?;
+    let mut replies = client
+        .submit_result(ReceiverStream::new(frames))
+        .await?
+        .into_inner();
+    let mut pending = Some((sender, chunks));
+    loop {
+        let reply = replies.message().await?.and_then(|r| r.reply);
+        match reply {
+            Some(submit_reply::Reply::Proceed(_)) => {
+                let Some((sender, chunks)) = pending.take() else {
+                    return Err(Status::internal(
+                        "the coordinator asked twice for parameters",
+                    ));
+                };
+                for chunk in chunks {
+                    if sender.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                // Dropping the sender ends the request stream: the parameters are complete.
+            }
+            Some(submit_reply::Reply::Done(_)) => return Ok(()),
+            None => {
+                return Err(Status::unavailable(
+                    "the coordinator ended the upload without receiving the result",
+                ));
+            }
+        }
+    }
+}
