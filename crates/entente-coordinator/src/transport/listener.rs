@@ -2,9 +2,10 @@
 //! the gRPC server) so that a node refused during the handshake - a certificate from another
 //! CA, or none - is recorded in the audit log, not just dropped.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use entente_proto::v1::coordinator_server::CoordinatorServer;
 use tokio::net::{TcpListener, TcpStream};
@@ -45,6 +46,7 @@ pub async fn serve(
     let acceptor = TlsAcceptor::from(tls);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let refusals = Arc::new(RefusalLog::new(store, run));
     let accept_loop = tokio::spawn(async move {
         loop {
             let (tcp, peer) = match listener.accept().await {
@@ -61,15 +63,19 @@ pub async fn serve(
             let Ok(permit) = Arc::clone(&handshakes).acquire_owned().await else {
                 break;
             };
-            let (acceptor, tx, store) = (acceptor.clone(), tx.clone(), store.clone());
+            let (acceptor, tx, refusals) = (acceptor.clone(), tx.clone(), Arc::clone(&refusals));
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(tls)).await;
                     }
-                    Ok(Err(e)) => refuse(&store, run, peer, e.to_string()).await,
-                    Err(_) => refuse(&store, run, peer, "TLS handshake timed out".into()).await,
+                    Ok(Err(e)) => refusals.record(peer, e.to_string()).await,
+                    Err(_) => {
+                        refusals
+                            .record(peer, "TLS handshake timed out".into())
+                            .await
+                    }
                 }
             });
         }
@@ -89,18 +95,99 @@ pub async fn serve(
     result
 }
 
-/// Records a connection refused during the TLS handshake.
-async fn refuse(store: &Store, run: i64, peer: SocketAddr, reason: String) {
-    tracing::warn!(%peer, %reason, "TLS handshake refused");
-    let event = AuditEvent {
-        kind: "refusal".into(),
-        run: Some(run),
-        round: None,
-        site: None,
-        detail: serde_json::json!({ "peer": peer.to_string(), "stage": "tls handshake", "reason": reason })
+/// One audit entry per address per this long: a peer that connects and fails the handshake
+/// in a loop cannot grow the audit log without bound.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
+
+/// Addresses remembered at most; past that, those outside the window are forgotten.
+const REFUSAL_ADDRESSES: usize = 4096;
+
+/// Writes handshake refusals to the audit log, at most one entry per address per
+/// [`REFUSAL_WINDOW`]; an entry counts the refusals of that address left out since the last.
+struct RefusalLog {
+    store: Store,
+    run: i64,
+    /// Per address: when its last entry was written, and refusals since then.
+    recent: std::sync::Mutex<HashMap<IpAddr, (Instant, u64)>>,
+}
+
+impl RefusalLog {
+    fn new(store: Store, run: i64) -> Self {
+        Self {
+            store,
+            run,
+            recent: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The number of refusals of `ip` left out of the log since its last entry, if one is due
+    /// now; `None` if this refusal falls inside the window and is only counted.
+    fn due(&self, ip: IpAddr, now: Instant) -> Option<u64> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() >= REFUSAL_ADDRESSES {
+            recent.retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_WINDOW);
+        }
+        let full = recent.len() >= REFUSAL_ADDRESSES;
+        match recent.get_mut(&ip) {
+            Some((at, left_out)) if now.duration_since(*at) < REFUSAL_WINDOW => {
+                *left_out += 1;
+                None
+            }
+            Some((at, left_out)) => {
+                *at = now;
+                Some(std::mem::take(left_out))
+            }
+            // Every remembered address is inside its window: a flood from many addresses,
+            // counted in the tracing log only.
+            None if full => None,
+            None => {
+                recent.insert(ip, (now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    /// Records a connection refused during the TLS handshake.
+    async fn record(&self, peer: SocketAddr, reason: String) {
+        tracing::warn!(%peer, %reason, "TLS handshake refused");
+        let Some(left_out) = self.due(peer.ip(), Instant::now()) else {
+            return;
+        };
+        let event = AuditEvent {
+            kind: "refusal".into(),
+            run: Some(self.run),
+            round: None,
+            site: None,
+            detail: serde_json::json!({
+                "peer": peer.to_string(),
+                "stage": "tls handshake",
+                "reason": reason,
+                "earlier_refusals_not_logged": left_out,
+            })
             .to_string(),
-    };
-    if let Err(e) = store.audit(event).await {
-        tracing::error!(error = %e, "could not write to the audit log");
+        };
+        if let Err(e) = self.store.audit(event).await {
+            tracing::error!(error = %e, "could not write to the audit log");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_entry_per_address_per_window_counting_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let log = RefusalLog::new(Store::open(&url).await.unwrap(), 1);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        assert_eq!(log.due(a, t0), Some(0));
+        assert_eq!(log.due(a, t0 + Duration::from_secs(1)), None);
+        assert_eq!(log.due(a, t0 + Duration::from_secs(2)), None);
+        assert_eq!(log.due(b, t0 + Duration::from_secs(2)), Some(0));
+        assert_eq!(log.due(a, t0 + REFUSAL_WINDOW), Some(2));
+        assert_eq!(log.due(a, t0 + REFUSAL_WINDOW), None);
     }
 }
