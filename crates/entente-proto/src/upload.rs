@@ -1,4 +1,4 @@
-//! The node's half of `SubmitResult`: the result's header first; parameters only once the
+//! The node's half of `UploadResult`: the result's header first; parameters only once the
 //! coordinator says `proceed`, so an upload that waits for its turn holds nothing but its
 //! header on either side.
 
@@ -8,7 +8,7 @@ use tonic::Status;
 use tonic::transport::Channel;
 
 use crate::v1::coordinator_client::CoordinatorClient;
-use crate::v1::{ResultFrame, submit_reply};
+use crate::v1::{ResultFrame, upload_reply};
 
 /// Sends `header`, then `chunks` when the coordinator asks for them, and returns once it has
 /// received the result.
@@ -23,14 +23,14 @@ pub async fn submit(
         .await
         .map_err(|_| Status::internal("the upload stream closed before its header"))?;
     let mut replies = client
-        .submit_result(ReceiverStream::new(frames))
+        .upload_result(ReceiverStream::new(frames))
         .await?
         .into_inner();
     let mut pending = Some((sender, chunks));
     loop {
         let reply = replies.message().await?.and_then(|r| r.reply);
         match reply {
-            Some(submit_reply::Reply::Proceed(_)) => {
+            Some(upload_reply::Reply::Proceed(_)) => {
                 let Some((sender, chunks)) = pending.take() else {
                     return Err(Status::internal(
                         "the coordinator asked twice for parameters",
@@ -43,7 +43,7 @@ pub async fn submit(
                 }
                 // Dropping the sender ends the request stream: the parameters are complete.
             }
-            Some(submit_reply::Reply::Done(_)) => return Ok(()),
+            Some(upload_reply::Reply::Done(_)) => return Ok(()),
             None => {
                 return Err(Status::unavailable(
                     "the coordinator ended the upload without receiving the result",

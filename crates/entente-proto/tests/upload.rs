@@ -1,4 +1,4 @@
-//! The node's half of `SubmitResult` against a stand-in coordinator on loopback: parameters
+//! The node's half of `UploadResult` against a stand-in coordinator on loopback: parameters
 //! leave only after `proceed`, and the call returns when the coordinator says `done`.
 
 use std::pin::Pin;
@@ -11,7 +11,7 @@ use entente_proto::v1::coordinator_client::CoordinatorClient;
 use entente_proto::v1::coordinator_server::{Coordinator, CoordinatorServer};
 use entente_proto::v1::{
     self, HeartbeatReply, HeartbeatRequest, PollRequest, RegisterReply, RegisterRequest,
-    ResultFrame, SubmitReply, TaskFrame, result_frame, result_header, submit_reply,
+    ResultFrame, TaskFrame, UploadReply, result_frame, result_header, upload_reply,
 };
 use tokio_stream::Stream;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
@@ -32,11 +32,11 @@ struct StandIn {
     seen: Arc<Mutex<Seen>>,
 }
 
-type Replies = Pin<Box<dyn Stream<Item = Result<SubmitReply, Status>> + Send>>;
+type Replies = Pin<Box<dyn Stream<Item = Result<UploadReply, Status>> + Send>>;
 type Frames = Pin<Box<dyn Stream<Item = Result<TaskFrame, Status>> + Send>>;
 
-fn reply(r: submit_reply::Reply) -> Result<SubmitReply, Status> {
-    Ok(SubmitReply { reply: Some(r) })
+fn reply(r: upload_reply::Reply) -> Result<UploadReply, Status> {
+    Ok(UploadReply { reply: Some(r) })
 }
 
 #[tonic::async_trait]
@@ -61,9 +61,9 @@ impl Coordinator for StandIn {
         Err(Status::unimplemented("stand-in"))
     }
 
-    type SubmitResultStream = Replies;
+    type UploadResultStream = Replies;
 
-    async fn submit_result(
+    async fn upload_result(
         &self,
         request: Request<Streaming<ResultFrame>>,
     ) -> Result<Response<Replies>, Status> {
@@ -89,7 +89,7 @@ impl Coordinator for StandIn {
                 early += 1;
             }
             let _ = tx
-                .send(reply(submit_reply::Reply::Proceed(v1::Proceed {})))
+                .send(reply(upload_reply::Reply::Proceed(v1::Proceed {})))
                 .await;
             let mut assembler = Assembler::new(total);
             while let Ok(Some(frame)) = frames.message().await {
@@ -101,7 +101,7 @@ impl Coordinator for StandIn {
                 early_frames: early,
                 values: assembler.finish().unwrap(),
             };
-            let _ = tx.send(reply(submit_reply::Reply::Done(v1::Done {}))).await;
+            let _ = tx.send(reply(upload_reply::Reply::Done(v1::Done {}))).await;
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -441,8 +441,13 @@ fn secure_aggregation_over_the_network_gives_the_simulated_model() {
 
 /// Runs two rounds over three nodes under `privacy` (TOML after the base manifest) and checks
 /// that every node charged its own ledger for both rounds and the audit log holds each charge
-/// under `mechanism`. Returns the audit log's charges.
-fn run_charged(name: &str, min_sites: usize, privacy: &str, mechanism: &str) -> Vec<String> {
+/// under `mechanism`. Returns the federation and the audit log's charges.
+fn run_charged(
+    name: &str,
+    min_sites: usize,
+    privacy: &str,
+    mechanism: &str,
+) -> (Federation, Vec<String>) {
     let fed = Federation::new(name, &(manifest(name, 2, 3000, min_sites) + privacy));
     run_federation(&fed);
     let charged = fed.privacy_charges();
@@ -452,7 +457,7 @@ fn run_charged(name: &str, min_sites: usize, privacy: &str, mechanism: &str) -> 
     // Every node kept its own ledger beside its manifest, charged for both rounds.
     fed.assert_ledgers_charged(2);
     fed.assert_audit_intact();
-    charged
+    (fed, charged)
 }
 
 #[test]
@@ -463,7 +468,7 @@ fn dp_sgd_nodes_charge_their_own_ledgers_and_the_audit_log_records_it() {
     }
     let privacy = "\n[privacy]\nmechanism = \"dp-sgd\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
                    epsilon_budget = 50.0\nledger = \"ledgers\"\n";
-    let charged = run_charged("private", 2, privacy, "dp-sgd");
+    let (_fed, charged) = run_charged("private", 2, privacy, "dp-sgd");
     assert!(
         charged
             .iter()
@@ -481,13 +486,23 @@ fn distributed_dp_nodes_charge_one_unamplified_step_per_round() {
     let privacy = "\n[secure_aggregation]\nthreshold = 0.67\nclip = 8.0\n\
                    \n[privacy]\nmechanism = \"distributed\"\nclip = 1.0\n\
                    noise_multiplier = 1.0\nepsilon_budget = 50.0\nledger = \"ledgers\"\n";
-    let charged = run_charged("distributed", 3, privacy, "distributed");
+    let (fed, charged) = run_charged("distributed", 3, privacy, "distributed");
     assert!(
         charged
             .iter()
             .all(|l| l.contains("\"sampling_rate\":1.0") && l.contains("\"steps\":1")),
         "{charged:?}"
     );
+    // What each node wrote to its own ledger: one step at rate 1 and sigma 1 per round.
+    for site in SITES {
+        let charges = fed.ledger_charges(site);
+        assert!(
+            charges
+                .iter()
+                .all(|c| c["q"] == 1.0 && c["steps"] == 1 && c["noise_multiplier"] == 1.0),
+            "{site}: {charges:?}"
+        );
+    }
 }
 
 #[test]

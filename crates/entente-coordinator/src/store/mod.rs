@@ -45,6 +45,9 @@ use queries::{
     Tx, append, commit, last_completed, open_run_rounds, put_blob, round_completion, run_row,
 };
 
+/// Most bytes reserved up front for reading a checkpoint back.
+const MAX_RESERVE: usize = 1 << 30;
+
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("migrations/postgres");
 
@@ -492,8 +495,10 @@ impl Store {
         let mut bytes: Vec<u8> = row.try_get("bytes").map_err(read())?;
         if bytes.is_empty() {
             // Stored in pieces (schema version 2 and later).
+            // The recorded size is only a hint (the digest decides): reserved up to a bound,
+            // so a damaged row cannot make the coordinator allocate without limit.
             let size: i64 = row.try_get("size_bytes").map_err(read())?;
-            bytes.reserve_exact(usize::try_from(size).unwrap_or(0));
+            bytes.reserve_exact(usize::try_from(size).unwrap_or(0).min(MAX_RESERVE));
             let mut pieces =
                 sqlx::query("SELECT bytes FROM checkpoint_pieces WHERE sha256 = $1 ORDER BY seq")
                     .bind(sha256)

@@ -275,6 +275,17 @@ impl Hub {
             .is_ok_and(|(m, _)| lock(m).receiving.contains_key(&task))
     }
 
+    /// Gives back a claimed task whose upload failed or was abandoned: it counts as delivered
+    /// again, so the node gets it back when it registers again, and its deadline applies again.
+    pub fn release(&self, site: &str, task: u64) {
+        if let Ok((m, _)) = self.mailbox(site) {
+            let mut b = lock(m);
+            if let Some(t) = b.receiving.remove(&task) {
+                b.delivered.insert(task, t);
+            }
+        }
+    }
+
     /// Hands a result to whoever waits for it.
     pub fn complete(&self, site: &str, task: u64, result: TaskResult) -> Result<(), RouteError> {
         let (m, _) = self.mailbox(site)?;
@@ -384,9 +395,25 @@ mod tests {
                 .id,
             3
         );
+        // An upload that claimed the task and then failed gives it back: the node gets it
+        // again when it registers again, and it no longer counts as arriving.
+        hub.claim("a", 3).unwrap();
+        hub.release("a", 3);
+        assert!(!hub.is_receiving("a", 3));
+        let s3 = hub.register("a").unwrap();
+        assert_eq!(
+            hub.next_task("a", s3, Duration::ZERO)
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            3
+        );
         hub.withdraw("a", 3);
+        // Releasing a withdrawn task changes nothing.
+        hub.release("a", 3);
         assert!(
-            hub.next_task("a", s2, Duration::from_millis(10))
+            hub.next_task("a", s3, Duration::from_millis(10))
                 .await
                 .unwrap()
                 .is_none()

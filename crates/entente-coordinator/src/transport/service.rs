@@ -16,8 +16,8 @@ use entente_proto::tls::site_name;
 use entente_proto::v1::coordinator_server::Coordinator;
 use entente_proto::v1::{
     self, HeartbeatReply, HeartbeatRequest, PollRequest, RegisterReply, RegisterRequest,
-    ResultFrame, ResultHeader, SubmitReply, TaskFrame, result_frame, result_header, submit_reply,
-    task_frame, task_header,
+    ResultFrame, ResultHeader, TaskFrame, UploadReply, result_frame, result_header, task_frame,
+    task_header, upload_reply,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
@@ -31,7 +31,8 @@ use crate::store::Store;
 /// Longest a poll may wait for a task.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
-/// How often a waiting upload checks whether its turn has come.
+/// How often a waiting upload checks whether its turn has come, when it is next (further
+/// back, proportionally less often, up to 20 times this).
 const TURN_POLL: Duration = Duration::from_millis(5);
 
 /// Parameter downloads in flight at once, whatever the number of nodes: enough to keep the
@@ -259,13 +260,13 @@ impl Coordinator for CoordinatorService {
         Ok(Response::new(stream))
     }
 
-    type SubmitResultStream = ReplyStream;
+    type UploadResultStream = ReplyStream;
 
-    async fn submit_result(
+    async fn upload_result(
         &self,
         request: Request<Streaming<ResultFrame>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        let site = self.site_of(&request, "submit_result").await?;
+        let site = self.site_of(&request, "upload_result").await?;
         let mut stream = request.into_inner();
         let Some(ResultFrame {
             frame: Some(result_frame::Frame::Header(head)),
@@ -278,17 +279,25 @@ impl Coordinator for CoordinatorService {
         // Claimed once: a second upload for the same task is refused before anything is read.
         let task = self.hub.claim(&site, head.task_id).map_err(route_status)?;
         let (replies, reply_stream) = tokio::sync::mpsc::channel(2);
-        let hub = Arc::clone(&self.hub);
+        let claim = Claim {
+            hub: Arc::clone(&self.hub),
+            site,
+            task,
+            settled: false,
+        };
         tokio::spawn(async move {
-            let received = receive(&site, &task, head, stream, &replies).await;
-            let reply = match received {
-                Ok(Some(result)) => hub
-                    .complete(&site, task.id, result)
-                    .map(|()| reply(submit_reply::Reply::Done(v1::Done {})))
-                    .map_err(route_status),
-                // The node went away while it waited for its turn.
+            let reply = match receive(&claim, head, stream, &replies).await {
+                Ok(Some(result)) => claim
+                    .settle(result)
+                    .map(|()| reply(upload_reply::Reply::Done(v1::Done {}))),
+                // Withdrawn, or the node went away: the claim's drop gives the task back.
                 Ok(None) => return,
-                Err(status) => Err(status),
+                Err(Failure::Invalid(status)) => {
+                    let reason = format!("sent an invalid result: {}", status.message());
+                    let _ = claim.settle(TaskResult::Refused(reason));
+                    Err(status)
+                }
+                Err(Failure::Transport(status)) => Err(status),
             };
             let _ = replies.send(reply).await;
         });
@@ -296,24 +305,76 @@ impl Coordinator for CoordinatorService {
     }
 }
 
-/// Replies to one upload.
-type ReplyStream = Pin<Box<dyn Stream<Item = Result<SubmitReply, Status>> + Send>>;
+/// Longest the coordinator waits for the next chunk of an update it asked for.
+const CHUNK_IDLE: Duration = Duration::from_secs(60);
 
-fn reply(r: submit_reply::Reply) -> SubmitReply {
-    SubmitReply { reply: Some(r) }
+/// An upload's hold on its task. Unless the upload settles it with a result, dropping it gives
+/// the task back ([`Hub::release`]): a node that reconnects gets it again, and the round's
+/// deadline applies again, so a failed upload cannot hold a round up.
+struct Claim {
+    hub: Arc<Hub>,
+    site: String,
+    task: Arc<Task>,
+    settled: bool,
 }
 
-/// Takes in the result `head` announces for `task`. A training result's parameters are asked
-/// for (`proceed`) only when the engine is ready to fold them, so waiting uploads hold no
-/// parameters on either side. `None`: the node went away before its turn.
+impl Claim {
+    /// Hands `result` to the engine.
+    fn settle(mut self, result: TaskResult) -> Result<(), Status> {
+        self.settled = true;
+        self.hub
+            .complete(&self.site, self.task.id, result)
+            .map_err(route_status)
+    }
+
+    /// Whether the engine still waits for this result (it withdraws a task whose site it
+    /// gave up on).
+    fn wanted(&self) -> bool {
+        self.hub.is_receiving(&self.site, self.task.id)
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.hub.release(&self.site, self.task.id);
+        }
+    }
+}
+
+/// Why an upload ended without a result.
+enum Failure {
+    /// The node sent something that is not a valid result: the site is left out.
+    Invalid(Status),
+    /// The stream broke or stalled: the task goes back to the node.
+    Transport(Status),
+}
+
+impl From<Status> for Failure {
+    fn from(status: Status) -> Self {
+        Self::Transport(status)
+    }
+}
+
+/// Replies to one upload.
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<UploadReply, Status>> + Send>>;
+
+fn reply(r: upload_reply::Reply) -> UploadReply {
+    UploadReply { reply: Some(r) }
+}
+
+/// Takes in the result `head` announces for the claimed task. A training result's parameters
+/// are asked for (`proceed`) only when the engine is ready to fold them, so waiting uploads
+/// hold no parameters on either side. `None`: the task was withdrawn or the node went away
+/// before its turn.
 async fn receive(
-    site: &str,
-    task: &Task,
+    claim: &Claim,
     head: ResultHeader,
     mut stream: Streaming<ResultFrame>,
-    replies: &tokio::sync::mpsc::Sender<Result<SubmitReply, Status>>,
-) -> Result<Option<TaskResult>, Status> {
-    let bad = |m: String| Status::invalid_argument(m);
+    replies: &tokio::sync::mpsc::Sender<Result<UploadReply, Status>>,
+) -> Result<Option<TaskResult>, Failure> {
+    let task = &claim.task;
+    let bad = |m: String| Failure::Invalid(Status::invalid_argument(m));
     let result = match head.outcome {
         Some(result_header::Outcome::Train(t)) => {
             let Some(global) = &task.params else {
@@ -335,25 +396,42 @@ async fn receive(
                     global.num_values()
                 )));
             }
-            // Polled, not blocked on: a waiting upload holds no thread, and one whose node
-            // disconnects ends here.
+            // Polled, not blocked on: a waiting upload holds no thread. The further back in
+            // the order, the less often it looks.
             if let Some(turn) = &task.turn {
-                while !turn.is_ready() {
-                    if replies.is_closed() {
+                loop {
+                    let ahead = turn.ahead();
+                    if ahead == 0 {
+                        break;
+                    }
+                    if replies.is_closed() || !claim.wanted() {
                         return Ok(None);
                     }
-                    tokio::time::sleep(TURN_POLL).await;
+                    let pause = TURN_POLL * u32::try_from(ahead.min(20)).unwrap_or(20);
+                    tokio::time::sleep(pause).await;
                 }
             }
+            if !claim.wanted() {
+                return Ok(None);
+            }
             if replies
-                .send(Ok(reply(submit_reply::Reply::Proceed(v1::Proceed {}))))
+                .send(Ok(reply(upload_reply::Reply::Proceed(v1::Proceed {}))))
                 .await
                 .is_err()
             {
                 return Ok(None);
             }
             let mut assembler = Assembler::new(layout.total());
-            while let Some(frame) = stream.message().await? {
+            loop {
+                let frame = tokio::time::timeout(CHUNK_IDLE, stream.message())
+                    .await
+                    .map_err(|_| {
+                        Status::deadline_exceeded(format!(
+                            "no chunk for {} s after proceed",
+                            CHUNK_IDLE.as_secs()
+                        ))
+                    })??;
+                let Some(frame) = frame else { break };
                 match frame.frame {
                     Some(result_frame::Frame::Chunk(c)) => {
                         assembler.push(&c).map_err(|e| bad(e.to_string()))?;
@@ -375,7 +453,7 @@ async fn receive(
         }
         Some(result_header::Outcome::Secure(s)) => TaskResult::Secure(s.envelope),
         Some(result_header::Outcome::Refused(reason)) => {
-            tracing::warn!(%site, round = task.round, %reason, "the site refused a task");
+            tracing::warn!(site = %claim.site, round = task.round, %reason, "the site refused a task");
             TaskResult::Refused(format!("the site refused: {reason}"))
         }
         None => return Err(bad("the result header has no outcome".into())),

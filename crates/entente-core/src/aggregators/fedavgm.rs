@@ -75,8 +75,9 @@ impl Aggregator for FedAvgM {
     }
 
     fn finish(&mut self) -> Result<ParamSet, AggregateError> {
+        let global = self.global.take();
         let mean = self.average.finish_average()?;
-        let mut global = self.global.take().ok_or(AggregateError::NotStarted)?;
+        let mut global = global.ok_or(AggregateError::NotStarted)?;
         let velocity = match &mut self.velocity {
             Some(v) if v.same_layout(&global) => v,
             slot => slot.insert(global.zeros_like()),

@@ -146,8 +146,9 @@ impl Aggregator for FedOpt {
     }
 
     fn finish(&mut self) -> Result<ParamSet, AggregateError> {
+        let global = self.global.take();
         let mean = self.average.finish_average()?;
-        let mut global = self.global.take().ok_or(AggregateError::NotStarted)?;
+        let mut global = global.ok_or(AggregateError::NotStarted)?;
         let moments = match &mut self.moments {
             Some(s) if s.m.same_layout(&global) => s,
             slot => slot.insert(Moments {

@@ -42,7 +42,14 @@ impl Turn {
 
     /// Whether the engine is ready for this update now (for callers that must not block).
     pub fn is_ready(&self) -> bool {
-        *self.gate.next.lock().unwrap_or_else(|e| e.into_inner()) >= self.position
+        self.ahead() == 0
+    }
+
+    /// How many positions the engine takes before this one (0 when it is ready for it), so
+    /// that a caller that polls can poll less often the further back it is.
+    pub fn ahead(&self) -> usize {
+        let next = *self.gate.next.lock().unwrap_or_else(|e| e.into_inner());
+        self.position.saturating_sub(next)
     }
 
     /// Blocks until the engine is ready for this update: every site selected before this one
