@@ -197,6 +197,7 @@ fn rules(rounds: u32, fraction: f64, min_sites: usize, seed: u64) -> RoundRules 
             fedprox_mu: 0.0,
             dp_sgd: None,
         },
+        federated_evaluation: true,
     }
 }
 
@@ -637,6 +638,20 @@ fn without_any_site_evaluation_the_federated_metrics_are_absent() {
     let r = e.run_round(1, &mut NoObserver).unwrap();
     assert!(r.federated.is_none());
     assert!(r.test.is_none());
+}
+
+#[test]
+fn with_federated_evaluation_off_no_site_is_asked() {
+    // The site would answer; the rules (a privacy budget) say not to ask.
+    let sites = shared(vec![
+        FakeSite::new("a", 1, Behaviour::Offset(vec![1.0; 6])).with_eval(Some((1.0, 30))),
+    ]);
+    let mut rules = rules(1, 1.0, 1, 4);
+    rules.federated_evaluation = false;
+    let mut e = engine(sites, rules, initial());
+    let r = e.run_round(1, &mut NoObserver).unwrap();
+    assert!(r.federated.is_none());
+    assert_eq!(r.accepted, vec!["a".to_string()]);
 }
 
 #[test]

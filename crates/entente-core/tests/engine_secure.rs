@@ -173,6 +173,7 @@ fn engine(sites: Vec<Arc<dyn Site>>, threshold: usize, min_sites: usize) -> Roun
             fedprox_mu: 0.0,
             dp_sgd: None,
         },
+        federated_evaluation: true,
     };
     let initial =
         ParamSet::from_tensors([("w".to_string(), vec![3], vec![1.0, 2.0, 3.0])]).unwrap();

@@ -401,8 +401,14 @@ impl Site for BudgetedSite {
         self.inner.train(task)
     }
 
-    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        self.inner.evaluate(params)
+    /// Refused: metrics of a model the coordinator chose, on the site's own records, would be
+    /// a release that no budget accounts for.
+    fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
+        Err(self.refuse(
+            "refuses federated evaluation: metrics on its records would be released outside its \
+             privacy budget"
+                .to_string(),
+        ))
     }
 
     fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {

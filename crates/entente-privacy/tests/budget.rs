@@ -194,6 +194,29 @@ fn client_level_rounds_are_charged_one_unamplified_step_each() {
 }
 
 #[test]
+fn a_budgeted_site_refuses_federated_evaluation() {
+    let dir = scratch("noeval");
+    let inner = Arc::new(CountingSite(AtomicUsize::new(0)));
+    let site = BudgetedSite::new(
+        inner.clone(),
+        "fed",
+        RoundPrice::ClientLevel {
+            noise_multiplier: 1.0,
+        },
+        10.0,
+        Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
+    );
+    let model = Arc::new(ParamSet::from_tensors([("w".to_string(), vec![1], vec![0.0])]).unwrap());
+    let err = site.evaluate(&model).unwrap_err();
+    assert!(
+        err.reason.contains("federated evaluation"),
+        "{}",
+        err.reason
+    );
+    assert_eq!(inner.0.load(Ordering::SeqCst), 0);
+}
+
+#[test]
 fn two_handles_on_one_ledger_cannot_both_spend_the_budget() {
     let dir = scratch("concurrent");
     let (q, steps) = round_cost(1000, 50, 1);

@@ -40,6 +40,9 @@ pub struct RoundRules {
     pub policy: UpdatePolicy,
     /// Local training settings handed to sites.
     pub training: LocalTraining,
+    /// Whether every site evaluates each new model on its own test split. Off under a privacy
+    /// budget: those metrics would be a release about the site's records that no budget covers.
+    pub federated_evaluation: bool,
 }
 
 /// Evaluates the global model on a held-out test set the coordinator holds (benchmarks).
@@ -428,11 +431,14 @@ impl RoundEngine {
             ),
             None => None,
         };
-        let site_metrics: Vec<EvalMetrics> = self
-            .sites
-            .par_iter()
-            .filter_map(|s| s.evaluate(&next).ok())
-            .collect();
+        let site_metrics: Vec<EvalMetrics> = if self.rules.federated_evaluation {
+            self.sites
+                .par_iter()
+                .filter_map(|s| s.evaluate(&next).ok())
+                .collect()
+        } else {
+            Vec::new()
+        };
         let train_loss = tally.mean_loss();
         let record = RoundRecord {
             round,

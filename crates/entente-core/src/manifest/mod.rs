@@ -254,6 +254,7 @@ impl Manifest {
             seed: self.seed,
             policy: self.policy,
             training: self.training.clone(),
+            federated_evaluation: self.privacy.is_none(),
         }
     }
 

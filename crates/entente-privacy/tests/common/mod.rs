@@ -93,6 +93,7 @@ pub fn rules(min_sites: usize) -> RoundRules {
             fedprox_mu: 0.0,
             dp_sgd: None,
         },
+        federated_evaluation: true,
     }
 }
 

@@ -142,16 +142,20 @@ impl RoundObserver for RoundPrinter<'_> {
             .test
             .as_ref()
             .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
-        let fed = r.federated.as_ref().map_or(f64::NAN, |f| f.accuracy);
+        // No federated figure when the sites do not evaluate (under a privacy budget).
+        let fed = r.federated.as_ref().map_or_else(
+            || "-".to_string(),
+            |f| format!("{:.2}%", f.accuracy * 100.0),
+        );
         self.progress.println(&format!(
-            "{:>5}  {:>2}/{:<2}  {:>10.4}  {:>9.4}  {:>7.2}%  {:>7.2}%  {:>7.1}",
+            "{:>5}  {:>2}/{:<2}  {:>10.4}  {:>9.4}  {:>7.2}%  {:>8}  {:>7.1}",
             r.round,
             r.accepted.len(),
             r.selected.len(),
             r.train_loss,
             loss,
             acc * 100.0,
-            fed * 100.0,
+            fed,
             r.seconds
         ));
         for e in &r.excluded {
