@@ -85,6 +85,8 @@ enum SessionEnd {
     Finished(u32),
     /// The connection failed; try again.
     Lost(String),
+    /// The coordinator speaks another version of the protocol; trying again cannot help.
+    Incompatible(String),
 }
 
 /// Runs the node until the coordinator says the run is finished.
@@ -131,6 +133,7 @@ pub async fn run(config: NodeConfig) -> Result<u32, NodeError> {
     loop {
         match session(&endpoint, &agreement, &local, config.corrupt, &mut failures).await? {
             SessionEnd::Finished(rounds) => return Ok(rounds),
+            SessionEnd::Incompatible(reason) => return Err(NodeError::Refused(reason)),
             SessionEnd::Lost(reason) => {
                 if failures > 0 {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -319,6 +322,12 @@ async fn serve_tasks(
             if s.code() == Code::NotFound {
                 // Too late (deadline passed, or the coordinator restarted): move on.
                 tracing::warn!(status = %s, "result not taken");
+            } else if s.code() == Code::Unimplemented {
+                return SessionEnd::Incompatible(format!(
+                    "the coordinator does not take results the way this node sends them ({}); \
+                     run the same entente version on the coordinator and the nodes",
+                    s.message()
+                ));
             } else {
                 return SessionEnd::Lost(s.to_string());
             }

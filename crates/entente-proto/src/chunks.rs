@@ -62,6 +62,10 @@ impl Assembler {
             return Err(WireError::Ragged(chunk.values.len()));
         }
         let n = chunk.values.len() / 4;
+        if n == 0 {
+            // An empty chunk moves nothing forward: it could only keep a transfer alive.
+            return Err(WireError::Empty);
+        }
         if self.values.len() + n > self.expected {
             return Err(WireError::TooMany {
                 got: have + n as u64,
@@ -126,7 +130,7 @@ mod tests {
     }
 
     #[test]
-    fn out_of_order_overrun_ragged_and_truncated_are_errors() {
+    fn out_of_order_overrun_ragged_empty_and_truncated_are_errors() {
         let values = vec![1.0f32; CHUNK_VALUES + 10];
         let chunks = all_chunks(&values);
         let mut a = Assembler::new(values.len());
@@ -140,6 +144,11 @@ mod tests {
             values: vec![0; 5],
         };
         assert_eq!(a.push(&ragged), Err(WireError::Ragged(5)));
+        let empty = Chunk {
+            offset: CHUNK_VALUES as u64,
+            values: vec![],
+        };
+        assert_eq!(a.push(&empty), Err(WireError::Empty));
         let long = Chunk {
             offset: CHUNK_VALUES as u64,
             values: vec![0; 44],

@@ -27,6 +27,9 @@ pub enum WireError {
     /// A chunk's byte length is not a whole number of `f32` values.
     #[error("chunk of {0} bytes is not a whole number of 4-byte values")]
     Ragged(usize),
+    /// A chunk holds no values.
+    #[error("empty chunk: every chunk must carry at least one value")]
+    Empty,
     /// More values arrived than the layout holds.
     #[error("{got} values sent, but the layout holds {expected}")]
     TooMany {

@@ -211,17 +211,6 @@ impl Hub {
         Ok(())
     }
 
-    /// Forgets a task that is no longer waited for (deadline passed, site gone).
-    pub fn withdraw(&self, site: &str, task: u64) {
-        if let Ok((m, _)) = self.mailbox(site) {
-            let mut b = lock(m);
-            b.queue.retain(|t| t.id != task);
-            b.delivered.remove(&task);
-            b.receiving.remove(&task);
-            b.replies.remove(&task);
-        }
-    }
-
     /// The next task for `site`, waiting up to `wait` for one to arrive.
     pub async fn next_task(
         &self,
@@ -275,15 +264,34 @@ impl Hub {
             .is_ok_and(|(m, _)| lock(m).receiving.contains_key(&task))
     }
 
-    /// Gives back a claimed task whose upload failed or was abandoned: it counts as delivered
-    /// again, so the node gets it back when it registers again, and its deadline applies again.
+    /// Gives back a claimed task whose upload failed or was abandoned: it goes to the front of
+    /// the site's queue, so the node's current session (or its next one) fetches it again, and
+    /// its deadline applies again.
     pub fn release(&self, site: &str, task: u64) {
-        if let Ok((m, _)) = self.mailbox(site) {
+        if let Ok((m, notify)) = self.mailbox(site) {
             let mut b = lock(m);
             if let Some(t) = b.receiving.remove(&task) {
-                b.delivered.insert(task, t);
+                b.queue.push_front(t);
+                drop(b);
+                notify.notify_one();
             }
         }
+    }
+
+    /// Forgets a task that is no longer waited for (deadline passed, site gone), unless its
+    /// result is arriving now (checked and done under one lock); `true` if it was withdrawn.
+    pub fn withdraw_unless_receiving(&self, site: &str, task: u64) -> bool {
+        let Ok((m, _)) = self.mailbox(site) else {
+            return true;
+        };
+        let mut b = lock(m);
+        if b.receiving.contains_key(&task) {
+            return false;
+        }
+        b.queue.retain(|t| t.id != task);
+        b.delivered.remove(&task);
+        b.replies.remove(&task);
+        true
     }
 
     /// Hands a result to whoever waits for it.
@@ -292,7 +300,6 @@ impl Hub {
         let mut b = lock(m);
         b.delivered.remove(&task);
         b.receiving.remove(&task);
-        // A copy put back in the queue by a re-registration must not be handed out again.
         b.queue.retain(|t| t.id != task);
         let reply = b
             .replies
@@ -395,25 +402,25 @@ mod tests {
                 .id,
             3
         );
-        // An upload that claimed the task and then failed gives it back: the node gets it
-        // again when it registers again, and it no longer counts as arriving.
+        // An upload that claimed the task and then failed gives it back: the current session
+        // fetches it again, and it no longer counts as arriving.
         hub.claim("a", 3).unwrap();
+        assert!(!hub.withdraw_unless_receiving("a", 3));
         hub.release("a", 3);
         assert!(!hub.is_receiving("a", 3));
-        let s3 = hub.register("a").unwrap();
         assert_eq!(
-            hub.next_task("a", s3, Duration::ZERO)
+            hub.next_task("a", s2, Duration::ZERO)
                 .await
                 .unwrap()
                 .unwrap()
                 .id,
             3
         );
-        hub.withdraw("a", 3);
+        assert!(hub.withdraw_unless_receiving("a", 3));
         // Releasing a withdrawn task changes nothing.
         hub.release("a", 3);
         assert!(
-            hub.next_task("a", s3, Duration::from_millis(10))
+            hub.next_task("a", s2, Duration::from_millis(10))
                 .await
                 .unwrap()
                 .is_none()

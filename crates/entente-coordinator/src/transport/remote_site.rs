@@ -83,9 +83,8 @@ impl RemoteSite {
                     return Err(self.fail("the task was dropped"));
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    let late = started.elapsed() >= self.deadline
-                        && !self.hub.is_receiving(&self.name, id);
-                    let gone = if late {
+                    let late = started.elapsed() >= self.deadline;
+                    let gone = if late && !self.hub.is_receiving(&self.name, id) {
                         Some(format!(
                             "missed the deadline of {} s (selection.deadline_secs)",
                             self.deadline.as_secs_f64()
@@ -98,9 +97,16 @@ impl RemoteSite {
                     } else {
                         None
                     };
-                    if let Some(reason) = gone {
-                        self.hub.withdraw(&self.name, id);
-                        return Err(self.fail(reason));
+                    // Withdrawn only if no upload holds it at this moment (one lock), and a
+                    // result that arrived in between is still taken.
+                    if let Some(reason) = gone
+                        && self.hub.withdraw_unless_receiving(&self.name, id)
+                    {
+                        return match rx.try_recv() {
+                            Ok(TaskResult::Refused(r)) => Err(self.fail(r)),
+                            Ok(result) => Ok(result),
+                            Err(_) => Err(self.fail(reason)),
+                        };
                     }
                 }
             }

@@ -290,14 +290,22 @@ impl Coordinator for CoordinatorService {
                 Ok(Some(result)) => claim
                     .settle(result)
                     .map(|()| reply(upload_reply::Reply::Done(v1::Done {}))),
-                // Withdrawn, or the node went away: the claim's drop gives the task back.
+                // The node went away before its turn: the claim's drop gives the task back.
                 Ok(None) => return,
                 Err(Failure::Invalid(status)) => {
                     let reason = format!("sent an invalid result: {}", status.message());
                     let _ = claim.settle(TaskResult::Refused(reason));
                     Err(status)
                 }
-                Err(Failure::Transport(status)) => Err(status),
+                Err(Failure::Withdrawn) => Err(Status::not_found(
+                    "the coordinator no longer waits for this result (deadline passed or the \
+                     site was left out)",
+                )),
+                Err(Failure::Transport(status)) => {
+                    // Given back before the node hears of it, so its retry finds the task.
+                    drop(claim);
+                    Err(status)
+                }
             };
             let _ = replies.send(reply).await;
         });
@@ -308,9 +316,15 @@ impl Coordinator for CoordinatorService {
 /// Longest the coordinator waits for the next chunk of an update it asked for.
 const CHUNK_IDLE: Duration = Duration::from_secs(60);
 
+/// Slowest transfer accepted after `proceed`, in bytes per second: a whole update must arrive
+/// within `CHUNK_IDLE` plus its size at this rate, so a node that trickles cannot hold the
+/// round up (4 MB: about a minute; 4 GB: about an hour).
+const MIN_TRANSFER_RATE: u64 = 1 << 20;
+
 /// An upload's hold on its task. Unless the upload settles it with a result, dropping it gives
-/// the task back ([`Hub::release`]): a node that reconnects gets it again, and the round's
-/// deadline applies again, so a failed upload cannot hold a round up.
+/// the task back ([`Hub::release`]): the node fetches it again, and the round's deadline
+/// applies again. With the transfer limits ([`CHUNK_IDLE`], [`MIN_TRANSFER_RATE`]) a failed or
+/// stalled upload cannot hold a round up.
 struct Claim {
     hub: Arc<Hub>,
     site: String,
@@ -348,6 +362,8 @@ enum Failure {
     Invalid(Status),
     /// The stream broke or stalled: the task goes back to the node.
     Transport(Status),
+    /// The engine gave up on the site meanwhile: nothing to give back.
+    Withdrawn,
 }
 
 impl From<Status> for Failure {
@@ -404,15 +420,18 @@ async fn receive(
                     if ahead == 0 {
                         break;
                     }
-                    if replies.is_closed() || !claim.wanted() {
+                    if replies.is_closed() {
                         return Ok(None);
+                    }
+                    if !claim.wanted() {
+                        return Err(Failure::Withdrawn);
                     }
                     let pause = TURN_POLL * u32::try_from(ahead.min(20)).unwrap_or(20);
                     tokio::time::sleep(pause).await;
                 }
             }
             if !claim.wanted() {
-                return Ok(None);
+                return Err(Failure::Withdrawn);
             }
             if replies
                 .send(Ok(reply(upload_reply::Reply::Proceed(v1::Proceed {}))))
@@ -422,16 +441,26 @@ async fn receive(
                 return Ok(None);
             }
             let mut assembler = Assembler::new(layout.total());
+            let bytes = 4 * layout.total() as u64;
+            let transfer_end = tokio::time::Instant::now()
+                + CHUNK_IDLE
+                + Duration::from_secs(bytes / MIN_TRANSFER_RATE);
             loop {
-                let frame = tokio::time::timeout(CHUNK_IDLE, stream.message())
+                let until = transfer_end.min(tokio::time::Instant::now() + CHUNK_IDLE);
+                let frame = tokio::time::timeout_at(until, stream.message())
                     .await
                     .map_err(|_| {
                         Status::deadline_exceeded(format!(
-                            "no chunk for {} s after proceed",
-                            CHUNK_IDLE.as_secs()
+                            "the update did not arrive in time (a chunk at least every {} s, \
+                             at least {} KiB/s overall)",
+                            CHUNK_IDLE.as_secs(),
+                            MIN_TRANSFER_RATE >> 10
                         ))
                     })??;
                 let Some(frame) = frame else { break };
+                if !claim.wanted() {
+                    return Err(Failure::Withdrawn);
+                }
                 match frame.frame {
                     Some(result_frame::Frame::Chunk(c)) => {
                         assembler.push(&c).map_err(|e| bad(e.to_string()))?;

@@ -231,7 +231,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .sites
         .par_iter()
         .map(|s| {
-            let own = (!s.test_data().is_empty())
+            // Under a privacy budget nothing is released about a site's own records.
+            let own = (!s.test_data().is_empty() && manifest.privacy.is_none())
                 .then(|| trainer::evaluate(&fed.spec, global, s.test_data(), 1000).ok())
                 .flatten();
             (s.name().to_string(), s.train_data().len(), own)

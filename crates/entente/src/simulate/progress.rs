@@ -142,7 +142,8 @@ impl RoundObserver for RoundPrinter<'_> {
             .test
             .as_ref()
             .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
-        // No federated figure when the sites do not evaluate (under a privacy budget).
+        // No federated figure when no site evaluated (none under a privacy budget, or no
+        // site keeps a test split).
         let fed = r.federated.as_ref().map_or_else(
             || "-".to_string(),
             |f| format!("{:.2}%", f.accuracy * 100.0),
