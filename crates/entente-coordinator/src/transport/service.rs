@@ -297,10 +297,6 @@ impl Coordinator for CoordinatorService {
                     let _ = claim.settle(TaskResult::Refused(reason));
                     Err(status)
                 }
-                Err(Failure::Withdrawn) => Err(Status::not_found(
-                    "the coordinator no longer waits for this result (deadline passed or the \
-                     site was left out)",
-                )),
                 Err(Failure::Transport(status)) => {
                     // Given back before the node hears of it, so its retry finds the task.
                     drop(claim);
@@ -340,12 +336,6 @@ impl Claim {
             .complete(&self.site, self.task.id, result)
             .map_err(route_status)
     }
-
-    /// Whether the engine still waits for this result (it withdraws a task whose site it
-    /// gave up on).
-    fn wanted(&self) -> bool {
-        self.hub.is_receiving(&self.site, self.task.id)
-    }
 }
 
 impl Drop for Claim {
@@ -362,8 +352,6 @@ enum Failure {
     Invalid(Status),
     /// The stream broke or stalled: the task goes back to the node.
     Transport(Status),
-    /// The engine gave up on the site meanwhile: nothing to give back.
-    Withdrawn,
 }
 
 impl From<Status> for Failure {
@@ -381,8 +369,9 @@ fn reply(r: upload_reply::Reply) -> UploadReply {
 
 /// Takes in the result `head` announces for the claimed task. A training result's parameters
 /// are asked for (`proceed`) only when the engine is ready to fold them, so waiting uploads
-/// hold no parameters on either side. `None`: the task was withdrawn or the node went away
-/// before its turn.
+/// hold no parameters on either side (and the engine does not give up on a site whose upload
+/// holds its claim: the transfer limits bound the wait). `None`: the node went away before its
+/// turn.
 async fn receive(
     claim: &Claim,
     head: ResultHeader,
@@ -423,15 +412,9 @@ async fn receive(
                     if replies.is_closed() {
                         return Ok(None);
                     }
-                    if !claim.wanted() {
-                        return Err(Failure::Withdrawn);
-                    }
                     let pause = TURN_POLL * u32::try_from(ahead.min(20)).unwrap_or(20);
                     tokio::time::sleep(pause).await;
                 }
-            }
-            if !claim.wanted() {
-                return Err(Failure::Withdrawn);
             }
             if replies
                 .send(Ok(reply(upload_reply::Reply::Proceed(v1::Proceed {}))))
@@ -458,9 +441,6 @@ async fn receive(
                         ))
                     })??;
                 let Some(frame) = frame else { break };
-                if !claim.wanted() {
-                    return Err(Failure::Withdrawn);
-                }
                 match frame.frame {
                     Some(result_frame::Frame::Chunk(c)) => {
                         assembler.push(&c).map_err(|e| bad(e.to_string()))?;
