@@ -8,7 +8,7 @@ use std::time::Duration;
 use entente_core::engine::{Envelope, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
-use entente_proto::chunks::{Assembler, chunk_at, chunk_count};
+use entente_proto::chunks::{Assembler, chunks_of};
 use entente_proto::convert::{layout_to_wire, metrics_to_wire, training_from_wire};
 use entente_proto::upload;
 use entente_proto::v1::coordinator_client::CoordinatorClient;
@@ -478,14 +478,13 @@ async fn submit(
             outcome: Some(outcome),
         })),
     };
-    let params = params.map(Arc::new);
-    let n = params.as_ref().map_or(0, |p| chunk_count(p.num_values()));
-    let chunks = (0..n).filter_map(move |i| {
-        let p = params.as_ref()?;
-        chunk_at(p.as_flat(), i).map(|c| ResultFrame {
+    let chunks = params
+        .map(Arc::new)
+        .into_iter()
+        .flat_map(chunks_of)
+        .map(|c| ResultFrame {
             frame: Some(result_frame::Frame::Chunk(c)),
-        })
-    });
+        });
     upload::submit(client, head, chunks).await
 }
 

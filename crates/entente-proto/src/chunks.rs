@@ -3,6 +3,10 @@
 //! No message grows with the model, so parameter sets of any size fit under gRPC's message
 //! limit, and a sender holds one chunk at a time beyond the buffer itself.
 
+use std::sync::Arc;
+
+use entente_core::params::ParamSet;
+
 use crate::WireError;
 use crate::v1::Chunk;
 
@@ -26,6 +30,11 @@ pub fn chunk_at(values: &[f32], index: usize) -> Option<Chunk> {
         offset: start as u64,
         values: bytes,
     })
+}
+
+/// Every chunk of `params`, cut lazily: a sender holds one chunk at a time.
+pub fn chunks_of(params: Arc<ParamSet>) -> impl Iterator<Item = Chunk> + Send {
+    (0..).map_while(move |i| chunk_at(params.as_flat(), i))
 }
 
 /// Number of chunks `values` is cut into.
@@ -72,10 +81,11 @@ impl Assembler {
                 expected: self.expected as u64,
             });
         }
-        if self.values.capacity() == self.values.len() {
+        let (len, need) = (self.values.len(), self.values.len() + n);
+        if need > self.values.capacity() {
             // Grow geometrically, but never past what the layout holds.
-            let want = (self.values.len() * 2).clamp(n, self.expected);
-            self.values.reserve_exact(want - self.values.len());
+            let want = (len * 2).clamp(need, self.expected);
+            self.values.reserve_exact(want - len);
         }
         self.values.extend(
             chunk

@@ -3,6 +3,7 @@
 //! header on either side.
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::Channel;
@@ -18,14 +19,8 @@ pub async fn submit(
     chunks: impl Iterator<Item = ResultFrame>,
 ) -> Result<(), Status> {
     let (sender, frames) = mpsc::channel(2);
-    sender
-        .send(header)
-        .await
-        .map_err(|_| Status::internal("the upload stream closed before its header"))?;
-    let mut replies = client
-        .upload_result(ReceiverStream::new(frames))
-        .await?
-        .into_inner();
+    let request = tokio_stream::once(header).chain(ReceiverStream::new(frames));
+    let mut replies = client.upload_result(request).await?.into_inner();
     let mut pending = Some((sender, chunks));
     loop {
         let reply = replies.message().await?.and_then(|r| r.reply);

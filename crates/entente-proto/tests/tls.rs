@@ -397,6 +397,8 @@ proptest::proptest! {
     ) {
         let tmp = tempfile::tempdir().unwrap();
         let dir = KeyDir::new(tmp.path());
+        // With a CA in place, so that accepting the name would write its files.
+        init_ca(&dir, "fed").unwrap();
         let site = format!("{prefix}{bad}{suffix}");
         let refused = matches!(
             issue_site(&dir, &site, false),

@@ -36,7 +36,19 @@ impl Target {
     fn url(&self) -> Result<String> {
         match (&self.database, &self.manifest) {
             (Some(url), _) => Ok(url.clone()),
-            (None, Some(m)) => Ok(Store::sqlite_url_beside(m)),
+            (None, Some(m)) => {
+                // Reading must not create: a mistyped path would give an empty, "intact" log.
+                let file = Store::sqlite_path_beside(m);
+                if !file.exists() {
+                    bail!(
+                        "no store at {} (the default beside {}): check the manifest path, run \
+                         `entente serve` with it first, or give --database URL",
+                        file.display(),
+                        m.display()
+                    );
+                }
+                Ok(Store::sqlite_url_beside(m))
+            }
             (None, None) => bail!("give the manifest or --database URL"),
         }
     }

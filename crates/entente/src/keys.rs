@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::{Args, Subcommand};
 use entente_proto::tls::{self, KeyDir};
 
@@ -76,7 +76,6 @@ pub fn run(args: KeysArgs) -> Result<()> {
                         keys.ca_cert().display()
                     );
                 }
-                None if coordinator.is_empty() => bail!("name a site, or give --coordinator HOST"),
                 None => {
                     tls::issue_coordinator(&keys, &coordinator, overwrite)?;
                     println!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use entente_coordinator::audit::AuditEvent;
+use entente_coordinator::audit::{AuditEvent, kind};
 use entente_coordinator::store::{FinishedRound, Participant, Store};
 use entente_coordinator::transport::hub::Hub;
 use entente_coordinator::transport::listener;
@@ -109,7 +109,10 @@ async fn serve(args: ServeArgs, manifest: Manifest, url: String) -> Result<()> {
         None => spec.init_params(manifest.seed)?,
     };
     let server_state = match &state.optimizer_state {
-        Some(sha) => Some(ParamSet::from_safetensors(&store.checkpoint(sha).await?)?),
+        Some(sha) => Some(
+            ParamSet::from_safetensors(&store.checkpoint(sha).await?)
+                .context("the stored server-optimizer state is not valid")?,
+        ),
         None => None,
     };
     if state.resumed {
@@ -212,7 +215,7 @@ async fn serve(args: ServeArgs, manifest: Manifest, url: String) -> Result<()> {
     if let Err(e) = result {
         let _ = store
             .audit(AuditEvent {
-                kind: "run_stopped".into(),
+                kind: kind::RUN_STOPPED.into(),
                 run: Some(run),
                 round: None,
                 site: None,
@@ -372,7 +375,7 @@ impl StoreObserver {
                 RoundPrice::ClientLevel { .. } => CLIENT_ROUND_COST,
             };
             let event = AuditEvent {
-                kind: "privacy_charged".into(),
+                kind: kind::PRIVACY_CHARGED.into(),
                 run: Some(self.run),
                 round: Some(record.round),
                 site: Some(site.clone()),
@@ -406,10 +409,12 @@ impl RoundObserver for StoreObserver {
         &mut self,
         record: &RoundRecord,
         global: &ParamSet,
-        server_state: Option<&ParamSet>,
+        aggregator: &dyn Aggregator,
     ) -> Result<(), String> {
         let checkpoint = global.to_safetensors().map_err(|e| e.to_string())?;
-        let state = server_state
+        let state = aggregator
+            .state()
+            .as_ref()
             .map(ParamSet::to_safetensors)
             .transpose()
             .map_err(|e| e.to_string())?;

@@ -451,17 +451,24 @@ fn sites_refuse_rounds_beyond_their_budget_and_the_ledger_persists() {
     let rounds = summary["rounds"].as_u64().unwrap();
     assert!(rounds >= 1, "{summary}");
     assert!(out.join("model.safetensors").exists());
+    let (report, spent) = spent_per_site(&tmp, &manifest);
+    assert!(report.contains("hospital-north"), "{report}");
+    assert_eq!(spent.len(), 5, "{report}");
+    assert!(spent.iter().all(|&s| s > 0.0 && s <= 8.0), "{spent:?}");
+}
+
+/// `entente privacy MANIFEST`'s report and the epsilon it shows spent by each site of the
+/// digits data set.
+fn spent_per_site(tmp: &Scratch, manifest: &Path) -> (String, Vec<f64>) {
     let report = entente(tmp.path(), &["privacy", manifest.to_str().unwrap()]);
     assert!(report.status.success(), "{}", stderr(&report));
-    let report = String::from_utf8_lossy(&report.stdout);
-    assert!(report.contains("hospital-north"), "{report}");
-    let spent: Vec<f64> = report
+    let report = String::from_utf8_lossy(&report.stdout).into_owned();
+    let spent = report
         .lines()
         .filter(|l| l.contains("uci-digits"))
         .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
         .collect();
-    assert_eq!(spent.len(), 5, "{report}");
-    assert!(spent.iter().all(|&s| s > 0.0 && s <= 8.0), "{spent:?}");
+    (report, spent)
 }
 
 #[test]
@@ -542,14 +549,7 @@ fn distributed_dp_runs_under_secure_aggregation_and_charges_the_ledgers() {
     let summary = read_json(&out.join("summary.json"));
     assert_eq!(summary["rounds"], 3, "{summary}");
     // Every site was charged for the three rounds before the first one.
-    let report = entente(tmp.path(), &["privacy", manifest.to_str().unwrap()]);
-    assert!(report.status.success(), "{}", stderr(&report));
-    let report = String::from_utf8_lossy(&report.stdout);
-    let spent: Vec<f64> = report
-        .lines()
-        .filter(|l| l.contains("uci-digits"))
-        .map(|l| l.split_whitespace().nth(2).unwrap().parse().unwrap())
-        .collect();
+    let (report, spent) = spent_per_site(&tmp, &manifest);
     assert_eq!(spent.len(), 5, "{report}");
     assert!(spent.iter().all(|&s| s > 0.0 && s <= 100.0), "{spent:?}");
 }

@@ -39,6 +39,10 @@ pub mod kind {
     pub const ROUND_FINISHED: &str = "round_finished";
     /// A run was closed ([`crate::store::Store::finish_run`]).
     pub const RUN_FINISHED: &str = "run_finished";
+    /// The run stopped before its last round (the reason is in the detail).
+    pub const RUN_STOPPED: &str = "run_stopped";
+    /// A site's ledger was charged for a round (mechanism, rate, noise multiplier, steps).
+    pub const PRIVACY_CHARGED: &str = "privacy_charged";
 }
 
 /// Something to record in the audit log.

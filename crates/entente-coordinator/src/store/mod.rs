@@ -28,7 +28,7 @@ mod error;
 mod location;
 mod queries;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sqlx::any::AnyPoolOptions;
@@ -179,6 +179,11 @@ impl Store {
     /// `<manifest dir>/<manifest stem>.entente.db`, as a `sqlite://` URL with an
     /// absolute path.
     pub fn sqlite_url_beside(manifest: &Path) -> String {
+        sqlite_url_for_path(&Self::sqlite_path_beside(manifest))
+    }
+
+    /// The file of [`Store::sqlite_url_beside`].
+    pub fn sqlite_path_beside(manifest: &Path) -> PathBuf {
         let dir = manifest
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -186,7 +191,7 @@ impl Store {
         let stem = manifest
             .file_stem()
             .map_or("entente".into(), |s| s.to_string_lossy());
-        sqlite_url_for_path(&dir.join(format!("{stem}.entente.db")))
+        dir.join(format!("{stem}.entente.db"))
     }
 
     /// The unfinished run of this federation with this manifest digest, or a

@@ -14,7 +14,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::service::CoordinatorService;
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, kind};
 use crate::store::Store;
 
 /// TLS handshakes in progress at once.
@@ -154,7 +154,7 @@ impl RefusalLog {
             return;
         };
         let event = AuditEvent {
-            kind: "refusal".into(),
+            kind: kind::REFUSAL.into(),
             run: Some(self.run),
             round: None,
             site: None,

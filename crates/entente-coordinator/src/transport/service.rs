@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use entente_core::params::ParamSet;
-use entente_proto::chunks::{Assembler, chunk_at, chunk_count};
+use entente_proto::chunks::{Assembler, chunks_of};
 use entente_proto::convert::{
     layout_from_wire, layout_to_wire, metrics_from_wire, training_to_wire,
 };
@@ -25,7 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::{Hub, RouteError, Task, TaskKind, TaskResult};
-use crate::audit::AuditEvent;
+use crate::audit::{AuditEvent, kind};
 use crate::store::Store;
 
 /// Longest a poll may wait for a task.
@@ -94,7 +94,7 @@ impl CoordinatorService {
         };
         tracing::warn!(%peer, call, %refusal, "refused");
         self.audit(
-            "refusal",
+            kind::REFUSAL,
             None,
             serde_json::json!({ "peer": peer, "call": call, "reason": refusal }),
         )
@@ -157,14 +157,10 @@ fn frames(
     let first = TaskFrame {
         frame: Some(task_frame::Frame::Header(header)),
     };
-    let n = params.as_ref().map_or(0, |p| chunk_count(p.num_values()));
-    let chunks = (0..n).filter_map(move |i| {
+    let chunks = params.into_iter().flat_map(chunks_of).map(move |c| {
         let _held = &permit;
-        let p = params.as_ref()?;
-        chunk_at(p.as_flat(), i).map(|c| {
-            Ok(TaskFrame {
-                frame: Some(task_frame::Frame::Chunk(c)),
-            })
+        Ok(TaskFrame {
+            frame: Some(task_frame::Frame::Chunk(c)),
         })
     });
     Box::pin(tokio_stream::iter(std::iter::once(Ok(first)).chain(chunks)))
@@ -185,7 +181,7 @@ impl Coordinator for CoordinatorService {
                 body.manifest_sha256, self.digest
             );
             self.audit(
-                "refusal",
+                kind::REFUSAL,
                 Some(&site),
                 serde_json::json!({ "call": "register", "reason": reason }),
             )
@@ -195,7 +191,7 @@ impl Coordinator for CoordinatorService {
         let session = self.hub.register(&site).map_err(route_status)?;
         tracing::info!(%site, version = %body.version, "site admitted");
         self.audit(
-            "admission",
+            kind::ADMISSION,
             Some(&site),
             serde_json::json!({ "version": body.version }),
         )
@@ -307,6 +303,18 @@ impl Coordinator for CoordinatorService {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(reply_stream))))
     }
+}
+
+/// Longest reason a node may give for refusing a task (bytes; longer ones are cut).
+const MAX_REASON: usize = 1024;
+
+/// `text` cut to at most `max` bytes, at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 /// Longest the coordinator waits for the next chunk of an update it asked for.
@@ -458,14 +466,41 @@ async fn receive(
             }
         }
         Some(result_header::Outcome::Evaluate(m)) => {
+            if !matches!(task.kind, TaskKind::Evaluate) {
+                return Err(bad(
+                    "an evaluation result for a task that is not evaluation".into(),
+                ));
+            }
             TaskResult::Evaluated(metrics_from_wire(&m).map_err(|e| bad(e.to_string()))?)
         }
-        Some(result_header::Outcome::Secure(s)) => TaskResult::Secure(s.envelope),
+        Some(result_header::Outcome::Secure(s)) => {
+            if !matches!(task.kind, TaskKind::Secure(_)) {
+                return Err(bad(
+                    "a secure-aggregation reply for a task that is not one".into()
+                ));
+            }
+            TaskResult::Secure(s.envelope)
+        }
         Some(result_header::Outcome::Refused(reason)) => {
+            // The reason goes to the audit log and the round's record: kept short.
+            let reason = truncate(&reason, MAX_REASON);
             tracing::warn!(site = %claim.site, round = task.round, %reason, "the site refused a task");
             TaskResult::Refused(format!("the site refused: {reason}"))
         }
         None => return Err(bad("the result header has no outcome".into())),
     };
     Ok(Some(result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(truncate("short", 1024), "short");
+        assert_eq!(truncate("abcdef", 3), "abc");
+        // "é" is two bytes: a cut inside it steps back before it.
+        assert_eq!(truncate("aé", 2), "a");
+    }
 }

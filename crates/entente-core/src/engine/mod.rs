@@ -149,13 +149,14 @@ pub trait RoundObserver {
     /// A round is about to start with these sites.
     fn round_started(&mut self, _round: u32, _sites: &[String]) {}
     /// A round's result is final: record it durably (a checkpoint of `global` and of the
-    /// aggregator's `server_state`) before the next round starts. An error stops the run; the
-    /// round was not committed, so a resumed run repeats it.
+    /// aggregator's server state, [`Aggregator::state`], asked for only by an observer that
+    /// keeps it) before the next round starts. An error stops the run; the round was not
+    /// committed, so a resumed run repeats it.
     fn commit(
         &mut self,
         _record: &RoundRecord,
         _global: &ParamSet,
-        _server_state: Option<&ParamSet>,
+        _aggregator: &dyn Aggregator,
     ) -> Result<(), String> {
         Ok(())
     }
@@ -293,12 +294,6 @@ impl RoundEngine {
     /// The current global model.
     pub fn global(&self) -> &ParamSet {
         &self.global
-    }
-
-    /// Continues from a checkpoint: the aggregator takes back its server state (momentum,
-    /// moments) saved with the global model this engine was built from.
-    pub fn restore_server_state(&mut self, state: &ParamSet) -> Result<(), AggregateError> {
-        self.aggregator.restore(state)
     }
 
     /// Runs every round of the rules in order, reporting to `observer`.
@@ -454,7 +449,7 @@ impl RoundEngine {
             seconds: started.elapsed().as_secs_f64(),
         };
         observer
-            .commit(&record, &next, self.aggregator.state().as_ref())
+            .commit(&record, &next, self.aggregator.as_ref())
             .map_err(|reason| EngineError::Commit { round, reason })?;
         self.global = next;
         observer.round_finished(&record);

@@ -40,11 +40,6 @@ impl Turn {
         Self { gate, position }
     }
 
-    /// Whether the engine is ready for this update now (for callers that must not block).
-    pub fn is_ready(&self) -> bool {
-        self.ahead() == 0
-    }
-
     /// How many positions the engine takes before this one (0 when it is ready for it), so
     /// that a caller that polls can poll less often the further back it is.
     pub fn ahead(&self) -> usize {

@@ -133,6 +133,10 @@ fn out_of_range_values_name_key_and_line() {
         let (_, key, _) = invalid(&text);
         assert_eq!(key, "selection.deadline_secs", "{bad}");
     }
+    // Sent to the nodes as 32-bit numbers: larger ones are refused, not truncated.
+    let (_, key, msg) = invalid(&GOOD.replace("rounds = 5", "rounds = 5\nbatch_size = 4294967296"));
+    assert_eq!(key, "training.batch_size");
+    assert!(msg.contains("4294967295"), "{msg}");
     assert_eq!(
         parse(GOOD).unwrap().selection.deadline,
         std::time::Duration::from_secs(600)

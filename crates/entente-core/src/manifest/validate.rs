@@ -375,15 +375,16 @@ fn check_model(r: &Reporter, raw: &RawManifest) -> Result<ModelChoice, ManifestE
 fn check_training(r: &Reporter, raw: &RawManifest) -> Result<LocalTraining, ManifestError> {
     let t = &raw.training;
     r.ensure(t.rounds >= 1, "training.rounds", "must be at least 1")?;
+    // Both travel to the nodes as 32-bit numbers.
     r.ensure(
-        t.local_epochs >= 1,
+        (1..=u32::MAX as usize).contains(&t.local_epochs),
         "training.local_epochs",
-        "must be at least 1",
+        "must be at least 1 and at most 4294967295",
     )?;
     r.ensure(
-        t.batch_size >= 1,
+        (1..=u32::MAX as usize).contains(&t.batch_size),
         "training.batch_size",
-        "must be at least 1",
+        "must be at least 1 and at most 4294967295",
     )?;
     r.ensure(
         t.learning_rate.is_finite() && t.learning_rate > 0.0,

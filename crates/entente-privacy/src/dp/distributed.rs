@@ -122,11 +122,6 @@ impl DistributedDp {
         self.clip
     }
 
-    /// The noise multiplier `sigma` of the sum of `expected_sites` shares.
-    pub fn noise_multiplier(&self) -> f64 {
-        self.noise_multiplier
-    }
-
     /// The number of sites `n` whose shares make up the full noise.
     pub fn expected_sites(&self) -> usize {
         self.expected_sites
@@ -162,14 +157,11 @@ impl DistributedDp {
         rng: &mut R,
     ) -> Result<f64, DpError> {
         self.check()?;
-        let original = update.to_vec();
         let factor = clip_l2(update, self.clip)?;
         // The share's standard deviation is (sigma / sqrt(n)) * S: the audited mechanism with a
-        // smaller multiplier.
-        if let Err(e) = add_gaussian_noise(update, self.share_multiplier(), self.clip, rng) {
-            update.copy_from_slice(&original);
-            return Err(e);
-        }
+        // smaller multiplier. It cannot fail here: the settings are checked and the clipped
+        // values finite, the two things it refuses.
+        add_gaussian_noise(update, self.share_multiplier(), self.clip, rng)?;
         Ok(factor)
     }
 

@@ -186,6 +186,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         })
         .collect::<Result<_>>()?;
     let rules = manifest.round_rules();
+    let federated_evaluation = rules.federated_evaluation;
     let evaluator = Arc::new(CentralTest {
         spec: fed.spec.clone(),
         data: fed.test.clone(),
@@ -231,8 +232,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         .sites
         .par_iter()
         .map(|s| {
-            // Under a privacy budget nothing is released about a site's own records.
-            let own = (!s.test_data().is_empty() && manifest.privacy.is_none())
+            // Not under a privacy budget: nothing is released about a site's own records.
+            let own = (!s.test_data().is_empty() && federated_evaluation)
                 .then(|| trainer::evaluate(&fed.spec, global, s.test_data(), 1000).ok())
                 .flatten();
             (s.name().to_string(), s.train_data().len(), own)
