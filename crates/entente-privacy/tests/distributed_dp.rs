@@ -12,12 +12,10 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{initial, rules, secure_sites};
+use common::{PatternSite, initial, rules, secure_sites};
 use entente_core::aggregators::{Strategy, build};
-use entente_core::engine::{NoObserver, RoundEngine, RoundRecord, Site, SiteError, TrainTask};
-use entente_core::metrics::EvalMetrics;
-use entente_core::params::ParamSet;
-use entente_core::update::{SiteUpdate, UpdatePolicy};
+use entente_core::engine::{NoObserver, RoundEngine, RoundRecord, Site, TrainTask};
+use entente_core::update::UpdatePolicy;
 use entente_privacy::dp::client::DpFedAvg;
 use entente_privacy::dp::{DistributedDp, clip_l2, l2_norm, noise_rng};
 use entente_privacy::secagg::{Modulus, quantization_bound};
@@ -27,47 +25,16 @@ const DIM: usize = 2000;
 const SITES: usize = 6;
 const MIN_SITES: usize = 3;
 
-/// Moves the model by a site-specific pattern of amplitude `0.004 * (index + 1)^2`: L2 norms
-/// from about 0.16 to 5.8, so that a bound of 1 clips some sites and not others.
-struct PatternSite {
-    name: String,
-    index: usize,
-    examples: u64,
+/// Moves coordinate `j` by a site-specific pattern of amplitude `0.004 * (index + 1)^2`: L2
+/// norms from about 0.16 to 5.8, so that a bound of 1 clips some sites and not others.
+fn pattern(index: usize, j: usize) -> f32 {
+    let amplitude = 0.004 * ((index + 1) * (index + 1)) as f32;
+    amplitude * (((index * 7 + j * 3) % 11) as f32 / 5.0 - 1.0)
 }
 
-impl PatternSite {
-    fn delta(index: usize) -> Vec<f32> {
-        let amplitude = 0.004 * ((index + 1) * (index + 1)) as f32;
-        (0..DIM)
-            .map(|j| amplitude * (((index * 7 + j * 3) % 11) as f32 / 5.0 - 1.0))
-            .collect()
-    }
-}
-
-impl Site for PatternSite {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
-        let mut params = (*task.global).clone();
-        for (v, d) in params.as_flat_mut().iter_mut().zip(Self::delta(self.index)) {
-            *v += d;
-        }
-        Ok(SiteUpdate {
-            site: self.name.clone(),
-            num_examples: self.examples,
-            params,
-            train_loss: 0.5,
-        })
-    }
-
-    fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        Err(SiteError {
-            site: self.name.clone(),
-            reason: "no test split".into(),
-        })
-    }
+/// Site `index`'s whole change to the model.
+fn delta(index: usize) -> Vec<f32> {
+    (0..DIM).map(|j| pattern(index, j)).collect()
 }
 
 /// SecAgg with distributed DP: L2 bound `s`, noise multiplier `sigma`, split over `MIN_SITES`;
@@ -97,6 +64,7 @@ fn plain_sites() -> Vec<Arc<dyn Site>> {
             Arc::new(PatternSite {
                 name: format!("site-{i}"),
                 index: i,
+                pattern,
                 // Unequal example counts: a weighted mean would differ from DP-FedAvg's.
                 examples: 10 + 70 * i as u64,
             }) as Arc<dyn Site>
@@ -132,9 +100,7 @@ fn max_diff(a: &[f32], b: &[f32]) -> f64 {
 #[test]
 fn without_noise_distributed_dp_gives_central_dp_fedavg() {
     let s = 1.0;
-    let norms: Vec<f64> = (0..SITES)
-        .map(|i| l2_norm(&PatternSite::delta(i)))
-        .collect();
+    let norms: Vec<f64> = (0..SITES).map(|i| l2_norm(&delta(i))).collect();
     assert!(norms.iter().any(|&n| n < s) && norms.iter().any(|&n| n > 2.0 * s));
 
     let mut central = RoundEngine::new(
@@ -166,7 +132,7 @@ fn without_noise_distributed_dp_gives_central_dp_fedavg() {
     let total: f64 = weights.iter().sum();
     let mut weighted = initial(DIM).as_flat().to_vec();
     for (i, w) in weights.iter().enumerate() {
-        let mut d = PatternSite::delta(i);
+        let mut d = delta(i);
         clip_l2(&mut d, s).unwrap();
         for (v, x) in weighted.iter_mut().zip(d) {
             *v += (f64::from(x) * w / total) as f32;
@@ -189,7 +155,7 @@ fn sum_noise(
     let k = survivors.len();
     let mut clipped_sum = vec![0.0f64; DIM];
     for &i in &survivors {
-        let mut d = PatternSite::delta(i);
+        let mut d = delta(i);
         clip_l2(&mut d, s).unwrap();
         for (c, x) in clipped_sum.iter_mut().zip(d) {
             *c += f64::from(x);

@@ -5,48 +5,17 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{initial, rules, secure_sites};
+use common::{PatternSite, initial, rules, secure_sites};
 use entente_core::aggregators::{Strategy, build};
-use entente_core::engine::{EngineError, NoObserver, RoundEngine, Site, SiteError, TrainTask};
-use entente_core::metrics::EvalMetrics;
-use entente_core::params::ParamSet;
-use entente_core::update::SiteUpdate;
+use entente_core::engine::{EngineError, NoObserver, RoundEngine, Site};
 use entente_privacy::secagg::Modulus;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 
 const DIM: usize = 300;
 
-/// Trains by adding a site-specific pattern; fails secure phase `drop_at` (0-based) if set.
-struct PatternSite {
-    name: String,
-    index: usize,
-    examples: u64,
-}
-
-impl Site for PatternSite {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
-        let mut params = (*task.global).clone();
-        for (j, v) in params.as_flat_mut().iter_mut().enumerate() {
-            *v += ((self.index * 7 + j * 3) % 11) as f32 / 20.0 - 0.25;
-        }
-        Ok(SiteUpdate {
-            site: self.name.clone(),
-            num_examples: self.examples,
-            params,
-            train_loss: 0.5,
-        })
-    }
-
-    fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        Err(SiteError {
-            site: self.name.clone(),
-            reason: "no test split".into(),
-        })
-    }
+/// A site-specific pattern in [-0.25, 0.25].
+fn pattern(index: usize, j: usize) -> f32 {
+    ((index * 7 + j * 3) % 11) as f32 / 20.0 - 0.25
 }
 
 fn settings() -> SecAggSettings {
@@ -73,6 +42,7 @@ fn plain_sites(n: usize) -> Vec<Arc<dyn Site>> {
             Arc::new(PatternSite {
                 name: format!("site-{i}"),
                 index: i,
+                pattern,
                 examples: 10 + 7 * i as u64,
             }) as Arc<dyn Site>
         })

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 use entente_core::manifest::Manifest;
 use entente_node::NodeConfig;
 use entente_node::agent::Corruption;
+use entente_proto::tls::{self, KeyDir};
 
 /// Arguments of `entente join`.
 #[derive(Args)]
@@ -52,22 +53,20 @@ enum CorruptArg {
 /// Runs `entente join`.
 pub fn run(args: JoinArgs) -> Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
-    let pick = |given: Option<PathBuf>, default: PathBuf| given.unwrap_or(default);
     let site = args.site.clone().unwrap_or_default();
     if site.is_empty() && (args.cert.is_none() || args.key.is_none()) {
         anyhow::bail!("give --site NAME (keys under --keys), or --cert and --key");
     }
+    if !site.is_empty() {
+        // The name becomes part of a file path under --keys.
+        tls::validate_site_name(&site)?;
+    }
+    let keys = KeyDir::new(&args.keys);
     let config = NodeConfig {
         coordinator: args.coordinator,
-        ca: pick(args.ca, args.keys.join("ca.pem")),
-        cert: pick(
-            args.cert,
-            args.keys.join("sites").join(format!("{site}.pem")),
-        ),
-        key: pick(
-            args.key,
-            args.keys.join("sites").join(format!("{site}.key")),
-        ),
+        ca: args.ca.unwrap_or_else(|| keys.ca_cert()),
+        cert: args.cert.unwrap_or_else(|| keys.site_cert(&site)),
+        key: args.key.unwrap_or_else(|| keys.site_key(&site)),
         manifest,
         data: args.data,
         max_retries: args.max_retries,

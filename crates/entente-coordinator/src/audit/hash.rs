@@ -1,7 +1,5 @@
 //! The audit entry hash: one canonical byte encoding, hashed with SHA-256.
 
-use sha2::{Digest, Sha256};
-
 use super::AuditEntry;
 
 /// The `prev_hash` of the first entry: 64 ASCII zeros.
@@ -63,17 +61,7 @@ pub fn entry_hash(entry: &AuditEntry) -> String {
     sha256_hex(&message)
 }
 
-/// SHA-256 of `bytes` as 64 lowercase hex digits.
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for byte in digest {
-        out.push(char::from(HEX[usize::from(byte >> 4)]));
-        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
-    }
-    out
-}
+pub(crate) use entente_core::digest::sha256_hex;
 
 fn put_str(message: &mut Vec<u8>, s: &str) {
     // usize -> u64 is lossless on every platform Rust supports.
@@ -84,6 +72,7 @@ fn put_str(message: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     fn entry() -> AuditEntry {
         AuditEntry {

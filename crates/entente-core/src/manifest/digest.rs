@@ -3,9 +3,8 @@
 //! nodes compare digests, so a node never works for a federation whose terms differ from its
 //! own copy, whatever paths each side uses.
 
-use sha2::{Digest, Sha256};
-
 use super::Manifest;
+use crate::digest::sha256_hex;
 
 /// Keys left out of the digest: local paths that may differ between sites.
 const LOCAL_KEYS: &[(&str, &str)] = &[
@@ -27,8 +26,7 @@ impl Manifest {
             }
         }
         let canonical = serde_json::to_string(&value).unwrap_or_default();
-        let digest = Sha256::digest(canonical.as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        sha256_hex(canonical.as_bytes())
     }
 }
 

@@ -102,3 +102,41 @@ pub fn initial(dim: usize) -> ParamSet {
     let values = (0..dim).map(|j| (j as f32).sin()).collect();
     ParamSet::from_tensors([("w".to_string(), vec![dim], values)]).unwrap()
 }
+
+/// Trains by adding `pattern(index, j)` to every coordinate `j` of the global model.
+pub struct PatternSite {
+    /// The site's name.
+    pub name: String,
+    /// Its position (the pattern's first argument).
+    pub index: usize,
+    /// Examples it claims.
+    pub examples: u64,
+    /// The change it makes to coordinate `j`.
+    pub pattern: fn(usize, usize) -> f32,
+}
+
+impl Site for PatternSite {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let mut params = (*task.global).clone();
+        for (j, v) in params.as_flat_mut().iter_mut().enumerate() {
+            *v += (self.pattern)(self.index, j);
+        }
+        Ok(SiteUpdate {
+            site: self.name.clone(),
+            num_examples: self.examples,
+            params,
+            train_loss: 0.5,
+        })
+    }
+
+    fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
+        Err(SiteError {
+            site: self.name.clone(),
+            reason: "no test split".into(),
+        })
+    }
+}
