@@ -10,4 +10,5 @@ pub mod param_store;
 pub mod partition;
 pub mod simulation;
 pub mod site;
+pub mod site_data;
 pub mod trainer;

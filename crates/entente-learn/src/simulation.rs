@@ -3,8 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
+use entente_core::engine::Evaluator;
 use entente_core::engine::selection::derive_seed;
-use entente_core::manifest::{DataFormat, Manifest, ModelChoice, PartitionChoice};
+use entente_core::manifest::{DataFormat, DataSchema, Manifest, PartitionChoice};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -20,6 +23,21 @@ const EMBEDDED_DIGITS: &[u8] = include_bytes!("../../../data/uci-digits.csv.gz")
 
 /// Name of the embedded digits table in a manifest's `data.path`.
 pub const EMBEDDED_DIGITS_PATH: &str = "embedded:uci-digits";
+
+/// Evaluates a model on a held-out test set the coordinator holds (the global test set).
+#[derive(Debug, Clone)]
+pub struct CentralTest {
+    /// The model.
+    pub spec: ModelSpec,
+    /// The held-out test set.
+    pub data: Dataset,
+}
+
+impl Evaluator for CentralTest {
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String> {
+        crate::trainer::evaluate(&self.spec, params, &self.data, 1000).map_err(|e| e.to_string())
+    }
+}
 
 /// Why a federation could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +61,8 @@ pub enum PrepareError {
 pub struct Federation {
     /// The model every site trains.
     pub spec: ModelSpec,
+    /// The round-1 model.
+    pub initial: ParamSet,
     /// One participant per manifest site, in manifest order.
     pub sites: Vec<LocalSite>,
     /// The coordinator's held-out test set (benchmark view).
@@ -51,39 +71,73 @@ pub struct Federation {
     pub split: Vec<Vec<usize>>,
 }
 
+/// The CSV reader's options from the manifest's `[data]`.
+pub(crate) fn csv_options(manifest: &Manifest) -> Result<CsvOptions, PrepareError> {
+    let DataFormat::Csv {
+        label_column,
+        skip_rows,
+        ..
+    } = &manifest.data.format
+    else {
+        return Ok(CsvOptions::default());
+    };
+    Ok(CsvOptions {
+        label_column: match label_column {
+            None | Some(-1) => LabelColumn::Last,
+            Some(i) if *i >= 0 => LabelColumn::Index(*i as usize),
+            Some(i) => {
+                return Err(PrepareError::Mismatch(format!(
+                    "data.label_column = {i}: use -1 for the last column or a 0-based index"
+                )));
+            }
+        },
+        skip_rows: *skip_rows,
+        ..CsvOptions::default()
+    })
+}
+
+/// Reads the whole CSV table at `path` (or the embedded one) as the manifest describes it.
+pub(crate) fn read_csv(manifest: &Manifest, path: &Path) -> Result<Dataset, PrepareError> {
+    let options = csv_options(manifest)?;
+    Ok(
+        match path.to_str().and_then(|p| p.strip_prefix("embedded:")) {
+            Some("uci-digits") => data::parse_csv_bytes(path, EMBEDDED_DIGITS, &options)?,
+            Some(other) => return Err(PrepareError::UnknownEmbedded(format!("embedded:{other}"))),
+            None => data::load_csv(path, &options)?,
+        },
+    )
+}
+
+/// A held-out test set for the coordinator at `path`, read as the manifest's format says
+/// (IDX: the folder's `t10k-*` files; CSV: the whole table) and checked against its schema.
+pub fn load_test_set(manifest: &Manifest, path: &Path) -> Result<Dataset, PrepareError> {
+    let mut test = match manifest.data.format {
+        DataFormat::Idx => data::load_idx_dir(path, Split::Test)?,
+        DataFormat::Csv { .. } => read_csv(manifest, path)?,
+    };
+    if let Some(schema) = &manifest.data.schema {
+        fit_schema(&mut test, schema, path)?;
+    }
+    Ok(test)
+}
+
 /// Loads training and test sets as the manifest describes them.
-fn load(manifest: &Manifest, path: &Path) -> Result<(Dataset, Dataset), PrepareError> {
+fn load(
+    manifest: &Manifest,
+    path: &Path,
+    standardize_csv: bool,
+) -> Result<(Dataset, Dataset), PrepareError> {
     match &manifest.data.format {
         DataFormat::Idx => Ok((
             data::load_idx_dir(path, Split::Train)?,
             data::load_idx_dir(path, Split::Test)?,
         )),
         DataFormat::Csv {
-            label_column,
-            skip_rows,
             standardize,
             test_fraction,
+            ..
         } => {
-            let options = CsvOptions {
-                label_column: match label_column {
-                    None | Some(-1) => LabelColumn::Last,
-                    Some(i) if *i >= 0 => LabelColumn::Index(*i as usize),
-                    Some(i) => {
-                        return Err(PrepareError::Mismatch(format!(
-                            "data.label_column = {i}: use -1 for the last column or a 0-based index"
-                        )));
-                    }
-                },
-                skip_rows: *skip_rows,
-                ..CsvOptions::default()
-            };
-            let table = match path.to_str().and_then(|p| p.strip_prefix("embedded:")) {
-                Some("uci-digits") => data::parse_csv_bytes(path, EMBEDDED_DIGITS, &options)?,
-                Some(other) => {
-                    return Err(PrepareError::UnknownEmbedded(format!("embedded:{other}")));
-                }
-                None => data::load_csv(path, &options)?,
-            };
+            let table = read_csv(manifest, path)?;
             // Hold out a seeded random test set.
             let mut order: Vec<usize> = (0..table.len()).collect();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
@@ -95,7 +149,7 @@ fn load(manifest: &Manifest, path: &Path) -> Result<(Dataset, Dataset), PrepareE
             let (test_idx, train_idx) =
                 order.split_at(n_test.clamp(1, table.len().saturating_sub(1)));
             let (mut train, mut test) = (table.subset(train_idx), table.subset(test_idx));
-            if *standardize {
+            if *standardize && standardize_csv {
                 data::standardize(&mut train, &mut test)?;
             }
             Ok((train, test))
@@ -103,27 +157,108 @@ fn load(manifest: &Manifest, path: &Path) -> Result<(Dataset, Dataset), PrepareE
     }
 }
 
-/// The model spec for the manifest's model and the data's example shape.
-pub fn model_spec(choice: &ModelChoice, data: &Dataset) -> Result<ModelSpec, PrepareError> {
-    match choice {
-        ModelChoice::Mlp { hidden } => Ok(ModelSpec::Mlp {
-            input: data.dim,
-            hidden: hidden.clone(),
-            classes: data.num_classes,
-        }),
-        ModelChoice::Cnn => match data.shape.as_slice() {
-            [c, h, w] if *h >= 4 && *w >= 4 => Ok(ModelSpec::Cnn {
-                channels: *c,
-                height: *h,
-                width: *w,
-                classes: data.num_classes,
-            }),
-            other => Err(PrepareError::Mismatch(format!(
-                "model.kind = \"cnn\" needs images (channels x height x width, at least 4x4), \
-                 but examples have shape {other:?}; use kind = \"mlp\" for tables"
-            ))),
-        },
+/// The model spec for the manifest's model and the data's example shape: entente's own
+/// model, or an external model that is an MLP of `layers.{k}` tensors. An external model of
+/// any other form cannot be trained by entente's trainer.
+pub fn model_spec(manifest: &Manifest, data: &Dataset) -> Result<ModelSpec, PrepareError> {
+    match ModelSpec::for_examples(&manifest.model, &data.shape, data.num_classes)
+        .map_err(PrepareError::Mismatch)?
+    {
+        Some(spec) => Ok(spec),
+        None => federation_model(manifest, None)?
+            .spec
+            .ok_or_else(|| PrepareError::Mismatch(EXTERNAL_NOT_TRAINABLE.to_string())),
     }
+}
+
+/// Why entente's own trainer cannot train an external model.
+const EXTERNAL_NOT_TRAINABLE: &str = "entente's own trainer trains an external model only when \
+     it is an MLP (tensors layers.0.weight [out, in], layers.0.bias [out], layers.1.weight, ...); \
+     train other models with a Python client (entente.simulate / entente.join)";
+
+/// The federation's model: where it starts, and entente's own model for it when there is one.
+#[derive(Debug, Clone)]
+pub struct FederationModel {
+    /// The round-1 model, in PyTorch's layout.
+    pub initial: ParamSet,
+    /// The built-in model entente's trainer trains; `None` for an external model that only
+    /// a framework client can train.
+    pub spec: Option<ModelSpec>,
+}
+
+/// The federation's model from the manifest alone: `kind = "external"` from its file, entente's
+/// own models from `data.shape` / `data.features` and `data.classes` (or, when the manifest
+/// states no schema, from `examples` = the shape and classes a simulation read from its data).
+pub fn federation_model(
+    manifest: &Manifest,
+    examples: Option<(&[usize], usize)>,
+) -> Result<FederationModel, PrepareError> {
+    if let Some(init) = manifest.external_init() {
+        let initial = init.map_err(|e| PrepareError::Mismatch(e.to_string()))?;
+        let spec = ModelSpec::mlp_from_layout(initial.layout());
+        return Ok(FederationModel { initial, spec });
+    }
+    let (shape, classes) = match (&manifest.data.schema, examples) {
+        (Some(schema), _) => (schema.shape.as_slice(), schema.classes),
+        (None, Some(seen)) => seen,
+        (None, None) => {
+            return Err(PrepareError::Mismatch(
+                "the manifest states no data schema; add data.shape (images: [channels, height, \
+                 width]) or data.features (tables), and data.classes: the coordinator and every \
+                 node build the model from them"
+                    .into(),
+            ));
+        }
+    };
+    let spec = ModelSpec::for_examples(&manifest.model, shape, classes)
+        .map_err(PrepareError::Mismatch)?
+        .ok_or_else(|| PrepareError::Mismatch(EXTERNAL_NOT_TRAINABLE.to_string()))?;
+    let initial = spec
+        .init_params(manifest.seed)
+        .map_err(|e| PrepareError::Mismatch(e.to_string()))?;
+    Ok(FederationModel {
+        initial,
+        spec: Some(spec),
+    })
+}
+
+/// Checks `data` (read from `path`) against the manifest's schema and gives it the schema's
+/// example shape and classes: a table of the right number of columns takes an image shape of
+/// the same size.
+pub fn fit_schema(
+    data: &mut Dataset,
+    schema: &DataSchema,
+    path: &Path,
+) -> Result<(), PrepareError> {
+    let fits =
+        data.shape == schema.shape || (data.shape.len() == 1 && data.dim == schema.features());
+    if !fits {
+        let found = if data.shape.len() == 1 {
+            format!("{} feature columns", data.dim)
+        } else {
+            format!("examples of shape {:?}", data.shape)
+        };
+        return Err(PrepareError::Mismatch(format!(
+            "{}: the manifest's data schema is examples of shape {:?} ({} features), but the file \
+             holds {found}; check data.label_column and data.skip_rows, or the file",
+            path.display(),
+            schema.shape,
+            schema.features(),
+        )));
+    }
+    if let Some(max) = data.labels.iter().max()
+        && *max as usize >= schema.classes
+    {
+        return Err(PrepareError::Mismatch(format!(
+            "{}: holds label {max}, but the manifest's data.classes is {} (labels 0 to {})",
+            path.display(),
+            schema.classes,
+            schema.classes - 1
+        )));
+    }
+    data.shape = schema.shape.clone();
+    data.num_classes = schema.classes;
+    Ok(())
 }
 
 /// What a coordinator needs from the data: the model (its input shape and classes) and the
@@ -137,8 +272,11 @@ pub fn prepare_central(
     match manifest.data.format {
         DataFormat::Idx => {
             let path = data_override.unwrap_or(&manifest.data.path);
-            let test = data::load_idx_dir(path, Split::Test)?;
-            Ok((model_spec(&manifest.model, &test)?, test))
+            let mut test = data::load_idx_dir(path, Split::Test)?;
+            if let Some(schema) = &manifest.data.schema {
+                fit_schema(&mut test, schema, path)?;
+            }
+            Ok((model_spec(manifest, &test)?, test))
         }
         DataFormat::Csv { .. } => {
             let fed = prepare(manifest, data_override)?;
@@ -147,23 +285,37 @@ pub fn prepare_central(
     }
 }
 
-/// Builds the federation. `data_override` replaces the manifest's `data.path`.
-pub fn prepare(
+/// The manifest's data set, loaded, limited, checked against the schema and divided.
+struct Partitioned {
+    train: Dataset,
+    test: Dataset,
+    classes: usize,
+    split: Vec<Vec<usize>>,
+}
+
+fn partitioned(
     manifest: &Manifest,
     data_override: Option<&Path>,
-) -> Result<Federation, PrepareError> {
+    standardize: bool,
+) -> Result<Partitioned, PrepareError> {
     let path: PathBuf = data_override.map_or_else(|| manifest.data.path.clone(), Path::to_path_buf);
-    let (mut train, test) = load(manifest, &path)?;
+    let (mut train, mut test) = load(manifest, &path, standardize)?;
     if let Some(limit) = manifest.data.limit
         && limit < train.len()
     {
         let first: Vec<usize> = (0..limit).collect();
         train = train.subset(&first);
     }
-    // Classes are counted over both sets, so a class missing from one still has an output.
-    let classes = train.num_classes.max(test.num_classes);
+    let classes = match &manifest.data.schema {
+        Some(schema) => {
+            fit_schema(&mut train, schema, &path)?;
+            fit_schema(&mut test, schema, &path)?;
+            schema.classes
+        }
+        // Classes are counted over both sets, so a class missing from one still has an output.
+        None => train.num_classes.max(test.num_classes),
+    };
     train.num_classes = classes;
-    let mut test = test;
     test.num_classes = classes;
 
     let scheme = match &manifest.data.partition {
@@ -181,37 +333,98 @@ pub fn prepare(
         &scheme,
         derive_seed(manifest.seed, 0, 102),
     )?;
-    let spec = model_spec(&manifest.model, &train)?;
+    Ok(Partitioned {
+        train,
+        test,
+        classes,
+        split,
+    })
+}
+
+/// Each site's share of the manifest's data set as `simulate` divides it, in manifest order:
+/// its records in the order of the split, with their values as read (a CSV table is not
+/// standardized). Written as the sites' own files, a deployment trains on exactly the shares
+/// a simulation of the same manifest trains on.
+pub fn site_shares(
+    manifest: &Manifest,
+    data_override: Option<&Path>,
+) -> Result<Vec<Dataset>, PrepareError> {
+    let p = partitioned(manifest, data_override, false)?;
+    Ok(p.split.iter().map(|idx| p.train.subset(idx)).collect())
+}
+
+/// Builds the federation. `data_override` replaces the manifest's `data.path`.
+pub fn prepare(
+    manifest: &Manifest,
+    data_override: Option<&Path>,
+) -> Result<Federation, PrepareError> {
+    let Partitioned {
+        train,
+        test,
+        classes,
+        split,
+    } = partitioned(manifest, data_override, true)?;
+    let model = federation_model(manifest, Some((&train.shape, classes)))?;
+    let spec = model
+        .spec
+        .clone()
+        .ok_or_else(|| PrepareError::Mismatch(EXTERNAL_NOT_TRAINABLE.to_string()))?;
+    check_input(&spec, &train)?;
 
     let mut sites = Vec::with_capacity(split.len());
     for (i, (name, indices)) in manifest.sites.iter().zip(&split).enumerate() {
-        let mut own = indices.clone();
-        own.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
-            manifest.seed,
-            0,
-            200 + i as u64,
-        )));
-        let n_test = ((own.len() as f64) * manifest.data.site_test_fraction).round() as usize;
-        let n_test = n_test.min(own.len().saturating_sub(1));
-        let (test_idx, train_idx) = own.split_at(n_test);
+        let (test_idx, train_idx) = own_test_split(manifest, i, indices.clone());
         if test_idx.is_empty() && manifest.data.site_test_fraction > 0.0 {
             return Err(PrepareError::Mismatch(format!(
                 "site `{name}` has {} examples, too few for a test split of its own; \
                  raise data.site_test_fraction or use fewer sites",
-                own.len()
+                indices.len()
             )));
         }
         sites.push(LocalSite::new(
             name.clone(),
             spec.clone(),
-            train.subset(train_idx),
-            train.subset(test_idx),
+            train.subset(&train_idx),
+            train.subset(&test_idx),
         ));
     }
     Ok(Federation {
         spec,
+        initial: model.initial,
         sites,
         test,
         split,
     })
+}
+
+/// Checks that `data`'s examples are the size `spec` takes (an external MLP's input width).
+fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<(), PrepareError> {
+    if spec.input_dim() == data.dim {
+        Ok(())
+    } else {
+        Err(PrepareError::Mismatch(format!(
+            "the model takes {} input features, but the data's examples have {}",
+            spec.input_dim(),
+            data.dim
+        )))
+    }
+}
+
+/// Site `index`'s records `own` in its seeded order, split into its own test split (the first
+/// `data.site_test_fraction` of them, leaving at least one to train on) and its training
+/// examples. A simulated site and a node holding the same records in the same order split them
+/// alike.
+pub(crate) fn own_test_split(
+    manifest: &Manifest,
+    index: usize,
+    mut own: Vec<usize>,
+) -> (Vec<usize>, Vec<usize>) {
+    own.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+        manifest.seed,
+        0,
+        200 + index as u64,
+    )));
+    let n_test = ((own.len() as f64) * manifest.data.site_test_fraction).round() as usize;
+    let train = own.split_off(n_test.min(own.len().saturating_sub(1)));
+    (own, train)
 }

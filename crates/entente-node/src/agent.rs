@@ -20,7 +20,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 
 use crate::checks::Agreement;
-use crate::local::{LocalParticipant, participant};
+use crate::local::{LocalParticipant, Trainer, participant};
 
 /// How long one poll waits for a task.
 const POLL_WAIT_MS: u32 = 20_000;
@@ -52,8 +52,8 @@ pub struct NodeConfig {
     pub key: PathBuf,
     /// The manifest this site agreed to.
     pub manifest: Manifest,
-    /// Replaces the manifest's `data.path`.
-    pub data: Option<PathBuf>,
+    /// What trains: entente's own trainer on the site's own records, or the site's own.
+    pub trainer: Trainer,
     /// Give up after this many failed connection attempts in a row (`None`: never).
     pub max_retries: Option<u32>,
     /// Corrupt every update (tests only).
@@ -69,6 +69,9 @@ pub enum NodeError {
     /// The coordinator refused this node; retrying would not help.
     #[error("the coordinator refused this node: {0}")]
     Refused(String),
+    /// The node was asked to stop before the run ended.
+    #[error("the node was stopped before the run ended")]
+    ShutDown,
     /// The coordinator could not be reached, again and again.
     #[error("gave up after {attempts} failed attempts to reach the coordinator: {last}")]
     Unreachable {
@@ -89,16 +92,28 @@ enum SessionEnd {
     Incompatible(String),
 }
 
-/// Runs the node until the coordinator says the run is finished.
-pub async fn run(config: NodeConfig) -> Result<u32, NodeError> {
+/// Runs the node until the coordinator says the run is finished (the number of rounds), or
+/// until `shutdown` completes ([`NodeError::ShutDown`]).
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<u32, NodeError> {
+    tokio::select! {
+        result = run_until_finished(config) => result,
+        () = shutdown => Err(NodeError::ShutDown),
+    }
+}
+
+async fn run_until_finished(config: NodeConfig) -> Result<u32, NodeError> {
     let read = |p: &PathBuf| {
         std::fs::read(p).map_err(|e| NodeError::Setup(format!("cannot read {}: {e}", p.display())))
     };
     let (ca, cert, key) = (read(&config.ca)?, read(&config.cert)?, read(&config.key)?);
     let site = leaf_site_name(&cert)?;
     let local = {
-        let (manifest, site, data) = (config.manifest.clone(), site.clone(), config.data.clone());
-        tokio::task::spawn_blocking(move || participant(&manifest, &site, data.as_deref()))
+        let (manifest, site, trainer) = (
+            config.manifest.clone(),
+            site.clone(),
+            config.trainer.clone(),
+        );
+        tokio::task::spawn_blocking(move || participant(&manifest, &site, &trainer))
             .await
             .map_err(|e| NodeError::Setup(e.to_string()))??
     };
@@ -108,7 +123,7 @@ pub async fn run(config: NodeConfig) -> Result<u32, NodeError> {
         layout: local.layout.clone(),
         manifest: config.manifest.clone(),
     });
-    tracing::info!(%site, examples = local.examples, "node ready");
+    tracing::info!(%site, examples = ?local.examples, "node ready");
     let local = Arc::new(local);
     let host = url_host(&config.coordinator)?;
     let tls = ClientTlsConfig::new()
@@ -154,8 +169,8 @@ pub async fn run(config: NodeConfig) -> Result<u32, NodeError> {
     }
 }
 
-/// The site name in the node's own certificate (the first PEM block).
-fn leaf_site_name(pem: &[u8]) -> Result<String, NodeError> {
+/// The site name in a node's own certificate (the first PEM block of `pem`).
+pub fn leaf_site_name(pem: &[u8]) -> Result<String, NodeError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let der = CertificateDer::from_pem_slice(pem)

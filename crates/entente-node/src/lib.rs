@@ -8,4 +8,5 @@ pub mod agent;
 pub mod checks;
 pub mod local;
 
-pub use agent::{NodeConfig, NodeError, run};
+pub use agent::{NodeConfig, NodeError, leaf_site_name, run};
+pub use local::Trainer;

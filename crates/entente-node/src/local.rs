@@ -1,35 +1,59 @@
-//! The node's participant: its data, the manifest's model, and the privacy layers the manifest
-//! requires (a budget ledger the site keeps itself and charges every round it trains, the site
-//! half of secure aggregation with fresh operating-system randomness).
+//! The node's participant: its trainer (entente's own, on the site's own records, or one the
+//! site brings, such as a Python client), the manifest's model, and the privacy layers the
+//! manifest requires (a budget ledger the site keeps itself and charges every round it trains,
+//! the site half of secure aggregation with fresh operating-system randomness).
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use entente_core::engine::Site;
-use entente_core::manifest::Manifest;
-use entente_core::params::{Layout, TensorSpec};
-use entente_learn::simulation;
+use entente_core::manifest::{Manifest, PrivacyMechanism};
+use entente_core::params::Layout;
+use entente_learn::{simulation, site_data};
 use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
 use entente_privacy::secure_round::{SecAggSettings, SecureSite};
 
 use crate::agent::NodeError;
 
+/// What trains at a node.
+#[derive(Clone)]
+pub enum Trainer {
+    /// entente's own trainer on the site's own records: `data` (a file or folder), else the
+    /// site's `[[sites]] data`, else the manifest's `data.path`.
+    Builtin {
+        /// Replaces the manifest's path to the site's records.
+        data: Option<PathBuf>,
+    },
+    /// A trainer the site brings (a PyTorch or Keras loop behind entente's Python `Client`):
+    /// it holds the site's records itself. The node still checks every task against the
+    /// manifest and keeps the ledger and secure aggregation.
+    External(Arc<dyn Site>),
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Builtin { data } => f.debug_struct("Builtin").field("data", data).finish(),
+            Self::External(site) => f.debug_tuple("External").field(&site.name()).finish(),
+        }
+    }
+}
+
 /// The site stack of one node, and its model's layout.
 pub struct LocalParticipant {
     /// What answers tasks.
     pub site: Arc<dyn Site>,
-    /// The model's layout.
+    /// The model's layout, from the manifest.
     pub layout: Layout,
-    /// Training examples the site holds.
-    pub examples: usize,
+    /// Training examples the site holds (`None` when its own trainer holds them).
+    pub examples: Option<usize>,
 }
 
-/// Builds site `name`'s participant. Its records are its share of the manifest's data set
-/// (`data` replaces `data.path`), split as the manifest's partition says.
+/// Builds site `name`'s participant around `trainer`.
 pub fn participant(
     manifest: &Manifest,
     name: &str,
-    data: Option<&Path>,
+    trainer: &Trainer,
 ) -> Result<LocalParticipant, NodeError> {
     let index = manifest
         .sites
@@ -42,29 +66,47 @@ pub fn participant(
                 manifest.sites.join(", ")
             ))
         })?;
-    let fed = simulation::prepare(manifest, data)
-        .map_err(|e| NodeError::Setup(format!("could not read the site's data: {e}")))?;
-    let local = fed.sites[index].clone();
-    let examples = local.train_data().len();
-    let layout = Layout::new(
-        fed.spec
-            .tensor_shapes()
-            .into_iter()
-            .map(|(name, shape, _)| TensorSpec { name, shape })
-            .collect(),
-    )
-    .map_err(|e| NodeError::Setup(e.to_string()))?;
-
-    let mut site: Arc<dyn Site> = Arc::new(local);
+    let model = simulation::federation_model(manifest, None)
+        .map_err(|e| NodeError::Setup(format!("the manifest's model: {e}")))?;
+    let layout = model.initial.layout().as_ref().clone();
+    let (mut site, examples): (Arc<dyn Site>, Option<usize>) = match trainer {
+        Trainer::Builtin { data } => {
+            let local = site_data::local_site(manifest, index, data.as_deref())
+                .map_err(|e| NodeError::Setup(format!("the site's data: {e}")))?;
+            let examples = local.train_data().len();
+            (Arc::new(local), Some(examples))
+        }
+        Trainer::External(site) => {
+            if site.name() != name {
+                return Err(NodeError::Setup(format!(
+                    "the trainer answers as site `{}`, but this node is `{name}`",
+                    site.name()
+                )));
+            }
+            (Arc::clone(site), None)
+        }
+    };
     // Under every mechanism the node charges its own ledger before it trains a round, and
     // refuses the round that would exceed its budget, whatever the coordinator asks.
     if let Some(p) = &manifest.privacy {
+        let price = match (p.mechanism, examples) {
+            (PrivacyMechanism::DpSgd, None) => {
+                return Err(NodeError::Setup(
+                    "privacy.mechanism = \"dp-sgd\" is a feature of entente's own trainer: a \
+                     site's own training loop cannot be charged for it. Use mechanism = \
+                     \"client\" or \"distributed\" (client-level DP, kept by the node), or \
+                     entente's trainer"
+                        .into(),
+                ));
+            }
+            (_, examples) => RoundPrice::of(p, examples.unwrap_or(0)),
+        };
         let ledger = Ledger::open(&p.ledger, name, &manifest.data_label(), p.delta)
             .map_err(|e| NodeError::Setup(format!("privacy ledger: {e}")))?;
         site = Arc::new(BudgetedSite::new(
             site,
             &manifest.name,
-            RoundPrice::of(p, examples),
+            price,
             p.budgets[index],
             ledger,
         ));

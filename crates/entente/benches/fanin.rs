@@ -45,7 +45,7 @@ fn env_or(name: &str, default: usize) -> usize {
 fn manifest(sites: usize, rounds: usize, hidden: usize) -> String {
     let mut text = String::from(
         "[federation]\nname = \"fanin\"\nseed = 1\n\n[data]\nformat = \"idx\"\n\
-         path = \"/usr/share/datasets/fashion-mnist\"\n\n",
+         path = \"/usr/share/datasets/fashion-mnist\"\nshape = [1, 28, 28]\nclasses = 10\n\n",
     );
     for i in 0..sites {
         text.push_str(&format!("[[sites]]\nname = \"node-{i:03}\"\n\n"));
@@ -245,6 +245,7 @@ fn main() {
         .arg("--keys")
         .arg(&keys.root)
         .args(["--wait-secs", "600", "--heartbeat-secs", "5"])
+        .args(["--eval-data", "/usr/share/datasets/fashion-mnist"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

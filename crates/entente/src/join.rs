@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use entente_core::manifest::Manifest;
-use entente_node::NodeConfig;
 use entente_node::agent::Corruption;
+use entente_node::{NodeConfig, Trainer};
 use entente_proto::tls::{self, KeyDir};
 
 /// Arguments of `entente join`.
@@ -33,7 +33,8 @@ pub struct JoinArgs {
     /// The site key [default: KEYS/sites/SITE.key].
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Read the data from this file or folder instead of the manifest's data.path.
+    /// The site's own records: this file or folder instead of its `[[sites]] data` or the
+    /// manifest's data.path.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Stop after this many failed connection attempts in a row [default: keep trying].
@@ -68,7 +69,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
         cert: args.cert.unwrap_or_else(|| keys.site_cert(&site)),
         key: args.key.unwrap_or_else(|| keys.site_key(&site)),
         manifest,
-        data: args.data,
+        trainer: Trainer::Builtin { data: args.data },
         max_retries: args.max_retries,
         corrupt: args.corrupt_updates.map(|c| match c {
             CorruptArg::Nan => Corruption::Nan,
@@ -79,7 +80,12 @@ pub fn run(args: JoinArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("could not start the async runtime")?;
-    let rounds = runtime.block_on(entente_node::run(config))?;
+    let shutdown = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let rounds = runtime.block_on(entente_node::run(config, shutdown))?;
     println!("the run is finished after {rounds} rounds");
     Ok(())
 }

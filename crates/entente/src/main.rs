@@ -6,6 +6,7 @@ mod keys;
 mod privacy;
 mod serve;
 mod simulate;
+mod split;
 
 use std::process::ExitCode;
 
@@ -27,6 +28,9 @@ struct Cli {
 enum Command {
     /// Run a whole federation in this process: every site, the coordinator, every round.
     Simulate(simulate::SimulateArgs),
+    /// Give each site of a manifest its own records, divided as `simulate` divides them (to try
+    /// a deployment on one machine).
+    Split(split::SplitArgs),
     /// Coordinate a real federation: nodes connect over gRPC with mutual TLS; state and audit
     /// log in a durable store; resumes after a crash.
     Serve(serve::ServeArgs),
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),
+        Command::Split(args) => split::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Join(args) => join::run(args),
         Command::Keys(args) => keys::run(args),

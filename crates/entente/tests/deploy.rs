@@ -149,6 +149,14 @@ impl Federation {
             run_ok(entente().args(["keys", "issue", site, "--dir", keys]));
         }
         run_ok(entente().args(["keys", "issue", "--coordinator", "127.0.0.1", "--dir", keys]));
+        // Each node trains on its own records: the shares `simulate` divides the data into.
+        run_ok(
+            entente()
+                .arg("split")
+                .arg(dir.join("federation.toml"))
+                .arg("--out")
+                .arg(dir.join("sites")),
+        );
         Self {
             dir,
             port: free_port(),
@@ -331,15 +339,20 @@ path = "{FASHION_MNIST}"
 partition = "dirichlet"
 alpha = 0.5
 limit = {limit}
+shape = [1, 28, 28]
+classes = 10
 
 [[sites]]
 name = "site-a"
+data = "sites/site-a"
 
 [[sites]]
 name = "site-b"
+data = "sites/site-b"
 
 [[sites]]
 name = "site-c"
+data = "sites/site-c"
 
 [model]
 kind = "mlp"

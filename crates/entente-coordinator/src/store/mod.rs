@@ -40,6 +40,7 @@ use tokio_stream::StreamExt;
 use crate::audit::{self, AuditEntry, AuditEvent, AuditReport, kind, sha256_hex};
 use db::{now_unix_ms, query_err, read_u32};
 pub use error::StoreError;
+pub(crate) use location::redact;
 use location::{Backend, Location, sqlite_url_for_path};
 use queries::{
     Tx, append, commit, last_completed, open_run_rounds, put_blob, round_completion, run_row,

@@ -6,6 +6,7 @@
 //! [`RemoteSite`]: super::remote_site::RemoteSite
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -105,6 +106,7 @@ pub struct Hub {
     boxes: HashMap<String, (Mutex<Mailbox>, Notify)>,
     heartbeat: Duration,
     finished: Mutex<Option<u32>>,
+    closed: AtomicBool,
 }
 
 fn lock(m: &Mutex<Mailbox>) -> MutexGuard<'_, Mailbox> {
@@ -123,6 +125,7 @@ impl Hub {
                 .collect(),
             heartbeat,
             finished: Mutex::new(None),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -224,7 +227,7 @@ impl Hub {
             // Register interest before looking, so a post between the look and the wait
             // still wakes this poll.
             let notified = notify.notified();
-            if self.finished().is_some() {
+            if self.finished().is_some() || self.is_closed() {
                 return Ok(None);
             }
             {
@@ -323,6 +326,24 @@ impl Hub {
     /// `Some(rounds)` once the run is over.
     pub fn finished(&self) -> Option<u32> {
         *self.finished.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops handing out work, for a coordinator that shuts down before the run is over: polls
+    /// return at once with no task, uploads still waiting for their turn give up (their tasks
+    /// go back to the queue), and [`RemoteSite`] calls fail. Nodes are not told the run is
+    /// finished, so they keep reconnecting and go on with the next coordinator.
+    ///
+    /// [`RemoteSite`]: super::remote_site::RemoteSite
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        for (_, notify) in self.boxes.values() {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 }
 

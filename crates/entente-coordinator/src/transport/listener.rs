@@ -34,7 +34,8 @@ const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 2 << 20;
 
 /// Accepts connections on `listener`, completes mutual TLS with `tls`, and serves `service`
-/// on every connection that passes, until `shutdown` resolves.
+/// on every connection that passes, until `shutdown` resolves: then it stops accepting at once
+/// and returns when the open connections have closed.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -47,9 +48,21 @@ pub async fn serve(
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     let refusals = Arc::new(RefusalLog::new(store, run));
+    // The accept loop stops (and closes the socket) as soon as `shutdown` resolves, while the
+    // server drains its connections.
+    let (stop_accepting, mut stopped) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop_accepting.send(true);
+    };
     let accept_loop = tokio::spawn(async move {
         loop {
-            let (tcp, peer) = match listener.accept().await {
+            let accepted = tokio::select! {
+                biased;
+                _ = stopped.wait_for(|s| *s) => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, peer) = match accepted {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");

@@ -17,6 +17,9 @@ use super::hub::{Hub, Task, TaskKind, TaskResult};
 /// How often a waiting call checks that the node is still there.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
 
+/// Why a call fails once the hub is closed.
+const SHUTTING_DOWN: &str = "the coordinator is shutting down";
+
 /// A site reached through its node's connection to this coordinator.
 pub struct RemoteSite {
     name: String,
@@ -58,6 +61,9 @@ impl RemoteSite {
         params: Option<Arc<ParamSet>>,
         turn: Option<Turn>,
     ) -> Result<TaskResult, SiteError> {
+        if self.hub.is_closed() {
+            return Err(self.fail(SHUTTING_DOWN));
+        }
         if !self.hub.is_alive(&self.name) {
             return Err(self.fail("not connected"));
         }
@@ -84,7 +90,9 @@ impl RemoteSite {
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let late = started.elapsed() >= self.deadline;
-                    let gone = if late && !self.hub.is_receiving(&self.name, id) {
+                    let gone = if self.hub.is_closed() {
+                        Some(SHUTTING_DOWN.to_string())
+                    } else if late && !self.hub.is_receiving(&self.name, id) {
                         Some(format!(
                             "missed the deadline of {} s (selection.deadline_secs)",
                             self.deadline.as_secs_f64()

@@ -417,7 +417,7 @@ async fn receive(
                     if ahead == 0 {
                         break;
                     }
-                    if replies.is_closed() {
+                    if replies.is_closed() || claim.hub.is_closed() {
                         return Ok(None);
                     }
                     let pause = TURN_POLL * u32::try_from(ahead.min(20)).unwrap_or(20);

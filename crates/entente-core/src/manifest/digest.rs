@@ -25,6 +25,23 @@ impl Manifest {
                 t.remove(*key);
             }
         }
+        // Each site's own data path is local too.
+        if let Some(toml::Value::Array(sites)) = value.get_mut("sites") {
+            for site in sites.iter_mut() {
+                if let toml::Value::Table(t) = site {
+                    t.remove("data");
+                }
+            }
+        }
+        // An external model is agreed by its content, not by where each site keeps the file.
+        if let (super::ModelChoice::External { sha256, .. }, Some(toml::Value::Table(m))) =
+            (&self.model, value.get_mut("model"))
+        {
+            m.insert(
+                "init".into(),
+                toml::Value::String(format!("sha256:{sha256}")),
+            );
+        }
         let canonical = serde_json::to_string(&value).unwrap_or_default();
         sha256_hex(canonical.as_bytes())
     }

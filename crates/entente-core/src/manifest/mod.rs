@@ -94,7 +94,32 @@ pub struct DataSpec {
     pub partition: PartitionChoice,
     /// Use only the first `limit` training examples (quick runs and tests).
     pub limit: Option<usize>,
+    /// What every site's records look like, when the manifest states it (`data.shape` or
+    /// `data.features`, and `data.classes`). Deployments need it: the coordinator learns the
+    /// model's shapes from it and every node checks its own file against it.
+    pub schema: Option<DataSchema>,
 }
+
+/// The shape of one example and the number of classes, as the manifest states them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataSchema {
+    /// Shape of one example: `[features]` for tables, `[channels, height, width]` for images.
+    pub shape: Vec<usize>,
+    /// Number of classes; every label is below it.
+    pub classes: usize,
+}
+
+impl DataSchema {
+    /// Number of features of one example (the product of the shape).
+    pub fn features(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Most classes a manifest may declare (`data.classes`).
+pub const MAX_CLASSES: usize = 10_000;
+/// Most features one example may have (the product of `data.shape`).
+pub const MAX_FEATURES: usize = 1 << 24;
 
 /// The model to train.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +131,15 @@ pub enum ModelChoice {
     },
     /// McMahan et al.'s CNN (image data only).
     Cnn,
+    /// A model defined outside entente (PyTorch, Keras, ...): its tensors' names, shapes and
+    /// initial values are those of a safetensors file in PyTorch's layout.
+    External {
+        /// The file, resolved against the manifest's folder.
+        init: PathBuf,
+        /// SHA-256 (hex) of the file: part of the agreement, so every site starts from the same
+        /// model whatever path its copy names.
+        sha256: String,
+    },
 }
 
 /// Which sites take part in each round.
@@ -203,6 +237,9 @@ pub struct Manifest {
     pub data: DataSpec,
     /// Site names, in manifest order.
     pub sites: Vec<String>,
+    /// Each site's own data file or folder (`[[sites]] data`), in manifest order; a node reads
+    /// its records from there unless told otherwise. A local path, outside the agreement.
+    pub site_data: Vec<Option<PathBuf>>,
     /// The model.
     pub model: ModelChoice,
     /// Number of rounds.
@@ -245,6 +282,38 @@ impl Manifest {
         )
     }
 
+    /// Where site `index`'s node reads its own records: its `[[sites]] data`, else `data.path`.
+    pub fn site_data_path(&self, index: usize) -> &Path {
+        self.site_data
+            .get(index)
+            .and_then(Option::as_deref)
+            .unwrap_or(&self.data.path)
+    }
+
+    /// The initial model of `kind = "external"`, read from its file and checked against the
+    /// digest the manifest was validated with; `None` for entente's own models.
+    pub fn external_init(&self) -> Option<Result<crate::params::ParamSet, ManifestError>> {
+        let ModelChoice::External { init, sha256 } = &self.model else {
+            return None;
+        };
+        Some(
+            validate::read_external_init(init).and_then(|(params, sha)| {
+                if &sha == sha256 {
+                    Ok(params)
+                } else {
+                    Err(ManifestError::Invalid {
+                        path: init.display().to_string(),
+                        line: None,
+                        key: "model.init".into(),
+                        message: "the file changed after the manifest was read; load the manifest \
+                              again"
+                            .into(),
+                    })
+                }
+            }),
+        )
+    }
+
     /// The round engine's rules for this federation.
     pub fn round_rules(&self) -> crate::engine::RoundRules {
         crate::engine::RoundRules {
@@ -254,7 +323,8 @@ impl Manifest {
             seed: self.seed,
             policy: self.policy,
             training: self.training.clone(),
-            federated_evaluation: self.privacy.is_none(),
+            // Not under a privacy budget, and not when the sites keep no test split.
+            federated_evaluation: self.privacy.is_none() && self.data.site_test_fraction > 0.0,
         }
     }
 

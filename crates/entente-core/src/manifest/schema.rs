@@ -106,6 +106,12 @@ pub struct RawData {
     pub split_file: Option<String>,
     #[serde(default)]
     pub limit: Option<usize>,
+    #[serde(default)]
+    pub shape: Option<Vec<usize>>,
+    #[serde(default)]
+    pub features: Option<usize>,
+    #[serde(default)]
+    pub classes: Option<usize>,
 }
 
 fn default_site_test_fraction() -> f64 {
@@ -122,6 +128,8 @@ pub struct RawSite {
     pub name: String,
     #[serde(default)]
     pub epsilon_budget: Option<f64>,
+    #[serde(default)]
+    pub data: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -130,6 +138,8 @@ pub struct RawModel {
     pub kind: String,
     #[serde(default)]
     pub hidden: Option<Vec<usize>>,
+    #[serde(default)]
+    pub init: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

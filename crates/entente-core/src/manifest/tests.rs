@@ -371,3 +371,108 @@ fn distributed_privacy_needs_secure_aggregation_wide_enough_for_the_noise() {
     assert_eq!(key, "secure_aggregation");
     assert!(msg.contains("\"distributed\""), "{msg}");
 }
+
+/// [`GOOD`] with `insert` added to its `[data]` table.
+fn with_data(insert: &str) -> String {
+    GOOD.replace("alpha = 0.3\n", &format!("alpha = 0.3\n{insert}\n"))
+}
+
+#[test]
+fn the_data_schema_is_read_and_checked() {
+    let m = parse(&with_data("shape = [1, 8, 8]\nclasses = 10")).unwrap();
+    let schema = m.data.schema.unwrap();
+    assert_eq!((schema.shape.clone(), schema.classes), (vec![1, 8, 8], 10));
+    assert_eq!(schema.features(), 64);
+    let m = parse(&with_data("features = 64\nclasses = 10")).unwrap();
+    assert_eq!(m.data.schema.unwrap().shape, vec![64]);
+    assert!(parse(GOOD).unwrap().data.schema.is_none());
+
+    let (_, key, message) = invalid(&with_data("features = 64"));
+    assert_eq!(key, "data.classes");
+    assert!(message.contains("need data.classes"), "{message}");
+    let (_, key, _) = invalid(&with_data("classes = 10"));
+    assert_eq!(key, "data.classes");
+    let (_, key, _) = invalid(&with_data("features = 64\nshape = [64]\nclasses = 3"));
+    assert_eq!(key, "data.features");
+    let (_, key, message) = invalid(&with_data("features = 64\nclasses = 4000000000"));
+    assert_eq!(key, "data.classes");
+    assert!(message.contains("2 to 10000"), "{message}");
+    let (_, key, _) = invalid(&with_data("shape = [1, 0, 8]\nclasses = 10"));
+    assert_eq!(key, "data.shape");
+    let (_, _, message) = invalid(&with_data("shape = [100000, 100000, 100000]\nclasses = 10"));
+    assert!(message.contains("more than"), "{message}");
+}
+
+#[test]
+fn each_site_may_name_its_own_data_outside_the_agreement() {
+    let own = GOOD.replace(
+        "name = \"clinic-a\"\n",
+        "name = \"clinic-a\"\ndata = \"mine/clinic-a.csv\"\n",
+    );
+    let m = parse(&own).unwrap();
+    assert_eq!(m.site_data_path(0), Path::new("/base/mine/clinic-a.csv"));
+    assert_eq!(m.site_data_path(1), Path::new("/base/digits.csv.gz"));
+    assert_eq!(
+        m.agreement_digest(),
+        parse(GOOD).unwrap().agreement_digest(),
+        "a site's own data path is not part of the agreement"
+    );
+    let (_, key, _) = invalid(&GOOD.replace(
+        "name = \"clinic-a\"\n",
+        "name = \"clinic-a\"\ndata = \" \"\n",
+    ));
+    assert_eq!(key, "sites.data");
+}
+
+#[test]
+fn an_external_model_is_agreed_by_its_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, value: f32| {
+        let p = crate::params::ParamSet::from_tensors([
+            ("layers.0.weight".to_string(), vec![2, 3], vec![value; 6]),
+            ("layers.0.bias".to_string(), vec![2], vec![0.0; 2]),
+        ])
+        .unwrap();
+        p.save(&dir.path().join(name)).unwrap();
+    };
+    write("a.safetensors", 0.5);
+    write("b.safetensors", 0.5);
+    write("c.safetensors", 0.25);
+    let external = |file: &str| {
+        GOOD.replace(
+            "kind = \"mlp\"\nhidden = [32]",
+            &format!("kind = \"external\"\ninit = \"{file}\""),
+        )
+    };
+    let load = |file: &str| Manifest::parse(&external(file), "t.toml", dir.path()).unwrap();
+    let a = load("a.safetensors");
+    let init = a.external_init().unwrap().unwrap();
+    assert_eq!(init.get("layers.0.weight").unwrap(), &[0.5; 6]);
+    // Same content under another name: the same agreement; other values: another one.
+    assert_eq!(
+        a.agreement_digest(),
+        load("b.safetensors").agreement_digest()
+    );
+    assert_ne!(
+        a.agreement_digest(),
+        load("c.safetensors").agreement_digest()
+    );
+
+    let missing = Manifest::parse(&external("none.safetensors"), "t.toml", dir.path());
+    match missing {
+        Err(ManifestError::Invalid { key, message, .. }) => {
+            assert_eq!(key, "model.init");
+            assert!(message.contains("none.safetensors"), "{message}");
+        }
+        other => panic!("expected an error, got {other:?}"),
+    }
+    std::fs::write(dir.path().join("junk.safetensors"), b"not a model").unwrap();
+    let junk = Manifest::parse(&external("junk.safetensors"), "t.toml", dir.path());
+    assert!(
+        matches!(junk, Err(ManifestError::Invalid { ref key, .. }) if key == "model.init"),
+        "{junk:?}"
+    );
+    let (_, key, _) =
+        invalid(&GOOD.replace("kind = \"mlp\"\nhidden = [32]", "kind = \"external\""));
+    assert_eq!(key, "model.init");
+}

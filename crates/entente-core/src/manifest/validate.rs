@@ -3,13 +3,14 @@
 use std::collections::HashSet;
 use std::path::Path;
 
-use super::schema::{RawManifest, RawPrivacy, RawSecureAggregation, RawStrategy};
+use super::schema::{RawData, RawManifest, RawPrivacy, RawSecureAggregation, RawStrategy};
 use super::{
-    DataFormat, DataSpec, Manifest, ManifestError, ModelChoice, PartitionChoice, PrivacyMechanism,
-    PrivacySpec, SecureAggregationSpec, Selection,
+    DataFormat, DataSchema, DataSpec, MAX_CLASSES, MAX_FEATURES, Manifest, ManifestError,
+    ModelChoice, PartitionChoice, PrivacyMechanism, PrivacySpec, SecureAggregationSpec, Selection,
 };
 use crate::aggregators::{FedOptKind, Strategy};
 use crate::engine::{DpSgd, LocalOptimizer, LocalTraining};
+use crate::params::ParamSet;
 use crate::update::UpdatePolicy;
 
 /// Longest time a manifest may name (about 30 years): beyond any deadline a federation needs,
@@ -143,9 +144,23 @@ pub(super) fn check(
         }
     }
     let sites: Vec<String> = raw.sites.iter().map(|s| s.name.clone()).collect();
+    let mut site_data = Vec::with_capacity(raw.sites.len());
+    for site in &raw.sites {
+        site_data.push(match &site.data {
+            Some(p) if p.trim().is_empty() => {
+                return Err(r.err_at_value(
+                    "sites.data",
+                    &site.name,
+                    format!("site `{}`: data must not be empty", site.name),
+                ));
+            }
+            Some(p) => Some(base.join(p)),
+            None => None,
+        });
+    }
 
     let data = check_data(&r, &raw, base)?;
-    let model = check_model(&r, &raw)?;
+    let model = check_model(&r, &raw, base)?;
     let mut training = check_training(&r, &raw)?;
     let privacy = match &raw.privacy {
         Some(p) => Some(check_privacy(&r, p, &raw, base)?),
@@ -220,6 +235,7 @@ pub(super) fn check(
         seed: raw.federation.seed,
         data,
         sites,
+        site_data,
         model,
         rounds: raw.training.rounds,
         training,
@@ -342,12 +358,143 @@ fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, 
         site_test_fraction: d.site_test_fraction,
         partition,
         limit: d.limit,
+        schema: check_schema(r, d)?,
     })
 }
 
-fn check_model(r: &Reporter, raw: &RawManifest) -> Result<ModelChoice, ManifestError> {
+/// `data.shape` (or `data.features`) and `data.classes`: what every site's records look like.
+fn check_schema(r: &Reporter, d: &RawData) -> Result<Option<DataSchema>, ManifestError> {
+    let shape = match (&d.shape, d.features) {
+        (Some(_), Some(_)) => {
+            return Err(r.err(
+                "data.features",
+                "give either data.shape (for example [1, 28, 28]) or data.features (for a \
+                 table), not both",
+            ));
+        }
+        (Some(shape), None) => Some(shape.clone()),
+        (None, Some(features)) => Some(vec![features]),
+        (None, None) => None,
+    };
+    let (shape, classes) = match (shape, d.classes) {
+        (None, None) => return Ok(None),
+        (Some(_), None) => {
+            return Err(r.err(
+                "data.classes",
+                "data.shape / data.features need data.classes, the number of classes",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(r.err(
+                "data.classes",
+                "data.classes needs data.shape (images: [channels, height, width]) or \
+                 data.features (tables: the number of feature columns)",
+            ));
+        }
+        (Some(s), Some(c)) => (s, c),
+    };
+    let key = if d.features.is_some() {
+        "data.features"
+    } else {
+        "data.shape"
+    };
+    r.ensure(
+        matches!(shape.len(), 1 | 3) && shape.iter().all(|&n| n >= 1),
+        key,
+        format!(
+            "is {shape:?}; allowed: [features] for a table or [channels, height, width] for \
+             images, every size at least 1"
+        ),
+    )?;
+    let features = shape
+        .iter()
+        .try_fold(1usize, |acc, &n| acc.checked_mul(n))
+        .filter(|&f| f <= MAX_FEATURES);
+    r.ensure(
+        features.is_some(),
+        key,
+        format!("{shape:?} has more than {MAX_FEATURES} features, the most one example may have"),
+    )?;
+    r.ensure(
+        (2..=MAX_CLASSES).contains(&classes),
+        "data.classes",
+        format!("is {classes}; allowed: 2 to {MAX_CLASSES}"),
+    )?;
+    Ok(Some(DataSchema { shape, classes }))
+}
+
+/// Largest initial-model file `kind = "external"` may name (16 GiB).
+const MAX_INIT_BYTES: u64 = 16 << 30;
+
+/// Reads an external model's initial tensors and the SHA-256 of its file.
+pub(super) fn read_external_init(path: &Path) -> Result<(ParamSet, String), ManifestError> {
+    let invalid = |message: String| ManifestError::Invalid {
+        path: path.display().to_string(),
+        line: None,
+        key: "model.init".into(),
+        message,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| invalid(format!("cannot read the initial model: {e}")))?
+        .len();
+    if size > MAX_INIT_BYTES {
+        return Err(invalid(format!(
+            "the initial model is {size} bytes, over the limit of {MAX_INIT_BYTES}"
+        )));
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| invalid(format!("cannot read the initial model: {e}")))?;
+    let params = ParamSet::from_safetensors(&bytes).map_err(|e| {
+        invalid(format!(
+            "not a safetensors file of f32 tensors ({e}); save it with \
+             safetensors.torch.save_file(model.state_dict(), PATH) or entente.torch"
+        ))
+    })?;
+    if params.is_empty() {
+        return Err(invalid("the initial model holds no tensor".into()));
+    }
+    if let Some((spec, _)) = params
+        .iter()
+        .find(|(_, v)| v.iter().any(|x| !x.is_finite()))
+    {
+        return Err(invalid(format!(
+            "tensor `{}` holds a NaN or infinite value",
+            spec.name
+        )));
+    }
+    Ok((params, crate::digest::sha256_hex(&bytes)))
+}
+
+fn check_model(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<ModelChoice, ManifestError> {
     let m = &raw.model;
+    r.ensure(
+        m.init.is_none() || m.kind == "external",
+        "model.init",
+        "applies only to kind = \"external\"",
+    )?;
     match m.kind.as_str() {
+        "external" => {
+            r.ensure(
+                m.hidden.is_none(),
+                "model.hidden",
+                "applies only to kind = \"mlp\"; an external model's shapes come from model.init",
+            )?;
+            let Some(init) = &m.init else {
+                return Err(r.err(
+                    "model.init",
+                    "kind = \"external\" needs init = \"FILE.safetensors\": the names, shapes \
+                     and initial values of every tensor, in PyTorch's layout",
+                ));
+            };
+            let init = base.join(init);
+            let (_, sha256) = read_external_init(&init).map_err(|e| match e {
+                ManifestError::Invalid { message, .. } => {
+                    r.err("model.init", format!("{}: {message}", init.display()))
+                }
+                other => other,
+            })?;
+            Ok(ModelChoice::External { init, sha256 })
+        }
         "mlp" => {
             let hidden = m.hidden.clone().unwrap_or_else(|| vec![200, 200]);
             r.ensure(
@@ -367,7 +514,7 @@ fn check_model(r: &Reporter, raw: &RawManifest) -> Result<ModelChoice, ManifestE
         }
         other => Err(r.err(
             "model.kind",
-            format!("`{other}` is not a known model; allowed: \"mlp\", \"cnn\""),
+            format!("`{other}` is not a known model; allowed: \"mlp\", \"cnn\", \"external\""),
         )),
     }
 }

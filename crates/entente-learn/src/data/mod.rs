@@ -10,6 +10,7 @@
 
 pub mod csv;
 pub mod idx;
+pub mod write;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -10,7 +10,8 @@ mod mlp;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use entente_core::params::{ParamError, ParamSet};
+use entente_core::manifest::ModelChoice;
+use entente_core::params::{Layout, ParamError, ParamSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -75,6 +76,69 @@ impl ModelSpec {
                 (name, shape, values)
             });
         ParamSet::from_tensors(tensors)
+    }
+
+    /// The built-in model `choice` for examples of `shape` and `classes` classes (an MLP takes
+    /// the flattened example; the CNN needs `[channels, height, width]` of at least 4x4).
+    /// `None` for `kind = "external"`, whose shapes come from its file.
+    pub fn for_examples(
+        choice: &ModelChoice,
+        shape: &[usize],
+        classes: usize,
+    ) -> Result<Option<ModelSpec>, String> {
+        match choice {
+            ModelChoice::Mlp { hidden } => Ok(Some(ModelSpec::Mlp {
+                input: shape.iter().product(),
+                hidden: hidden.clone(),
+                classes,
+            })),
+            ModelChoice::Cnn => match shape {
+                [c, h, w] if *h >= 4 && *w >= 4 => Ok(Some(ModelSpec::Cnn {
+                    channels: *c,
+                    height: *h,
+                    width: *w,
+                    classes,
+                })),
+                other => Err(format!(
+                    "model.kind = \"cnn\" needs images (channels x height x width, at least \
+                     4x4), but examples have shape {other:?}; use kind = \"mlp\" for tables"
+                )),
+            },
+            ModelChoice::External { .. } => Ok(None),
+        }
+    }
+
+    /// The built-in MLP whose tensors are exactly those of `layout` (`layers.{k}.weight`
+    /// `[out, in]` and `layers.{k}.bias` `[out]`, in any order), so that entente's own trainer
+    /// can train an external model of that form; `None` for anything else.
+    pub fn mlp_from_layout(layout: &Layout) -> Option<ModelSpec> {
+        let shape = |name: String| {
+            layout
+                .position(&name)
+                .map(|i| layout.specs()[i].shape.clone())
+        };
+        let first = shape("layers.0.weight".into())?;
+        let [_, input] = first.as_slice() else {
+            return None;
+        };
+        let mut outs = Vec::new();
+        while let Some(w) = shape(format!("layers.{}.weight", outs.len())) {
+            outs.push(*w.first()?);
+        }
+        let classes = outs.pop()?;
+        let spec = ModelSpec::Mlp {
+            input: *input,
+            hidden: outs,
+            classes,
+        };
+        let expected = spec.tensor_shapes();
+        let matches = expected.len() == layout.specs().len()
+            && expected.iter().all(|(name, shape, _)| {
+                layout
+                    .position(name)
+                    .is_some_and(|i| layout.specs()[i].shape == *shape)
+            });
+        matches.then_some(spec)
     }
 
     /// Number of input features a flat example must have.

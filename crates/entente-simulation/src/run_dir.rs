@@ -16,7 +16,7 @@ use entente_core::metrics::EvalMetrics;
 use entente_learn::partition::save_split_json;
 use serde::Serialize;
 
-use super::baselines::Baselines;
+use crate::baselines::Baselines;
 
 /// A folder holding one run's records.
 pub struct RunDir {
@@ -52,8 +52,11 @@ impl RunDir {
     }
 
     /// Writes the manifest as run and the split.
-    pub fn write_setup(&self, manifest: &Manifest, split: &[Vec<usize>]) -> Result<()> {
+    pub fn write_setup(&self, manifest: &Manifest, split: Option<&[Vec<usize>]>) -> Result<()> {
         self.write("manifest.toml", manifest.source.as_bytes())?;
+        let Some(split) = split else {
+            return Ok(());
+        };
         let p = self.path.join("split.json");
         save_split_json(&p, split).with_context(|| format!("could not write {}", p.display()))
     }

@@ -12,7 +12,7 @@ use entente_learn::trainer;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::progress::Progress;
+use crate::progress::Progress;
 
 /// One site trained alone.
 #[derive(Debug, Clone, Serialize)]

@@ -10,7 +10,7 @@ use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::run_dir::{MetricsWriter, RunDir};
+use crate::run_dir::{MetricsWriter, RunDir};
 
 /// The shared progress bar of a simulation.
 pub struct Progress {
@@ -138,10 +138,17 @@ impl RoundObserver for RoundPrinter<'_> {
             ));
             self.header_printed = true;
         }
-        let (loss, acc) = r
-            .test
-            .as_ref()
-            .map_or((f64::NAN, f64::NAN), |t| (t.loss, t.accuracy));
+        // No test figures without a central test set (sites that bring their own records and
+        // no eval_data).
+        let (loss, acc) = r.test.as_ref().map_or_else(
+            || ("-".to_string(), "-".to_string()),
+            |t| {
+                (
+                    format!("{:.4}", t.loss),
+                    format!("{:.2}%", t.accuracy * 100.0),
+                )
+            },
+        );
         // No federated figure when no site evaluated (none under a privacy budget, or no
         // site keeps a test split).
         let fed = r.federated.as_ref().map_or_else(
@@ -149,13 +156,13 @@ impl RoundObserver for RoundPrinter<'_> {
             |f| format!("{:.2}%", f.accuracy * 100.0),
         );
         self.progress.println(&format!(
-            "{:>5}  {:>2}/{:<2}  {:>10.4}  {:>9.4}  {:>7.2}%  {:>8}  {:>7.1}",
+            "{:>5}  {:>2}/{:<2}  {:>10.4}  {:>9}  {:>8}  {:>8}  {:>7.1}",
             r.round,
             r.accepted.len(),
             r.selected.len(),
             r.train_loss,
             loss,
-            acc * 100.0,
+            acc,
             fed,
             r.seconds
         ));

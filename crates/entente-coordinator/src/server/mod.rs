@@ -1,0 +1,429 @@
+//! The coordinator of a real deployment: [`run`] drives one federated run from a manifest to
+//! its final model. The same round engine as a simulation, with every site a node reached over
+//! gRPC and mutual TLS, its state in the durable store and every admission, refusal, round,
+//! update and checkpoint in the hash-chained audit log. A run that stops for any reason (a
+//! crash, a failed round, [`run`]'s shutdown future) resumes after its last completed round
+//! when a coordinator with the same manifest and store starts again.
+//!
+//! The library prints nothing: what happens goes to a [`Report`].
+
+mod engine;
+mod error;
+mod evaluator;
+mod observer;
+mod report;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use entente_core::engine::{Evaluator, RoundEngine, RoundRecord};
+use entente_core::manifest::Manifest;
+use entente_core::params::ParamSet;
+use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
+use entente_proto::tls;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use error::CoordinatorError;
+pub use evaluator::CoreBoundEvaluator;
+pub use report::{NoReport, Report, RunStart};
+
+use crate::audit::{AuditEvent, kind};
+use crate::store::{Store, StoreError, redact};
+use crate::transport::hub::Hub;
+use crate::transport::listener;
+use crate::transport::service::CoordinatorService;
+use observer::StoreObserver;
+
+/// Longest heartbeat interval accepted (a node counts as gone after three missed ones).
+const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
+
+/// After the run, how long the coordinator waits for the nodes to hear that it is finished.
+const FAREWELL: Duration = Duration::from_secs(5);
+
+/// Once told to stop, how long the listener may take to close its open connections before
+/// the coordinator stops waiting for them.
+const CLOSE_GRACE: Duration = Duration::from_secs(10);
+
+/// Everything a coordinator needs besides its listener.
+pub struct CoordinatorConfig {
+    /// The federation's manifest: sites, model, rounds, rules, privacy.
+    pub manifest: Manifest,
+    /// The store: `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DB` (see
+    /// [`Store::open`]; [`Store::sqlite_url_beside`] gives the default beside a manifest).
+    pub store_url: String,
+    /// The federation CA's certificate (PEM): nodes must present a certificate it signed.
+    pub ca: PathBuf,
+    /// The coordinator's certificate chain (PEM).
+    pub cert: PathBuf,
+    /// The coordinator's private key (PEM).
+    pub key: PathBuf,
+    /// The model of round 1, used when the store holds no checkpoint of this run.
+    pub initial: ParamSet,
+    /// Evaluates every new global model on the coordinator's held-out test set, if it has one
+    /// (wrap it in a [`CoreBoundEvaluator`] to keep it off the engine's threads).
+    pub evaluator: Option<Arc<dyn Evaluator>>,
+    /// Where the final model is written (safetensors).
+    pub out: PathBuf,
+    /// Nodes send a heartbeat this often; three missed ones and a node counts as gone. Above
+    /// zero and at most an hour.
+    pub heartbeat: Duration,
+    /// Before the first round, how long to wait for every site to connect; then the run starts
+    /// as soon as the quorum (`selection.min_sites`) is connected.
+    pub wait_for_sites: Duration,
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run's id in the store.
+    pub run: i64,
+    /// Whether an unfinished run was resumed (rather than a new one started).
+    pub resumed: bool,
+    /// The rounds this coordinator ran, in order (a resumed run's earlier rounds are in the
+    /// store only).
+    pub rounds: Vec<RoundRecord>,
+    /// Where the final model was written.
+    pub model: PathBuf,
+}
+
+/// Runs the coordinator of `config.manifest` on `listener` (already bound: the caller chooses
+/// the address, and can read [`TcpListener::local_addr`] first) until the run is finished.
+///
+/// It opens (or resumes) the run in the store, accepts nodes over mutual TLS, waits for the
+/// sites, runs every remaining round (each committed with its checkpoint in one transaction),
+/// writes the final model to `config.out`, tells the nodes the run is finished and stops
+/// listening. Progress goes to `report`.
+///
+/// When `shutdown` resolves before the run is finished, the coordinator stops taking
+/// connections and work, lets the round in progress fail (it is repeated on resume) and
+/// returns [`CoordinatorError::ShutDown`]; nodes are not told the run is over, so they wait
+/// for the next coordinator. Completed rounds stay committed: the same configuration resumes.
+pub async fn run(
+    config: CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    report: &mut dyn Report,
+) -> Result<RunSummary, CoordinatorError> {
+    if config.heartbeat.is_zero() || config.heartbeat > MAX_HEARTBEAT {
+        return Err(CoordinatorError::Config {
+            reason: format!(
+                "the heartbeat interval must be above zero and at most {} s, not {} s",
+                MAX_HEARTBEAT.as_secs(),
+                config.heartbeat.as_secs_f64()
+            ),
+        });
+    }
+    let (stop, stopped) = watch::channel(false);
+    let signal = AbortOnDrop(tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    }));
+    let result = drive(config, listener, stopped, report).await;
+    drop(signal);
+    result
+}
+
+/// Aborts a task when dropped (a [`run`] future dropped before it ends leaves nothing behind).
+struct AbortOnDrop<T>(JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Resolves once `stop` holds `true` (never if its sender goes without saying so).
+async fn signalled(mut stop: watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn store_error(what: &'static str) -> impl FnOnce(StoreError) -> CoordinatorError {
+    move |source| CoordinatorError::Store { what, source }
+}
+
+/// Reads the checkpoint `sha256` from the store as a parameter set.
+async fn read_checkpoint(
+    store: &Store,
+    sha256: &str,
+    what: &'static str,
+) -> Result<ParamSet, CoordinatorError> {
+    let bytes = store
+        .checkpoint(sha256)
+        .await
+        .map_err(store_error("read a checkpoint from the store"))?;
+    ParamSet::from_safetensors(&bytes)
+        .map_err(|source| CoordinatorError::Checkpoint { what, source })
+}
+
+async fn drive(
+    config: CoordinatorConfig,
+    socket: TcpListener,
+    stop: watch::Receiver<bool>,
+    report: &mut dyn Report,
+) -> Result<RunSummary, CoordinatorError> {
+    let CoordinatorConfig {
+        manifest,
+        store_url,
+        ca,
+        cert,
+        key,
+        initial,
+        evaluator,
+        out,
+        heartbeat,
+        wait_for_sites,
+    } = config;
+    let digest = manifest.agreement_digest();
+    let store = Store::open(&store_url)
+        .await
+        .map_err(|source| CoordinatorError::OpenStore {
+            url: redact(&store_url),
+            source,
+        })?;
+    let state = store
+        .open_run(&manifest.name, &digest, manifest.rounds)
+        .await
+        .map_err(store_error("open the run in the store"))?;
+    let run = state.run;
+    let initial = match &state.checkpoint {
+        Some(sha) => read_checkpoint(&store, sha, "checkpoint").await?,
+        None => initial,
+    };
+    let server_state = match &state.optimizer_state {
+        Some(sha) => Some(read_checkpoint(&store, sha, "server-optimizer state").await?),
+        None => None,
+    };
+    let store_shown = redact(&store_url);
+    let start = RunStart {
+        run,
+        federation: &manifest.name,
+        sites: manifest.sites.len(),
+        rounds: manifest.rounds,
+        completed: state.completed,
+        store: &store_shown,
+    };
+    if state.resumed {
+        report.resumed(&start);
+    } else {
+        report.started(&start);
+    }
+
+    let tls =
+        tls::server_config(&ca, &cert, &key).map_err(|source| CoordinatorError::Tls { source })?;
+    let hub = Arc::new(Hub::new(&manifest.sites, heartbeat));
+
+    // Everything the manifest decides is checked before any node is let in.
+    let mut rule = engine::aggregation_rule(&manifest)?;
+    if let Some(s) = &server_state {
+        rule.restore(s)
+            .map_err(|source| CoordinatorError::Restore { source })?;
+    }
+    let mut engine = RoundEngine::new(
+        engine::remote_sites(&manifest, &hub),
+        rule,
+        evaluator,
+        manifest.round_rules(),
+        initial,
+    );
+    if let Some(settings) = SecAggSettings::from_manifest(&manifest) {
+        settings
+            .check(engine.global().num_values())
+            .map_err(|reason| CoordinatorError::SecureAggregation { reason })?;
+        engine = engine
+            .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
+    }
+
+    let addr = socket
+        .local_addr()
+        .map_err(|source| CoordinatorError::Listener { source })?;
+    let service = CoordinatorService::new(
+        Arc::clone(&hub),
+        store.clone(),
+        run,
+        manifest.name.clone(),
+        digest,
+    );
+    let serving = Serving::start(socket, tls, service, store.clone(), run, Arc::clone(&hub));
+    report.listening(addr);
+
+    let ready = tokio::select! {
+        () = engine::wait_for_sites(&hub, &manifest, wait_for_sites, report) => true,
+        () = signalled(stop.clone()) => false,
+    };
+    if !ready {
+        serving.stopped(&store, run, "shut down".into()).await;
+        return Err(CoordinatorError::ShutDown);
+    }
+
+    // The engine blocks while it waits for sites, so it runs on its own threads: one per site,
+    // so that every selected site's call is in flight at once.
+    let first = state.completed + 1;
+    let threads = manifest.sites.len() + 2;
+    let (finished, mut records) = tokio::sync::mpsc::unbounded_channel();
+    let mut observer = StoreObserver::new(store.clone(), run, &manifest, finished);
+    let mut engine_thread = tokio::task::spawn_blocking(move || {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|source| CoordinatorError::Threads { source })?;
+        let result = pool.install(|| engine.run_from(first, &mut observer));
+        Ok::<_, CoordinatorError>((result, engine))
+    });
+    let mut stopping = false;
+    let joined = loop {
+        tokio::select! {
+            joined = &mut engine_thread => break joined,
+            Some(record) = records.recv() => report.round_finished(&record, manifest.rounds),
+            () = signalled(stop.clone()), if !stopping => {
+                // Sites fail their calls at once, so the round in progress ends now.
+                stopping = true;
+                hub.close();
+            }
+        }
+    };
+    while let Ok(record) = records.try_recv() {
+        report.round_finished(&record, manifest.rounds);
+    }
+    let (result, engine) = joined.map_err(|source| CoordinatorError::EngineThread { source })??;
+    let rounds = match result {
+        Ok(rounds) => rounds,
+        Err(e) if stopping => {
+            serving
+                .stopped(&store, run, format!("shut down ({e})"))
+                .await;
+            return Err(CoordinatorError::ShutDown);
+        }
+        Err(e) => {
+            serving.stopped(&store, run, e.to_string()).await;
+            return Err(CoordinatorError::Engine { source: e });
+        }
+    };
+
+    store
+        .finish_run(run)
+        .await
+        .map_err(store_error("record the end of the run"))?;
+    let model = out.clone();
+    tokio::task::spawn_blocking(move || engine.global().save(&model))
+        .await
+        .map_err(|source| CoordinatorError::EngineThread { source })?
+        .map_err(|source| CoordinatorError::WriteModel {
+            path: out.clone(),
+            source,
+        })?;
+    report.finished(run, &out);
+
+    // Tell the nodes, then stop once they have heard it (or after a few seconds, or at once
+    // on shutdown).
+    hub.finish(manifest.rounds);
+    if !stopping {
+        tokio::select! {
+            () = farewell(&hub) => {}
+            () = signalled(stop) => {}
+        }
+    }
+    serving.stop().await;
+    Ok(RunSummary {
+        run,
+        resumed: state.resumed,
+        rounds,
+        model: out,
+    })
+}
+
+/// Waits until no node is connected, or [`FAREWELL`] has passed.
+async fn farewell(hub: &Hub) {
+    let until = Instant::now() + FAREWELL;
+    while Instant::now() < until && !hub.alive().is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The gRPC service on its listener. Dropped without [`Serving::stop`] (an early error, a
+/// dropped [`run`] future), it closes the hub and stops the server without waiting.
+struct Serving {
+    hub: Arc<Hub>,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+impl Serving {
+    /// Starts serving `service` on `socket` with mutual TLS.
+    fn start(
+        socket: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        service: CoordinatorService,
+        store: Store,
+        run: i64,
+        hub: Arc<Hub>,
+    ) -> Self {
+        let (stop, mut stopped) = watch::channel(false);
+        let server = tokio::spawn(listener::serve(
+            socket,
+            tls,
+            service,
+            store,
+            run,
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        ));
+        Self {
+            hub,
+            stop,
+            server: Some(server),
+        }
+    }
+
+    /// Stops taking connections and waits (at most [`CLOSE_GRACE`]) for open ones to close.
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        match tokio::time::timeout(CLOSE_GRACE, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::error!(error = %e, "the gRPC server failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the gRPC server's task failed"),
+            Err(_) => {
+                tracing::warn!(
+                    "connections still open {} s after the listener closed; not waiting for them",
+                    CLOSE_GRACE.as_secs()
+                );
+                server.abort();
+            }
+        }
+    }
+
+    /// Ends an unfinished run: no more work for the nodes (they are not told the run is over),
+    /// the reason in the audit log, then [`Serving::stop`].
+    async fn stopped(self, store: &Store, run: i64, reason: String) {
+        self.hub.close();
+        let event = AuditEvent {
+            kind: kind::RUN_STOPPED.into(),
+            run: Some(run),
+            round: None,
+            site: None,
+            detail: serde_json::json!({ "reason": reason }).to_string(),
+        };
+        if let Err(e) = store.audit(event).await {
+            tracing::error!(error = %e, "could not record that the run stopped");
+        }
+        self.stop().await;
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            self.hub.close();
+            server.abort();
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! [`Report`]: what a running coordinator tells its operator. The library prints nothing; the
+//! command line implements this trait with its own lines, a test can collect what it needs.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use entente_core::engine::RoundRecord;
+
+/// The run a coordinator is about to drive, as [`Report::started`] and [`Report::resumed`]
+/// see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RunStart<'a> {
+    /// The run's id in the store.
+    pub run: i64,
+    /// The federation's name (the manifest's `name`).
+    pub federation: &'a str,
+    /// Sites in the manifest.
+    pub sites: usize,
+    /// Rounds of the whole run.
+    pub rounds: u32,
+    /// Rounds already completed (and committed) before this coordinator started: 0 for a new
+    /// run.
+    pub completed: u32,
+    /// The store's URL, as configured.
+    pub store: &'a str,
+}
+
+/// Hooks for a coordinator's progress, called in this order: [`Report::started`] or
+/// [`Report::resumed`], [`Report::listening`], [`Report::sites_connected`] (each time the
+/// count changes while waiting), [`Report::round_finished`] per round, [`Report::finished`].
+/// Every method has a no-op default.
+pub trait Report: Send {
+    /// A new run was opened in the store.
+    fn started(&mut self, _run: &RunStart<'_>) {}
+    /// An unfinished run was found in the store: it goes on after `run.completed` rounds.
+    fn resumed(&mut self, _run: &RunStart<'_>) {}
+    /// The coordinator accepts nodes (mutual TLS) at `addr`.
+    fn listening(&mut self, _addr: SocketAddr) {}
+    /// Before the first round: `alive` of `total` sites are connected; rounds need `quorum`.
+    fn sites_connected(&mut self, _alive: usize, _total: usize, _quorum: usize) {}
+    /// A round of `rounds` completed and was committed to the store.
+    fn round_finished(&mut self, _record: &RoundRecord, _rounds: u32) {}
+    /// The run finished and its final model was written to `model`.
+    fn finished(&mut self, _run: i64, _model: &Path) {}
+}
+
+/// A [`Report`] that says nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReport;
+
+impl Report for NoReport {}

@@ -1,0 +1,175 @@
+"""entente: federated learning across institutions, with your own training loop.
+
+A site brings its model code and its records; entente brings the rest: the manifest every
+site enforces, mutual TLS, secure aggregation, differential privacy with a ledger each site
+keeps, the audit log and crash resume. The Rust core runs all of that; this package plugs a
+PyTorch, Keras or NumPy training loop in as the site's trainer.
+
+- :class:`Client`: subclass it (``fit`` and ``evaluate``), or bring a Flower ``NumPyClient``.
+- :func:`join`: this site's node in a deployment (``entente serve`` is the coordinator).
+- :func:`simulate`: the whole federation in this process, one client per site.
+- :mod:`entente.torch` and :mod:`entente.keras`: models to and from the canonical layout.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+from entente import _native
+from entente._client import Client, Config, Metrics, Params
+from entente._native import EntenteError
+from entente._pool import Pool
+
+__all__ = [
+    "Client",
+    "Config",
+    "EntenteError",
+    "Metrics",
+    "Params",
+    "SimulationResult",
+    "join",
+    "load_params",
+    "save_params",
+    "simulate",
+]
+__version__: str = _native.__version__
+
+StrPath = Union[str, "PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What :func:`simulate` leaves: the run folder and its ``summary.json``."""
+
+    run_dir: Path
+    summary: dict[str, Any]
+
+    @property
+    def model_path(self) -> Path:
+        """The final global model (safetensors, PyTorch layout)."""
+        return self.run_dir / "model.safetensors"
+
+    def load_model(self) -> Params:
+        """The final global model as arrays."""
+        return load_params(self.model_path)
+
+
+def join(
+    manifest: StrPath,
+    *,
+    coordinator: str,
+    site: str | None = None,
+    client: Any | None = None,
+    keys: StrPath = "keys",
+    ca: StrPath | None = None,
+    cert: StrPath | None = None,
+    key: StrPath | None = None,
+    data: StrPath | None = None,
+    max_retries: int | None = None,
+) -> int:
+    """Runs this site's node until the coordinator says the run is finished.
+
+    The node connects out to ``coordinator`` (``https://HOST:PORT``) with the site's
+    certificate (``keys/sites/SITE.pem`` and ``.key``, or ``cert``/``key``), checks every task
+    against its own copy of ``manifest`` and answers it with ``client`` (or, without one, with
+    entente's own trainer on ``data``). Blocks until the run ends and returns its number of
+    rounds; Ctrl-C stops the node cleanly and raises ``KeyboardInterrupt``. The interpreter is
+    released while Rust waits, so heartbeats go on while the client trains.
+    """
+    return _native.join(
+        str(manifest),
+        coordinator=coordinator,
+        site=site,
+        client=client,
+        keys=str(keys),
+        ca=None if ca is None else str(ca),
+        cert=None if cert is None else str(cert),
+        key=None if key is None else str(key),
+        data=None if data is None else str(data),
+        max_retries=max_retries,
+    )
+
+
+def simulate(
+    manifest: StrPath,
+    client_fn: Callable[[str], Any | None],
+    *,
+    out: StrPath | None = None,
+    rounds: int | None = None,
+    quiet: bool = False,
+    eval_data: StrPath | None = None,
+    processes: int | None = None,
+) -> SimulationResult:
+    """Runs the manifest's federation in this process, one client per site.
+
+    ``client_fn(site_name)`` returns that site's client (an :class:`entente.Client` or a
+    Flower ``NumPyClient``), or ``None`` for entente's own trainer on the site's
+    ``[[sites]] data``. Rounds run on entente's round engine with the manifest's strategy,
+    secure aggregation and client-level DP, as in a deployment; the progress bar, the round
+    lines and the run folder (``out``, default ``runs/NAME-TIME``) are those of
+    ``entente simulate``. ``eval_data`` (an IDX folder or CSV file) is the coordinator's
+    held-out test set, evaluated each round when entente can run the model itself.
+
+    Clients run in this process by default, where the interpreter lock lets one Python call
+    run at a time. ``processes=N`` runs them in N worker processes instead (each builds its
+    share of the sites' clients with ``client_fn``; with the ``spawn`` start method it must be
+    a module-level function), so that N sites train at once. The result is the same: every
+    site's training is seeded by the manifest, and updates are aggregated in a fixed order.
+    """
+    if processes is None:
+        return _simulate(manifest, client_fn, out, rounds, quiet, eval_data, None)
+    pool = Pool(client_fn, _native.manifest_sites(str(manifest)), processes)
+    try:
+        # One engine thread per site: each waits on its worker, so all are in flight at once.
+        threads = len(pool.clients)
+        return _simulate(manifest, pool.client, out, rounds, quiet, eval_data, threads)
+    finally:
+        pool.close()
+
+
+def _simulate(
+    manifest: StrPath,
+    client_fn: Callable[[str], Any | None],
+    out: StrPath | None,
+    rounds: int | None,
+    quiet: bool,
+    eval_data: StrPath | None,
+    threads: int | None,
+) -> SimulationResult:
+    report = json.loads(
+        _native.simulate(
+            str(manifest),
+            client_fn,
+            out=None if out is None else str(out),
+            rounds=rounds,
+            quiet=quiet,
+            eval_data=None if eval_data is None else str(eval_data),
+            threads=threads,
+        )
+    )
+    return SimulationResult(run_dir=Path(report["run_dir"]), summary=report["summary"])
+
+
+def save_params(params: Mapping[str, np.ndarray], path: StrPath) -> None:
+    """Writes ``params`` as a safetensors file that keeps their order (``model.init`` of a
+    manifest with ``kind = "external"``; PyTorch's ``safetensors.torch.load_file`` reads it)."""
+    names = list(params)
+    arrays = [np.ascontiguousarray(params[n], dtype="<f4") for n in names]
+    _native.save_params(
+        str(path), names, [list(a.shape) for a in arrays], [a.tobytes() for a in arrays]
+    )
+
+
+def load_params(path: StrPath) -> Params:
+    """Reads a safetensors file of float32 tensors, in its recorded order."""
+    return {
+        name: np.frombuffer(blob, dtype="<f4").reshape(tuple(shape)).copy()
+        for name, shape, blob in _native.load_params(str(path))
+    }

@@ -1,0 +1,512 @@
+//! The simulation driver: manifest -> sites -> round engine -> run folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use entente_core::aggregators;
+use entente_core::aggregators::Aggregator;
+use entente_core::engine::selection;
+use entente_core::engine::{Evaluator, RoundEngine, RoundRecord, Site};
+use entente_core::manifest::{DataFormat, Manifest};
+use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_learn::data::Dataset;
+use entente_learn::model::ModelSpec;
+use entente_learn::simulation::{self, CentralTest};
+use entente_learn::{site_data, trainer};
+use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
+use entente_privacy::dp;
+use entente_privacy::dp::client::DpFedAvg;
+use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
+use rayon::prelude::*;
+
+use crate::baselines;
+use crate::progress::Progress;
+use crate::run_dir::{self, RunDir, Summary};
+
+/// Most threads [`Options::threads`] may start.
+const MAX_THREADS: usize = 1024;
+
+/// Batch size of evaluations (speed only).
+const EVAL_BATCH: usize = 1000;
+
+/// Who trains at each site.
+pub enum Trainers {
+    /// The manifest's data set, partitioned among the sites, each trained by entente's own
+    /// trainer (`entente simulate`); `data` replaces the manifest's `data.path`.
+    Partitioned {
+        /// Replaces `data.path`.
+        data: Option<PathBuf>,
+    },
+    /// Each site brings its own records: a trainer per manifest site, in manifest order
+    /// (`None`: entente's own trainer on the site's `[[sites]] data`). Nothing is
+    /// partitioned; the manifest states the model (schema or external file).
+    Own(Vec<Option<Arc<dyn Site>>>),
+}
+
+/// How to run a simulation.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Run folder [default: runs/NAME-UNIXTIME].
+    pub out: Option<PathBuf>,
+    /// Also train each site alone and one model on the pooled data (partitioned runs only).
+    pub baselines: bool,
+    /// No progress bar.
+    pub quiet: bool,
+    /// Threads that train sites at once [default: the global pool, one per core]. Sites whose
+    /// training happens elsewhere (worker processes) mostly wait, so one per site suits them.
+    pub threads: Option<usize>,
+    /// With [`Trainers::Own`]: the coordinator's held-out test set (IDX folder: its t10k
+    /// files; CSV: the whole table), evaluated each round when entente can run the model.
+    pub eval_data: Option<PathBuf>,
+}
+
+/// What a finished simulation leaves.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run folder.
+    pub dir: PathBuf,
+    /// Every completed round.
+    pub records: Vec<RoundRecord>,
+    /// What `summary.json` holds.
+    pub summary: Summary,
+    /// The final global model.
+    pub model: ParamSet,
+}
+
+/// One participant before the privacy and progress layers: what trains, and how many examples
+/// it holds when entente knows (its own trainer).
+struct Base {
+    site: Arc<dyn Site>,
+    examples: Option<usize>,
+    /// Its own test split, when entente holds it (federated evaluation after the run).
+    own_test: Option<(ModelSpec, Dataset)>,
+}
+
+/// The sites, the model and the central test set of a run.
+struct Setup {
+    bases: Vec<Base>,
+    initial: ParamSet,
+    central: Option<CentralTest>,
+    /// The partitioned federation, for split.json and the baselines.
+    federation: Option<simulation::Federation>,
+    /// What to print about the data.
+    data_line: String,
+}
+
+fn partitioned(manifest: &Manifest, data: Option<&Path>) -> Result<Setup> {
+    let fed = simulation::prepare(manifest, data).map_err(|e| {
+        let hint = if matches!(manifest.data.format, DataFormat::Idx) {
+            "\n  Fashion-MNIST comes with Debian's package: apt-get install dataset-fashion-mnist\n  \
+             or point --data at a folder holding train-/t10k- IDX files"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("could not prepare the data: {e}{hint}")
+    })?;
+    let data_line = format!(
+        "data: {} training examples over the sites ({}), {} in the global test set",
+        fed.sites
+            .iter()
+            .map(|s| s.train_data().len())
+            .sum::<usize>(),
+        fed.sites
+            .iter()
+            .map(|s| s.train_data().len().to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        fed.test.len(),
+    );
+    let bases = fed
+        .sites
+        .iter()
+        .map(|s| Base {
+            site: Arc::new(s.clone()),
+            examples: Some(s.train_data().len()),
+            own_test: Some((fed.spec.clone(), s.test_data().clone())),
+        })
+        .collect();
+    Ok(Setup {
+        bases,
+        initial: fed.initial.clone(),
+        central: Some(CentralTest {
+            spec: fed.spec.clone(),
+            data: fed.test.clone(),
+        }),
+        federation: Some(fed),
+        data_line,
+    })
+}
+
+fn own(
+    manifest: &Manifest,
+    trainers: Vec<Option<Arc<dyn Site>>>,
+    eval: Option<&Path>,
+) -> Result<Setup> {
+    if trainers.len() != manifest.sites.len() {
+        bail!(
+            "{} trainers for the manifest's {} sites; give one per site, in manifest order",
+            trainers.len(),
+            manifest.sites.len()
+        );
+    }
+    let model = simulation::federation_model(manifest, None)?;
+    let mut bases = Vec::with_capacity(trainers.len());
+    for (i, trainer) in trainers.into_iter().enumerate() {
+        let name = &manifest.sites[i];
+        bases.push(match trainer {
+            Some(site) => {
+                if site.name() != name {
+                    bail!(
+                        "the trainer of site {i} answers as `{}`, not `{name}`",
+                        site.name()
+                    );
+                }
+                Base {
+                    site,
+                    examples: None,
+                    own_test: None,
+                }
+            }
+            None => {
+                let local = site_data::local_site(manifest, i, None)
+                    .with_context(|| format!("site `{name}` (entente's own trainer)"))?;
+                Base {
+                    examples: Some(local.train_data().len()),
+                    own_test: Some((
+                        simulation::model_spec(manifest, local.train_data())?,
+                        local.test_data().clone(),
+                    )),
+                    site: Arc::new(local),
+                }
+            }
+        });
+    }
+    let central = match (eval, &model.spec) {
+        (Some(path), Some(spec)) => Some(CentralTest {
+            spec: spec.clone(),
+            data: simulation::load_test_set(manifest, path)?,
+        }),
+        (Some(_), None) => bail!(
+            "eval_data: entente evaluates only its own models and external MLPs on a central test \
+             set; leave it out and rely on the sites' own evaluation"
+        ),
+        (None, _) => None,
+    };
+    let data_line = format!(
+        "data: every site trains on its own records{}",
+        central.as_ref().map_or(String::new(), |c| format!(
+            ", {} in the global test set",
+            c.data.len()
+        ))
+    );
+    Ok(Setup {
+        bases,
+        initial: model.initial,
+        central,
+        federation: None,
+        data_line,
+    })
+}
+
+/// Runs a whole federation in this process, printing progress and one line per round, and
+/// writes the run folder. A run that stops (the quorum is lost, budgets are spent) still
+/// writes the model and summary of its completed rounds, then returns the reason.
+pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result<Outcome> {
+    let started = Instant::now();
+    let setup = match trainers {
+        Trainers::Partitioned { data } => partitioned(manifest, data.as_deref())?,
+        Trainers::Own(t) => own(manifest, t, options.eval_data.as_deref())?,
+    };
+    if options.baselines && setup.federation.is_none() {
+        bail!(
+            "baselines need one data set to partition; they are not available when every site brings its own records"
+        );
+    }
+    if options.baselines && manifest.privacy.is_some() {
+        bail!(
+            "--baselines would train on every site's records outside its privacy budget; \
+             run the baselines on a copy of the manifest without [privacy]"
+        );
+    }
+    let out = RunDir::create(options.out.as_deref(), &manifest.name)?;
+    out.write_setup(
+        manifest,
+        setup.federation.as_ref().map(|f| f.split.as_slice()),
+    )?;
+
+    println!(
+        "entente simulate: federation `{}`, {} sites, {} rounds, strategy {}{}, model {} ({} parameters)",
+        manifest.name,
+        setup.bases.len(),
+        manifest.rounds,
+        aggregators::build(&manifest.strategy).name(),
+        match &manifest.secure_aggregation {
+            Some(sa) if sa.neighbours.is_some() => " with secure aggregation (SecAgg+)",
+            Some(_) => " with secure aggregation (SecAgg)",
+            None => "",
+        },
+        setup
+            .central
+            .as_ref()
+            .map_or_else(|| "external".to_string(), |c| describe(&c.spec)),
+        setup.initial.num_values(),
+    );
+    println!("{}; run folder {}", setup.data_line, out.path().display());
+
+    let initial = setup.initial.clone();
+    let progress = Progress::new(options.quiet, manifest.rounds);
+    let secagg = SecAggSettings::from_manifest(manifest);
+    if let Some(settings) = &secagg {
+        settings
+            .check(initial.num_values())
+            .map_err(|e| anyhow::anyhow!("[secure_aggregation]: {e}"))?;
+    }
+    let sites: Vec<Arc<dyn Site>> = setup
+        .bases
+        .iter()
+        .enumerate()
+        .map(|(i, base)| -> Result<Arc<dyn Site>> {
+            let mut site = Arc::clone(&base.site);
+            if let Some(p) = manifest
+                .privacy
+                .as_ref()
+                .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
+            {
+                let Some(examples) = base.examples else {
+                    bail!(
+                        "site `{}`: privacy.mechanism = \"dp-sgd\" is a feature of entente's own \
+                         trainer; a site's own training loop cannot be charged for it (use \
+                         \"client\" or \"distributed\")",
+                        site.name()
+                    );
+                };
+                let dataset = manifest.data_label();
+                let ledger = Ledger::open(&p.ledger, site.name(), &dataset, p.delta)?;
+                site = Arc::new(BudgetedSite::new(
+                    site,
+                    &manifest.name,
+                    RoundPrice::of(p, examples),
+                    p.budgets[i],
+                    ledger,
+                ));
+            }
+            let site = match &secagg {
+                // Simulation only: key material derives from the seed, so runs repeat exactly.
+                Some(settings) => Arc::new(SecureSite::new(
+                    site,
+                    i as u32,
+                    manifest.policy,
+                    settings.clone(),
+                    true,
+                )),
+                None => site,
+            };
+            Ok(progress.wrap(site))
+        })
+        .collect::<Result<_>>()?;
+    let rules = manifest.round_rules();
+    let federated_evaluation = rules.federated_evaluation;
+    let evaluator = setup.central.map(|c| Arc::new(c) as Arc<dyn Evaluator>);
+    let rule = aggregator(manifest, setup.bases.len())?;
+    let strategy = rule.name();
+    let mut engine = RoundEngine::new(sites, rule, evaluator, rules, initial.clone());
+    if let Some(settings) = secagg {
+        engine = engine
+            .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
+    }
+    let mut observer = progress.observer(&out);
+    let stopped = match options.threads {
+        None => engine.run(&mut observer).err(),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.clamp(1, MAX_THREADS))
+            .build()
+            .context("could not start the worker threads")?
+            .install(|| engine.run(&mut observer))
+            .err(),
+    };
+    let records = observer.finish()?;
+    let fed_seconds = started.elapsed().as_secs_f64();
+    let model = engine.global().clone();
+    model
+        .save(&out.path().join("model.safetensors"))
+        .context("could not write the final model")?;
+    if let Some(reason) = stopped {
+        let summary = Summary::new(
+            manifest,
+            strategy,
+            &records,
+            &[],
+            None,
+            fed_seconds,
+            started,
+        );
+        out.write_summary(&summary)?;
+        println!(
+            "\nthe federation stopped after {} completed rounds; their model and summary are in {}",
+            records.len(),
+            out.path().display()
+        );
+        return Err(anyhow::Error::new(reason).context("the federation stopped"));
+    }
+
+    let global = Arc::new(model.clone());
+    let claimed = |name: &str| {
+        records
+            .iter()
+            .rev()
+            .find_map(|r| {
+                r.accepted
+                    .iter()
+                    .position(|s| s == name)
+                    .map(|i| r.accepted_examples[i] as usize)
+            })
+            .unwrap_or(0)
+    };
+    // Not under a privacy budget: nothing is released about a site's own records.
+    let site_eval: Vec<(String, usize, Option<EvalMetrics>)> = setup
+        .bases
+        .par_iter()
+        .map(|b| {
+            let name = b.site.name().to_string();
+            let own = if !federated_evaluation {
+                None
+            } else {
+                match &b.own_test {
+                    Some((spec, test)) if !test.is_empty() => {
+                        trainer::evaluate(spec, &global, test, EVAL_BATCH).ok()
+                    }
+                    Some(_) => None,
+                    None => b.site.evaluate(&global).ok(),
+                }
+            };
+            let examples = b.examples.unwrap_or_else(|| claimed(&name));
+            (name, examples, own)
+        })
+        .collect();
+    let baseline = match (&setup.federation, options.baselines) {
+        (Some(fed), true) => Some(baselines::run(fed, manifest, &initial, &progress)?),
+        _ => None,
+    };
+    let summary = run_dir::Summary::new(
+        manifest,
+        strategy,
+        &records,
+        &site_eval,
+        baseline.as_ref(),
+        fed_seconds,
+        started,
+    );
+    out.write_summary(&summary)?;
+    summary.print();
+    println!("\nrun folder: {}", out.path().display());
+    Ok(Outcome {
+        dir: out.path().to_path_buf(),
+        records,
+        summary,
+        model,
+    })
+}
+
+/// The aggregation rule: the manifest's strategy, or DP-FedAvg under central client-level DP.
+/// Client-level DP, central or distributed, is checked against every site's budget before the
+/// first round: a run that would exceed one does not start.
+fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregator>> {
+    let Some(p) = manifest.privacy.as_ref() else {
+        return Ok(aggregators::build(&manifest.strategy));
+    };
+    match p.mechanism {
+        PrivacyMechanism::DpSgd => Ok(aggregators::build(&manifest.strategy)),
+        // The sites add the noise before secure aggregation masks their updates; the strategy
+        // only ever sees the noisy mean (post-processing). The accounting is the central one.
+        PrivacyMechanism::Distributed => {
+            charge_client_level(manifest, p, num_sites, "distributed")?;
+            Ok(aggregators::build(&manifest.strategy))
+        }
+        PrivacyMechanism::ClientLevel => {
+            charge_client_level(manifest, p, num_sites, "central")?;
+            Ok(Box::new(DpFedAvg::new(
+                p.clip,
+                p.noise_multiplier,
+                // Simulation only: the noise repeats with the seed. A real coordinator draws
+                // it from the operating system.
+                dp::noise_rng(selection::derive_seed(manifest.seed, 0, 600)),
+            )))
+        }
+    }
+}
+
+/// Charges the whole run of client-level DP (`variant`: central or distributed) to every site's
+/// ledger before round 1: each round is one step of the sampled Gaussian mechanism over sites,
+/// with noise multiplier `privacy.noise_multiplier` and rate the share of sites selected.
+fn charge_client_level(
+    manifest: &Manifest,
+    p: &PrivacySpec,
+    num_sites: usize,
+    variant: &str,
+) -> Result<()> {
+    let k = selection::sample_size(
+        num_sites,
+        manifest.selection.fraction,
+        manifest.selection.min_sites,
+    );
+    let q = k as f64 / num_sites as f64;
+    let rounds = u64::from(manifest.rounds);
+    // Every site checks the whole run against its own ledger first, then all are charged
+    // before the first round: privacy fails closed.
+    let mut ledgers = Vec::with_capacity(num_sites);
+    let mut worst: f64 = 0.0;
+    for (site, budget) in manifest.sites.iter().zip(&p.budgets) {
+        let ledger = Ledger::open(&p.ledger, site, &manifest.data_label(), p.delta)?;
+        let spent = ledger.spent()?;
+        let after = ledger.spent_after(q, p.noise_multiplier, rounds)?;
+        if after > *budget {
+            bail!(
+                "refused before round 1: {} rounds of {variant} client-level DP (sampling rate \
+                 {q:.3}, noise multiplier {}) would raise site `{site}`'s epsilon from {spent:.3} \
+                 to {after:.3} at delta {}, over its budget of {budget}; raise \
+                 privacy.noise_multiplier or lower training.rounds",
+                manifest.rounds,
+                p.noise_multiplier,
+                p.delta
+            );
+        }
+        worst = worst.max(after);
+        ledgers.push(ledger);
+    }
+    for (ledger, budget) in ledgers.iter_mut().zip(&p.budgets) {
+        // Re-checked under the ledger's lock, in case another run charged it meanwhile.
+        ledger.charge_within(*budget, &manifest.name, 0, q, p.noise_multiplier, rounds)?;
+    }
+    println!(
+        "{variant} client-level DP: after this run every site's data is protected at epsilon <= \
+         {worst:.3}, delta {} ({} rounds charged to the sites' ledgers)",
+        p.delta, manifest.rounds
+    );
+    Ok(())
+}
+
+/// The model in words, for the run's first line (`MLP 784-200-200-10`).
+pub fn describe(spec: &ModelSpec) -> String {
+    match spec {
+        ModelSpec::Mlp {
+            input,
+            hidden,
+            classes,
+        } => {
+            let mut widths = vec![input.to_string()];
+            widths.extend(hidden.iter().map(ToString::to_string));
+            widths.push(classes.to_string());
+            format!("MLP {}", widths.join("-"))
+        }
+        ModelSpec::Cnn {
+            channels,
+            height,
+            width,
+            classes,
+        } => format!("CNN {channels}x{height}x{width} -> {classes}"),
+    }
+}
