@@ -11,10 +11,13 @@ default /root/.cache/entente-ci-venv: the `entente` package and torch), Flower r
 the same initial model on the same split with the same code (`bench/fmnist_torch.py`).
 entente's engine asks every site to evaluate the global model on its own test split each round,
 so Flower runs with `--fraction-evaluate 1` unless `--flower-fraction-evaluate` says otherwise.
+entente runs its clients in `--entente-processes` worker processes (default: the CPU count, as
+Ray has one actor per CPU; 0: threads of one process).
 
 Each side's result JSON, peak-PSS JSON and log go to `--outdir` (default bench/out) as
-compare-{entente,flower}-{result,pss}.json and compare-{entente,flower}.log; the table and the
-load averages seen go to compare.json there too. This script needs only the standard library.
+compare-{entente,flower}-{result,pss}.json and compare-{entente,flower}.log; the table, the
+load averages seen and each side's processes at its peak PSS go to compare.json there too.
+This script needs only the standard library.
 """
 
 from __future__ import annotations
@@ -89,6 +92,19 @@ def run_side(name: str, python: str, script: str, extra: list[str], args) -> dic
         "load_before": load_before,
         "load_after": load_after,
     }
+
+
+def peak_processes(pss: dict, top: int = 6) -> str:
+    """The largest processes at the peak: PSS (anonymous + file-backed) MiB and name."""
+    parts = [
+        f"{p['pss_mib']:.0f} ({p.get('pss_anon_mib') or 0:.0f}+{p.get('pss_file_mib') or 0:.0f}) "
+        f"{p['name']}"
+        for p in pss.get("at_peak", [])[:top]
+    ]
+    rest = pss.get("at_peak", [])[top:]
+    if rest:
+        parts.append(f"{sum(p['pss_mib'] for p in rest):.0f} in {len(rest)} more")
+    return "; ".join(parts)
 
 
 def fmt_load(load: tuple[float, float, float]) -> str:
@@ -170,6 +186,13 @@ def main() -> None:
         default=1.0,
         help="Flower's share of sites evaluating each round (entente: all of them)",
     )
+    parser.add_argument(
+        "--entente-processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="entente's worker processes for the clients (default: the CPU count, "
+        "%(default)s; 0: threads of one process)",
+    )
     parser.add_argument("--flower-first", action="store_true", help="run Flower first")
     args = parser.parse_args()
     args.split = os.path.abspath(args.split)
@@ -180,7 +203,7 @@ def main() -> None:
     ent_py = venv_python("ENTENTE_VENV", "/root/.cache/entente-ci-venv")
     flw_py = venv_python("FLOWER_VENV", "/root/.cache/entente-bench-venv")
     sides = [
-        ("entente", ent_py, "entente_fmnist.py", []),
+        ("entente", ent_py, "entente_fmnist.py", ["--processes", str(args.entente_processes)]),
         (
             "flower",
             flw_py,
@@ -210,15 +233,31 @@ def main() -> None:
         f"entente {fmt_load(ent['load_before'])} / {fmt_load(ent['load_after'])}; "
         f"Flower {fmt_load(flw['load_before'])} / {fmt_load(flw['load_after'])}"
     )
+    print(
+        "1-min load average during the run (mean / max; the run's own processes count): "
+        + "; ".join(
+            f"{name} {r['pss'].get('load1_mean')} / {r['pss'].get('load1_max')}"
+            for name, r in runs.items()
+        )
+    )
+    for name, r in runs.items():
+        print(f"{name} at its peak PSS, MiB (anon+file): {peak_processes(r['pss'])}")
     summary = {
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
+        "entente_processes": args.entente_processes,
         "flower_fraction_evaluate": args.flower_fraction_evaluate,
         "figures": figures,
         "load": {
-            name: {"before": list(r["load_before"]), "after": list(r["load_after"])}
+            name: {
+                "before": list(r["load_before"]),
+                "after": list(r["load_after"]),
+                "during_load1_mean": r["pss"].get("load1_mean"),
+                "during_load1_max": r["pss"].get("load1_max"),
+            }
             for name, r in runs.items()
         },
+        "at_peak": {name: r["pss"].get("at_peak") for name, r in runs.items()},
     }
     with open(os.path.join(args.outdir, "compare.json"), "w") as f:
         f.write(json.dumps(summary, indent=2) + "\n")

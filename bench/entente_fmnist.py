@@ -10,15 +10,27 @@ its parameters are written as the manifest's `kind = "external"` init file. The 
 evaluates the global model on the 10,000 t10k images each round in Rust (`eval_data`).
 
 The manifest and the init file are written to a temporary folder, and so is the run folder
-unless `--run-dir` is given. Without privacy, entente's round engine also asks every site to
-evaluate the new global model on its own test split each round (federated evaluation; there
-is no switch for it), which `flower_fmnist.py` does only with `--fraction-evaluate 1`.
+unless `--run-dir` is given. As the manifest's `site_test_fraction` is not 0, entente's round
+engine also asks every site to evaluate the new global model on its own test split each round
+(federated evaluation), which `flower_fmnist.py` does only with `--fraction-evaluate 1`.
 
-Each client records its own fit and evaluate durations (entente reads only `loss` from the fit
-metrics), so that per round (metrics.jsonl's `seconds`, from the selection to the end of the
-federated evaluation) the script can report: the slowest client's fit time, the overhead (round
-time less the slowest fit), the packed overhead (round time less the summed fit time divided by
-the CPUs, as flower_fmnist.py has it), and where the round went (fit phase, evaluation phase).
+`--processes N` (default: the CPU count) passes `processes=N` to `entente.simulate`: N worker
+processes, forked from this one after it has imported torch, read the training images, run one
+training step on a dummy batch (`warm_up`) and frozen its objects (`gc.freeze()`), each build
+their share of the sites' clients and answer their calls, so N sites train at once; this
+process runs the round engine and the coordinator's evaluation. `--processes 0` keeps every
+client on a thread of this process, where the interpreter lock lets one train at a time. The
+clients read their rows from the raw uint8 images this process read before forking (shared
+copy-on-write, never written, so never copied), and the shared training loop scales each
+minibatch to float32 as it goes.
+
+Each client records its own fit and evaluate calls (entente reads only `loss` from the fit
+metrics) as JSON lines in a file of its own in the temporary folder (`time.monotonic()`, one
+clock for every process on Linux), which this process reads after the run, so that per round
+(metrics.jsonl's `seconds`, from the selection to the end of the federated evaluation) the
+script can report: the slowest client's fit time, the overhead (round time less the slowest
+fit), the packed overhead (round time less the summed fit time divided by the CPUs the clients
+can use, as flower_fmnist.py has it), and where the round went (fit phase, evaluation phase).
 
 Prints a JSON object on the last line of stdout (and to `--out`) with the keys of
 `flower_fmnist.py`'s: `wall_s` (from before the imports of torch and entente to the return of
@@ -26,72 +38,86 @@ Prints a JSON object on the last line of stdout (and to `--out`) with the keys o
 and the per-round figures.
 
     python bench/pss.py --out bench/out/entente-pss.json -- \\
-        python bench/entente_fmnist.py --split bench/out/fmnist-split.json --rounds 30
+        python bench/entente_fmnist.py --split bench/out/fmnist-split.json --rounds 30 \\
+        --processes 2
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 
-T_START = time.perf_counter()  # before torch and entente are imported
+T_START = time.monotonic()  # before torch and entente are imported
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import entente  # noqa: E402
 import fmnist_torch as ft  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-class Timeline:
-    """The clients' own record of their calls: kind, site, round, start and end
-    (perf_counter), cpu_s (the calling thread's CPU time: the rest of the call's wall time it
-    waited, for the interpreter lock or for a core) and train_s."""
+class CallLog:
+    """One client's record of its calls, appended as JSON lines to a file of its own, so that
+    it works in whichever process the client lives: kind, site, round, start and end
+    (time.monotonic(): CLOCK_MONOTONIC, the same clock in every process), cpu_s (the calling
+    thread's CPU time: the rest of the call's wall time it waited, for the interpreter lock
+    or for a core), train_s and the pid of the process that ran it."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.calls: list[dict] = []
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.file = None
 
     def add(self, **call) -> None:
-        with self.lock:
-            self.calls.append(call)
+        if self.file is None:  # opened by the process that writes, line-buffered
+            self.file = open(self.path, "a", buffering=1)  # noqa: SIM115 - kept open
+        self.file.write(json.dumps(call) + "\n")
+
+
+def read_calls(folder: str) -> list[dict]:
+    """Every record the clients' CallLogs wrote in `folder`."""
+    calls = []
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name)) as f:
+            calls += [json.loads(line) for line in f if line.strip()]
+    return calls
 
 
 class SiteClient(entente.Client):
     """One site: trains the shared 2NN on its own 90% and evaluates on its own 10%."""
 
-    def __init__(self, site: int, data_dir: str, split_path: str, seed: int, timeline: Timeline):
+    def __init__(self, site: int, data_dir: str, split_path: str, seed: int, log: CallLog):
         self.site = site
         self.data_dir = data_dir
         self.split_path = split_path
         self.seed = seed
-        self.timeline = timeline
+        self.log = log
         self.model = ft.TwoNN()
         self.keys = list(self.model.state_dict().keys())
         self.last_round = 0
         self.evaluated = -1
 
     def fit(self, params, config):
-        start, cpu = time.perf_counter(), time.thread_time()
+        start, cpu = time.monotonic(), time.thread_time()
         torch.set_num_threads(1)
         x, y, _, _ = ft.site_arrays(self.data_dir, self.split_path, self.site, self.seed)
         ft.set_weights(self.model, [params[k] for k in self.keys])
         rnd = int(config["round"])
-        t_train = time.perf_counter()
+        t_train = time.monotonic()
         loss = ft.train_one_epoch(
             self.model, x, y, ft.LR, ft.BATCH, ft.shuffle_seed(self.seed, self.site, rnd)
         )
-        train_s = time.perf_counter() - t_train
+        train_s = time.monotonic() - t_train
         weights = dict(zip(self.keys, ft.get_weights(self.model), strict=True))
-        end = time.perf_counter()
+        end = time.monotonic()
         self.last_round = rnd
-        self.timeline.add(
+        self.log.add(
             kind="fit",
             site=self.site,
             round=rnd,
@@ -99,6 +125,7 @@ class SiteClient(entente.Client):
             end=end,
             cpu_s=time.thread_time() - cpu,
             train_s=train_s,
+            pid=os.getpid(),
         )
         metrics = {"site": self.site, "train_s": train_s, "fit_s": end - start, "loss": loss}
         return weights, len(y), metrics
@@ -108,13 +135,13 @@ class SiteClient(entente.Client):
         # and a second evaluation of that round is the one after the run (round 0 here).
         rnd = self.last_round if self.evaluated != self.last_round else 0
         self.evaluated = self.last_round
-        start, cpu = time.perf_counter(), time.thread_time()
+        start, cpu = time.monotonic(), time.thread_time()
         torch.set_num_threads(1)
         _, _, x, y = ft.site_arrays(self.data_dir, self.split_path, self.site, self.seed)
         ft.set_weights(self.model, [params[k] for k in self.keys])
         loss, acc = ft.evaluate(self.model, x, y)
-        end = time.perf_counter()
-        self.timeline.add(
+        end = time.monotonic()
+        self.log.add(
             kind="evaluate",
             site=self.site,
             round=rnd,
@@ -122,8 +149,23 @@ class SiteClient(entente.Client):
             end=end,
             cpu_s=time.thread_time() - cpu,
             train_s=0.0,
+            pid=os.getpid(),
         )
         return loss, len(y), {"accuracy": acc}
+
+
+def warm_up() -> None:
+    """Before the workers are forked: one training step and one evaluation on a dummy batch,
+    so that the modules PyTorch imports at its first optimizer step (torch._dynamo, sympy and
+    some 900 more, about 90 MB) are imported once, here, and shared with the workers instead
+    of being imported again by each; then `gc.freeze()`, so that the workers' garbage
+    collections do not write to (and so copy) the pages of every object made so far."""
+    model = ft.TwoNN()
+    x, y = np.zeros((2, 784), np.uint8), np.zeros(2, np.int64)
+    ft.train_one_epoch(model, x, y, ft.LR, 2, 0)
+    ft.evaluate(model, x, y)
+    gc.collect()
+    gc.freeze()
 
 
 def site_name(i: int) -> str:
@@ -184,14 +226,14 @@ def read_rounds(run_dir: str) -> list[dict]:
 
 
 def summarize(
-    rounds: list[dict], timeline: Timeline, result, args, timing: dict, split_path: str
+    rounds: list[dict], calls: list[dict], result, args, timing: dict, split_path: str
 ) -> dict:
     cpus = timing["cpus"]
     per_round = []
     for rec in rounds:
         rnd = int(rec["round"])
-        fits = [c for c in timeline.calls if c["kind"] == "fit" and c["round"] == rnd]
-        evals = [c for c in timeline.calls if c["kind"] == "evaluate" and c["round"] == rnd]
+        fits = [c for c in calls if c["kind"] == "fit" and c["round"] == rnd]
+        evals = [c for c in calls if c["kind"] == "evaluate" and c["round"] == rnd]
         fit = [c["end"] - c["start"] for c in fits]
         ev = [c["end"] - c["start"] for c in evals]
         round_s = float(rec["seconds"])
@@ -232,7 +274,7 @@ def summarize(
         values = [p[key] for p in per_round if p[key] is not None]
         return statistics.median(values) if values else None
 
-    first_fit = min((c["start"] for c in timeline.calls), default=timing["t0"])
+    first_fit = min((c["start"] for c in calls), default=timing["t0"])
     summary = result.summary
     return {
         "framework": f"entente {entente.__version__}",
@@ -240,6 +282,9 @@ def summarize(
         "rounds": len(per_round),
         "sites": args.sites,
         "cpus": cpus,
+        "processes": args.processes,
+        # How many processes the clients' calls ran in (1: this one, with --processes 0).
+        "client_pids": len({c["pid"] for c in calls}),
         "split": split_path,
         "wall_s": timing["wall_s"],
         "import_s": timing["import_s"],
@@ -283,9 +328,18 @@ def main() -> None:
     parser.add_argument(
         "--progress", action="store_true", help="entente's progress bar (on a terminal)"
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="worker processes for the clients (default: the CPU count, %(default)s); "
+        "0: every client on a thread of this process",
+    )
     args = parser.parse_args()
+    if args.processes < 0:
+        parser.error("--processes must be 0 or more")
 
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     import_s = t0 - T_START
     torch.set_num_threads(1)
     y_train = ft.train_labels(args.data)
@@ -293,29 +347,45 @@ def main() -> None:
     if len(split) != args.sites:
         parser.error(f"{split_path} has {len(split)} sites, not --sites {args.sites}")
     split_path = os.path.abspath(split_path)
+    del split, y_train  # the clients read them again, as numpy arrays
+    # The raw training images (uint8, 47 MB), read once here before the workers are forked:
+    # the clients copy their own rows out of this array at each call, and as nothing writes to
+    # it the workers share its pages with this process instead of each reading its own.
+    ft.raw_train(args.data)
+    if args.processes:
+        warm_up()
 
-    timeline = Timeline()
     names = {site_name(i): i for i in range(args.sites)}
-
-    def client_fn(name: str) -> SiteClient:
-        return SiteClient(names[name], args.data, split_path, args.seed, timeline)
-
-    # entente's rayon pool runs the sites' calls: RAYON_NUM_THREADS, else one per CPU.
-    cpus = int(os.environ.get("RAYON_NUM_THREADS") or os.cpu_count() or 1)
+    if args.processes:
+        # The clients' processes train at once, one core each at most.
+        cpus = min(args.processes, args.sites, os.cpu_count() or 1)
+    else:
+        # entente's rayon pool runs the sites' calls: RAYON_NUM_THREADS, else one per CPU.
+        cpus = int(os.environ.get("RAYON_NUM_THREADS") or os.cpu_count() or 1)
     with tempfile.TemporaryDirectory(prefix="entente-fmnist-") as tmp:
+        calls_dir = os.path.join(tmp, "calls")
+        os.mkdir(calls_dir)
+
+        def client_fn(name: str) -> SiteClient:
+            # Runs in the worker process that will hold the client (or here, without them).
+            log = CallLog(os.path.join(calls_dir, f"{name}.jsonl"))
+            return SiteClient(names[name], args.data, split_path, args.seed, log)
+
         manifest = write_manifest(tmp, args, split_path, args.sites)
         out = args.run_dir or os.path.join(tmp, "run")
-        t_sim = time.perf_counter()
+        t_sim = time.monotonic()
         result = entente.simulate(
             manifest,
             client_fn,
             out=out,
             quiet=not args.progress,
             eval_data=args.data,
+            processes=args.processes or None,
         )
-        simulate_s = time.perf_counter() - t_sim
-        wall_s = time.perf_counter() - T_START
+        simulate_s = time.monotonic() - t_sim
+        wall_s = time.monotonic() - T_START
         rounds = read_rounds(str(result.run_dir))
+        calls = read_calls(calls_dir)
     timing = {
         "t0": t0,
         "import_s": import_s,
@@ -323,7 +393,7 @@ def main() -> None:
         "simulate_s": simulate_s,
         "cpus": cpus,
     }
-    summary = summarize(rounds, timeline, result, args, timing, split_path)
+    summary = summarize(rounds, calls, result, args, timing, split_path)
     text = json.dumps(summary)
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -152,7 +152,7 @@ class TimedFedAvg(FedAvg):
 
 
 def build(args, split_path: str, strategy_box: list):
-    x_test, y_test = ft.load_images_labels(args.data, "t10k")
+    x_test, y_test = ft.raw_images_labels(args.data, "t10k")  # uint8: scaled per batch
     eval_model = ft.TwoNN()
 
     def evaluate_fn(server_round, parameters, config):

@@ -4,7 +4,10 @@ Both sides of the comparison (entente's Python simulation and `bench/flower_fmni
 this module, so the data loading, the split, the model and the training loop are the same code:
 
 - `load_fashion_mnist(dir)`: the IDX `.gz` files (Debian's `dataset-fashion-mnist`), pixels
-  scaled to [0, 1] and flattened row-major to 784 floats.
+  scaled to [0, 1] and flattened row-major to 784 floats; `raw_images_labels` keeps the
+  pixels as bytes.
+- `site_arrays(dir, split, site)`: one site's rows as uint8 pixels (the raw training images
+  are read once per process, and a process forked after reading them shares them).
 - `make_dirichlet_split(labels, ...)` / `write_split` / `load_split`: ten sites with label skew
   by Dirichlet(0.5), stored as a JSON list of index lists into the 60,000 training images (the
   format of entente's `split.json`).
@@ -15,6 +18,10 @@ this module, so the data loading, the split, the model and the training loop are
 - `train_one_epoch(model, x, y, lr, batch, seed)`: plain SGD on cross-entropy, one epoch,
   shuffled by a numpy Generator seeded per (site, round) (see `shuffle_seed`).
 - `evaluate(model, x, y) -> (loss, accuracy)`.
+
+Both take uint8 pixels and scale each minibatch to float32 in [0, 1] as they go (`x / 255`,
+the same float32 values `load_images_labels` gives), so no float copy of a whole site's data
+is ever made; float32 input is used as it is.
 
     python bench/fmnist_torch.py --write-split bench/out/fmnist-split.json [--seed 1]
 """
@@ -68,14 +75,26 @@ def _find(directory: str, name: str) -> str:
     raise FileNotFoundError(f"{name}(.gz) not found in {directory}")
 
 
-def load_images_labels(directory: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """`prefix` is "train" or "t10k". Returns x float32 [n, 784] in [0, 1] and y int64 [n]."""
+def raw_images_labels(directory: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """`prefix` is "train" or "t10k". Returns x uint8 [n, 784] and y int64 [n]."""
     images = read_idx(_find(directory, f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(_find(directory, f"{prefix}-labels-idx1-ubyte"))
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{prefix}: {images.shape[0]} images but {labels.shape[0]} labels")
-    x = images.reshape(images.shape[0], -1).astype(np.float32) / np.float32(255.0)
-    return x, labels.astype(np.int64)
+    return images.reshape(images.shape[0], -1), labels.astype(np.int64)
+
+
+def scale(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels to float32 in [0, 1] (x / 255); float input is only cast to float32."""
+    if pixels.dtype == np.uint8:
+        return pixels.astype(np.float32) / np.float32(255.0)
+    return np.asarray(pixels, dtype=np.float32)
+
+
+def load_images_labels(directory: str, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """`prefix` is "train" or "t10k". Returns x float32 [n, 784] in [0, 1] and y int64 [n]."""
+    images, labels = raw_images_labels(directory, prefix)
+    return scale(images), labels
 
 
 def load_fashion_mnist(
@@ -165,20 +184,27 @@ def ensure_split(
 
 
 @functools.lru_cache(maxsize=4)
-def _raw_train(directory: str) -> tuple[np.ndarray, np.ndarray]:
-    images = read_idx(_find(directory, "train-images-idx3-ubyte"))
-    labels = read_idx(_find(directory, "train-labels-idx1-ubyte"))
-    return images.reshape(images.shape[0], -1), labels.astype(np.int64)
+def raw_train(directory: str = FASHION_MNIST) -> tuple[np.ndarray, np.ndarray]:
+    """The 60,000 training images (uint8 [60000, 784], 47 MB) and labels (int64), read once
+    per process. A process forked after this call shares the images with its parent."""
+    return raw_images_labels(directory, "train")
 
 
 def train_labels(directory: str = FASHION_MNIST) -> np.ndarray:
-    """The 60,000 training labels (int64), read once per process."""
-    return _raw_train(directory)[1]
+    """The 60,000 training labels (int64), read without the images."""
+    return read_idx(_find(directory, "train-labels-idx1-ubyte")).astype(np.int64)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_split(path: str, num_train: int) -> tuple[tuple[int, ...], ...]:
-    return tuple(tuple(s) for s in load_split(path, num_train))
+def _cached_split(path: str, num_train: int) -> tuple[np.ndarray, ...]:
+    return tuple(np.asarray(s, np.int64) for s in load_split(path, num_train))
+
+
+@functools.lru_cache(maxsize=64)
+def _site_indices(
+    split_path: str, num_train: int, site: int, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    return site_train_test(_cached_split(split_path, num_train)[site], site, fraction, seed)
 
 
 def site_arrays(
@@ -188,17 +214,13 @@ def site_arrays(
     seed: int = 1,
     fraction: float = SITE_TEST_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(x_train, y_train, x_test, y_test) of one site (0-based), as float32 [n, 784] in [0, 1]
-    and int64 labels. The raw uint8 training images and the split are read once per process
-    and cached; each call converts only the site's own rows."""
-    images, labels = _raw_train(directory)
-    split = _cached_split(split_path, len(labels))
-    train_idx, test_idx = site_train_test(split[site], site, fraction, seed)
-
-    def rows(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return images[idx].astype(np.float32) / np.float32(255.0), labels[idx]
-
-    return (*rows(train_idx), *rows(test_idx))
+    """(x_train, y_train, x_test, y_test) of one site (0-based): uint8 pixels [n, 784] (the
+    training functions scale them per minibatch) and int64 labels. The raw training images,
+    the split and the site's indices are read once per process and cached; each call copies
+    only the site's own rows (a few MB)."""
+    images, labels = raw_train(directory)
+    train_idx, test_idx = _site_indices(split_path, len(labels), site, fraction, seed)
+    return images[train_idx], labels[train_idx], images[test_idx], labels[test_idx]
 
 
 def _round_half_away(x: float) -> int:
@@ -252,30 +274,30 @@ def shuffle_seed(seed: int, site: int, rnd: int) -> int:
     return int(np.random.SeedSequence([seed, site, rnd]).generate_state(1, np.uint32)[0])
 
 
-def _as_tensors(x, y) -> tuple[torch.Tensor, torch.Tensor]:
-    x = torch.as_tensor(x, dtype=torch.float32)
-    y = torch.as_tensor(y, dtype=torch.int64)
-    return x, y
+def _batch(x: np.ndarray, y: np.ndarray, rows) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows `rows` (an index array or a slice) of (x, y) as tensors: pixels scaled to float32."""
+    return torch.from_numpy(scale(x[rows])), torch.from_numpy(np.asarray(y[rows], np.int64))
 
 
 def train_one_epoch(
     model: nn.Module, x, y, lr: float = LR, batch: int = BATCH, seed: int = 0
 ) -> float:
     """One epoch of plain SGD (no momentum, no weight decay) on cross-entropy over (x, y) in
-    minibatches of `batch`, the order shuffled by np.random.default_rng(seed). The last batch
-    may be smaller. Returns the mean minibatch loss."""
-    x, y = _as_tensors(x, y)
+    minibatches of `batch`, the order shuffled by np.random.default_rng(seed). `x` is uint8
+    pixels (each minibatch scaled to [0, 1] as it is drawn) or floats. The last batch may be
+    smaller. Returns the mean minibatch loss."""
+    x, y = np.asarray(x), np.asarray(y)
     n = x.shape[0]
-    order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    order = np.random.default_rng(seed).permutation(n)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
     total = 0.0
     steps = 0
     for start in range(0, n, batch):
-        idx = order[start : start + batch]
+        xb, yb = _batch(x, y, order[start : start + batch])
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(x[idx]), y[idx])
+        loss = loss_fn(model(xb), yb)
         loss.backward()
         optimizer.step()
         total += loss.item()
@@ -285,8 +307,9 @@ def train_one_epoch(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, x, y) -> tuple[float, float]:
-    """(mean cross-entropy, accuracy) of `model` on (x, y)."""
-    x, y = _as_tensors(x, y)
+    """(mean cross-entropy, accuracy) of `model` on (x, y): uint8 pixels (scaled per batch
+    of EVAL_BATCH) or floats."""
+    x, y = np.asarray(x), np.asarray(y)
     n = x.shape[0]
     if n == 0:
         return float("nan"), float("nan")
@@ -294,8 +317,8 @@ def evaluate(model: nn.Module, x, y) -> tuple[float, float]:
     loss_sum = 0.0
     correct = 0
     for start in range(0, n, EVAL_BATCH):
-        logits = model(x[start : start + EVAL_BATCH])
-        target = y[start : start + EVAL_BATCH]
+        xb, target = _batch(x, y, slice(start, start + EVAL_BATCH))
+        logits = model(xb)
         loss_sum += nn.functional.cross_entropy(logits, target, reduction="sum").item()
         correct += int((logits.argmax(dim=1) == target).sum().item())
     return loss_sum / n, correct / n

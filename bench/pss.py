@@ -5,8 +5,10 @@ Every `--interval` seconds (default 0.2) it finds the command's process and all 
 descendants (through the ppid field of /proc/*/stat) and adds up the `Pss:` line of each
 one's /proc/PID/smaps_rollup. PSS splits shared pages among the processes mapping them, so
 the sum does not count a shared library or a forked parent's pages twice. At the end it writes
-a JSON object (peak MiB, when, how many processes then, samples, the command's exit code) to
-`--out` if given, and to stderr either way, and exits with the command's exit code.
+a JSON object (peak MiB, when, how many processes then and each one's PSS at that moment,
+split into anonymous memory and file-backed pages, samples, the 1-minute load average seen,
+the command's exit code) to `--out` if given, and to stderr either way, and exits with the
+command's exit code.
 
     python bench/pss.py --out peak.json -- python bench/flower_fmnist.py --rounds 30
 
@@ -75,15 +77,22 @@ def _by_name(needles: list[str], ppids: dict[int, int]) -> set[int]:
     return found
 
 
-def _pss_kib(pid: int) -> int | None:
+# The smaps_rollup lines kept for each process (KiB): PSS, and of it anonymous memory (heap,
+# copy-on-write copies of a forked parent's pages) and file-backed pages (libraries).
+FIELDS = ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem", "Rss", "Private_Dirty")
+
+
+def _rollup_kib(pid: int) -> dict[str, int] | None:
+    out: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                key, _, rest = line.partition(":")
+                if key in FIELDS:
+                    out[key] = int(rest.split()[0])
     except (OSError, ValueError):
         return None
-    return None
+    return out if "Pss" in out else None
 
 
 def _comm(pid: int) -> str:
@@ -102,16 +111,21 @@ def _comm(pid: int) -> str:
     return " ".join(words)[:60]
 
 
-def sample(root: int, also: list[str]) -> dict[int, int]:
-    """PSS in KiB of every process now in `root`'s tree (and matched by `also`)."""
+def sample(root: int, also: list[str]) -> dict[int, dict[str, int]]:
+    """The smaps_rollup FIELDS in KiB of every process now in `root`'s tree (and matched by
+    `also`)."""
     ppids = _ppids()
     pids = _tree(root, ppids) | _by_name(also, ppids)
     out = {}
     for pid in pids:
-        kib = _pss_kib(pid)
-        if kib is not None:
-            out[pid] = kib
+        fields = _rollup_kib(pid)
+        if fields is not None:
+            out[pid] = fields
     return out
+
+
+def _mib(kib: int | None) -> float | None:
+    return None if kib is None else round(kib / 1024, 1)
 
 
 def main() -> int:
@@ -137,15 +151,17 @@ def main() -> int:
     start = time.monotonic()
     proc = subprocess.Popen(command)
     peak_kib, peak_at, samples = 0, 0.0, 0
-    peak: dict[int, tuple[int, str]] = {}
+    peak: dict[int, tuple[dict[str, int], str]] = {}
+    loads: list[float] = []
     try:
         while True:
             per_pid = sample(proc.pid, args.also_name)
-            kib = sum(per_pid.values())
+            kib = sum(f["Pss"] for f in per_pid.values())
             samples += 1
+            loads.append(os.getloadavg()[0])
             if kib > peak_kib:
                 peak_kib, peak_at = kib, time.monotonic() - start
-                peak = {pid: (k, _comm(pid)) for pid, k in per_pid.items()}
+                peak = {pid: (f, _comm(pid)) for pid, f in per_pid.items()}
             if proc.poll() is not None:
                 break
             time.sleep(args.interval)
@@ -156,10 +172,23 @@ def main() -> int:
         "peak_pss_mib": round(peak_kib / 1024, 1),
         "peak_at_s": round(peak_at, 1),
         "processes_at_peak": len(peak),
+        "peak_pss_anon_mib": _mib(sum(f.get("Pss_Anon", 0) for f, _ in peak.values())),
+        "peak_pss_file_mib": _mib(sum(f.get("Pss_File", 0) for f, _ in peak.values())),
         "at_peak": [
-            {"pid": pid, "pss_mib": round(k / 1024, 1), "name": name}
-            for pid, (k, name) in sorted(peak.items(), key=lambda kv: -kv[1][0])
+            {
+                "pid": pid,
+                "pss_mib": _mib(f["Pss"]),
+                "pss_anon_mib": _mib(f.get("Pss_Anon")),
+                "pss_file_mib": _mib(f.get("Pss_File")),
+                "rss_mib": _mib(f.get("Rss")),
+                "private_dirty_mib": _mib(f.get("Private_Dirty")),
+                "name": name,
+            }
+            for pid, (f, name) in sorted(peak.items(), key=lambda kv: -kv[1][0]["Pss"])
         ],
+        # The 1-minute load average over the run (it counts the command's own processes).
+        "load1_mean": round(sum(loads) / len(loads), 2) if loads else None,
+        "load1_max": max(loads, default=None),
         "samples": samples,
         "interval_s": args.interval,
         "wall_s": round(time.monotonic() - start, 2),

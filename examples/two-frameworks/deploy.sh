@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ENTENTE="${ENTENTE:-entente}"
 PORT="${PORT:-7443}"
-rm -rf keys two-frameworks.entente.db*
+rm -rf keys federation.entente.db*
+mkdir -p runs
 "$ENTENTE" keys init --federation two-frameworks --dir keys
 "$ENTENTE" keys issue --coordinator 127.0.0.1 --dir keys
 for site in site-x site-y site-z; do "$ENTENTE" keys issue "$site" --dir keys; done

@@ -14,10 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import entente
-import entente.torch
 import numpy as np
-import torch
 from common import FASHION_MNIST, HERE, SEED, SITES, read_idx, torch_model, write_idx
 
 
@@ -33,25 +30,40 @@ def dirichlet_split(labels: np.ndarray, sites: int, alpha: float, seed: int) -> 
     return [np.sort(np.array(s, dtype=np.int64)) for s in shares]
 
 
+def prepared(out: Path = HERE) -> bool:
+    """Whether every site's records and the initial model are in place."""
+    files = [out / "init.safetensors"] + [out / "data" / s for s in SITES]
+    return all(f.exists() for f in files)
+
+
+def prepare(
+    fashion_mnist: Path = FASHION_MNIST, limit: int | None = None, out: Path = HERE
+) -> None:
+    """Writes data/SITE/ for every site and init.safetensors under `out`."""
+    x, y = read_idx(fashion_mnist, "train")
+    if limit:
+        x, y = x[:limit], y[:limit]
+    images = np.round(x * 255).astype(np.uint8).reshape(-1, 28, 28)
+    for site, idx in zip(SITES, dirichlet_split(y, len(SITES), 0.5, SEED), strict=False):
+        write_idx(out / "data" / site, images[idx], y[idx].astype(np.uint8))
+        counts = np.bincount(y[idx], minlength=10)
+        print(f"{site}: {len(idx)} records, per class {counts.tolist()}")
+
+    import entente.torch
+    import torch
+
+    torch.manual_seed(SEED)
+    entente.save_params(entente.torch.get_params(torch_model()), out / "init.safetensors")
+    print(f"initial model: {out / 'init.safetensors'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fashion-mnist", type=Path, default=FASHION_MNIST)
     parser.add_argument("--limit", type=int, default=None, help="use the first N images only")
     parser.add_argument("--out", type=Path, default=HERE)
     args = parser.parse_args()
-
-    x, y = read_idx(args.fashion_mnist, "train")
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
-    images = np.round(x * 255).astype(np.uint8).reshape(-1, 28, 28)
-    for site, idx in zip(SITES, dirichlet_split(y, len(SITES), 0.5, SEED), strict=False):
-        write_idx(args.out / "data" / site, images[idx], y[idx].astype(np.uint8))
-        counts = np.bincount(y[idx], minlength=10)
-        print(f"{site}: {len(idx)} records, per class {counts.tolist()}")
-
-    torch.manual_seed(SEED)
-    entente.save_params(entente.torch.get_params(torch_model()), args.out / "init.safetensors")
-    print(f"initial model: {args.out / 'init.safetensors'}")
+    prepare(args.fashion_mnist, args.limit, args.out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ same settings and as many epochs) and prints, for every site, the accuracy on th
 Fashion-MNIST test images of its model alone and of the federated model, and the federated
 model's accuracy in PyTorch and in Keras.
 
-    python prepare.py && python simulate.py [--rounds N] [--no-baselines]
+    python simulate.py [--rounds N] [--no-baselines]   (runs prepare.py first if needed)
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import entente
 from check_model import accuracies
 from clients import KerasClient, TorchClient
 from common import FASHION_MNIST, HERE, SITES
+from prepare import prepare, prepared
 
 MANIFEST = HERE / "federation.toml"
 
@@ -82,6 +83,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "runs")
     parser.add_argument("--no-baselines", action="store_true")
     args = parser.parse_args()
+    if not prepared():
+        # In a real federation each institution already holds its records.
+        prepare()
 
     # Each site's client in a worker process of its own: the sites train at once, and
     # TensorFlow and PyTorch never share a process (each brings its own LLVM, see README).
@@ -94,16 +98,17 @@ def main() -> None:
         processes=len(SITES),
     )
     rounds = int(result.summary["rounds"])
-    in_torch, in_keras = accuracies(result.model_path)
     report = {
         "federated_accuracy": result.summary["federated_accuracy"],
-        "federated_accuracy_pytorch": in_torch,
-        "federated_accuracy_keras": in_keras,
         "local_only_accuracy": {},
     }
     if not args.no_baselines:
         for site in SITES:
             report["local_only_accuracy"][site] = alone(site, rounds, args.out / f"alone-{site}")
+    # Last: this loads PyTorch and TensorFlow here, after every worker process has ended.
+    in_torch, in_keras = accuracies(result.model_path)
+    report["federated_accuracy_pytorch"] = in_torch
+    report["federated_accuracy_keras"] = in_keras
     print("\nwhat joining bought (accuracy on the 10,000 Fashion-MNIST test images):")
     print(f"{'site':<8} {'alone':>8} {'federated':>10}")
     for site, acc in report["local_only_accuracy"].items():

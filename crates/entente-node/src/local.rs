@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use entente_core::engine::Site;
-use entente_core::manifest::{Manifest, PrivacyMechanism};
+use entente_core::manifest::{Manifest, PrivacyMechanism, file_label};
 use entente_core::params::Layout;
 use entente_learn::{simulation, site_data};
 use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
@@ -101,7 +101,12 @@ pub fn participant(
             }
             (_, examples) => RoundPrice::of(p, examples.unwrap_or(0)),
         };
-        let ledger = Ledger::open(&p.ledger, name, &manifest.data_label(), p.delta)
+        // The ledger is kept per data set: the records this site trains on.
+        let dataset = match trainer {
+            Trainer::Builtin { data: Some(path) } => file_label(path),
+            _ => manifest.site_data_label(index),
+        };
+        let ledger = Ledger::open(&p.ledger, name, &dataset, p.delta)
             .map_err(|e| NodeError::Setup(format!("privacy ledger: {e}")))?;
         site = Arc::new(BudgetedSite::new(
             site,

@@ -110,8 +110,11 @@ def manifest_text(
     learning_rate: float = 0.01,
     optimizer: str = "adam",
     deadline_secs: int = 120,
+    strategy: str = 'kind = "fedavg"',
+    extra: str = "",
 ) -> str:
-    """The federation's manifest (paths relative to it)."""
+    """The federation's manifest (paths relative to it); ``strategy`` is the body of its
+    ``[strategy]`` table, ``extra`` more tables (``[privacy]``, ...)."""
     sites = "".join(f'\n[[sites]]\nname = "{s}"\ndata = "{s}.csv"\n' for s in SITES)
     secure_table = "\n[secure_aggregation]\nthreshold = 0.67\nclip = 1.0\n" if secure else ""
     return f"""[federation]
@@ -138,12 +141,12 @@ learning_rate = {learning_rate}
 optimizer = "{optimizer}"
 
 [strategy]
-kind = "fedavg"
+{strategy}
 
 [selection]
 min_sites = {min_sites}
 deadline_secs = {deadline_secs}
-{secure_table}"""
+{secure_table}{extra}"""
 
 
 def write_federation(folder: Path, name: str = FEDERATION, **terms: object) -> Path:

@@ -7,6 +7,7 @@ an external MLP 64-32-10. Rounds are few and short: each simulation takes a seco
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -314,3 +315,95 @@ def test_no_nan_in_the_summary_when_there_is_no_central_test_set(federation, tmp
     assert record["test"] is None
     assert result.summary["federated_accuracy"] is None
     assert math.isfinite(result.summary["federated_site_accuracy"])
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        'kind = "fedavgm"\nserver_learning_rate = 1.0\nserver_momentum = 0.5',
+        'kind = "fedadam"\nserver_learning_rate = 0.01',
+        'kind = "fedyogi"\nserver_learning_rate = 0.01',
+        'kind = "fedadagrad"\nserver_learning_rate = 0.3',
+        'kind = "median"',
+        'kind = "trimmed_mean"\ntrim_fraction = 0.2',
+    ],
+    ids=lambda s: s.split('"')[1],
+)
+def test_every_strategy_aggregates_an_external_model(federation, tmp_path, strategy):
+    manifest = federation(rounds=3, strategy=strategy)
+    result = entente.simulate(manifest, torch_clients(tmp_path), out=tmp_path / "run", quiet=True)
+    records = rounds_of(result)
+    assert [r["accepted"] for r in records] == [list(helpers.SITES)] * 3
+    init = entente.load_params(tmp_path / "init.safetensors")
+    model = result.load_model()
+    assert list(model) == list(init)
+    assert any(not np.array_equal(model[n], init[n]) for n in init)
+    assert all(np.isfinite(v).all() for v in model.values())
+    # Each rule moves the model towards the sites' (they all learn the same digits).
+    assert own_test_accuracy(tmp_path, model) > own_test_accuracy(tmp_path, init) + 0.2
+
+
+@pytest.mark.parametrize("mechanism", ["client", "distributed"])
+def test_client_level_dp_covers_an_external_model(federation, tmp_path, mechanism):
+    privacy = (
+        f'\n[privacy]\nmechanism = "{mechanism}"\nclip = 1.0\nnoise_multiplier = 0.5\n'
+        'epsilon_budget = 1000.0\nledger = "ledger"\n'
+    )
+    # Distributed DP needs secure aggregation, whose range must hold the noisy coordinates.
+    secure = mechanism == "distributed"
+    manifest = federation(rounds=2, secure=secure, extra=privacy)
+    if secure:
+        text = manifest.read_text().replace("clip = 1.0\n\n[privacy]", "clip = 4.0\n\n[privacy]")
+        manifest.write_text(
+            text.replace(
+                "[secure_aggregation]\nthreshold = 0.67\nclip = 1.0",
+                "[secure_aggregation]\nthreshold = 0.67\nclip = 4.0",
+            )
+        )
+    result = entente.simulate(manifest, torch_clients(tmp_path), out=tmp_path / "run", quiet=True)
+    records = rounds_of(result)
+    assert [r["accepted"] for r in records] == [list(helpers.SITES)] * 2
+    # Under a privacy budget no site evaluates a model the coordinator chose.
+    assert all(r["federated"] is None for r in records)
+    ledgers = sorted((tmp_path / "ledger").glob("*.json"))
+    assert [p.name.split("--")[0] for p in ledgers] == list(helpers.SITES), ledgers
+    # Every site's ledger holds the run's charge.
+    for path in ledgers:
+        assert "noise_multiplier" in path.read_text(), path.read_text()
+
+
+def test_dp_sgd_is_refused_for_a_sites_own_training_loop(federation, tmp_path):
+    privacy = (
+        '\n[privacy]\nmechanism = "dp-sgd"\nclip = 1.0\nnoise_multiplier = 1.0\n'
+        'epsilon_budget = 10.0\nledger = "ledger"\n'
+    )
+    manifest = federation(rounds=1, extra=privacy)
+    with pytest.raises(entente.EntenteError, match="dp-sgd"):
+        entente.simulate(manifest, torch_clients(tmp_path), out=tmp_path / "run", quiet=True)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_worker_processes_give_the_same_model(federation, tmp_path, start_method):
+    manifest = federation(rounds=2)
+    inline = entente.simulate(manifest, torch_clients(tmp_path), out=tmp_path / "a", quiet=True)
+    # A picklable client_fn, as spawned workers need.
+    client_fn = functools.partial(helpers.TorchClient, tmp_path)
+    pooled = entente.simulate(
+        manifest,
+        client_fn,
+        out=tmp_path / "b",
+        quiet=True,
+        processes=2,
+        start_method=start_method,
+    )
+    assert inline.model_path.read_bytes() == pooled.model_path.read_bytes()
+    with pytest.raises(ValueError, match="processes"):
+        entente.simulate(manifest, client_fn, quiet=True, processes=0)
+
+
+def test_a_closure_cannot_go_to_a_spawned_worker(federation, tmp_path):
+    manifest = federation(rounds=1)
+    with pytest.raises(ValueError, match="picklable"):
+        entente.simulate(
+            manifest, torch_clients(tmp_path), quiet=True, processes=2, start_method="spawn"
+        )

@@ -265,6 +265,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             .check(initial.num_values())
             .map_err(|e| anyhow::anyhow!("[secure_aggregation]: {e}"))?;
     }
+    let partitioned_run = setup.federation.is_some();
     let sites: Vec<Arc<dyn Site>> = setup
         .bases
         .iter()
@@ -284,7 +285,12 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
                         site.name()
                     );
                 };
-                let dataset = manifest.data_label();
+                // Shares of one data set, or each site's own records.
+                let dataset = if partitioned_run {
+                    manifest.data_label()
+                } else {
+                    manifest.site_data_label(i)
+                };
                 let ledger = Ledger::open(&p.ledger, site.name(), &dataset, p.delta)?;
                 site = Arc::new(BudgetedSite::new(
                     site,
@@ -311,7 +317,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
     let rules = manifest.round_rules();
     let federated_evaluation = rules.federated_evaluation;
     let evaluator = setup.central.map(|c| Arc::new(c) as Arc<dyn Evaluator>);
-    let rule = aggregator(manifest, setup.bases.len())?;
+    let rule = aggregator(manifest, setup.bases.len(), partitioned_run)?;
     let strategy = rule.name();
     let mut engine = RoundEngine::new(sites, rule, evaluator, rules, initial.clone());
     if let Some(settings) = secagg {
@@ -414,7 +420,11 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
 /// The aggregation rule: the manifest's strategy, or DP-FedAvg under central client-level DP.
 /// Client-level DP, central or distributed, is checked against every site's budget before the
 /// first round: a run that would exceed one does not start.
-fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregator>> {
+fn aggregator(
+    manifest: &Manifest,
+    num_sites: usize,
+    partitioned: bool,
+) -> Result<Box<dyn Aggregator>> {
     let Some(p) = manifest.privacy.as_ref() else {
         return Ok(aggregators::build(&manifest.strategy));
     };
@@ -423,11 +433,11 @@ fn aggregator(manifest: &Manifest, num_sites: usize) -> Result<Box<dyn Aggregato
         // The sites add the noise before secure aggregation masks their updates; the strategy
         // only ever sees the noisy mean (post-processing). The accounting is the central one.
         PrivacyMechanism::Distributed => {
-            charge_client_level(manifest, p, num_sites, "distributed")?;
+            charge_client_level(manifest, p, num_sites, partitioned, "distributed")?;
             Ok(aggregators::build(&manifest.strategy))
         }
         PrivacyMechanism::ClientLevel => {
-            charge_client_level(manifest, p, num_sites, "central")?;
+            charge_client_level(manifest, p, num_sites, partitioned, "central")?;
             Ok(Box::new(DpFedAvg::new(
                 p.clip,
                 p.noise_multiplier,
@@ -446,6 +456,7 @@ fn charge_client_level(
     manifest: &Manifest,
     p: &PrivacySpec,
     num_sites: usize,
+    partitioned: bool,
     variant: &str,
 ) -> Result<()> {
     let k = selection::sample_size(
@@ -459,8 +470,13 @@ fn charge_client_level(
     // before the first round: privacy fails closed.
     let mut ledgers = Vec::with_capacity(num_sites);
     let mut worst: f64 = 0.0;
-    for (site, budget) in manifest.sites.iter().zip(&p.budgets) {
-        let ledger = Ledger::open(&p.ledger, site, &manifest.data_label(), p.delta)?;
+    for (i, (site, budget)) in manifest.sites.iter().zip(&p.budgets).enumerate() {
+        let dataset = if partitioned {
+            manifest.data_label()
+        } else {
+            manifest.site_data_label(i)
+        };
+        let ledger = Ledger::open(&p.ledger, site, &dataset, p.delta)?;
         let spent = ledger.spent()?;
         let after = ledger.spent_after(q, p.noise_multiplier, rounds)?;
         if after > *budget {

@@ -86,6 +86,11 @@ async fn serve(args: ServeArgs, manifest: Manifest) -> Result<()> {
         args.manifest
             .with_file_name(format!("{}.model.safetensors", manifest.name))
     });
+    // Found out now, not after the last round: the folder the final model goes to.
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("could not create {} for --out", dir.display()))?;
+    }
     let config = CoordinatorConfig {
         store_url: args
             .database

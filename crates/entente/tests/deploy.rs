@@ -252,13 +252,13 @@ impl Federation {
             .collect()
     }
 
-    /// The charges in `site`'s ledger of the Fashion-MNIST data (the manifests keep their
-    /// ledgers in `ledgers/`).
+    /// The charges in `site`'s ledger of its own records, `sites/SITE` (the manifests keep
+    /// their ledgers in `ledgers/`).
     fn ledger_charges(&self, site: &str) -> Vec<serde_json::Value> {
         let path = self
             .dir
             .join("ledgers")
-            .join(format!("{site}--fashion-mnist.json"));
+            .join(format!("{site}--{site}.json"));
         let ledger: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         ledger["charges"].as_array().unwrap().clone()

@@ -305,10 +305,8 @@ async fn drive(
         }
     };
 
-    store
-        .finish_run(run)
-        .await
-        .map_err(store_error("record the end of the run"))?;
+    // The model first: if it cannot be written, the run stays open in the store, and the same
+    // command resumes it (with no round left to train) and writes the model.
     let model = out.clone();
     tokio::task::spawn_blocking(move || engine.global().save(&model))
         .await
@@ -317,6 +315,10 @@ async fn drive(
             path: out.clone(),
             source,
         })?;
+    store
+        .finish_run(run)
+        .await
+        .map_err(store_error("record the end of the run"))?;
     report.finished(run, &out);
 
     // Tell the nodes, then stop once they have heard it (or after a few seconds, or at once

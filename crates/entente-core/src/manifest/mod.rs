@@ -226,6 +226,14 @@ pub struct PrivacySpec {
     pub ledger: PathBuf,
 }
 
+/// The name of a data file or folder, as ledgers record it.
+pub fn file_label(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |f| f.to_string_lossy().into_owned(),
+    )
+}
+
 /// A checked manifest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
@@ -276,10 +284,13 @@ impl Manifest {
     /// partition or limit) cannot buy a fresh budget; it can only over-count, which errs on the
     /// side of privacy.
     pub fn data_label(&self) -> String {
-        self.data.path.file_name().map_or_else(
-            || self.data.path.display().to_string(),
-            |f| f.to_string_lossy().into_owned(),
-        )
+        file_label(&self.data.path)
+    }
+
+    /// The data set site `index`'s own records come from, for its ledger: the file or folder
+    /// name of its `[[sites]] data` (else of `data.path`).
+    pub fn site_data_label(&self, index: usize) -> String {
+        file_label(self.site_data_path(index))
     }
 
     /// Where site `index`'s node reads its own records: its `[[sites]] data`, else `data.path`.

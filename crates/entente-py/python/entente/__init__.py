@@ -106,6 +106,7 @@ def simulate(
     quiet: bool = False,
     eval_data: StrPath | None = None,
     processes: int | None = None,
+    start_method: str | None = None,
 ) -> SimulationResult:
     """Runs the manifest's federation in this process, one client per site.
 
@@ -119,13 +120,16 @@ def simulate(
 
     Clients run in this process by default, where the interpreter lock lets one Python call
     run at a time. ``processes=N`` runs them in N worker processes instead (each builds its
-    share of the sites' clients with ``client_fn``; with the ``spawn`` start method it must be
-    a module-level function), so that N sites train at once. The result is the same: every
-    site's training is seeded by the manifest, and updates are aggregated in a fixed order.
+    share of the sites' clients with ``client_fn``), so that N sites train at once. Workers
+    are forked by default (they share this process's imports and data), or spawned when fork
+    is unavailable or unsafe (TensorFlow loaded here) or ``start_method="spawn"`` says so; a
+    spawned worker needs ``client_fn`` to be a module-level function. The result is the same:
+    every site's training is seeded by the manifest, and updates are aggregated in a fixed
+    order.
     """
     if processes is None:
         return _simulate(manifest, client_fn, out, rounds, quiet, eval_data, None)
-    pool = Pool(client_fn, _native.manifest_sites(str(manifest)), processes)
+    pool = Pool(client_fn, _native.manifest_sites(str(manifest)), processes, start_method)
     try:
         # One engine thread per site: each waits on its worker, so all are in flight at once.
         threads = len(pool.clients)

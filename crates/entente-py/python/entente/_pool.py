@@ -12,6 +12,8 @@ worker (``entente._bridge``), as they would in one process.
 from __future__ import annotations
 
 import multiprocessing
+import pickle
+import sys
 import threading
 import traceback
 from collections.abc import Callable, Sequence
@@ -105,18 +107,45 @@ class RemoteClient:
         return self.worker.call(method, self.site, args)
 
 
+def _fork_hazard() -> str | None:
+    """Why forking this process would be unsafe, if it would."""
+    if "tensorflow" in sys.modules:
+        # TensorFlow's runtime threads do not survive fork: a forked child can deadlock.
+        return "TensorFlow is loaded in this process and its threads do not survive fork"
+    return None
+
+
+def default_start_method() -> str:
+    """fork (workers share the parent's imports and data) unless it is unavailable or unsafe
+    here, else spawn (client_fn must then be a module-level function)."""
+    if "fork" in multiprocessing.get_all_start_methods() and _fork_hazard() is None:
+        return "fork"
+    return "spawn"
+
+
 class Pool:
     """Worker processes holding the clients of ``sites`` (dealt round-robin)."""
 
     def __init__(
-        self, client_fn: Callable[[str], Any | None], sites: Sequence[str], processes: int
+        self,
+        client_fn: Callable[[str], Any | None],
+        sites: Sequence[str],
+        processes: int,
+        start_method: str | None = None,
     ) -> None:
-        if processes < 1:
-            raise ValueError(f"processes must be at least 1, not {processes}")
-        methods = multiprocessing.get_all_start_methods()
-        # fork shares the parent's imports and data copy-on-write; spawn needs a picklable
-        # client_fn (a module-level function).
-        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"processes must be a whole number of at least 1, not {processes!r}")
+        method = start_method or default_start_method()
+        if method != "fork":
+            try:
+                pickle.dumps(client_fn)
+            except Exception as e:
+                raise ValueError(
+                    f"with the {method!r} start method client_fn must be picklable (a "
+                    f"module-level function), and it is not ({e}); fork is not used because "
+                    f"{_fork_hazard() or 'it was not asked for or is not available'}"
+                ) from e
+        ctx = multiprocessing.get_context(method)
         n = min(processes, len(sites))
         shares = [list(sites[i::n]) for i in range(n)]
         self.workers = [_Worker(ctx, client_fn, share) for share in shares]
