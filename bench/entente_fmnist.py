@@ -244,6 +244,11 @@ def summarize(
         fit_end = max((c["end"] for c in fits), default=None)
         eval_start = min((c["start"] for c in evals), default=None)
         eval_end = max((c["end"] for c in evals), default=None)
+        # A worker process answers its sites one after the other: the one with the most
+        # work in the round (fits and evaluations) bounds it.
+        busy: dict[int, float] = {}
+        for c in fits + evals:
+            busy[c["pid"]] = busy.get(c["pid"], 0.0) + c["end"] - c["start"]
         per_round.append(
             {
                 "round": rnd,
@@ -261,6 +266,7 @@ def summarize(
                 # The fits' own CPU time: what they would take with nothing to wait for.
                 "sum_fit_cpu_s": sum(c["cpu_s"] for c in fits),
                 "sum_eval_s": sum(ev),
+                "busiest_process_s": max(busy.values(), default=0.0) if args.processes else None,
                 "overhead_s": round_s - slowest_fit,
                 "packed_overhead_s": round_s - sum(fit) / cpus,
                 "test_accuracy": test.get("accuracy"),
@@ -304,6 +310,7 @@ def summarize(
         "sum_fit_s_median": med("sum_fit_s"),
         "sum_fit_cpu_s_median": med("sum_fit_cpu_s"),
         "sum_eval_s_median": med("sum_eval_s"),
+        "busiest_process_s_median": med("busiest_process_s"),
         "run_dir": str(result.run_dir) if args.run_dir else None,
         "per_round": per_round,
     }
@@ -381,6 +388,9 @@ def main() -> None:
             quiet=not args.progress,
             eval_data=args.data,
             processes=args.processes or None,
+            # This process has run torch only with one thread (no OpenMP team to inherit), so
+            # forking is safe, and the workers share its imports and images.
+            start_method="fork" if args.processes else None,
         )
         simulate_s = time.monotonic() - t_sim
         wall_s = time.monotonic() - T_START

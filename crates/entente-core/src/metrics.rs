@@ -18,7 +18,10 @@ pub struct EvalMetrics {
 impl EvalMetrics {
     /// Example-weighted mean of several sites' metrics (per-class accuracies are left out).
     pub fn weighted_mean(parts: &[EvalMetrics]) -> Option<EvalMetrics> {
-        let total: usize = parts.iter().map(|m| m.num_examples).sum();
+        // Saturating: a site's claim cannot wrap the total around.
+        let total: usize = parts
+            .iter()
+            .fold(0usize, |t, m| t.saturating_add(m.num_examples));
         if total == 0 {
             return None;
         }

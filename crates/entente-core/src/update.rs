@@ -117,9 +117,12 @@ pub fn check_claims(update: &SiteUpdate, policy: &UpdatePolicy) -> Result<(), Up
     if update.num_examples == 0 {
         return Err(UpdateProblem::NoExamples);
     }
-    if let Some(bound) = policy.max_examples
-        && update.num_examples > bound
-    {
+    // Whatever the manifest allows, no claim beyond what every sum, weight and store holds
+    // exactly: a larger one leaves the site out instead of stopping the run when it is recorded.
+    let bound = policy
+        .max_examples
+        .map_or(MAX_CLAIMED_EXAMPLES, |b| b.min(MAX_CLAIMED_EXAMPLES));
+    if update.num_examples > bound {
         return Err(UpdateProblem::TooManyExamples {
             claimed: update.num_examples,
             bound,
@@ -130,6 +133,11 @@ pub fn check_claims(update: &SiteUpdate, policy: &UpdatePolicy) -> Result<(), Up
     }
     Ok(())
 }
+
+/// Most training examples a site may claim for one update (2^40, about 1.1e12), whatever the
+/// manifest's `strategy.max_examples`: every claim is then exact as an `f64` weight, its sum over
+/// a million sites fits in an `i64`, and the store records it.
+pub const MAX_CLAIMED_EXAMPLES: u64 = 1 << 40;
 
 /// Checks `update` against the global model and returns it in the global layout.
 pub fn validate(
@@ -340,6 +348,33 @@ mod tests {
             ..policy
         };
         assert!(validate(&global(), u, &roomy).is_ok());
+    }
+
+    #[test]
+    fn no_manifest_lets_a_site_claim_more_than_every_sum_holds() {
+        // A hostile site claimed 2^63 examples: the update was taken and recording the round
+        // stopped the run, again after every restart. The claim is refused instead.
+        for max_examples in [None, Some(u64::MAX)] {
+            let mut u = update(vec![
+                ("w", vec![2, 2], vec![0.0; 4]),
+                ("b", vec![2], vec![0.0; 2]),
+            ]);
+            u.num_examples = 1 << 63;
+            let policy = UpdatePolicy {
+                max_update_norm: None,
+                max_examples,
+            };
+            let e = validate(&global(), u.clone(), &policy).unwrap_err();
+            assert_eq!(
+                e.problem,
+                UpdateProblem::TooManyExamples {
+                    claimed: 1 << 63,
+                    bound: MAX_CLAIMED_EXAMPLES
+                }
+            );
+            u.num_examples = MAX_CLAIMED_EXAMPLES;
+            assert!(validate(&global(), u, &policy).is_ok());
+        }
     }
 
     #[test]

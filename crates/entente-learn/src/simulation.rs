@@ -118,6 +118,13 @@ pub fn load_test_set(manifest: &Manifest, path: &Path) -> Result<Dataset, Prepar
     if let Some(schema) = &manifest.data.schema {
         fit_schema(&mut test, schema, path)?;
     }
+    // Nodes z-score their own records with their own statistics; the test set likewise.
+    if let DataFormat::Csv {
+        standardize: true, ..
+    } = manifest.data.format
+    {
+        data::Standardization::fit(&test)?.apply(&mut test)?;
+    }
     Ok(test)
 }
 
@@ -165,9 +172,13 @@ pub fn model_spec(manifest: &Manifest, data: &Dataset) -> Result<ModelSpec, Prep
         .map_err(PrepareError::Mismatch)?
     {
         Some(spec) => Ok(spec),
-        None => federation_model(manifest, None)?
-            .spec
-            .ok_or_else(|| PrepareError::Mismatch(EXTERNAL_NOT_TRAINABLE.to_string())),
+        None => {
+            let spec = federation_model(manifest, None)?
+                .spec
+                .ok_or_else(|| PrepareError::Mismatch(EXTERNAL_NOT_TRAINABLE.to_string()))?;
+            check_input(&spec, data)?;
+            Ok(spec)
+        }
     }
 }
 
@@ -196,6 +207,18 @@ pub fn federation_model(
     if let Some(init) = manifest.external_init() {
         let initial = init.map_err(|e| PrepareError::Mismatch(e.to_string()))?;
         let spec = ModelSpec::mlp_from_layout(initial.layout());
+        if let (Some(ModelSpec::Mlp { input, classes, .. }), Some(schema)) =
+            (&spec, &manifest.data.schema)
+            && (*classes != schema.classes || *input != schema.features())
+        {
+            return Err(PrepareError::Mismatch(format!(
+                "model.init is an MLP of {input} inputs and {classes} outputs, but the data \
+                 schema is {} features and {} classes (data.shape / data.features, \
+                 data.classes); make them agree",
+                schema.features(),
+                schema.classes
+            )));
+        }
         return Ok(FederationModel { initial, spec });
     }
     let (shape, classes) = match (&manifest.data.schema, examples) {
@@ -213,6 +236,7 @@ pub fn federation_model(
     let spec = ModelSpec::for_examples(&manifest.model, shape, classes)
         .map_err(PrepareError::Mismatch)?
         .ok_or_else(|| PrepareError::Mismatch(EXTERNAL_NOT_TRAINABLE.to_string()))?;
+    check_model_size(&spec)?;
     let initial = spec
         .init_params(manifest.seed)
         .map_err(|e| PrepareError::Mismatch(e.to_string()))?;
@@ -220,6 +244,30 @@ pub fn federation_model(
         initial,
         spec: Some(spec),
     })
+}
+
+/// Most parameters an entente model may have (2^30: 4 GiB of f32 per copy).
+pub const MAX_MODEL_PARAMETERS: usize = 1 << 30;
+
+/// Refuses a built-in model too large to hold, before anything is allocated.
+fn check_model_size(spec: &ModelSpec) -> Result<(), PrepareError> {
+    let total = spec
+        .tensor_shapes()
+        .iter()
+        .try_fold(0usize, |acc, (_, shape, _)| {
+            shape
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .and_then(|n| acc.checked_add(n))
+        });
+    match total {
+        Some(n) if n <= MAX_MODEL_PARAMETERS => Ok(()),
+        _ => Err(PrepareError::Mismatch(format!(
+            "the model would have {} parameters, more than the limit of {MAX_MODEL_PARAMETERS}; \
+             use narrower model.hidden layers or smaller examples (data.shape)",
+            total.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+        ))),
+    }
 }
 
 /// Checks `data` (read from `path`) against the manifest's schema and gives it the schema's
@@ -397,17 +445,28 @@ pub fn prepare(
     })
 }
 
-/// Checks that `data`'s examples are the size `spec` takes (an external MLP's input width).
+/// Checks that `data`'s examples are the size `spec` takes and its labels are among the
+/// model's outputs (an external MLP's input and output widths).
 fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<(), PrepareError> {
-    if spec.input_dim() == data.dim {
-        Ok(())
-    } else {
-        Err(PrepareError::Mismatch(format!(
+    let outputs = match spec {
+        ModelSpec::Mlp { classes, .. } | ModelSpec::Cnn { classes, .. } => *classes,
+    };
+    if spec.input_dim() != data.dim {
+        return Err(PrepareError::Mismatch(format!(
             "the model takes {} input features, but the data's examples have {}",
             spec.input_dim(),
             data.dim
-        )))
+        )));
     }
+    if let Some(max) = data.labels.iter().max()
+        && *max as usize >= outputs
+    {
+        return Err(PrepareError::Mismatch(format!(
+            "the model has {outputs} outputs, but the data holds label {max}; the model's last \
+             layer needs one output per class (data.classes)"
+        )));
+    }
+    Ok(())
 }
 
 /// Site `index`'s records `own` in its seeded order, split into its own test split (the first

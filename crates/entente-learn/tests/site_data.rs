@@ -121,3 +121,46 @@ fn without_a_schema_a_node_refuses_to_start() {
         .to_string();
     assert!(err.contains("data.features"), "{err}");
 }
+
+#[test]
+fn an_external_mlp_must_have_one_output_per_declared_class() {
+    // Five outputs for ten classes panicked deep in the trainer (index out of bounds) and took
+    // the coordinator down; the manifest's model is refused instead.
+    let dir = tempfile::tempdir().unwrap();
+    let init = entente_core::params::ParamSet::from_tensors([
+        ("layers.0.weight".to_string(), vec![8, 4], vec![0.1; 32]),
+        ("layers.0.bias".to_string(), vec![8], vec![0.0; 8]),
+        ("layers.1.weight".to_string(), vec![2, 8], vec![0.1; 16]),
+        ("layers.1.bias".to_string(), vec![2], vec![0.0; 2]),
+    ])
+    .unwrap();
+    init.save(&dir.path().join("init.safetensors")).unwrap();
+    std::fs::write(dir.path().join("b.csv"), table(30, 4)).unwrap();
+    let text = "[federation]\nname = \"x\"\n[data]\nformat = \"csv\"\npath = \"b.csv\"\nfeatures = 4\n\
+         classes = 3\n[[sites]]\nname = \"a\"\n[model]\nkind = \"external\"\ninit = \"init.safetensors\"\n\
+         [training]\nrounds = 1\nlearning_rate = 0.1\n";
+    let m = Manifest::parse(text, "x.toml", dir.path()).unwrap();
+    let err = entente_learn::simulation::federation_model(&m, None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("2 outputs") && err.contains("3 classes"),
+        "{err}"
+    );
+    let err = site_data::local_site(&m, 0, None).unwrap_err().to_string();
+    assert!(err.contains("2 outputs"), "{err}");
+}
+
+#[test]
+fn a_built_in_model_too_large_to_hold_is_refused_before_any_allocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(dir.path(), "b.csv", "");
+    let mut huge = m.clone();
+    huge.model = entente_core::manifest::ModelChoice::Mlp {
+        hidden: vec![1_000_000, 1_000_000],
+    };
+    let err = entente_learn::simulation::federation_model(&huge, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("more than the limit"), "{err}");
+}

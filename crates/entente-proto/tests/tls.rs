@@ -378,6 +378,8 @@ proptest::proptest! {
     /// Every valid site name survives issuing and comes back from `site_name` unchanged.
     #[test]
     fn every_valid_site_name_round_trips(site in "[A-Za-z0-9_.][A-Za-z0-9_.-]{0,62}") {
+        // `.` and `..` name folders and are refused (site_names covers them).
+        proptest::prop_assume!(!site.bytes().all(|b| b == b'.'));
         let tmp = tempfile::tempdir().unwrap();
         let dir = KeyDir::new(tmp.path());
         init_ca(&dir, "hospitals").unwrap();

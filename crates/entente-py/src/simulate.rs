@@ -16,7 +16,7 @@ use crate::site::{Interrupted, PySite};
 use crate::wait::interruptible;
 
 /// How long an interrupted simulation may take to finish the calls in flight.
-const STOP_GRACE: Duration = Duration::from_secs(60);
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// Runs the manifest's federation in this process. `client_fn(site_name)` gives each site's
 /// client, or `None` for entente's own trainer on that site's `[[sites]] data`. Returns the

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use entente_core::engine::{LocalOptimizer, Site, SiteError, TrainTask};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
-use entente_core::update::SiteUpdate;
+use entente_core::update::{MAX_CLAIMED_EXAMPLES, SiteUpdate};
 use pyo3::exceptions::PyKeyboardInterrupt;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -215,6 +215,18 @@ impl Site for PySite {
             let result: (f64, usize, f64) = out.extract()?;
             Ok(result)
         })?;
+        // The site's figures join a weighted mean: bounded here as the wire bounds them.
+        if !loss.is_finite() || !(accuracy.is_nan() || (0.0..=1.0).contains(&accuracy)) {
+            return Err(self.fail(format!(
+                "evaluate returned loss {loss} and accuracy {accuracy}; the loss must be finite \
+                 and the accuracy a fraction in [0, 1]"
+            )));
+        }
+        if num_examples as u64 > MAX_CLAIMED_EXAMPLES {
+            return Err(self.fail(format!(
+                "evaluate claims {num_examples} examples, more than {MAX_CLAIMED_EXAMPLES}"
+            )));
+        }
         Ok(EvalMetrics {
             loss,
             accuracy,

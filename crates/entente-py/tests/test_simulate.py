@@ -407,3 +407,28 @@ def test_a_closure_cannot_go_to_a_spawned_worker(federation, tmp_path):
         entente.simulate(
             manifest, torch_clients(tmp_path), quiet=True, processes=2, start_method="spawn"
         )
+
+
+class _Claims(helpers.TorchClient):
+    """A hostile site: trains honestly, then claims 2**63 examples (a FedAvg weight that would
+    swamp every other site and that no store can hold)."""
+
+    def fit(self, params, config):
+        trained, _, metrics = super().fit(params, config)
+        return trained, 2**63, metrics
+
+
+def test_an_absurd_example_count_leaves_the_site_out(federation, tmp_path):
+    manifest = federation(rounds=2, min_sites=2)
+
+    def client_fn(site):
+        if site == "site-a":
+            return _Claims(tmp_path, site)
+        return helpers.TorchClient(tmp_path, site)
+
+    result = entente.simulate(manifest, client_fn, out=tmp_path / "run", quiet=True)
+    for record in rounds_of(result):
+        assert record["accepted"] == ["site-b", "site-c"]
+        (excluded,) = record["excluded"]
+        assert excluded["site"] == "site-a"
+        assert "num_examples" in excluded["reason"], excluded

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use entente_core::manifest::{DataFormat, Manifest};
 use entente_learn::data::write;
@@ -26,10 +26,37 @@ pub struct SplitArgs {
 /// Runs `entente split`.
 pub fn run(args: SplitArgs) -> Result<()> {
     let manifest = Manifest::load(&args.manifest)?;
+    if let DataFormat::Csv {
+        label_column,
+        skip_rows,
+        ..
+    } = manifest.data.format
+        && (skip_rows > 0 || !matches!(label_column, None | Some(-1)))
+    {
+        bail!(
+            "entente split writes tables with the label last and no header; a manifest with \
+             data.label_column or data.skip_rows would read its sites' files wrongly: split a copy \
+             of it without those keys"
+        );
+    }
+    let source = args.data.as_deref().unwrap_or(&manifest.data.path);
     let shares = simulation::site_shares(&manifest, args.data.as_deref())
         .context("could not divide the data set")?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("could not create {}", args.out.display()))?;
+    let same_file = |p: &std::path::Path| matches!((p.canonicalize(), source.canonicalize()), (Ok(a), Ok(b)) if a == b || b.starts_with(&a));
+    for site in &manifest.sites {
+        let target = match manifest.data.format {
+            DataFormat::Idx => args.out.join(site),
+            DataFormat::Csv { .. } => args.out.join(format!("{site}.csv")),
+        };
+        if same_file(&target) {
+            bail!(
+                "{} is the data set being divided; choose another --out",
+                target.display()
+            );
+        }
+    }
     for (site, share) in manifest.sites.iter().zip(&shares) {
         let path = match manifest.data.format {
             DataFormat::Idx => {

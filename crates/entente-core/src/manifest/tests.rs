@@ -476,3 +476,11 @@ fn an_external_model_is_agreed_by_its_content() {
         invalid(&GOOD.replace("kind = \"mlp\"\nhidden = [32]", "kind = \"external\""));
     assert_eq!(key, "model.init");
 }
+
+#[test]
+fn site_names_that_name_folders_are_refused() {
+    for name in [".", ".."] {
+        let (_, key, _) = invalid(&GOOD.replace("name = \"lab.c\"", &format!("name = \"{name}\"")));
+        assert_eq!(key, "sites.name", "{name}");
+    }
+}

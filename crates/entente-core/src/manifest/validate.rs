@@ -84,6 +84,8 @@ fn find_line(text: &str, dotted: &str) -> Option<usize> {
 
 fn valid_site_name(name: &str) -> bool {
     !name.is_empty()
+        // `.` and `..` would name folders when a site's files are written.
+        && !name.bytes().all(|b| b == b'.')
         && name.len() <= 64
         && name
             .chars()
@@ -423,6 +425,11 @@ fn check_schema(r: &Reporter, d: &RawData) -> Result<Option<DataSchema>, Manifes
     Ok(Some(DataSchema { shape, classes }))
 }
 
+/// Longest tensor name of an external model.
+const MAX_TENSOR_NAME: usize = 256;
+/// Most tensors of an external model (the names of all of them fit a task's header).
+const MAX_TENSORS: usize = 10_000;
+
 /// Largest initial-model file `kind = "external"` may name (16 GiB).
 const MAX_INIT_BYTES: u64 = 16 << 30;
 
@@ -452,6 +459,24 @@ pub(super) fn read_external_init(path: &Path) -> Result<(ParamSet, String), Mani
     })?;
     if params.is_empty() {
         return Err(invalid("the initial model holds no tensor".into()));
+    }
+    // Every name travels in each task's header: bounded, so that any model the manifest
+    // accepts can be sent.
+    if let Some(spec) = params
+        .iter()
+        .map(|(spec, _)| spec)
+        .find(|s| s.name.is_empty() || s.name.len() > MAX_TENSOR_NAME)
+    {
+        return Err(invalid(format!(
+            "a tensor name is empty or longer than {MAX_TENSOR_NAME} bytes (`{}`)",
+            spec.name.chars().take(80).collect::<String>()
+        )));
+    }
+    if params.len() > MAX_TENSORS {
+        return Err(invalid(format!(
+            "the model has {} tensors, more than the {MAX_TENSORS} a task can describe",
+            params.len()
+        )));
     }
     if let Some((spec, _)) = params
         .iter()

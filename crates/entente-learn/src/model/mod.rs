@@ -125,6 +125,9 @@ impl ModelSpec {
         while let Some(w) = shape(format!("layers.{}.weight", outs.len())) {
             outs.push(*w.first()?);
         }
+        if *input == 0 || outs.contains(&0) {
+            return None;
+        }
         let classes = outs.pop()?;
         let spec = ModelSpec::Mlp {
             input: *input,

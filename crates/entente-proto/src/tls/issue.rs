@@ -52,6 +52,8 @@ pub(crate) fn site_name_problem(name: &str) -> Option<&'static str> {
         Some("it is longer than 63 characters")
     } else if name.starts_with('-') {
         Some("it starts with '-'")
+    } else if name.bytes().all(|b| b == b'.') {
+        Some("it is only dots, which name folders")
     } else if !name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
@@ -332,13 +334,24 @@ mod tests {
 
     #[test]
     fn site_names() {
-        for good in ["a", "site-1", "Clinic_A.west", "_x", ".", &"a".repeat(63)] {
+        for good in ["a", "site-1", "Clinic_A.west", "_x", ".a", &"a".repeat(63)] {
             assert!(
                 validate_site_name(good).is_ok(),
                 "{good:?} should be accepted"
             );
         }
-        for bad in ["", "-a", "a/b", "a b", "é", "a:b", "..\\x", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "-a",
+            "a/b",
+            "a b",
+            "é",
+            "a:b",
+            "..\\x",
+            ".",
+            "..",
+            &"a".repeat(64),
+        ] {
             let err = validate_site_name(bad).expect_err(bad);
             assert!(matches!(err, TlsError::InvalidSiteName { .. }), "{err}");
         }

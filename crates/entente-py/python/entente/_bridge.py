@@ -94,10 +94,18 @@ def _encode(
     return blobs
 
 
+#: Most examples a site may claim (entente's bound on every claim, 2**40).
+MAX_EXAMPLES = 1 << 40
+
+
 def _count(value: Any, method: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or not 0 <= value <= MAX_EXAMPLES
+    ):
         raise InvalidReturn(
-            f"{method} must return the number of examples as an int >= 0, not {value!r}"
+            f"{method} must return num_examples as an int from 0 to {MAX_EXAMPLES}, not {value!r}"
         )
     return int(value)
 

@@ -108,10 +108,15 @@ class RemoteClient:
 
 
 def _fork_hazard() -> str | None:
-    """Why forking this process would be unsafe, if it would."""
-    if "tensorflow" in sys.modules:
-        # TensorFlow's runtime threads do not survive fork: a forked child can deadlock.
-        return "TensorFlow is loaded in this process and its threads do not survive fork"
+    """Why forking this process would be unsafe, if it would: a framework whose thread pools
+    (TensorFlow's runtime, PyTorch's OpenMP team once it has run an operation) do not survive
+    fork, so that a forked worker can deadlock."""
+    for module in ("tensorflow", "torch"):
+        if module in sys.modules:
+            return (
+                f"{module} is loaded in this process, and its threads do not survive fork (pass "
+                f"start_method='fork' only if it has run no operation yet)"
+            )
     return None
 
 
