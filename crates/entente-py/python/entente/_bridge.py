@@ -139,6 +139,23 @@ def _call_params(client: Any, names: Sequence[str], params: dict[str, np.ndarray
     return params if _dict_api(client) else [params[n] for n in names]
 
 
+def _call(
+    client: Any,
+    method: str,
+    names: Sequence[str],
+    shapes: Sequence[Sequence[int]],
+    blobs: Sequence[bytes],
+    config: Config,
+) -> tuple[Any, Any, Any]:
+    """Runs ``client.<method>`` on the model and returns its three results, unchecked."""
+    params = _arrays(names, shapes, blobs)
+    result = getattr(client, method)(_call_params(client, names, params), dict(config))
+    if not isinstance(result, (tuple, list)) or len(result) != 3:
+        first = "parameters" if method == "fit" else "loss"
+        raise InvalidReturn(f"{method} must return ({first}, num_examples, metrics)")
+    return result[0], result[1], result[2]
+
+
 def fit(
     client: Any,
     names: Sequence[str],
@@ -149,11 +166,7 @@ def fit(
     """Runs ``client.fit`` on the global model; returns the checked model, examples, loss."""
     if _remote(client):
         return client.call("fit", (names, shapes, blobs, config))
-    params = _arrays(names, shapes, blobs)
-    result = client.fit(_call_params(client, names, params), dict(config))
-    if not isinstance(result, (tuple, list)) or len(result) != 3:
-        raise InvalidReturn("fit must return (parameters, num_examples, metrics)")
-    returned, num_examples, metrics = result
+    returned, num_examples, metrics = _call(client, "fit", names, shapes, blobs, config)
     encoded = _encode(names, shapes, returned, "fit")
     count = _count(num_examples, "fit")
     return encoded, count, _number(metrics, ("loss", "train_loss"), 0.0)
@@ -169,11 +182,7 @@ def evaluate(
     """Runs ``client.evaluate``; returns the loss, examples and accuracy (NaN if not given)."""
     if _remote(client):
         return client.call("evaluate", (names, shapes, blobs, config))
-    params = _arrays(names, shapes, blobs)
-    result = client.evaluate(_call_params(client, names, params), dict(config))
-    if not isinstance(result, (tuple, list)) or len(result) != 3:
-        raise InvalidReturn("evaluate must return (loss, num_examples, metrics)")
-    loss, num_examples, metrics = result
+    loss, num_examples, metrics = _call(client, "evaluate", names, shapes, blobs, config)
     try:
         loss = float(loss)
     except (TypeError, ValueError) as e:
