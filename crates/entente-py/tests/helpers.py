@@ -443,3 +443,18 @@ def flower_client(folder: Path, site: str) -> object:
             return float(loss), len(self.y_test), {"accuracy": acc}
 
     return FlowerTorchClient()
+
+
+class CountingClient(TorchClient):
+    """A client with state across rounds: its fit reports as its loss how many fits this one
+    object has answered (1 in round 1, 2 in round 2, ...), so a run shows whether a site's
+    calls all reached the same client."""
+
+    def __init__(self, folder: Path, site: str) -> None:
+        super().__init__(folder, site)
+        self.fits = 0
+
+    def fit(self, params: entente.Params, config: entente.Config) -> tuple:
+        self.fits += 1
+        trained, examples, _ = self.train(params, config)
+        return trained, examples, {"loss": float(self.fits)}

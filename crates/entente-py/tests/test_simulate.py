@@ -401,6 +401,19 @@ def test_worker_processes_give_the_same_model(federation, tmp_path, start_method
         entente.simulate(manifest, client_fn, quiet=True, processes=0)
 
 
+def test_a_sites_client_keeps_its_state_in_worker_processes(federation, tmp_path):
+    manifest = federation(rounds=3)
+    # Three sites on two workers: at least one is bound to a worker that did not build it.
+    client_fn = functools.partial(helpers.CountingClient, tmp_path)
+    result = entente.simulate(manifest, client_fn, out=tmp_path / "run", quiet=True, processes=2)
+    records = rounds_of(result)
+    assert len(records) == 3
+    for number, record in enumerate(records, start=1):
+        # Each site's loss is the number of fits its client has answered: one object per site.
+        assert record["accepted"] == list(helpers.SITES), record
+        assert record["accepted_losses"] == [float(number)] * 3, record
+
+
 def test_a_closure_cannot_go_to_a_spawned_worker(federation, tmp_path):
     manifest = federation(rounds=1)
     with pytest.raises(ValueError, match="picklable"):

@@ -119,8 +119,10 @@ def simulate(
     held-out test set, evaluated each round when entente can run the model itself.
 
     Clients run in this process by default, where the interpreter lock lets one Python call
-    run at a time. ``processes=N`` runs them in N worker processes instead (each builds its
-    share of the sites' clients with ``client_fn``), so that N sites train at once. Workers
+    run at a time. ``processes=N`` runs them in N worker processes instead, so that N sites
+    train at once; a site is bound at its first call to the first free worker and stays
+    there, so its client is one object for the run (a worker that takes a site another built
+    at start-up calls ``client_fn`` for it again; see ``entente._pool``). Workers
     are forked by default (they share this process's imports and data), or spawned when fork
     is unavailable or unsafe (TensorFlow loaded here) or ``start_method="spawn"`` says so; a
     spawned worker needs ``client_fn`` to be a module-level function. The result is the same:
