@@ -43,6 +43,7 @@ optimizer = "sgd"
 
 [strategy]
 kind = "fedavg"
+max_examples = 100000
 
 [selection]
 fraction = 1.0
@@ -161,4 +162,24 @@ async fn a_zero_heartbeat_is_refused_before_anything_starts() {
         "{result:?}"
     );
     assert!(!dir.path().join("run.db").exists());
+}
+
+#[tokio::test]
+async fn a_manifest_that_does_not_bound_claims_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = config(dir.path());
+    let unbounded = MANIFEST.replace("max_examples = 100000\n", "");
+    cfg.manifest = Manifest::parse(&unbounded, "<test>", dir.path()).unwrap();
+    let result = run(cfg, listener, std::future::pending(), &mut Seen::default()).await;
+    let Err(CoordinatorError::Config { reason }) = result else {
+        panic!("expected a configuration error, got {result:?}");
+    };
+    assert!(reason.contains("max_examples = N"), "{reason}");
+    assert!(!dir.path().join("run.db").exists());
+
+    // Under secure aggregation its own bound applies, and the coordinator enforces it.
+    let secure = format!("{unbounded}\n[secure_aggregation]\nthreshold = 0.67\nclip = 1.0\n");
+    let manifest = Manifest::parse(&secure, "<test>", dir.path()).unwrap();
+    assert_eq!(manifest.policy.max_examples, Some(100_000));
 }

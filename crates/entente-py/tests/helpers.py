@@ -142,6 +142,7 @@ optimizer = "{optimizer}"
 
 [strategy]
 {strategy}
+max_examples = 100000
 
 [selection]
 min_sites = {min_sites}

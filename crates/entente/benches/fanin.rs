@@ -52,7 +52,7 @@ fn manifest(sites: usize, rounds: usize, hidden: usize) -> String {
     }
     text.push_str(&format!(
         "[model]\nkind = \"mlp\"\nhidden = [{hidden}]\n\n[training]\nrounds = {rounds}\n\
-         learning_rate = 0.1\n\n[selection]\nmin_sites = {sites}\ndeadline_secs = 600\n"
+         learning_rate = 0.1\n\n[strategy]\nkind = \"fedavg\"\nmax_examples = 100000\n\n[selection]\nmin_sites = {sites}\ndeadline_secs = 600\n"
     ));
     text
 }

@@ -364,6 +364,10 @@ local_epochs = {epochs}
 batch_size = 32
 learning_rate = 0.05
 
+[strategy]
+kind = "fedavg"
+max_examples = 100000
+
 [selection]
 min_sites = {min_sites}
 deadline_secs = 120

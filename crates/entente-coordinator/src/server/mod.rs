@@ -117,6 +117,7 @@ pub async fn run(
             ),
         });
     }
+    check_claim_bound(&config.manifest)?;
     let (stop, stopped) = watch::channel(false);
     let signal = AbortOnDrop(tokio::spawn(async move {
         shutdown.await;
@@ -125,6 +126,24 @@ pub async fn run(
     let result = drive(config, listener, stopped, report).await;
     drop(signal);
     result
+}
+
+/// Refuses a manifest that lets a site claim any number of examples. A claim is the site's
+/// FedAvg weight, so in a deployment, where the coordinator cannot check it, one site claiming
+/// a million examples outweighs every honest one: `strategy.max_examples` (or, under secure
+/// aggregation, `secure_aggregation.max_examples`) must bound it.
+fn check_claim_bound(manifest: &Manifest) -> Result<(), CoordinatorError> {
+    if manifest.policy.max_examples.is_some() {
+        return Ok(());
+    }
+    Err(CoordinatorError::Config {
+        reason: "the manifest does not bound the training examples a site may claim, and a \
+                 claim is the site's weight in the average: one site claiming 10^9 would \
+                 outweigh all the others. Add `max_examples = N` to [strategy], N at least the \
+                 largest site's number of training examples (a site claiming more is left out \
+                 of the round)"
+            .to_string(),
+    })
 }
 
 /// Aborts a task when dropped (a [`run`] future dropped before it ends leaves nothing behind).

@@ -255,6 +255,19 @@ fn secure_aggregation_settings_are_checked() {
         (0.7, 0.5, 32, None)
     );
     assert!(parse(GOOD).unwrap().secure_aggregation.is_none());
+    // The claims the coordinator accepts are bounded by the lower of the two max_examples.
+    assert_eq!(m.policy.max_examples, Some(100_000));
+    assert_eq!(parse(GOOD).unwrap().policy.max_examples, None);
+    let bounded = |strategy: u64, secure: u64| {
+        let text = GOOD.replace(
+            "[strategy]\n",
+            &format!("[strategy]\nmax_examples = {strategy}\n"),
+        );
+        let text = format!("{text}\n[secure_aggregation]\nmax_examples = {secure}\n");
+        parse(&text).unwrap().policy.max_examples
+    };
+    assert_eq!(bounded(50, 100_000), Some(50));
+    assert_eq!(bounded(1_000_000, 2_000), Some(2_000));
 
     let (_, key, _) = invalid(&with("threshold = 0.5"));
     assert_eq!(key, "secure_aggregation.threshold");

@@ -177,7 +177,7 @@ pub(super) fn check(
             noise_multiplier: p.noise_multiplier,
         });
     }
-    let (strategy, policy) = check_strategy(&r, &raw.strategy, sites.len())?;
+    let (strategy, mut policy) = check_strategy(&r, &raw.strategy, sites.len())?;
 
     let sel = &raw.selection;
     r.ensure(
@@ -213,6 +213,15 @@ pub(super) fn check(
         )?),
         None => None,
     };
+    // Under secure aggregation no site can declare more than the encoding's bound, so neither
+    // may its claim at the coordinator: the lower of the two bounds is the one enforced.
+    if let Some(sa) = &secure_aggregation {
+        policy.max_examples = Some(
+            policy
+                .max_examples
+                .map_or(sa.max_examples, |b| b.min(sa.max_examples)),
+        );
+    }
 
     if let (Some(p), Some(sa)) = (&privacy, &secure_aggregation)
         && p.mechanism == PrivacyMechanism::Distributed
