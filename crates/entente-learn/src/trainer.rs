@@ -83,7 +83,7 @@ fn batch(data: &Dataset, indices: &[usize], device: &Device) -> (Tensor<2>, Tens
     let mut x = Vec::with_capacity(indices.len() * data.dim);
     let mut y = Vec::with_capacity(indices.len());
     for &i in indices {
-        x.extend_from_slice(&data.features[i * data.dim..(i + 1) * data.dim]);
+        data.extend_row(i, &mut x);
         y.push(i64::from(data.labels[i]));
     }
     let n = indices.len();

@@ -286,7 +286,7 @@ fn an_input_size_mismatch_is_reported() {
 
 #[test]
 fn empty_data_is_reported() {
-    let empty = Dataset::new(vec![], vec![], vec![64], 10).unwrap();
+    let empty = Dataset::new(Vec::<f32>::new(), vec![], vec![64], 10).unwrap();
     let spec = mlp();
     let init = spec.init_params(0).unwrap();
     let cfg = training(1, 0.1, sgd(0.0));
@@ -381,7 +381,12 @@ fn a_saved_model_reads_in_python_safetensors_with_pytorch_layout() {
     let model = dir.join("model.safetensors");
     outcome.params.save(&model).unwrap();
     assert_eq!(ParamSet::load(&model).unwrap(), outcome.params);
-    let features: Vec<u8> = test.features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let features: Vec<u8> = test
+        .features
+        .to_f32()
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
     let labels: Vec<u8> = test.labels.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(dir.join("x.bin"), features).unwrap();
     std::fs::write(dir.join("y.bin"), labels).unwrap();

@@ -7,7 +7,9 @@
 
 use std::path::Path;
 
-use super::{DataError, Dataset, decompress_maybe_gzip, num_classes_from_labels, read_maybe_gzip};
+use super::{
+    DataError, Dataset, Features, decompress_maybe_gzip, num_classes_from_labels, read_maybe_gzip,
+};
 
 /// Which column of a CSV row holds the class label.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -152,7 +154,7 @@ fn parse_csv(path: &Path, bytes: &[u8], options: &CsvOptions) -> Result<Dataset,
     }
     let num_classes = num_classes_from_labels(&labels);
     Ok(Dataset {
-        features,
+        features: Features::Values(features),
         labels,
         dim,
         num_classes,
@@ -180,14 +182,15 @@ impl Standardization {
         }
         let n = data.len() as f64;
         let mut sum = vec![0f64; data.dim];
-        for row in data.features.chunks_exact(data.dim) {
+        let values = data.features.slice(0, data.features.len());
+        for row in values.chunks_exact(data.dim) {
             for (s, &x) in sum.iter_mut().zip(row) {
                 *s += f64::from(x);
             }
         }
         let mean: Vec<f64> = sum.iter().map(|s| s / n).collect();
         let mut sq = vec![0f64; data.dim];
-        for row in data.features.chunks_exact(data.dim) {
+        for row in values.chunks_exact(data.dim) {
             for ((s, &x), m) in sq.iter_mut().zip(row).zip(&mean) {
                 *s += (f64::from(x) - m).powi(2);
             }
@@ -217,7 +220,7 @@ impl Standardization {
                 ),
             });
         }
-        for row in data.features.chunks_exact_mut(self.mean.len()) {
+        for row in data.features.values_mut().chunks_exact_mut(self.mean.len()) {
             for ((x, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
                 *x = (*x - m) / s;
             }
@@ -336,9 +339,9 @@ mod tests {
         );
         assert_eq!(d.labels[0], 0);
         assert_eq!(&d.row(0)[..4], &[0.0, 0.0, 5.0 / 16.0, 13.0 / 16.0]);
-        let max = d.features.iter().cloned().fold(f32::MIN, f32::max);
+        let max = d.features.to_f32().iter().cloned().fold(f32::MIN, f32::max);
         assert_eq!(max, 1.0);
-        assert!(d.features.iter().all(|&x| x >= 0.0));
+        assert!(d.features.to_f32().iter().all(|&x| x >= 0.0));
     }
 
     #[test]
@@ -387,6 +390,7 @@ mod tests {
         for j in 0..train.dim {
             let col: Vec<f64> = train
                 .features
+                .to_f32()
                 .iter()
                 .skip(j)
                 .step_by(30)
@@ -411,8 +415,8 @@ mod tests {
         let mut b = Dataset::new(vec![1.0, 3.0], vec![0], vec![2], 2).unwrap();
         let stats = standardize(&mut a, &mut b).unwrap();
         assert_eq!(stats.std[0], 1.0);
-        assert_eq!(a.features, vec![0.0, -1.0, 0.0, 1.0]);
-        assert_eq!(b.features, vec![0.0, 0.0]);
+        assert_eq!(a.features.to_f32(), vec![0.0, -1.0, 0.0, 1.0]);
+        assert_eq!(b.features.to_f32(), vec![0.0, 0.0]);
         let mut c = Dataset::new(vec![1.0], vec![0], vec![1], 2).unwrap();
         assert!(stats.apply(&mut c).is_err());
         let empty = a.subset(&[]);
@@ -429,7 +433,7 @@ mod tests {
         let plain = load_str(text.as_bytes(), &options).unwrap();
         let zipped = load_str(&gzip(text.as_bytes()), &options).unwrap();
         assert_eq!(plain, zipped);
-        assert_eq!(plain.features, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(plain.features.to_f32(), vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(plain.labels, vec![0, 1, 3]);
         assert_eq!(plain.num_classes, 4);
 
@@ -440,7 +444,7 @@ mod tests {
             ..CsvOptions::default()
         };
         let d = load_str(b"2;0;4\n6;1.0;8\n", &options).unwrap();
-        assert_eq!(d.features, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(d.features.to_f32(), vec![1.0, 2.0, 3.0, 4.0]);
         assert_eq!(d.labels, vec![0, 1]);
         assert_eq!(d.num_classes, 2);
     }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{DataError, Dataset, num_classes_from_labels, read_maybe_gzip};
+use super::{DataError, Dataset, Features, num_classes_from_labels, read_maybe_gzip};
 
 /// Magic number of an IDX file of unsigned-byte images (3 dimensions: count, rows, columns).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -68,7 +68,7 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError>
             labels: labs.len(),
         });
     }
-    let features = imgs.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let features = Features::Pixels(imgs.pixels);
     let labels: Vec<u32> = labs.into_iter().map(u32::from).collect();
     let num_classes = num_classes_from_labels(&labels);
     Ok(Dataset {
@@ -318,7 +318,12 @@ mod tests {
         assert_eq!(d.label_counts(), vec![6000; 10]);
         // First labels of the training file (9 = ankle boot), as read with Python's gzip module.
         assert_eq!(&d.labels[..10], &[9, 0, 0, 3, 0, 2, 7, 2, 5, 5]);
-        assert!(d.features.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        assert!(
+            d.features
+                .to_f32()
+                .iter()
+                .all(|&x| (0.0..=1.0).contains(&x))
+        );
         // Sum of the first image's raw pixels is 76247.
         let sum: f32 = d.row(0).iter().sum();
         assert!((sum - 76247.0 / 255.0).abs() < 1e-2, "{sum}");
@@ -354,7 +359,7 @@ mod tests {
         assert_eq!(a.shape, vec![1, 2, 2]);
         assert_eq!(a.num_classes, 5);
         assert_eq!(
-            a.row(1),
+            &*a.row(1),
             &[80.0 / 255.0, 100.0 / 255.0, 120.0 / 255.0, 140.0 / 255.0]
         );
         std::fs::remove_dir_all(dir).unwrap();
@@ -368,7 +373,7 @@ mod tests {
         std::fs::write(&l, labels_file(&[0, 0])).unwrap();
         let d = load_idx_pair(&i, &l).unwrap();
         assert_eq!(d.num_classes, 2);
-        assert_eq!(d.features, vec![0.0, 1.0]);
+        assert_eq!(d.features.to_f32(), vec![0.0, 1.0]);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -1,6 +1,7 @@
 //! In-memory labelled data sets and the readers that fill them.
 //!
-//! A [`Dataset`] is a plain row-major `f32` matrix plus one `u32` label per row; it knows
+//! A [`Dataset`] is a row-major matrix of [`Features`] (image pixels kept as bytes, table values
+//! as `f32`) plus one `u32` label per row; it knows
 //! nothing of burn, so partitioners and tests can use it without a tensor backend. The readers
 //! live in submodules: [`idx`] for MNIST-style IDX files (Fashion-MNIST) and [`csv`] for numeric
 //! tables (UCI digits, WDBC). Both accept plain or gzip-compressed files, detected by the gzip
@@ -9,6 +10,7 @@
 //! Every [`DataError`] names the file, the place in it and what to do about it.
 
 pub mod csv;
+mod features;
 pub mod idx;
 pub mod write;
 
@@ -18,13 +20,14 @@ use std::path::{Path, PathBuf};
 pub use self::csv::{
     CsvOptions, LabelColumn, Standardization, load_csv, parse_csv_bytes, standardize,
 };
+pub use self::features::{Features, pixel_value};
 pub use self::idx::{Split, load_idx_dir, load_idx_pair};
 
 /// A labelled data set held in memory: `len()` examples of `dim` features each.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    /// Features, row-major: example `i` is `features[i * dim..(i + 1) * dim]`.
-    pub features: Vec<f32>,
+    /// Features, row-major: example `i` is values `i * dim..(i + 1) * dim`.
+    pub features: Features,
     /// One class label per example, each below `num_classes`.
     pub labels: Vec<u32>,
     /// Number of features per example (the product of `shape`).
@@ -36,13 +39,15 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Builds a data set after checking that features, labels, shape and classes agree.
+    /// Builds a data set after checking that features, labels, shape and classes agree;
+    /// `features` are `f32` values or pixel bytes (`Vec<f32>` or `Vec<u8>`).
     pub fn new(
-        features: Vec<f32>,
+        features: impl Into<Features>,
         labels: Vec<u32>,
         shape: Vec<usize>,
         num_classes: usize,
     ) -> Result<Self, DataError> {
+        let features = features.into();
         let dim: usize = shape.iter().product();
         if shape.is_empty() || dim == 0 {
             return Err(DataError::Invalid {
@@ -93,17 +98,25 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    /// The features of example `index`; panics if `index >= len()`.
-    pub fn row(&self, index: usize) -> &[f32] {
-        &self.features[index * self.dim..(index + 1) * self.dim]
+    /// The features of example `index` as `f32`; panics if `index >= len()`.
+    pub fn row(&self, index: usize) -> std::borrow::Cow<'_, [f32]> {
+        self.features
+            .slice(index * self.dim, (index + 1) * self.dim)
     }
 
-    /// A new data set holding the given examples, in the given order; panics on an index `>= len()`.
+    /// Appends the features of example `index` to `out` as `f32`; panics if `index >= len()`.
+    pub fn extend_row(&self, index: usize, out: &mut Vec<f32>) {
+        self.features
+            .extend_f32(index * self.dim, (index + 1) * self.dim, out);
+    }
+
+    /// A new data set holding the given examples, in the given order, with features of the
+    /// same kind; panics on an index `>= len()`.
     pub fn subset(&self, indices: &[usize]) -> Dataset {
-        let mut features = Vec::with_capacity(indices.len() * self.dim);
+        let mut features = self.features.empty_like(indices.len() * self.dim);
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
-            features.extend_from_slice(self.row(i));
+            features.extend_from(&self.features, i * self.dim, (i + 1) * self.dim);
             labels.push(self.labels[i]);
         }
         Dataset {
@@ -136,10 +149,10 @@ impl Dataset {
             });
         }
         let total: usize = parts.iter().map(Dataset::len).sum();
-        let mut features = Vec::with_capacity(total * first.dim);
+        let mut features = first.features.empty_like(total * first.dim);
         let mut labels = Vec::with_capacity(total);
         for part in parts {
-            features.extend_from_slice(&part.features);
+            features.extend_from(&part.features, 0, part.features.len());
             labels.extend_from_slice(&part.labels);
         }
         Ok(Dataset {
@@ -502,7 +515,7 @@ mod tests {
         assert!(Dataset::new(vec![0.0; 5], vec![0, 1], vec![3], 2).is_err());
         let err = Dataset::new(vec![0.0; 4], vec![0, 5], vec![2], 2).unwrap_err();
         assert!(err.to_string().contains("at least 6"), "{err}");
-        assert!(Dataset::new(vec![], vec![], vec![0], 2).is_err());
+        assert!(Dataset::new(Vec::<f32>::new(), vec![], vec![0], 2).is_err());
         let ok = Dataset::new(vec![0.0; 8], vec![0, 1], vec![1, 2, 2], 2).unwrap();
         assert_eq!(ok.dim, 4);
     }
@@ -512,9 +525,9 @@ mod tests {
         let d = toy();
         assert_eq!(d.len(), 3);
         assert!(!d.is_empty());
-        assert_eq!(d.row(1), &[2.0, 3.0]);
+        assert_eq!(&*d.row(1), &[2.0, 3.0]);
         let s = d.subset(&[2, 0]);
-        assert_eq!(s.features, vec![4.0, 5.0, 0.0, 1.0]);
+        assert_eq!(s.features.to_f32(), vec![4.0, 5.0, 0.0, 1.0]);
         assert_eq!(s.labels, vec![1, 0]);
         assert_eq!(s.num_classes, 3);
         let c = Dataset::concat(&[d.clone(), s]).unwrap();

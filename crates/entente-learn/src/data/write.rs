@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::{DataError, Dataset};
+use super::{DataError, Dataset, Features};
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
     move |source| DataError::Io {
@@ -38,12 +38,15 @@ pub fn write_idx_train(dir: &Path, data: &Dataset) -> Result<(PathBuf, PathBuf),
     for word in [0x0803, count, rows32, cols32] {
         bytes.extend_from_slice(&u32::to_be_bytes(word));
     }
-    // Pixels were read as byte / 255; this gives the same bytes back.
-    bytes.extend(
-        data.features
-            .iter()
-            .map(|&x| (x.clamp(0.0, 1.0) * 255.0).round() as u8),
-    );
+    match &data.features {
+        Features::Pixels(pixels) => bytes.extend_from_slice(pixels),
+        // Values in [0, 1] as pixels are read (byte / 255): the nearest byte.
+        Features::Values(values) => bytes.extend(
+            values
+                .iter()
+                .map(|&x| (x.clamp(0.0, 1.0) * 255.0).round() as u8),
+        ),
+    }
     std::fs::write(&images, bytes).map_err(io_error(&images))?;
 
     let labels = dir.join("train-labels-idx1-ubyte");
@@ -68,7 +71,7 @@ pub fn write_csv(path: &Path, data: &Dataset) -> Result<(), DataError> {
     let mut out = std::io::BufWriter::new(file);
     for i in 0..data.len() {
         let mut line = String::new();
-        for x in data.row(i) {
+        for x in data.row(i).iter() {
             line.push_str(&x.to_string());
             line.push(',');
         }

@@ -51,7 +51,7 @@ pub(super) fn batch(
     let mut x = Vec::with_capacity(n * data.dim);
     let mut onehot = vec![0f32; n * classes];
     for (row, &i) in indices.iter().enumerate() {
-        x.extend_from_slice(data.row(i));
+        data.extend_row(i, &mut x);
         onehot[row * classes + data.labels[i] as usize] = 1.0;
     }
     (

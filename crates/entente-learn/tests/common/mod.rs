@@ -15,7 +15,7 @@ pub fn digits() -> &'static (Dataset, Dataset) {
     DATA.get_or_init(|| {
         let mut all = load_csv(Path::new(DIGITS), &CsvOptions::default()).unwrap();
         assert_eq!((all.len(), all.dim, all.num_classes), (1797, 64, 10));
-        for x in &mut all.features {
+        for x in all.features.values_mut() {
             *x /= 16.0;
         }
         let (test, train): (Vec<usize>, Vec<usize>) = (0..all.len()).partition(|i| i % 5 == 0);
