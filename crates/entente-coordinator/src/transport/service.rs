@@ -31,9 +31,13 @@ use crate::store::Store;
 /// Longest a poll may wait for a task.
 const MAX_POLL: Duration = Duration::from_secs(30);
 
-/// How often a waiting upload checks whether its turn has come, when it is next (further
-/// back, proportionally less often, up to 20 times this).
-const TURN_POLL: Duration = Duration::from_millis(5);
+/// Uploads taken in ahead of their turn: while the engine folds one update, the next ones
+/// already stream in, so the coordinator holds at most this many more updates than it folds.
+const TAKEN_AHEAD: usize = 2;
+
+/// How often an upload waiting for its turn checks that its node and the run are still there
+/// (its turn itself wakes it at once).
+const GONE_CHECK: Duration = Duration::from_millis(200);
 
 /// Parameter downloads in flight at once, whatever the number of nodes: enough to keep the
 /// network and the cores busy, few enough that per-transfer buffers stay small in total.
@@ -409,19 +413,20 @@ async fn receive(
                     global.num_values()
                 )));
             }
-            // Polled, not blocked on: a waiting upload holds no thread. The further back in
-            // the order, the less often it looks.
+            // Awaited, not blocked on: a waiting upload holds no thread, and the engine's move
+            // wakes it at once. The next few take their update in while the current one folds.
             if let Some(turn) = &task.turn {
+                let mut ready = std::pin::pin!(turn.within(TAKEN_AHEAD));
                 loop {
-                    let ahead = turn.ahead();
-                    if ahead == 0 {
-                        break;
-                    }
                     if replies.is_closed() || claim.hub.is_closed() {
                         return Ok(None);
                     }
-                    let pause = TURN_POLL * u32::try_from(ahead.min(20)).unwrap_or(20);
-                    tokio::time::sleep(pause).await;
+                    if tokio::time::timeout(GONE_CHECK, ready.as_mut())
+                        .await
+                        .is_ok()
+                    {
+                        break;
+                    }
                 }
             }
             if replies

@@ -23,7 +23,7 @@ use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, check_claims, validat
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
 pub use task::{DpSgd, LocalOptimizer, LocalTraining, TrainTask, dp_sgd_sampling};
-pub use turn::{FoldGate, Turn};
+pub use turn::{FoldGate, Turn, Within};
 
 /// Rules of every round.
 #[derive(Debug, Clone, PartialEq)]
