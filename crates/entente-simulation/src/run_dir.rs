@@ -2,7 +2,8 @@
 //!
 //! `manifest.toml` (as run), `split.json` (each site's training-set indices),
 //! `metrics.jsonl` and `metrics.csv` (one row per round), `model.safetensors` (final global
-//! model, PyTorch layout) and `summary.json`.
+//! model, PyTorch layout), `summary.json` and a TensorBoard event file of the rounds
+//! (`events.out.tfevents.*`: `tensorboard --logdir` on the folder, or on `runs/`, charts them).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -14,6 +15,7 @@ use entente_core::engine::RoundRecord;
 use entente_core::manifest::Manifest;
 use entente_core::metrics::EvalMetrics;
 use entente_learn::partition::save_split_json;
+use entente_report::tensorboard::{EventWriter, round_scalars};
 use serde::Serialize;
 
 use crate::baselines::Baselines;
@@ -77,6 +79,7 @@ impl RunDir {
         Ok(MetricsWriter {
             jsonl: open("metrics.jsonl")?,
             csv,
+            events: EventWriter::create(&self.path)?,
         })
     }
 
@@ -92,6 +95,7 @@ impl RunDir {
 pub struct MetricsWriter {
     jsonl: BufWriter<File>,
     csv: BufWriter<File>,
+    events: EventWriter,
 }
 
 impl MetricsWriter {
@@ -117,6 +121,7 @@ impl MetricsWriter {
         )?;
         self.jsonl.flush()?;
         self.csv.flush()?;
+        self.events.scalars(u64::from(r.round), &round_scalars(r))?;
         Ok(())
     }
 }

@@ -201,6 +201,81 @@ fn the_embedded_default_runs_and_writes_a_complete_run_folder() {
     assert!(model.as_flat().iter().all(|v| v.is_finite()));
 }
 
+/// Reads a run folder's TensorBoard event file with the `tensorboard` package's own reader and
+/// prints `{tag: [[step, value], ...]}`.
+const READ_EVENTS: &str = r#"
+import json, sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1])
+acc.Reload()
+print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
+"#;
+
+#[test]
+fn tensorboard_reads_the_rounds_of_a_run_folder() {
+    let probe = Command::new("python3")
+        .args(["-c", "import tensorboard"])
+        .output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        // CI installs it (.ci/run), so there a missing package is a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "python3 lacks tensorboard under CI"
+        );
+        println!("note: skipping the TensorBoard check (pip install tensorboard to run it)");
+        return;
+    }
+    let tmp = Scratch::new("tensorboard");
+    let out = tmp.join("run");
+    simulate_ok(tmp.path(), &out, &["--rounds", "3"]);
+    let read = Command::new("python3")
+        .args(["-c", READ_EVENTS, out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let scalars: Value = serde_json::from_slice(&read.stdout).unwrap();
+
+    let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let rounds: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let series = |tag: &str| -> Vec<(u64, f64)> {
+        scalars[tag]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {tag} in {scalars}"))
+            .iter()
+            .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+            .collect()
+    };
+    // The values TensorBoard shows are the rounds' (as f32), one per round, at its number.
+    for (tag, field) in [
+        ("test/accuracy", &["test", "accuracy"][..]),
+        ("test/loss", &["test", "loss"]),
+        ("federated/accuracy", &["federated", "accuracy"]),
+        ("train/loss", &["train_loss"]),
+        ("round/seconds", &["seconds"]),
+    ] {
+        let got = series(tag);
+        assert_eq!(got.len(), 3, "{tag}: {got:?}");
+        for ((step, value), r) in got.iter().zip(&rounds) {
+            let want = field.iter().fold(r, |v, k| &v[*k]).as_f64().unwrap();
+            assert_eq!(*step, r["round"].as_u64().unwrap());
+            assert_eq!(*value as f32, want as f32, "{tag} round {step}");
+        }
+    }
+    let site = series("site/hospital-north/examples");
+    assert_eq!(site.len(), 3);
+    assert_eq!(
+        site[0].1,
+        rounds[0]["accepted_examples"][0].as_f64().unwrap()
+    );
+}
+
 #[test]
 fn baselines_add_centralized_and_local_only_accuracies() {
     let tmp = Scratch::new("baselines");
