@@ -1,4 +1,24 @@
-//! What a run looks like to people and to the tools they already use: TensorBoard event files
-//! of its rounds ([`tensorboard`]).
+//! What a run looks like to people and to the tools they already use: a self-contained HTML
+//! report of a simulation's run folder ([`html`], charts in [`svg`], the folder read by
+//! [`run`]) and TensorBoard event files of its rounds ([`tensorboard`]).
 
+pub mod html;
+pub mod run;
+pub mod svg;
 pub mod tensorboard;
+
+use std::path::{Path, PathBuf};
+
+pub use run::{ReportError, RunRecord};
+
+/// Reads the run folder `folder` and writes its report to `out` (default
+/// `folder/report.html`); returns the file written.
+pub fn write_report(folder: &Path, out: Option<&Path>) -> Result<PathBuf, ReportError> {
+    let run = RunRecord::read(folder)?;
+    let path = out.map_or_else(|| folder.join("report.html"), Path::to_path_buf);
+    std::fs::write(&path, html::render(&run)).map_err(|source| ReportError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(path)
+}

@@ -4,6 +4,7 @@ mod audit;
 mod join;
 mod keys;
 mod privacy;
+mod report;
 mod serve;
 mod simulate;
 mod split;
@@ -43,6 +44,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Show each site's privacy budget: spent and remaining epsilon, from the sites' ledgers.
     Privacy(privacy::PrivacyArgs),
+    /// Write a self-contained HTML report of a simulation's run folder, with charts.
+    Report(report::ReportArgs),
 }
 
 /// Lets the process end quietly when its output is closed early (`entente ... | head`), as
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Join(args) => join::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Audit(args) => audit::run(args),
+        Command::Report(args) => report::run(args),
         Command::Privacy(args) => privacy::run(args),
     };
     match result {

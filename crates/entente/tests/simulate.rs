@@ -276,6 +276,74 @@ fn tensorboard_reads_the_rounds_of_a_run_folder() {
     );
 }
 
+/// Headless Chromium as the probe of this machine kind starts it (root, closed network).
+fn chromium(args: &[&str], profile: &Path) -> Option<Output> {
+    let mut all = vec![
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let profile = format!("--user-data-dir={}", profile.display());
+    all.push(&profile);
+    all.extend_from_slice(args);
+    Command::new("chromium").args(&all).output().ok()
+}
+
+#[test]
+fn the_report_renders_in_a_browser() {
+    let tmp = Scratch::new("report");
+    let out = tmp.join("run");
+    simulate_ok(tmp.path(), &out, &["--rounds", "3", "--baselines"]);
+    let report = entente(tmp.path(), &["report", out.to_str().unwrap()]);
+    assert!(report.status.success(), "{}", stderr(&report));
+    let page = out.join("report.html");
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("http"), "the report refers to a URL");
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "accuracy, loss, sites, participation"
+    );
+
+    let url = format!("file://{}", page.display());
+    let Some(dom) = chromium(&["--dump-dom", &url], &tmp.join("profile-dom")) else {
+        // CI installs Debian's chromium (.ci/run), so there a missing browser is a failure.
+        assert!(std::env::var_os("CI").is_none(), "no chromium under CI");
+        println!("note: skipping the browser check (apt-get install chromium to run it)");
+        return;
+    };
+    assert!(dom.status.success(), "chromium failed: {}", stderr(&dom));
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for site in [
+        "hospital-north",
+        "hospital-south",
+        "clinic-east",
+        "clinic-west",
+        "research-lab",
+    ] {
+        assert!(dom.contains(site), "{site} is not on the rendered page");
+    }
+    assert!(dom.contains("<polyline"), "no chart line was rendered");
+    let png = tmp.join("report.png");
+    let shot = format!("--screenshot={}", png.display());
+    chromium(
+        &["--window-size=1024,2000", &shot, &url],
+        &tmp.join("profile-png"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&png).expect("chromium wrote no screenshot");
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "{} bytes",
+        bytes.len()
+    );
+}
+
 #[test]
 fn baselines_add_centralized_and_local_only_accuracies() {
     let tmp = Scratch::new("baselines");
