@@ -22,7 +22,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// client, or `None` for entente's own trainer on that site's `[[sites]] data`. Returns the
 /// run as JSON text: `{"run_dir": ..., "summary": {...}}` (the Python wrapper parses it).
 #[pyfunction]
-#[pyo3(signature = (manifest, client_fn, *, out=None, rounds=None, quiet=false, eval_data=None, threads=None))]
+#[pyo3(signature = (manifest, client_fn, *, out=None, rounds=None, quiet=false, eval_data=None, threads=None, mlflow=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
     py: Python<'_>,
@@ -33,6 +33,7 @@ pub fn simulate(
     quiet: bool,
     eval_data: Option<PathBuf>,
     threads: Option<usize>,
+    mlflow: Option<String>,
 ) -> PyResult<String> {
     let mut manifest =
         Manifest::load(&manifest).map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -62,6 +63,7 @@ pub fn simulate(
         quiet,
         eval_data,
         threads,
+        mlflow,
     };
     let flag = Arc::clone(&interrupted);
     let outcome = interruptible(

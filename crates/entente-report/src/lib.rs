@@ -1,8 +1,10 @@
 //! What a run looks like to people and to the tools they already use: a self-contained HTML
 //! report of a simulation's run folder ([`html`], charts in [`svg`], the folder read by
-//! [`run`]) and TensorBoard event files of its rounds ([`tensorboard`]).
+//! [`run`]), TensorBoard event files of its rounds ([`tensorboard`]) and runs on an MLflow
+//! tracking server ([`mlflow`]).
 
 pub mod html;
+pub mod mlflow;
 pub mod run;
 pub mod svg;
 pub mod tensorboard;

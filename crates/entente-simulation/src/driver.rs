@@ -21,6 +21,7 @@ use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
 use entente_privacy::dp;
 use entente_privacy::dp::client::DpFedAvg;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
+use entente_report::mlflow::{self, MlflowRun};
 use rayon::prelude::*;
 
 use crate::baselines;
@@ -62,6 +63,10 @@ pub struct Options {
     /// With [`Trainers::Own`]: the coordinator's held-out test set (IDX folder: its t10k
     /// files; CSV: the whole table), evaluated each round when entente can run the model.
     pub eval_data: Option<PathBuf>,
+    /// An MLflow tracking server (`http://HOST:PORT`) that receives the manifest as
+    /// parameters, each round's figures as metrics and the final model as an artifact, in
+    /// experiment `federation.name` under the run folder's name.
+    pub mlflow: Option<String>,
 }
 
 /// What a finished simulation leaves.
@@ -324,7 +329,11 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         engine = engine
             .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
     }
-    let mut observer = progress.observer(&out);
+    let tracking = match &options.mlflow {
+        Some(uri) => Some(start_tracking(uri, manifest, out.path())?),
+        None => None,
+    };
+    let mut observer = progress.observer(&out, tracking);
     let stopped = match options.threads {
         None => engine.run(&mut observer).err(),
         Some(n) => rayon::ThreadPoolBuilder::new()
@@ -334,12 +343,15 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             .install(|| engine.run(&mut observer))
             .err(),
     };
-    let records = observer.finish()?;
+    let (records, tracking) = observer.finish()?;
     let fed_seconds = started.elapsed().as_secs_f64();
     let model = engine.global().clone();
     model
         .save(&out.path().join("model.safetensors"))
         .context("could not write the final model")?;
+    if let Some(run) = tracking {
+        finish_tracking(run, out.path(), stopped.is_none());
+    }
     if let Some(reason) = stopped {
         let summary = Summary::new(
             manifest,
@@ -415,6 +427,38 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         summary,
         model,
     })
+}
+
+/// Opens the run's MLflow run before round 1, so that a wrong address fails before any
+/// training.
+fn start_tracking(uri: &str, manifest: &Manifest, dir: &Path) -> Result<MlflowRun> {
+    let name = dir.file_name().map_or_else(
+        || manifest.name.clone(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut params = mlflow::manifest_params(&manifest.source);
+    // The rounds actually run (a command-line override replaces the manifest's).
+    params.retain(|(k, _)| k != "training.rounds");
+    params.push(("training.rounds".to_string(), manifest.rounds.to_string()));
+    let run = MlflowRun::start(uri, &manifest.name, &name, &params)
+        .with_context(|| format!("--mlflow {uri}: could not open a run"))?;
+    println!(
+        "mlflow: run {} in experiment `{}` at {uri}",
+        run.run_id(),
+        manifest.name
+    );
+    Ok(run)
+}
+
+/// Uploads the final model and marks the MLflow run finished; a failure is reported, not
+/// raised: the run folder holds everything.
+fn finish_tracking(run: MlflowRun, dir: &Path, ok: bool) {
+    let result = run
+        .log_artifact(&dir.join("model.safetensors"), "model.safetensors")
+        .and_then(|()| run.finish(ok));
+    if let Err(e) = result {
+        eprintln!("warning: MLflow did not get the whole run: {e}");
+    }
 }
 
 /// The aggregation rule: the manifest's strategy, or DP-FedAvg under central client-level DP.

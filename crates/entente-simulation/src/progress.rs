@@ -8,6 +8,8 @@ use entente_core::engine::{Envelope, RoundObserver, RoundRecord, Site, SiteError
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
+use entente_report::mlflow::MlflowRun;
+use entente_report::tensorboard::round_scalars;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::run_dir::{MetricsWriter, RunDir};
@@ -68,10 +70,16 @@ impl Progress {
     }
 
     /// The observer that prints round lines and writes metrics to `dir`.
-    pub fn observer<'a>(&'a self, dir: &'a RunDir) -> RoundPrinter<'a> {
+    /// With `tracking`, each round's figures also go to that MLflow run.
+    pub fn observer<'a>(
+        &'a self,
+        dir: &'a RunDir,
+        tracking: Option<MlflowRun>,
+    ) -> RoundPrinter<'a> {
         RoundPrinter {
             progress: self,
             metrics: dir.metrics_writer(),
+            tracking,
             header_printed: false,
             records: Vec::new(),
         }
@@ -109,16 +117,17 @@ impl Site for CountingSite {
 pub struct RoundPrinter<'a> {
     progress: &'a Progress,
     metrics: Result<MetricsWriter>,
+    tracking: Option<MlflowRun>,
     header_printed: bool,
     records: Vec<RoundRecord>,
 }
 
 impl RoundPrinter<'_> {
-    /// Clears the bar and returns the finished rounds, or the first error met while writing
-    /// metrics.
-    pub fn finish(self) -> Result<Vec<RoundRecord>> {
+    /// Clears the bar and returns the finished rounds and the MLflow run (unless logging to
+    /// it failed), or the first error met while writing metrics.
+    pub fn finish(self) -> Result<(Vec<RoundRecord>, Option<MlflowRun>)> {
         self.progress.clear();
-        self.metrics.map(|_| self.records)
+        self.metrics.map(|_| (self.records, self.tracking))
     }
 }
 
@@ -174,6 +183,15 @@ impl RoundObserver for RoundPrinter<'_> {
             && let Err(e) = writer.append(r)
         {
             self.metrics = Err(e);
+        }
+        // The run folder holds every figure; a tracking server that fails loses the rest of
+        // the run's figures, never the run.
+        if let Some(run) = &self.tracking
+            && let Err(e) = run.log_metrics(u64::from(r.round), &round_scalars(r))
+        {
+            self.progress
+                .println(&format!("warning: no more rounds go to MLflow: {e}"));
+            self.tracking = None;
         }
         self.records.push(r.clone());
     }

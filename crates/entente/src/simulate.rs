@@ -34,6 +34,10 @@ pub struct SimulateArgs {
     /// No progress bars.
     #[arg(long, short)]
     quiet: bool,
+    /// Also log the run to this MLflow tracking server (http://HOST:PORT): the manifest as
+    /// parameters, each round's figures, the final model as an artifact.
+    #[arg(long, value_name = "URI")]
+    mlflow: Option<String>,
 }
 
 fn load_manifest(path: Option<&Path>) -> Result<Manifest> {
@@ -70,6 +74,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         quiet: args.quiet,
         eval_data: None,
         threads: None,
+        mlflow: args.mlflow,
     };
     entente_simulation::run(
         &manifest,

@@ -90,6 +90,35 @@ fn read_json(path: &Path) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Whether an optional real part a test needs is here; under CI, where `.ci/run` installs
+/// every one, a missing part fails the test.
+fn available(present: bool, what: &str) -> bool {
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{what} is missing under CI"
+        );
+        println!("note: skipping a check: {what} is missing");
+    }
+    present
+}
+
+/// Runs the Python `script` with `args` and parses the JSON it prints.
+fn python_json(script: &str, args: &[&str]) -> Value {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("could not start python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the script printed no JSON")
+}
+
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -216,28 +245,14 @@ fn tensorboard_reads_the_rounds_of_a_run_folder() {
     let probe = Command::new("python3")
         .args(["-c", "import tensorboard"])
         .output();
-    if !matches!(&probe, Ok(o) if o.status.success()) {
-        // CI installs it (.ci/run), so there a missing package is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "python3 lacks tensorboard under CI"
-        );
-        println!("note: skipping the TensorBoard check (pip install tensorboard to run it)");
+    let present = matches!(&probe, Ok(o) if o.status.success());
+    if !available(present, "python3's tensorboard package") {
         return;
     }
     let tmp = Scratch::new("tensorboard");
     let out = tmp.join("run");
     simulate_ok(tmp.path(), &out, &["--rounds", "3"]);
-    let read = Command::new("python3")
-        .args(["-c", READ_EVENTS, out.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        read.status.success(),
-        "{}",
-        String::from_utf8_lossy(&read.stderr)
-    );
-    let scalars: Value = serde_json::from_slice(&read.stdout).unwrap();
+    let scalars = python_json(READ_EVENTS, &[out.to_str().unwrap()]);
 
     let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
     let rounds: Vec<Value> = jsonl
@@ -312,9 +327,7 @@ fn the_report_renders_in_a_browser() {
 
     let url = format!("file://{}", page.display());
     let Some(dom) = chromium(&["--dump-dom", &url], &tmp.join("profile-dom")) else {
-        // CI installs Debian's chromium (.ci/run), so there a missing browser is a failure.
-        assert!(std::env::var_os("CI").is_none(), "no chromium under CI");
-        println!("note: skipping the browser check (apt-get install chromium to run it)");
+        available(false, "Debian's chromium");
         return;
     };
     assert!(dom.status.success(), "chromium failed: {}", stderr(&dom));
@@ -341,6 +354,91 @@ fn the_report_renders_in_a_browser() {
         bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
         "{} bytes",
         bytes.len()
+    );
+}
+
+/// Reads back, with MLflow's own client, the run `simulate --mlflow` logged: its status, the
+/// rounds parameter, the test-accuracy history and the artifacts.
+const READ_MLFLOW: &str = r#"
+import json, sys
+from mlflow import MlflowClient
+client = MlflowClient(sys.argv[1])
+exp = client.get_experiment_by_name(sys.argv[2])
+runs = client.search_runs([exp.experiment_id], filter_string=f"attributes.run_name = '{sys.argv[3]}'")
+run = runs[0]
+history = client.get_metric_history(run.info.run_id, "test/accuracy")
+print(json.dumps({
+    "status": run.info.status,
+    "rounds": run.data.params.get("training.rounds"),
+    "test_accuracy": [[m.step, m.value] for m in sorted(history, key=lambda m: m.step)],
+    "artifacts": [a.path for a in client.list_artifacts(run.info.run_id)],
+}))
+"#;
+
+#[test]
+fn a_run_logged_to_mlflow_reads_back_with_mlflows_client() {
+    // .ci/run starts `mlflow server` and sets the variable.
+    let Ok(url) = std::env::var("ENTENTE_TEST_MLFLOW_URL") else {
+        available(false, "an MLflow server (ENTENTE_TEST_MLFLOW_URL)");
+        return;
+    };
+    let tmp = Scratch::new("mlflow");
+    let name = format!("mlflow-{}", std::process::id());
+    let out = tmp.join(&name);
+    simulate_ok(tmp.path(), &out, &["--rounds", "3", "--mlflow", &url]);
+    let logged = python_json(READ_MLFLOW, &[&url, "digits-demo", &name]);
+    assert_eq!(logged["status"], "FINISHED", "{logged}");
+    assert_eq!(logged["rounds"], "3", "the override is what ran");
+    assert_eq!(
+        logged["artifacts"],
+        serde_json::json!(["model.safetensors"])
+    );
+    let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let want: Vec<(u64, f64)> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|r| {
+            (
+                r["round"].as_u64().unwrap(),
+                r["test"]["accuracy"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let got: Vec<(u64, f64)> = logged["test_accuracy"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_u64().unwrap(), p[1].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn an_unreachable_mlflow_server_fails_before_round_one() {
+    let tmp = Scratch::new("mlflow-down");
+    let out = tmp.join("run");
+    let output = entente(
+        tmp.path(),
+        &[
+            "simulate",
+            "--mlflow",
+            "http://127.0.0.1:9",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ],
+    );
+    assert!(!output.status.success());
+    let err = stderr(&output);
+    assert!(
+        err.contains("127.0.0.1:9") && err.contains("mlflow server"),
+        "{err}"
+    );
+    assert!(
+        !out.join("metrics.jsonl").exists()
+            || std::fs::read_to_string(out.join("metrics.jsonl"))
+                .unwrap()
+                .is_empty()
     );
 }
 

@@ -107,6 +107,7 @@ def simulate(
     eval_data: StrPath | None = None,
     processes: int | None = None,
     start_method: str | None = None,
+    mlflow: str | None = None,
 ) -> SimulationResult:
     """Runs the manifest's federation in this process, one client per site.
 
@@ -116,7 +117,9 @@ def simulate(
     secure aggregation and client-level DP, as in a deployment; the progress bar, the round
     lines and the run folder (``out``, default ``runs/NAME-TIME``) are those of
     ``entente simulate``. ``eval_data`` (an IDX folder or CSV file) is the coordinator's
-    held-out test set, evaluated each round when entente can run the model itself.
+    held-out test set, evaluated each round when entente can run the model itself. ``mlflow``
+    (``http://HOST:PORT``) also logs the run to that MLflow tracking server, as
+    ``entente simulate --mlflow`` does.
 
     Clients run in this process by default, where the interpreter lock lets one Python call
     run at a time. ``processes=N`` runs them in N worker processes instead, so that N sites
@@ -130,12 +133,12 @@ def simulate(
     order.
     """
     if processes is None:
-        return _simulate(manifest, client_fn, out, rounds, quiet, eval_data, None)
+        return _simulate(manifest, client_fn, out, rounds, quiet, eval_data, None, mlflow)
     pool = Pool(client_fn, _native.manifest_sites(str(manifest)), processes, start_method)
     try:
         # One engine thread per site: each waits on its worker, so all are in flight at once.
         threads = len(pool.clients)
-        return _simulate(manifest, pool.client, out, rounds, quiet, eval_data, threads)
+        return _simulate(manifest, pool.client, out, rounds, quiet, eval_data, threads, mlflow)
     finally:
         pool.close()
 
@@ -148,6 +151,7 @@ def _simulate(
     quiet: bool,
     eval_data: StrPath | None,
     threads: int | None,
+    mlflow: str | None,
 ) -> SimulationResult:
     report = json.loads(
         _native.simulate(
@@ -158,6 +162,7 @@ def _simulate(
             quiet=quiet,
             eval_data=None if eval_data is None else str(eval_data),
             threads=threads,
+            mlflow=mlflow,
         )
     )
     return SimulationResult(run_dir=Path(report["run_dir"]), summary=report["summary"])

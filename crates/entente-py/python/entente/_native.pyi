@@ -30,6 +30,7 @@ def simulate(
     quiet: bool = False,
     eval_data: str | None = None,
     threads: int | None = None,
+    mlflow: str | None = None,
 ) -> str: ...
 def manifest_sites(manifest: str) -> list[str]: ...
 def save_params(
