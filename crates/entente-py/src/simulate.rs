@@ -64,6 +64,8 @@ pub fn simulate(
         eval_data,
         threads,
         mlflow,
+        http: None,
+        http_token: None,
     };
     let flag = Arc::clone(&interrupted);
     let outcome = interruptible(

@@ -13,6 +13,7 @@ use entente_core::manifest::{DataFormat, Manifest};
 use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
+use entente_dashboard::{Board, RunState};
 use entente_learn::data::Dataset;
 use entente_learn::model::ModelSpec;
 use entente_learn::simulation::{self, CentralTest};
@@ -67,6 +68,10 @@ pub struct Options {
     /// parameters, each round's figures as metrics and the final model as an artifact, in
     /// experiment `federation.name` under the run folder's name.
     pub mlflow: Option<String>,
+    /// Serve the live dashboard here while the run goes on (loopback unless `http_token`).
+    pub http: Option<std::net::SocketAddr>,
+    /// The dashboard's bearer token.
+    pub http_token: Option<String>,
 }
 
 /// What a finished simulation leaves.
@@ -333,7 +338,11 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         Some(uri) => Some(start_tracking(uri, manifest, out.path())?),
         None => None,
     };
-    let mut observer = progress.observer(&out, tracking);
+    let board = match options.http {
+        Some(addr) => Some(start_dashboard(manifest, addr, options.http_token.clone())?),
+        None => None,
+    };
+    let mut observer = progress.observer(&out, tracking, board.clone());
     let stopped = match options.threads {
         None => engine.run(&mut observer).err(),
         Some(n) => rayon::ThreadPoolBuilder::new()
@@ -351,6 +360,14 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         .context("could not write the final model")?;
     if let Some(run) = tracking {
         finish_tracking(run, out.path(), stopped.is_none());
+    }
+    if let Some(board) = &board {
+        board.set_state(match &stopped {
+            Some(reason) => RunState::Stopped {
+                reason: reason.to_string(),
+            },
+            None => RunState::Finished,
+        });
     }
     if let Some(reason) = stopped {
         let summary = Summary::new(
@@ -427,6 +444,38 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         summary,
         model,
     })
+}
+
+/// Serves the dashboard of this run on its own thread (it ends with the process), and says
+/// where.
+fn start_dashboard(
+    manifest: &Manifest,
+    addr: std::net::SocketAddr,
+    token: Option<String>,
+) -> Result<Board> {
+    let board = Board::new(
+        &manifest.name,
+        &manifest.agreement_digest(),
+        manifest.rounds,
+        &manifest.sites,
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the dashboard's runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(addr))
+        .with_context(|| format!("--http {addr}: could not listen there"))?;
+    entente_dashboard::check_exposure(&listener, token.as_deref())?;
+    let url = listener.local_addr().map_or(addr, |a| a);
+    let shown = board.clone();
+    std::thread::Builder::new()
+        .name("dashboard".into())
+        .spawn(move || runtime.block_on(entente_dashboard::serve(listener, shown, token)))
+        .context("could not start the dashboard's thread")?;
+    board.set_state(RunState::Running);
+    println!("dashboard: http://{url}/");
+    Ok(board)
 }
 
 /// Opens the run's MLflow run before round 1, so that a wrong address fails before any

@@ -8,6 +8,7 @@ use entente_core::engine::{Envelope, RoundObserver, RoundRecord, Site, SiteError
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
+use entente_dashboard::Board;
 use entente_report::mlflow::MlflowRun;
 use entente_report::tensorboard::round_scalars;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -70,16 +71,19 @@ impl Progress {
     }
 
     /// The observer that prints round lines and writes metrics to `dir`.
-    /// With `tracking`, each round's figures also go to that MLflow run.
+    /// With `tracking`, each round's figures also go to that MLflow run, and with `board` to
+    /// that dashboard.
     pub fn observer<'a>(
         &'a self,
         dir: &'a RunDir,
         tracking: Option<MlflowRun>,
+        board: Option<Board>,
     ) -> RoundPrinter<'a> {
         RoundPrinter {
             progress: self,
             metrics: dir.metrics_writer(),
             tracking,
+            board,
             header_printed: false,
             records: Vec::new(),
         }
@@ -118,6 +122,7 @@ pub struct RoundPrinter<'a> {
     progress: &'a Progress,
     metrics: Result<MetricsWriter>,
     tracking: Option<MlflowRun>,
+    board: Option<Board>,
     header_printed: bool,
     records: Vec<RoundRecord>,
 }
@@ -183,6 +188,9 @@ impl RoundObserver for RoundPrinter<'_> {
             && let Err(e) = writer.append(r)
         {
             self.metrics = Err(e);
+        }
+        if let Some(board) = &self.board {
+            board.round_finished(r);
         }
         // The run folder holds every figure; a tracking server that fails loses the rest of
         // the run's figures, never the run.

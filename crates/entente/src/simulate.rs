@@ -38,6 +38,12 @@ pub struct SimulateArgs {
     /// parameters, each round's figures, the final model as an artifact.
     #[arg(long, value_name = "URI")]
     mlflow: Option<String>,
+    /// Serve a live dashboard of the run here (for example 127.0.0.1:8080) while it goes on.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
+    /// Bearer token the dashboard requires; needed when --http is not a loopback address.
+    #[arg(long, value_name = "TOKEN")]
+    http_token: Option<String>,
 }
 
 fn load_manifest(path: Option<&Path>) -> Result<Manifest> {
@@ -75,6 +81,8 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         eval_data: None,
         threads: None,
         mlflow: args.mlflow,
+        http: args.http,
+        http_token: args.http_token,
     };
     entente_simulation::run(
         &manifest,

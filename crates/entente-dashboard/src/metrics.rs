@@ -1,0 +1,73 @@
+//! The Prometheus text exposition of a board (`/metrics`).
+
+use std::fmt::Write;
+
+use crate::board::Snapshot;
+
+/// The board's figures in Prometheus' text format.
+pub fn render(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, f64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in lines {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: f64| vec![(String::new(), v)];
+    metric(
+        "entente_rounds_completed_total",
+        "counter",
+        "Rounds completed.",
+        &one(s.counters.rounds_completed as f64),
+    );
+    metric(
+        "entente_round_duration_seconds",
+        "gauge",
+        "Wall time of the last completed round.",
+        &one(s.rounds.last().map_or(0.0, |r| r.seconds)),
+    );
+    metric(
+        "entente_connected_sites",
+        "gauge",
+        "Sites connected now.",
+        &one(s.sites.values().filter(|v| v.connected).count() as f64),
+    );
+    metric(
+        "entente_refused_handshakes_total",
+        "counter",
+        "Connections refused during the TLS handshake.",
+        &one(s.counters.refused_handshakes as f64),
+    );
+    let excluded: Vec<(String, f64)> = s
+        .counters
+        .excluded_by_reason
+        .iter()
+        .map(|(reason, n)| (format!("{{reason=\"{}\"}}", label(reason)), *n as f64))
+        .collect();
+    metric(
+        "entente_excluded_updates_total",
+        "counter",
+        "Updates left out of a round, by the first words of the reason.",
+        &excluded,
+    );
+    metric(
+        "entente_bytes_received_total",
+        "counter",
+        "Bytes received from nodes.",
+        &one(s.counters.bytes_in as f64),
+    );
+    metric(
+        "entente_bytes_sent_total",
+        "counter",
+        "Bytes sent to nodes.",
+        &one(s.counters.bytes_out as f64),
+    );
+    out
+}
+
+/// A label value with Prometheus' escapes (backslash, double quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
