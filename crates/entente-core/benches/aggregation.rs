@@ -15,6 +15,9 @@
 //!
 //! Run with `cargo bench -p entente-core --bench aggregation`.
 
+// criterion_main! writes the bench's `main`, which carries no doc comment.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;

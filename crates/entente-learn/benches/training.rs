@@ -42,6 +42,9 @@
 //!
 //! Run with `cargo bench -p entente-learn --bench training`.
 
+// criterion_main! writes the bench's `main`, which carries no doc comment.
+#![allow(missing_docs)]
+
 use std::path::Path;
 use std::time::Duration;
 

@@ -226,7 +226,10 @@ fn main() {
         .unwrap()
         .agreement_digest();
     // SAFETY of set_var: single-threaded at this point (no runtime yet).
-    unsafe { std::env::set_var("FANIN_DIGEST", &digest) };
+    #[allow(unsafe_code)]
+    unsafe {
+        std::env::set_var("FANIN_DIGEST", &digest)
+    };
     let keys = KeyDir::new(dir.path().join("keys"));
     tls::init_ca(&keys, "fanin").unwrap();
     tls::issue_coordinator(&keys, &["127.0.0.1".to_string()], false).unwrap();

@@ -51,6 +51,7 @@ enum Command {
 /// Lets the process end quietly when its output is closed early (`entente ... | head`), as
 /// command-line tools do, instead of panicking on the next write to stdout.
 #[cfg(unix)]
+#[allow(unsafe_code)] // one of the binary's two documented unsafe calls
 fn restore_default_sigpipe() {
     // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid disposition.
     unsafe {

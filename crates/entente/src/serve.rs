@@ -219,6 +219,7 @@ impl Report for Printed {
 /// Keeps model-sized buffers out of glibc's heap: above 2 MiB an allocation gets its own
 /// mapping, returned to the system when freed. Otherwise glibc raises that threshold after the
 /// first large free, and every freed model copy stays resident in one of its arenas.
+#[allow(unsafe_code)] // one of the binary's two documented unsafe calls
 fn return_large_buffers_to_the_system() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes a tuning parameter of the allocator; called once, before
