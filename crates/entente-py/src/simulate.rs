@@ -66,6 +66,7 @@ pub fn simulate(
         mlflow,
         http: None,
         http_token: None,
+        target_accuracy: None,
     };
     let flag = Arc::clone(&interrupted);
     let outcome = interruptible(

@@ -72,6 +72,8 @@ pub struct Options {
     pub http: Option<std::net::SocketAddr>,
     /// The dashboard's bearer token.
     pub http_token: Option<String>,
+    /// Report the first round whose global model reaches this test accuracy (in `[0, 1]`).
+    pub target_accuracy: Option<f64>,
 }
 
 /// What a finished simulation leaves.
@@ -378,7 +380,8 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             None,
             fed_seconds,
             started,
-        );
+        )
+        .with_target(options.target_accuracy, &records);
         out.write_summary(&summary)?;
         println!(
             "\nthe federation stopped after {} completed rounds; their model and summary are in {}",
@@ -434,7 +437,8 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         baseline.as_ref(),
         fed_seconds,
         started,
-    );
+    )
+    .with_target(options.target_accuracy, &records);
     out.write_summary(&summary)?;
     summary.print();
     println!("\nrun folder: {}", out.path().display());

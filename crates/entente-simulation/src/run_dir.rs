@@ -160,6 +160,11 @@ pub struct Summary {
     pub centralized_accuracy: Option<f64>,
     /// Per site.
     pub sites: Vec<SiteSummary>,
+    /// The test accuracy `--target-accuracy` asked for.
+    pub target_accuracy: Option<f64>,
+    /// The first round whose global model reached `target_accuracy` on the global test set
+    /// (McMahan et al.'s rounds-to-accuracy), if one did.
+    pub rounds_to_target: Option<u32>,
     /// Seconds of the federated run (data loading included).
     pub federated_seconds: f64,
     /// Seconds of the whole command.
@@ -203,9 +208,23 @@ impl Summary {
                     }
                 })
                 .collect(),
+            target_accuracy: None,
+            rounds_to_target: None,
             federated_seconds,
             wall_seconds: started.elapsed().as_secs_f64(),
         }
+    }
+
+    /// Adds the first round of `records` whose test accuracy reached `target`.
+    pub fn with_target(mut self, target: Option<f64>, records: &[RoundRecord]) -> Self {
+        self.target_accuracy = target;
+        self.rounds_to_target = target.and_then(|a| {
+            records
+                .iter()
+                .find(|r| r.test.as_ref().is_some_and(|t| t.accuracy >= a))
+                .map(|r| r.round)
+        });
+        self
     }
 
     /// Prints the closing summary and, with baselines, the collaboration table.
@@ -219,6 +238,19 @@ impl Summary {
             pct(self.federated_site_accuracy),
             self.federated_seconds
         );
+        if let Some(target) = self.target_accuracy {
+            match self.rounds_to_target {
+                Some(round) => println!(
+                    "reached {} test accuracy in round {round}",
+                    pct(Some(target))
+                ),
+                None => println!(
+                    "did not reach {} test accuracy in {} rounds",
+                    pct(Some(target)),
+                    self.rounds
+                ),
+            }
+        }
         if self.centralized_accuracy.is_none() {
             return;
         }

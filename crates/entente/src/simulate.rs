@@ -44,6 +44,27 @@ pub struct SimulateArgs {
     /// Bearer token the dashboard requires; needed when --http is not a loopback address.
     #[arg(long, value_name = "TOKEN")]
     http_token: Option<String>,
+    /// Report the first round whose global model reaches this test accuracy (0.85 or 85%).
+    #[arg(long, value_name = "A", value_parser = parse_accuracy)]
+    target_accuracy: Option<f64>,
+}
+
+/// An accuracy as a share (`0.85`) or a percentage (`85%`), in [0, 1].
+fn parse_accuracy(text: &str) -> Result<f64, String> {
+    let (number, scale) = match text.strip_suffix('%') {
+        Some(n) => (n, 100.0),
+        None => (text, 1.0),
+    };
+    let value = number
+        .trim()
+        .parse::<f64>()
+        .map_err(|_| format!("`{text}` is not a number; write 0.85 or 85%"))?
+        / scale;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("`{text}` is outside 0 to 1 (0% to 100%)"))
+    }
 }
 
 fn load_manifest(path: Option<&Path>) -> Result<Manifest> {
@@ -83,6 +104,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
         mlflow: args.mlflow,
         http: args.http,
         http_token: args.http_token,
+        target_accuracy: args.target_accuracy,
     };
     entente_simulation::run(
         &manifest,

@@ -443,6 +443,35 @@ fn an_unreachable_mlflow_server_fails_before_round_one() {
 }
 
 #[test]
+fn target_accuracy_reports_the_first_round_that_reached_it() {
+    let tmp = Scratch::new("target");
+    let out = tmp.join("run");
+    let output = simulate_ok(tmp.path(), &out, &["--target-accuracy", "90%"]);
+    let summary = read_json(&out.join("summary.json"));
+    let jsonl = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first = jsonl
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["test"]["accuracy"].as_f64().unwrap() >= 0.9)
+        .map(|r| r["round"].clone())
+        .expect("the digits demo reaches 90%");
+    assert_eq!(summary["rounds_to_target"], first);
+    assert_eq!(summary["target_accuracy"], 0.9);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(&format!("reached 90.00% test accuracy in round {first}")),
+        "{stdout}"
+    );
+
+    // Out of range, or not a number: refused before anything runs.
+    for bad in ["101%", "1.5", "most"] {
+        let refused = entente(tmp.path(), &["simulate", "--target-accuracy", bad, "-q"]);
+        assert!(!refused.status.success(), "{bad} was accepted");
+        assert!(stderr(&refused).contains(bad), "{}", stderr(&refused));
+    }
+}
+
+#[test]
 fn baselines_add_centralized_and_local_only_accuracies() {
     let tmp = Scratch::new("baselines");
     let out = tmp.join("run");
