@@ -22,7 +22,7 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// client, or `None` for entente's own trainer on that site's `[[sites]] data`. Returns the
 /// run as JSON text: `{"run_dir": ..., "summary": {...}}` (the Python wrapper parses it).
 #[pyfunction]
-#[pyo3(signature = (manifest, client_fn, *, out=None, rounds=None, quiet=false, eval_data=None, threads=None, mlflow=None))]
+#[pyo3(signature = (manifest, client_fn, *, out=None, rounds=None, quiet=false, eval_data=None, threads=None, mlflow=None, target_accuracy=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
     py: Python<'_>,
@@ -34,7 +34,13 @@ pub fn simulate(
     eval_data: Option<PathBuf>,
     threads: Option<usize>,
     mlflow: Option<String>,
+    target_accuracy: Option<f64>,
 ) -> PyResult<String> {
+    if target_accuracy.is_some_and(|a| !(0.0..=1.0).contains(&a)) {
+        return Err(PyValueError::new_err(
+            "target_accuracy must be a share of the test set, from 0 to 1",
+        ));
+    }
     let mut manifest =
         Manifest::load(&manifest).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if let Some(r) = rounds {
@@ -66,7 +72,7 @@ pub fn simulate(
         mlflow,
         http: None,
         http_token: None,
-        target_accuracy: None,
+        target_accuracy,
     };
     let flag = Arc::clone(&interrupted);
     let outcome = interruptible(

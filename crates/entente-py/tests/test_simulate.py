@@ -445,3 +445,19 @@ def test_an_absurd_example_count_leaves_the_site_out(federation, tmp_path):
         (excluded,) = record["excluded"]
         assert excluded["site"] == "site-a"
         assert "num_examples" in excluded["reason"], excluded
+
+
+def test_target_accuracy_names_the_first_round_that_reached_it(federation, tmp_path):
+    manifest = federation(rounds=4)
+    result = entente.simulate(
+        manifest,
+        torch_clients(tmp_path),
+        out=tmp_path / "run",
+        quiet=True,
+        eval_data=tmp_path / "central.csv",
+        target_accuracy=0.5,
+    )
+    first = next(r["round"] for r in rounds_of(result) if r["test"]["accuracy"] >= 0.5)
+    assert result.summary["rounds_to_target"] == first
+    with pytest.raises(ValueError, match="target_accuracy"):
+        entente.simulate(manifest, torch_clients(tmp_path), quiet=True, target_accuracy=85)

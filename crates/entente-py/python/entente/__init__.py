@@ -108,6 +108,7 @@ def simulate(
     processes: int | None = None,
     start_method: str | None = None,
     mlflow: str | None = None,
+    target_accuracy: float | None = None,
 ) -> SimulationResult:
     """Runs the manifest's federation in this process, one client per site.
 
@@ -119,7 +120,8 @@ def simulate(
     ``entente simulate``. ``eval_data`` (an IDX folder or CSV file) is the coordinator's
     held-out test set, evaluated each round when entente can run the model itself. ``mlflow``
     (``http://HOST:PORT``) also logs the run to that MLflow tracking server, as
-    ``entente simulate --mlflow`` does.
+    ``entente simulate --mlflow`` does. ``target_accuracy`` (a share, such as ``0.85``) adds
+    the first round whose global model reached it to the summary (``rounds_to_target``).
 
     Clients run in this process by default, where the interpreter lock lets one Python call
     run at a time. ``processes=N`` runs them in N worker processes instead, so that N sites
@@ -133,12 +135,16 @@ def simulate(
     order.
     """
     if processes is None:
-        return _simulate(manifest, client_fn, out, rounds, quiet, eval_data, None, mlflow)
+        return _simulate(
+            manifest, client_fn, out, rounds, quiet, eval_data, None, mlflow, target_accuracy
+        )
     pool = Pool(client_fn, _native.manifest_sites(str(manifest)), processes, start_method)
     try:
         # One engine thread per site: each waits on its worker, so all are in flight at once.
         threads = len(pool.clients)
-        return _simulate(manifest, pool.client, out, rounds, quiet, eval_data, threads, mlflow)
+        return _simulate(
+            manifest, pool.client, out, rounds, quiet, eval_data, threads, mlflow, target_accuracy
+        )
     finally:
         pool.close()
 
@@ -152,6 +158,7 @@ def _simulate(
     eval_data: StrPath | None,
     threads: int | None,
     mlflow: str | None,
+    target_accuracy: float | None,
 ) -> SimulationResult:
     report = json.loads(
         _native.simulate(
@@ -163,6 +170,7 @@ def _simulate(
             eval_data=None if eval_data is None else str(eval_data),
             threads=threads,
             mlflow=mlflow,
+            target_accuracy=target_accuracy,
         )
     )
     return SimulationResult(run_dir=Path(report["run_dir"]), summary=report["summary"])

@@ -31,6 +31,7 @@ def simulate(
     eval_data: str | None = None,
     threads: int | None = None,
     mlflow: str | None = None,
+    target_accuracy: float | None = None,
 ) -> str: ...
 def manifest_sites(manifest: str) -> list[str]: ...
 def save_params(
