@@ -18,6 +18,7 @@ use entente_coordinator::{CoordinatorConfig, CoreBoundEvaluator, Report, RunStar
 use entente_core::engine::{Evaluator, RoundRecord};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
+use entente_dashboard::{Board, RunState};
 use entente_learn::simulation::{self, CentralTest};
 use entente_proto::tls::KeyDir;
 
@@ -51,6 +52,13 @@ pub struct ServeArgs {
     /// quorum, selection.min_sites, if it is there).
     #[arg(long, default_value_t = 300.0)]
     wait_secs: f64,
+    /// Serve a live dashboard of the run here (for example 127.0.0.1:8080): its state, the
+    /// rounds' charts, the sites, /api/state and Prometheus /metrics.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+    /// Bearer token the dashboard requires; needed when --http is not a loopback address.
+    #[arg(long, value_name = "TOKEN")]
+    http_token: Option<String>,
 }
 
 /// Runs `entente serve`.
@@ -106,11 +114,44 @@ async fn serve(args: ServeArgs, manifest: Manifest) -> Result<()> {
         wait_for_sites: Duration::from_secs_f64(args.wait_secs),
         manifest,
     };
+    let board = match args.http {
+        Some(addr) => Some(dashboard(&config.manifest, addr, args.http_token.clone()).await?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
-    entente_coordinator::run(config, listener, interrupted(), &mut Printed).await?;
+    let mut printed = Printed {
+        board: board.clone(),
+    };
+    let result = entente_coordinator::run(config, listener, interrupted(), &mut printed).await;
+    if let (Some(board), Err(e)) = (&board, &result) {
+        board.set_state(RunState::Stopped {
+            reason: e.to_string(),
+        });
+    }
+    result?;
     Ok(())
+}
+
+/// Starts the dashboard on `addr` (refused on a non-loopback address without a token).
+async fn dashboard(manifest: &Manifest, addr: SocketAddr, token: Option<String>) -> Result<Board> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("--http {addr}: could not listen there"))?;
+    entente_dashboard::check_exposure(&listener, token.as_deref())?;
+    let board = Board::new(
+        &manifest.name,
+        &manifest.agreement_digest(),
+        manifest.rounds,
+        &manifest.sites,
+    );
+    println!(
+        "dashboard: http://{}/",
+        listener.local_addr().unwrap_or(addr)
+    );
+    tokio::spawn(entente_dashboard::serve(listener, board.clone(), token));
+    Ok(board)
 }
 
 /// The round-1 model and, with `eval`, the evaluator of the coordinator's held-out test set.
@@ -166,11 +207,22 @@ async fn signal() {
     }
 }
 
-/// What `entente serve` prints as the run goes.
-struct Printed;
+/// What `entente serve` prints as the run goes, and shows on the dashboard if there is one.
+struct Printed {
+    board: Option<Board>,
+}
+
+impl Printed {
+    fn show(&self, update: impl FnOnce(&Board)) {
+        if let Some(board) = &self.board {
+            update(board);
+        }
+    }
+}
 
 impl Report for Printed {
     fn started(&mut self, run: &RunStart<'_>) {
+        self.show(|b| b.set_state(RunState::Waiting));
         println!(
             "entente serve: run {} of `{}`, {} sites, {} rounds, store {}",
             run.run, run.federation, run.sites, run.rounds, run.store
@@ -178,6 +230,7 @@ impl Report for Printed {
     }
 
     fn resumed(&mut self, run: &RunStart<'_>) {
+        self.show(|b| b.set_state(RunState::Waiting));
         println!(
             "entente serve: resuming run {} of `{}` after round {} of {}",
             run.run, run.federation, run.completed, run.rounds
@@ -193,6 +246,7 @@ impl Report for Printed {
     }
 
     fn round_finished(&mut self, record: &RoundRecord, rounds: u32) {
+        self.show(|b| b.round_finished(record));
         let test = record
             .test
             .as_ref()
@@ -212,6 +266,7 @@ impl Report for Printed {
     }
 
     fn finished(&mut self, run: i64, model: &Path) {
+        self.show(|b| b.set_state(RunState::Finished));
         println!("run {run} finished; final model {}", model.display());
     }
 }
