@@ -4,6 +4,7 @@
 pub mod aggregators;
 pub mod digest;
 pub mod engine;
+pub mod files;
 pub mod manifest;
 pub mod metrics;
 pub mod params;

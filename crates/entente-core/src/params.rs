@@ -13,6 +13,12 @@ use safetensors::tensor::{Dtype, SafeTensors, View};
 /// Safetensors metadata key under which entente records the tensor order.
 const ORDER_KEY: &str = "entente.order";
 
+/// Largest safetensors file read (16 GiB): four times the largest built-in model.
+pub const MAX_FILE_BYTES: u64 = 16 << 30;
+/// What [`MAX_FILE_BYTES`] bounds, for the error that refuses a larger file.
+pub(crate) const MODEL_FILE: &str =
+    "a model file (fixed: four times the largest built-in model, 2^30 parameters)";
+
 /// Errors raised while building, reading or writing parameter sets.
 #[derive(Debug, thiserror::Error)]
 pub enum ParamError {
@@ -52,6 +58,9 @@ pub enum ParamError {
     /// The bytes are not a valid safetensors file.
     #[error("not a valid safetensors file: {0}")]
     Safetensors(#[from] safetensors::SafeTensorError),
+    /// A file to read is not a regular file, or is larger than any model file.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
@@ -328,12 +337,9 @@ impl ParamSet {
         })
     }
 
-    /// Reads a safetensors file.
+    /// Reads a safetensors file of at most [`MAX_FILE_BYTES`].
     pub fn load(path: &Path) -> Result<Self, ParamError> {
-        let bytes = std::fs::read(path).map_err(|source| ParamError::Io {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let bytes = crate::files::read_bounded(path, MAX_FILE_BYTES, MODEL_FILE)?;
         Self::from_safetensors(&bytes)
     }
 }
@@ -420,5 +426,23 @@ mod tests {
     #[test]
     fn safetensors_rejects_garbage() {
         assert!(ParamSet::from_safetensors(b"not a file").is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_model_file_must_be_a_regular_file_of_bounded_size() {
+        let err = ParamSet::load(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("a character device"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let huge = dir.path().join("huge.safetensors");
+        std::fs::File::create(&huge)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let err = ParamSet::load(&huge).unwrap_err();
+        assert!(
+            err.to_string().contains("more than 17179869184 bytes"),
+            "{err}"
+        );
     }
 }

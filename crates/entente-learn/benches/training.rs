@@ -52,7 +52,7 @@ use criterion::{
     BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
 };
 use entente_core::engine::{DpSgd, LocalOptimizer, LocalTraining};
-use entente_learn::data::{Split, load_idx_dir};
+use entente_learn::data::{DataLimits, Split, load_idx_dir};
 use entente_learn::model::ModelSpec;
 use entente_learn::trainer::train;
 
@@ -65,7 +65,7 @@ const FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 fn bench_training(c: &mut Criterion) {
     let dir = Path::new(FASHION_MNIST);
-    let full = match load_idx_dir(dir, Split::Train) {
+    let full = match load_idx_dir(dir, Split::Train, &DataLimits::default()) {
         Ok(d) => d,
         Err(e) => {
             eprintln!(

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{self, CsvOptions, DataError, Dataset, LabelColumn, Split};
+use crate::data::{self, CsvOptions, DataError, DataLimits, Dataset, LabelColumn, Split};
 use crate::model::ModelSpec;
 use crate::partition::{self, Partition, PartitionError};
 use crate::site::LocalSite;
@@ -71,6 +71,17 @@ pub struct Federation {
     pub split: Vec<Vec<usize>>,
 }
 
+/// The bounds on every data file the manifest's `[data]` sets: `data.max_rows` examples, of
+/// the schema's size and classes when it states one.
+pub fn data_limits(manifest: &Manifest) -> DataLimits {
+    let schema = manifest.data.schema.as_ref();
+    DataLimits {
+        max_rows: manifest.data.max_rows,
+        features: schema.map(DataSchema::features),
+        classes: schema.map_or(DataLimits::default().classes, |s| s.classes),
+    }
+}
+
 /// The CSV reader's options from the manifest's `[data]`.
 pub(crate) fn csv_options(manifest: &Manifest) -> Result<CsvOptions, PrepareError> {
     let DataFormat::Csv {
@@ -99,11 +110,12 @@ pub(crate) fn csv_options(manifest: &Manifest) -> Result<CsvOptions, PrepareErro
 /// Reads the whole CSV table at `path` (or the embedded one) as the manifest describes it.
 pub(crate) fn read_csv(manifest: &Manifest, path: &Path) -> Result<Dataset, PrepareError> {
     let options = csv_options(manifest)?;
+    let limits = data_limits(manifest);
     Ok(
         match path.to_str().and_then(|p| p.strip_prefix("embedded:")) {
-            Some("uci-digits") => data::parse_csv_bytes(path, EMBEDDED_DIGITS, &options)?,
+            Some("uci-digits") => data::parse_csv_bytes(path, EMBEDDED_DIGITS, &options, &limits)?,
             Some(other) => return Err(PrepareError::UnknownEmbedded(format!("embedded:{other}"))),
-            None => data::load_csv(path, &options)?,
+            None => data::load_csv(path, &options, &limits)?,
         },
     )
 }
@@ -112,7 +124,7 @@ pub(crate) fn read_csv(manifest: &Manifest, path: &Path) -> Result<Dataset, Prep
 /// (IDX: the folder's `t10k-*` files; CSV: the whole table) and checked against its schema.
 pub fn load_test_set(manifest: &Manifest, path: &Path) -> Result<Dataset, PrepareError> {
     let mut test = match manifest.data.format {
-        DataFormat::Idx => data::load_idx_dir(path, Split::Test)?,
+        DataFormat::Idx => data::load_idx_dir(path, Split::Test, &data_limits(manifest))?,
         DataFormat::Csv { .. } => read_csv(manifest, path)?,
     };
     if let Some(schema) = &manifest.data.schema {
@@ -135,16 +147,27 @@ fn load(
     standardize_csv: bool,
 ) -> Result<(Dataset, Dataset), PrepareError> {
     match &manifest.data.format {
-        DataFormat::Idx => Ok((
-            data::load_idx_dir(path, Split::Train)?,
-            data::load_idx_dir(path, Split::Test)?,
-        )),
+        DataFormat::Idx => {
+            let limits = data_limits(manifest);
+            Ok((
+                data::load_idx_dir(path, Split::Train, &limits)?,
+                data::load_idx_dir(path, Split::Test, &limits)?,
+            ))
+        }
         DataFormat::Csv {
             standardize,
             test_fraction,
             ..
         } => {
             let table = read_csv(manifest, path)?;
+            if table.len() < 2 {
+                return Err(PrepareError::Mismatch(format!(
+                    "{}: holds {} row(s), but a simulation needs at least 2: one to train on and \
+                     one for the global test set (data.test_fraction)",
+                    path.display(),
+                    table.len()
+                )));
+            }
             // Hold out a seeded random test set.
             let mut order: Vec<usize> = (0..table.len()).collect();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
@@ -320,7 +343,7 @@ pub fn prepare_central(
     match manifest.data.format {
         DataFormat::Idx => {
             let path = data_override.unwrap_or(&manifest.data.path);
-            let mut test = data::load_idx_dir(path, Split::Test)?;
+            let mut test = data::load_idx_dir(path, Split::Test, &data_limits(manifest))?;
             if let Some(schema) = &manifest.data.schema {
                 fit_schema(&mut test, schema, path)?;
             }

@@ -42,7 +42,9 @@ pub fn load(
         ));
     };
     let mut all = match &manifest.data.format {
-        DataFormat::Idx => data::load_idx_dir(&path, Split::Train)?,
+        DataFormat::Idx => {
+            data::load_idx_dir(&path, Split::Train, &simulation::data_limits(manifest))?
+        }
         DataFormat::Csv { .. } => simulation::read_csv(manifest, &path)?,
     };
     fit_schema(&mut all, schema, &path)?;

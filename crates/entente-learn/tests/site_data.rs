@@ -94,7 +94,10 @@ fn labels_beyond_the_declared_classes_are_refused() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("label 7"), "{err}");
-    assert!(err.contains("data.classes is 3"), "{err}");
+    assert!(
+        err.contains("not below 3, the manifest's data.classes"),
+        "{err}"
+    );
 }
 
 #[test]

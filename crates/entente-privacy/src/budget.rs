@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use entente_core::engine::{Envelope, Site, SiteError, TrainTask, dp_sgd_sampling};
+use entente_core::files::read_bounded;
 use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -18,6 +19,9 @@ use entente_core::update::SiteUpdate;
 use serde::{Deserialize, Serialize};
 
 use crate::dp::rdp::Accountant;
+
+/// Largest ledger file read (256 MiB).
+pub const MAX_LEDGER_BYTES: u64 = 256 << 20;
 
 /// Reading or writing a ledger failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +34,9 @@ pub enum LedgerError {
         /// Cause.
         source: std::io::Error,
     },
+    /// The file is not a regular file, or is larger than any ledger.
+    #[error("privacy ledger: {0}")]
+    File(#[from] entente_core::files::FileError),
     /// The file is not a valid ledger.
     #[error(
         "privacy ledger {path} is damaged: {reason}; restore it from a backup (deleting it would forget spent budget)"
@@ -147,15 +154,21 @@ impl Ledger {
         Ok(())
     }
 
-    /// Reads an existing ledger file.
+    /// Reads an existing ledger file of at most [`MAX_LEDGER_BYTES`].
     pub fn load(path: &Path) -> Result<Self, LedgerError> {
-        let shown = path.display().to_string();
-        let text = fs::read_to_string(path).map_err(|source| LedgerError::Io {
-            path: shown.clone(),
-            source,
-        })?;
-        let file: LedgerFile = serde_json::from_str(&text).map_err(|e| LedgerError::Damaged {
-            path: shown,
+        let bytes = read_bounded(
+            path,
+            MAX_LEDGER_BYTES,
+            "a privacy ledger (fixed: a million charges take about 200 MB)",
+        )?;
+        Self::parse(path, &bytes)
+    }
+
+    /// A ledger from the contents of its file, as [`Ledger::load`] reads them; `path` is
+    /// where it is kept (and names it in errors). Every charge is accounted again.
+    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, LedgerError> {
+        let file: LedgerFile = serde_json::from_slice(bytes).map_err(|e| LedgerError::Damaged {
+            path: path.display().to_string(),
             reason: e.to_string(),
         })?;
         Ok(Self {

@@ -91,6 +91,26 @@ fn the_ledger_survives_a_restart_and_composes_charges() {
     ));
 }
 
+#[cfg(unix)]
+#[test]
+fn a_ledger_that_is_a_device_or_a_pipe_is_refused_not_read() {
+    let dir = scratch("device");
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = Ledger::load(std::path::Path::new("/dev/zero")).unwrap_err();
+    assert!(matches!(err, LedgerError::File(_)), "{err:?}");
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+    let fifo = Ledger::path_for(&dir, "clinic", "digits");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let err = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap_err();
+    assert!(err.to_string().contains("a named pipe (FIFO)"), "{err}");
+}
+
 #[test]
 fn a_damaged_ledger_is_an_error_not_a_fresh_start() {
     let dir = scratch("damaged");

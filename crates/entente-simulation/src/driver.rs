@@ -9,7 +9,7 @@ use entente_core::aggregators;
 use entente_core::aggregators::Aggregator;
 use entente_core::engine::selection;
 use entente_core::engine::{Evaluator, RoundEngine, RoundRecord, Site};
-use entente_core::manifest::{DataFormat, Manifest};
+use entente_core::manifest::{DataFormat, MAX_ROUNDS, Manifest};
 use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -229,6 +229,13 @@ fn own(
 /// writes the model and summary of its completed rounds, then returns the reason.
 pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result<Outcome> {
     let started = Instant::now();
+    // The manifest checked training.rounds; an override (--rounds, rounds=) is checked here.
+    if !(1..=MAX_ROUNDS).contains(&manifest.rounds) {
+        bail!(
+            "{} rounds asked for; a run has 1 to {MAX_ROUNDS} rounds",
+            manifest.rounds
+        );
+    }
     let setup = match trainers {
         Trainers::Partitioned { data } => partitioned(manifest, data.as_deref())?,
         Trainers::Own(t) => own(manifest, t, options.eval_data.as_deref())?,

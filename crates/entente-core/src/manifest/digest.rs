@@ -6,9 +6,10 @@
 use super::Manifest;
 use crate::digest::sha256_hex;
 
-/// Keys left out of the digest: local paths that may differ between sites.
+/// Keys left out of the digest: local paths and limits that may differ between sites.
 const LOCAL_KEYS: &[(&str, &str)] = &[
     ("data", "path"),
+    ("data", "max_rows"),
     ("data", "split_file"),
     ("privacy", "ledger"),
 ];

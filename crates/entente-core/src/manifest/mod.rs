@@ -30,6 +30,9 @@ pub enum ManifestError {
         /// The TOML parser's message, with line, column and the offending text.
         message: String,
     },
+    /// The file is not a regular file, or is larger than any manifest.
+    #[error(transparent)]
+    File(#[from] crate::files::FileError),
     /// A value is out of its allowed range or inconsistent with another.
     #[error("{path}{}: `{key}`: {message}", line.map(|l| format!(":{l}")).unwrap_or_default())]
     Invalid {
@@ -98,6 +101,9 @@ pub struct DataSpec {
     /// `data.features`, and `data.classes`). Deployments need it: the coordinator learns the
     /// model's shapes from it and every node checks its own file against it.
     pub schema: Option<DataSchema>,
+    /// Most examples one data file may hold (`data.max_rows`, a local limit); with the schema
+    /// it bounds how many bytes a data file may hold, on disk and decompressed.
+    pub max_rows: usize,
 }
 
 /// The shape of one example and the number of classes, as the manifest states them.
@@ -120,6 +126,15 @@ impl DataSchema {
 pub const MAX_CLASSES: usize = 10_000;
 /// Most features one example may have (the product of `data.shape`).
 pub const MAX_FEATURES: usize = 1 << 24;
+/// Most rounds a run may have (`training.rounds`): far beyond any federation's schedule
+/// (a round a second for eleven days), and few enough that every round's record fits the store.
+pub const MAX_ROUNDS: u32 = 1_000_000;
+/// Most examples one data file may hold unless the manifest says otherwise (`data.max_rows`).
+pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
+/// Largest `data.max_rows` a manifest may set (2^32 examples).
+pub const MAX_MAX_ROWS: usize = 1 << 32;
+/// Largest manifest file read (16 MiB): a manifest of 10,000 sites is well under 1 MiB.
+pub const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
 /// The model to train.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -271,9 +286,14 @@ pub struct Manifest {
 impl Manifest {
     /// Reads and checks a manifest file; relative data paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        let bytes = crate::files::read_bounded(
+            path,
+            MAX_MANIFEST_BYTES,
+            "a manifest (fixed: a manifest of 10,000 sites needs less than 1 MiB)",
+        )?;
+        let text = String::from_utf8(bytes).map_err(|e| ManifestError::Io {
             path: path.display().to_string(),
-            source,
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, &path.display().to_string(), base)

@@ -112,6 +112,8 @@ pub struct RawData {
     pub features: Option<usize>,
     #[serde(default)]
     pub classes: Option<usize>,
+    #[serde(default)]
+    pub max_rows: Option<usize>,
 }
 
 fn default_site_test_fraction() -> f64 {

@@ -497,3 +497,62 @@ fn site_names_that_name_folders_are_refused() {
         assert_eq!(key, "sites.name", "{name}");
     }
 }
+
+#[test]
+fn rounds_are_bounded() {
+    let m = parse(&GOOD.replace("rounds = 5", "rounds = 1000000")).unwrap();
+    assert_eq!(m.rounds, MAX_ROUNDS);
+    for rounds in ["0", "1000001", "4294967295"] {
+        let (line, key, message) =
+            invalid(&GOOD.replace("rounds = 5", &format!("rounds = {rounds}")));
+        assert_eq!(
+            (line, key.as_str()),
+            (Some(26), "training.rounds"),
+            "{rounds}"
+        );
+        assert!(message.contains("allowed: 1 to 1000000"), "{message}");
+    }
+}
+
+#[test]
+fn max_rows_is_a_local_limit_with_a_default() {
+    let m = parse(GOOD).unwrap();
+    assert_eq!(m.data.max_rows, DEFAULT_MAX_ROWS);
+    let raised = parse(&with_data("max_rows = 50000000")).unwrap();
+    assert_eq!(raised.data.max_rows, 50_000_000);
+    assert_eq!(
+        raised.agreement_digest(),
+        m.agreement_digest(),
+        "each site sets its own limit"
+    );
+    for bad in ["0", "4294967297"] {
+        let (_, key, message) = invalid(&with_data(&format!("max_rows = {bad}")));
+        assert_eq!(key, "data.max_rows");
+        assert!(message.contains("allowed: 1 to 4294967296"), "{message}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_manifest_must_be_a_regular_file_of_bounded_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Manifest::load(Path::new("/dev/zero")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ManifestError::File(crate::files::FileError::NotAFile { .. })
+        ),
+        "{err:?}"
+    );
+    let huge = dir.path().join("huge.toml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(MAX_MANIFEST_BYTES + 1)
+        .unwrap();
+    let err = Manifest::load(&huge).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("more than 16777216 bytes, the limit for a manifest"),
+        "{err}"
+    );
+}

@@ -5,12 +5,13 @@ use std::path::Path;
 
 use super::schema::{RawData, RawManifest, RawPrivacy, RawSecureAggregation, RawStrategy};
 use super::{
-    DataFormat, DataSchema, DataSpec, MAX_CLASSES, MAX_FEATURES, Manifest, ManifestError,
-    ModelChoice, PartitionChoice, PrivacyMechanism, PrivacySpec, SecureAggregationSpec, Selection,
+    DEFAULT_MAX_ROWS, DataFormat, DataSchema, DataSpec, MAX_CLASSES, MAX_FEATURES, MAX_MAX_ROWS,
+    MAX_ROUNDS, Manifest, ManifestError, ModelChoice, PartitionChoice, PrivacyMechanism,
+    PrivacySpec, SecureAggregationSpec, Selection,
 };
 use crate::aggregators::{FedOptKind, Strategy};
 use crate::engine::{DpSgd, LocalOptimizer, LocalTraining};
-use crate::params::ParamSet;
+use crate::params::{MAX_FILE_BYTES, MODEL_FILE, ParamSet};
 use crate::update::UpdatePolicy;
 
 /// Longest time a manifest may name (about 30 years): beyond any deadline a federation needs,
@@ -363,6 +364,12 @@ fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, 
     if let Some(limit) = d.limit {
         r.ensure(limit > 0, "data.limit", "must be at least 1 when set")?;
     }
+    let max_rows = d.max_rows.unwrap_or(DEFAULT_MAX_ROWS);
+    r.ensure(
+        (1..=MAX_MAX_ROWS).contains(&max_rows),
+        "data.max_rows",
+        format!("is {max_rows}; allowed: 1 to {MAX_MAX_ROWS} examples per data file"),
+    )?;
     Ok(DataSpec {
         format,
         path,
@@ -370,6 +377,7 @@ fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, 
         partition,
         limit: d.limit,
         schema: check_schema(r, d)?,
+        max_rows,
     })
 }
 
@@ -439,9 +447,6 @@ const MAX_TENSOR_NAME: usize = 256;
 /// Most tensors of an external model (the names of all of them fit a task's header).
 const MAX_TENSORS: usize = 10_000;
 
-/// Largest initial-model file `kind = "external"` may name (16 GiB).
-const MAX_INIT_BYTES: u64 = 16 << 30;
-
 /// Reads an external model's initial tensors and the SHA-256 of its file.
 pub(super) fn read_external_init(path: &Path) -> Result<(ParamSet, String), ManifestError> {
     let invalid = |message: String| ManifestError::Invalid {
@@ -450,16 +455,8 @@ pub(super) fn read_external_init(path: &Path) -> Result<(ParamSet, String), Mani
         key: "model.init".into(),
         message,
     };
-    let size = std::fs::metadata(path)
-        .map_err(|e| invalid(format!("cannot read the initial model: {e}")))?
-        .len();
-    if size > MAX_INIT_BYTES {
-        return Err(invalid(format!(
-            "the initial model is {size} bytes, over the limit of {MAX_INIT_BYTES}"
-        )));
-    }
-    let bytes =
-        std::fs::read(path).map_err(|e| invalid(format!("cannot read the initial model: {e}")))?;
+    let bytes = crate::files::read_bounded(path, MAX_FILE_BYTES, MODEL_FILE)
+        .map_err(|e| invalid(format!("cannot read the initial model: {e}")))?;
     let params = ParamSet::from_safetensors(&bytes).map_err(|e| {
         invalid(format!(
             "not a safetensors file of f32 tensors ({e}); save it with \
@@ -555,7 +552,14 @@ fn check_model(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<ModelChoi
 
 fn check_training(r: &Reporter, raw: &RawManifest) -> Result<LocalTraining, ManifestError> {
     let t = &raw.training;
-    r.ensure(t.rounds >= 1, "training.rounds", "must be at least 1")?;
+    r.ensure(
+        (1..=MAX_ROUNDS).contains(&t.rounds),
+        "training.rounds",
+        format!(
+            "is {}; allowed: 1 to {MAX_ROUNDS} (the most rounds a run may have)",
+            t.rounds
+        ),
+    )?;
     // Both travel to the nodes as 32-bit numbers.
     r.ensure(
         (1..=u32::MAX as usize).contains(&t.local_epochs),

@@ -7,9 +7,10 @@
 
 use std::path::Path;
 
-use super::{
-    DataError, Dataset, Features, decompress_maybe_gzip, num_classes_from_labels, read_maybe_gzip,
-};
+use entente_core::manifest::MAX_CLASSES;
+
+use super::limits::{FileKind, decompress_maybe_gzip, read_data_file};
+use super::{DataError, DataLimits, Dataset, Features, num_classes_from_labels};
 
 /// Which column of a CSV row holds the class label.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,26 +51,37 @@ impl Default for CsvOptions {
     }
 }
 
-/// Loads a numeric CSV file (plain or gzip) into a [`Dataset`].
+/// Loads a numeric CSV file (plain or gzip) into a [`Dataset`], within `limits`.
 ///
 /// `num_classes` is the largest label plus one (at least 2).
-pub fn load_csv(path: &Path, options: &CsvOptions) -> Result<Dataset, DataError> {
-    let (bytes, _) = read_maybe_gzip(path)?;
-    parse_csv(path, &bytes, options)
+pub fn load_csv(
+    path: &Path,
+    options: &CsvOptions,
+    limits: &DataLimits,
+) -> Result<Dataset, DataError> {
+    let (bytes, _) = read_data_file(path, &limits.bytes(FileKind::Csv))?;
+    parse_csv(path, &bytes, options, limits)
 }
 
-/// Parses CSV content already in memory (plain or gzip); `origin` names it in errors.
+/// Parses CSV content already in memory (plain or gzip), within `limits`; `origin` names it
+/// in errors.
 pub fn parse_csv_bytes(
     origin: &Path,
     raw: &[u8],
     options: &CsvOptions,
+    limits: &DataLimits,
 ) -> Result<Dataset, DataError> {
-    let (bytes, _) = decompress_maybe_gzip(origin, raw.to_vec())?;
-    parse_csv(origin, &bytes, options)
+    let (bytes, _) = decompress_maybe_gzip(origin, raw.to_vec(), &limits.bytes(FileKind::Csv))?;
+    parse_csv(origin, &bytes, options, limits)
 }
 
 /// Parses decompressed CSV bytes.
-fn parse_csv(path: &Path, bytes: &[u8], options: &CsvOptions) -> Result<Dataset, DataError> {
+fn parse_csv(
+    path: &Path,
+    bytes: &[u8],
+    options: &CsvOptions,
+    limits: &DataLimits,
+) -> Result<Dataset, DataError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let offset = e.valid_up_to();
         DataError::NotText {
@@ -110,14 +122,22 @@ fn parse_csv(path: &Path, bytes: &[u8], options: &CsvOptions) -> Result<Dataset,
                 first_line,
             });
         }
+        if labels.len() == limits.max_rows {
+            return Err(DataError::TooManyRows {
+                path: path.to_path_buf(),
+                limit: limits.max_rows,
+            });
+        }
         for (col, cell) in cells.iter().enumerate() {
             if col == label_col {
-                labels.push(parse_label(cell).ok_or_else(|| DataError::BadLabel {
+                let label = parse_label(cell).ok_or_else(|| DataError::BadLabel {
                     path: path.to_path_buf(),
                     line,
                     column: col + 1,
                     cell: (*cell).to_string(),
-                })?);
+                })?;
+                check_label(path, line, col + 1, label, limits)?;
+                labels.push(label);
             } else {
                 let value = cell.parse::<f32>().ok().filter(|v| v.is_finite());
                 let Some(value) = value else {
@@ -266,6 +286,31 @@ fn first_layout(
     Ok((columns, label_col, line))
 }
 
+/// A label must be below the schema's `data.classes`, else below [`MAX_CLASSES`].
+fn check_label(
+    path: &Path,
+    line: usize,
+    column: usize,
+    label: u32,
+    limits: &DataLimits,
+) -> Result<(), DataError> {
+    if (label as usize) < limits.classes {
+        return Ok(());
+    }
+    Err(DataError::LabelTooLarge {
+        path: path.to_path_buf(),
+        line,
+        column,
+        label,
+        classes: limits.classes,
+        why: if limits.classes < MAX_CLASSES {
+            "the manifest's data.classes"
+        } else {
+            "the most classes a federation may have (data.classes is at most 10000)"
+        },
+    })
+}
+
 fn unquote(cell: &str) -> &str {
     let cell = cell.trim();
     cell.strip_prefix('"')
@@ -304,7 +349,12 @@ mod tests {
             shape: Some(vec![1, 8, 8]),
             ..CsvOptions::default()
         };
-        load_csv(&repo_data("uci-digits.csv.gz"), &options).unwrap_or_else(|e| panic!("{e}"))
+        load_csv(
+            &repo_data("uci-digits.csv.gz"),
+            &options,
+            &DataLimits::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn wdbc() -> Dataset {
@@ -312,7 +362,8 @@ mod tests {
             skip_rows: 1,
             ..CsvOptions::default()
         };
-        load_csv(&repo_data("wdbc.csv"), &options).unwrap_or_else(|e| panic!("{e}"))
+        load_csv(&repo_data("wdbc.csv"), &options, &DataLimits::default())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Writes `contents` to a fresh temp file and loads it.
@@ -320,7 +371,7 @@ mod tests {
         let dir = temp_dir("csv");
         let path = dir.join("table.csv");
         std::fs::write(&path, contents).unwrap();
-        let result = load_csv(&path, options);
+        let result = load_csv(&path, options, &DataLimits::default());
         std::fs::remove_dir_all(dir).unwrap();
         result
     }
@@ -359,7 +410,12 @@ mod tests {
 
     #[test]
     fn wdbc_header_without_skip_names_line_column_and_fix() {
-        let err = load_csv(&repo_data("wdbc.csv"), &CsvOptions::default()).unwrap_err();
+        let err = load_csv(
+            &repo_data("wdbc.csv"),
+            &CsvOptions::default(),
+            &DataLimits::default(),
+        )
+        .unwrap_err();
         assert!(
             matches!(&err, DataError::NotNumeric { line: 1, column: 3, cell, .. } if cell == "malignant"),
             "{err:?}"
@@ -373,7 +429,7 @@ mod tests {
             label_column: LabelColumn::Index(2),
             ..CsvOptions::default()
         };
-        let err = load_csv(&repo_data("wdbc.csv"), &options).unwrap_err();
+        let err = load_csv(&repo_data("wdbc.csv"), &options, &DataLimits::default()).unwrap_err();
         assert!(
             matches!(&err, DataError::BadLabel { line: 1, column: 3, cell, .. } if cell == "malignant"),
             "{err:?}"
@@ -454,10 +510,24 @@ mod tests {
         let path = repo_data("uci-digits.csv.gz");
         let bytes = std::fs::read(&path).unwrap();
         let options = CsvOptions::default();
-        let from_bytes =
-            parse_csv_bytes(Path::new("embedded:uci-digits"), &bytes, &options).unwrap();
-        assert_eq!(from_bytes, load_csv(&path, &options).unwrap());
-        let err = parse_csv_bytes(Path::new("embedded:x"), b"1,a,0\n", &options).unwrap_err();
+        let from_bytes = parse_csv_bytes(
+            Path::new("embedded:uci-digits"),
+            &bytes,
+            &options,
+            &DataLimits::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            from_bytes,
+            load_csv(&path, &options, &DataLimits::default()).unwrap()
+        );
+        let err = parse_csv_bytes(
+            Path::new("embedded:x"),
+            b"1,a,0\n",
+            &options,
+            &DataLimits::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().starts_with("embedded:x:1:2:"), "{err}");
     }
 
@@ -538,6 +608,59 @@ mod tests {
     }
 
     #[test]
+    fn labels_must_be_classes_the_federation_has() {
+        let err = load_str(b"1,2,0\n3,4,99999\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::LabelTooLarge {
+                    line: 2,
+                    column: 3,
+                    label: 99999,
+                    classes: MAX_CLASSES,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("table.csv:2:3: label 99999"),
+            "{err}"
+        );
+        let schema = DataLimits {
+            classes: 3,
+            ..DataLimits::default()
+        };
+        let origin = Path::new("site.csv");
+        let options = CsvOptions::default();
+        assert!(parse_csv_bytes(origin, b"1,2,2\n", &options, &schema).is_ok());
+        let err = parse_csv_bytes(origin, b"1,2,2\n1,2,3\n", &options, &schema).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("site.csv:2:3: label 3 is not below 3, the manifest's data.classes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_table_holds_at_most_max_rows_examples() {
+        let limits = DataLimits {
+            max_rows: 2,
+            ..DataLimits::default()
+        };
+        let origin = Path::new("long.csv");
+        let options = CsvOptions::default();
+        let two = parse_csv_bytes(origin, b"1,2,0\n\n3,4,1\n", &options, &limits).unwrap();
+        assert_eq!(two.len(), 2);
+        let err = parse_csv_bytes(origin, b"1,2,0\n3,4,1\n5,6,0\n", &options, &limits).unwrap_err();
+        assert!(
+            matches!(err, DataError::TooManyRows { limit: 2, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("raise data.max_rows"), "{err}");
+    }
+
+    #[test]
     fn label_column_and_shape_are_checked() {
         let options = CsvOptions {
             label_column: LabelColumn::Index(3),
@@ -590,8 +713,13 @@ mod tests {
             ),
             "{err:?}"
         );
-        let err = load_csv(Path::new("/nonexistent/x.csv"), &CsvOptions::default()).unwrap_err();
-        assert!(matches!(err, DataError::Io { .. }), "{err:?}");
+        let err = load_csv(
+            Path::new("/nonexistent/x.csv"),
+            &CsvOptions::default(),
+            &DataLimits::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, DataError::File(_)), "{err:?}");
         assert!(err.to_string().contains("/nonexistent/x.csv"), "{err}");
     }
 }

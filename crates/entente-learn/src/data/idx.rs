@@ -10,7 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{DataError, Dataset, Features, num_classes_from_labels, read_maybe_gzip};
+use super::limits::{FileKind, decompress_maybe_gzip, read_data_file};
+use super::{DataError, DataLimits, Dataset, Features, num_classes_from_labels};
 
 /// Magic number of an IDX file of unsigned-byte images (3 dimensions: count, rows, columns).
 pub const IMAGES_MAGIC: u32 = 0x0000_0803;
@@ -54,12 +55,17 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Loads an image file and its label file into a [`Dataset`] with pixels scaled to `[0, 1]`.
+/// Loads an image file and its label file into a [`Dataset`] with pixels scaled to `[0, 1]`,
+/// each file within `limits`.
 ///
 /// The example shape is `[1, rows, cols]`; `num_classes` is the largest label plus one (at least 2).
-pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
-    let imgs = read_idx_images(images)?;
-    let labs = read_idx_labels(labels)?;
+pub fn load_idx_pair(
+    images: &Path,
+    labels: &Path,
+    limits: &DataLimits,
+) -> Result<Dataset, DataError> {
+    let imgs = read_idx_images(images, limits)?;
+    let labs = read_idx_labels(labels, limits)?;
     if imgs.count != labs.len() {
         return Err(DataError::CountMismatch {
             images_path: images.to_path_buf(),
@@ -84,16 +90,38 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError>
 ///
 /// Looks for `{train,t10k}-images-idx3-ubyte` and `{train,t10k}-labels-idx1-ubyte`, with or
 /// without `.gz`, and the dotted variants (`train-images.idx3-ubyte`) some mirrors use.
-pub fn load_idx_dir(dir: &Path, split: Split) -> Result<Dataset, DataError> {
+pub fn load_idx_dir(dir: &Path, split: Split, limits: &DataLimits) -> Result<Dataset, DataError> {
     let prefix = split.prefix();
     let images = find_file(dir, prefix, "images", "idx3")?;
     let labels = find_file(dir, prefix, "labels", "idx1")?;
-    load_idx_pair(&images, &labels)
+    load_idx_pair(&images, &labels, limits)
 }
 
-/// Reads an IDX file of unsigned-byte images (magic `0x00000803`), plain or gzip.
-pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
-    let (bytes, decompressed) = read_maybe_gzip(path)?;
+/// Reads an IDX file of unsigned-byte images (magic `0x00000803`), plain or gzip, within
+/// `limits`.
+pub fn read_idx_images(path: &Path, limits: &DataLimits) -> Result<IdxImages, DataError> {
+    let (bytes, decompressed) = read_data_file(path, &limits.bytes(FileKind::IdxImages))?;
+    images_from_bytes(path, bytes, decompressed, limits)
+}
+
+/// Parses an IDX image file already in memory (plain or gzip) as [`read_idx_images`] reads
+/// one; `origin` names it in errors.
+pub fn parse_idx_images(
+    origin: &Path,
+    raw: &[u8],
+    limits: &DataLimits,
+) -> Result<IdxImages, DataError> {
+    let limit = limits.bytes(FileKind::IdxImages);
+    let (bytes, decompressed) = decompress_maybe_gzip(origin, raw.to_vec(), &limit)?;
+    images_from_bytes(origin, bytes, decompressed, limits)
+}
+
+fn images_from_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    decompressed: bool,
+    limits: &DataLimits,
+) -> Result<IdxImages, DataError> {
     check_magic(path, &bytes, decompressed, IMAGES_MAGIC)?;
     if bytes.len() < IMAGES_HEADER {
         return Err(DataError::Truncated {
@@ -105,6 +133,7 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
         });
     }
     let count = read_u32(&bytes, 4);
+    check_count(path, count, limits)?;
     let rows = read_u32(&bytes, 8);
     let cols = read_u32(&bytes, 12);
     for (offset, value, name) in [(8, rows, "rows"), (12, cols, "columns")] {
@@ -144,9 +173,31 @@ pub fn read_idx_images(path: &Path) -> Result<IdxImages, DataError> {
     })
 }
 
-/// Reads an IDX file of unsigned-byte labels (magic `0x00000801`), plain or gzip.
-pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
-    let (bytes, decompressed) = read_maybe_gzip(path)?;
+/// Reads an IDX file of unsigned-byte labels (magic `0x00000801`), plain or gzip, within
+/// `limits`.
+pub fn read_idx_labels(path: &Path, limits: &DataLimits) -> Result<Vec<u8>, DataError> {
+    let (bytes, decompressed) = read_data_file(path, &limits.bytes(FileKind::IdxLabels))?;
+    labels_from_bytes(path, bytes, decompressed, limits)
+}
+
+/// Parses an IDX label file already in memory (plain or gzip) as [`read_idx_labels`] reads
+/// one; `origin` names it in errors.
+pub fn parse_idx_labels(
+    origin: &Path,
+    raw: &[u8],
+    limits: &DataLimits,
+) -> Result<Vec<u8>, DataError> {
+    let limit = limits.bytes(FileKind::IdxLabels);
+    let (bytes, decompressed) = decompress_maybe_gzip(origin, raw.to_vec(), &limit)?;
+    labels_from_bytes(origin, bytes, decompressed, limits)
+}
+
+fn labels_from_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    decompressed: bool,
+    limits: &DataLimits,
+) -> Result<Vec<u8>, DataError> {
     check_magic(path, &bytes, decompressed, LABELS_MAGIC)?;
     if bytes.len() < LABELS_HEADER {
         return Err(DataError::Truncated {
@@ -158,6 +209,7 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
         });
     }
     let count = read_u32(&bytes, 4);
+    check_count(path, count, limits)?;
     let Some(expected) = count.checked_add(LABELS_HEADER) else {
         return Err(DataError::BadHeader {
             path: path.to_path_buf(),
@@ -171,6 +223,17 @@ pub fn read_idx_labels(path: &Path) -> Result<Vec<u8>, DataError> {
     let mut labels = bytes;
     labels.drain(..LABELS_HEADER);
     Ok(labels)
+}
+
+/// A file may hold at most `data.max_rows` examples.
+fn check_count(path: &Path, count: usize, limits: &DataLimits) -> Result<(), DataError> {
+    if count > limits.max_rows {
+        return Err(DataError::TooManyRows {
+            path: path.to_path_buf(),
+            limit: limits.max_rows,
+        });
+    }
+    Ok(())
 }
 
 fn find_file(dir: &Path, prefix: &str, kind: &str, idx: &str) -> Result<PathBuf, DataError> {
@@ -309,7 +372,8 @@ mod tests {
 
     #[test]
     fn fashion_mnist_train() {
-        let d = load_idx_dir(&fashion_dir(), Split::Train).unwrap_or_else(|e| panic!("{e}"));
+        let d = load_idx_dir(&fashion_dir(), Split::Train, &DataLimits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.len(), 60_000);
         assert_eq!(d.shape, vec![1, 28, 28]);
         assert_eq!(d.dim, 784);
@@ -331,7 +395,8 @@ mod tests {
 
     #[test]
     fn fashion_mnist_test() {
-        let d = load_idx_dir(&fashion_dir(), Split::Test).unwrap_or_else(|e| panic!("{e}"));
+        let d = load_idx_dir(&fashion_dir(), Split::Test, &DataLimits::default())
+            .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(d.len(), 10_000);
         assert_eq!(d.shape, vec![1, 28, 28]);
         assert_eq!(d.num_classes, 10);
@@ -352,8 +417,8 @@ mod tests {
         // Gzip detected by content even without the .gz extension.
         std::fs::write(dir.join("t10k-images-idx3-ubyte"), gzip(&img)).unwrap();
         std::fs::write(dir.join("t10k-labels-idx1-ubyte.gz"), gzip(&lab)).unwrap();
-        let a = load_idx_dir(&dir, Split::Train).unwrap();
-        let b = load_idx_dir(&dir, Split::Test).unwrap();
+        let a = load_idx_dir(&dir, Split::Train, &DataLimits::default()).unwrap();
+        let b = load_idx_dir(&dir, Split::Test, &DataLimits::default()).unwrap();
         assert_eq!(a, b);
         assert_eq!(a.len(), 3);
         assert_eq!(a.shape, vec![1, 2, 2]);
@@ -371,7 +436,7 @@ mod tests {
         let (i, l) = (dir.join("i"), dir.join("l"));
         std::fs::write(&i, images_file(2, 1, 1, &[0, 255])).unwrap();
         std::fs::write(&l, labels_file(&[0, 0])).unwrap();
-        let d = load_idx_pair(&i, &l).unwrap();
+        let d = load_idx_pair(&i, &l, &DataLimits::default()).unwrap();
         assert_eq!(d.num_classes, 2);
         assert_eq!(d.features.to_f32(), vec![0.0, 1.0]);
         std::fs::remove_dir_all(dir).unwrap();
@@ -383,7 +448,7 @@ mod tests {
         let (i, l) = (dir.join("imgs"), dir.join("labs"));
         std::fs::write(&i, images_file(3, 2, 2, &[0; 10])).unwrap();
         std::fs::write(&l, labels_file(&[0, 1, 2])).unwrap();
-        let err = load_idx_pair(&i, &l).unwrap_err();
+        let err = load_idx_pair(&i, &l, &DataLimits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -404,12 +469,14 @@ mod tests {
 
         // Gzip: the counts are of decompressed bytes, and the message says so.
         std::fs::write(&i, gzip(&images_file(3, 2, 2, &[0; 10]))).unwrap();
-        let msg = load_idx_pair(&i, &l).unwrap_err().to_string();
+        let msg = load_idx_pair(&i, &l, &DataLimits::default())
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("after gzip decompression"), "{msg}");
 
         // A header cut short.
         std::fs::write(&i, &images_file(3, 2, 2, &[])[..9]).unwrap();
-        let err = load_idx_pair(&i, &l).unwrap_err();
+        let err = load_idx_pair(&i, &l, &DataLimits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -425,7 +492,7 @@ mod tests {
         // A truncated gzip stream.
         let gz = gzip(&images_file(3, 2, 2, &[7; 12]));
         std::fs::write(&i, &gz[..gz.len() - 6]).unwrap();
-        let err = load_idx_pair(&i, &l).unwrap_err();
+        let err = load_idx_pair(&i, &l, &DataLimits::default()).unwrap_err();
         assert!(matches!(err, DataError::Gzip { .. }), "{err:?}");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -437,7 +504,7 @@ mod tests {
         let mut bytes = labels_file(&[1, 2]);
         bytes.extend_from_slice(&[0, 0, 0]);
         std::fs::write(&l, bytes).unwrap();
-        let err = read_idx_labels(&l).unwrap_err();
+        let err = read_idx_labels(&l, &DataLimits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -459,7 +526,7 @@ mod tests {
         std::fs::write(&i, images_file(2, 1, 1, &[0, 0])).unwrap();
         std::fs::write(&l, labels_file(&[0, 1])).unwrap();
         // Swapped arguments: the label file is read as images.
-        let err = load_idx_pair(&l, &i).unwrap_err();
+        let err = load_idx_pair(&l, &i, &DataLimits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -479,7 +546,9 @@ mod tests {
         assert!(msg.contains("labs"), "{msg}");
 
         std::fs::write(&i, b"PK\x03\x04 not idx at all").unwrap();
-        let msg = read_idx_images(&i).unwrap_err().to_string();
+        let msg = read_idx_images(&i, &DataLimits::default())
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("0x504b0304"), "{msg}");
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -490,7 +559,7 @@ mod tests {
         let (i, l) = (dir.join("imgs"), dir.join("labs"));
         std::fs::write(&i, images_file(3, 1, 2, &[0; 6])).unwrap();
         std::fs::write(&l, labels_file(&[0, 1])).unwrap();
-        let err = load_idx_pair(&i, &l).unwrap_err();
+        let err = load_idx_pair(&i, &l, &DataLimits::default()).unwrap_err();
         assert!(
             matches!(
                 err,
@@ -512,7 +581,7 @@ mod tests {
         let dir = temp_dir("idx-zero");
         let i = dir.join("imgs");
         std::fs::write(&i, images_file(2, 0, 3, &[])).unwrap();
-        let err = read_idx_images(&i).unwrap_err();
+        let err = read_idx_images(&i, &DataLimits::default()).unwrap_err();
         assert!(
             matches!(err, DataError::BadHeader { offset: 8, .. }),
             "{err:?}"
@@ -521,12 +590,73 @@ mod tests {
     }
 
     #[test]
+    fn a_file_holds_at_most_max_rows_examples() {
+        let limits = DataLimits {
+            max_rows: 2,
+            ..DataLimits::default()
+        };
+        let origin = Path::new("imgs");
+        let two = parse_idx_images(origin, &images_file(2, 1, 1, &[0, 9]), &limits).unwrap();
+        assert_eq!(two.count, 2);
+        let err = parse_idx_images(origin, &images_file(3, 1, 1, &[0; 3]), &limits).unwrap_err();
+        assert!(
+            matches!(err, DataError::TooManyRows { limit: 2, .. }),
+            "{err:?}"
+        );
+        // A label file of more labels passes its byte limit (8 + max_rows) first.
+        let err = parse_idx_labels(origin, &labels_file(&[0, 1, 2]), &limits).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the most data.max_rows = 2 labels take"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_limit_the_schema_sets() {
+        // 10 images of 2x2 pixels: 16 + 40 bytes at most. The header claims 10 images, the
+        // stream holds a million bytes more.
+        let limits = DataLimits {
+            max_rows: 10,
+            features: Some(4),
+            ..DataLimits::default()
+        };
+        let bomb = gzip(&images_file(10, 2, 2, &vec![0; 1 << 20]));
+        let err = parse_idx_images(Path::new("bomb.gz"), &bomb, &limits).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::TooLarge {
+                    limit: 56,
+                    decompressed: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("decompresses to more than 56 bytes")
+                && msg.contains("data.max_rows = 10 images of 4 pixels"),
+            "{msg}"
+        );
+        let ok = gzip(&images_file(10, 2, 2, &[1; 40]));
+        assert_eq!(
+            parse_idx_images(Path::new("ok.gz"), &ok, &limits)
+                .unwrap()
+                .count,
+            10
+        );
+    }
+
+    #[test]
     fn missing_files_list_what_was_tried() {
         let dir = temp_dir("idx-missing");
-        let err = load_idx_dir(&dir, Split::Test).unwrap_err();
+        let err = load_idx_dir(&dir, Split::Test, &DataLimits::default()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("t10k-images-idx3-ubyte.gz"), "{msg}");
-        let err = load_idx_dir(&dir.join("nope"), Split::Train).unwrap_err();
+        let err =
+            load_idx_dir(&dir.join("nope"), Split::Train, &DataLimits::default()).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(err.to_string().contains("dataset-fashion-mnist"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();

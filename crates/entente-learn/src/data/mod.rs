@@ -12,16 +12,17 @@
 pub mod csv;
 mod features;
 pub mod idx;
+pub mod limits;
 pub mod write;
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use self::csv::{
     CsvOptions, LabelColumn, Standardization, load_csv, parse_csv_bytes, standardize,
 };
 pub use self::features::{Features, pixel_value};
 pub use self::idx::{Split, load_idx_dir, load_idx_pair};
+pub use self::limits::DataLimits;
 
 /// A labelled data set held in memory: `len()` examples of `dim` features each.
 #[derive(Clone, Debug, PartialEq)]
@@ -191,36 +192,6 @@ pub(crate) fn num_classes_from_labels(labels: &[u32]) -> usize {
         .max(2)
 }
 
-/// Reads a whole file, decompressing it if it starts with the gzip magic `1f 8b`; the flag says
-/// whether it was compressed.
-pub(crate) fn read_maybe_gzip(path: &Path) -> Result<(Vec<u8>, bool), DataError> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    decompress_maybe_gzip(path, raw)
-}
-
-/// Decompresses `raw` if it starts with the gzip magic `1f 8b`; `path` names it in errors.
-pub(crate) fn decompress_maybe_gzip(
-    path: &Path,
-    raw: Vec<u8>,
-) -> Result<(Vec<u8>, bool), DataError> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::MultiGzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|source| DataError::Gzip {
-                path: path.to_path_buf(),
-                decompressed: out.len(),
-                source,
-            })?;
-        Ok((out, true))
-    } else {
-        Ok((raw, false))
-    }
-}
-
 /// Why a data set could not be read or built; each message names the file, the place and the fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -233,6 +204,58 @@ pub enum DataError {
         /// The operating system's error.
         #[source]
         source: std::io::Error,
+    },
+    /// The file could not be read, or is not a regular file (a directory, a pipe, a device).
+    #[error(transparent)]
+    File(entente_core::files::FileError),
+    /// The file holds more bytes than its limit (see [`DataLimits`]), on disk or once
+    /// decompressed; reading stopped there.
+    #[error(
+        "{}: {} more than {limit} bytes, {reason}",
+        path.display(),
+        if *decompressed { "decompresses to" } else { "holds" }
+    )]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The most bytes it may hold.
+        limit: u64,
+        /// Whether the limit was passed while decompressing it.
+        decompressed: bool,
+        /// What sets the limit and how to raise it.
+        reason: String,
+    },
+    /// The file holds more examples than `data.max_rows`.
+    #[error(
+        "{}: holds more than {limit} examples, the limit data.max_rows sets; raise \
+         data.max_rows in the manifest if the file really holds that many",
+        path.display()
+    )]
+    TooManyRows {
+        /// The file.
+        path: PathBuf,
+        /// The most examples it may hold.
+        limit: usize,
+    },
+    /// A CSV label is a class the federation does not have.
+    #[error(
+        "{}:{line}:{column}: label {label} is not below {classes}, {why}; encode classes as \
+         0, 1, 2, ... or pick the right label column",
+        path.display()
+    )]
+    LabelTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// 1-based column (field) number.
+        column: usize,
+        /// The label.
+        label: u32,
+        /// Every label must be below this.
+        classes: usize,
+        /// Where that bound comes from.
+        why: &'static str,
     },
     /// A required file is missing.
     #[error("{what} not found: looked for {}; {hint}", list_paths(tried))]

@@ -368,8 +368,8 @@ pub enum PartitionError {
         /// Site where it appeared again.
         second_site: usize,
     },
-    /// A split file could not be read or written.
-    #[error("cannot access split file {}: {source}", path.display())]
+    /// A split file could not be written.
+    #[error("cannot write split file {}: {source}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -377,6 +377,9 @@ pub enum PartitionError {
         #[source]
         source: std::io::Error,
     },
+    /// A split file is not a regular file, or is larger than any split file.
+    #[error(transparent)]
+    File(#[from] entente_core::files::FileError),
     /// A split file is not a JSON list of index lists.
     #[error(
         "{}:{line}:{column}: not a valid split file: {message}; a split file is a JSON list \

@@ -3,16 +3,22 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use entente_core::files::read_bounded;
+
 use super::PartitionError;
 
-/// Reads a split file; check it against the data with [`super::validate_split`] (or pass it
-/// as [`super::Partition::Explicit`], which does).
+/// Largest split file read (1 GiB: tens of millions of indices).
+pub const MAX_SPLIT_FILE_BYTES: u64 = 1 << 30;
+
+/// Reads a split file of at most [`MAX_SPLIT_FILE_BYTES`]; check it against the data with
+/// [`super::validate_split`] (or pass it as [`super::Partition::Explicit`], which does).
 pub fn load_split_json(path: &Path) -> Result<Vec<Vec<usize>>, PartitionError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PartitionError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|e| {
+    let bytes = read_bounded(
+        path,
+        MAX_SPLIT_FILE_BYTES,
+        "a split file (fixed: 1 GiB holds tens of millions of indices)",
+    )?;
+    serde_json::from_slice(&bytes).map_err(|e| {
         let full = e.to_string();
         let position = format!(" at line {} column {}", e.line(), e.column());
         let message = full.strip_suffix(&position).unwrap_or(&full).to_string();

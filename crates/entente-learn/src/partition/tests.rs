@@ -399,7 +399,12 @@ fn split_json_roundtrip_and_errors() {
     assert!(err.to_string().contains("expected a sequence"), "{err}");
 
     let err = load_split_json(&dir.join("missing.json")).unwrap_err();
-    assert!(matches!(err, PartitionError::Io { .. }), "{err:?}");
+    assert!(matches!(err, PartitionError::File(_)), "{err:?}");
     assert!(err.to_string().contains("missing.json"), "{err}");
+    #[cfg(unix)]
+    {
+        let err = load_split_json(std::path::Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

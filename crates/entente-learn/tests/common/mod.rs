@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use entente_learn::data::{CsvOptions, Dataset, load_csv};
+use entente_learn::data::{CsvOptions, DataLimits, Dataset, load_csv};
 use entente_learn::model::ModelSpec;
 
 /// The UCI digits table shipped in the repository.
@@ -13,7 +13,12 @@ const DIGITS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../data/uci-digits
 pub fn digits() -> &'static (Dataset, Dataset) {
     static DATA: OnceLock<(Dataset, Dataset)> = OnceLock::new();
     DATA.get_or_init(|| {
-        let mut all = load_csv(Path::new(DIGITS), &CsvOptions::default()).unwrap();
+        let mut all = load_csv(
+            Path::new(DIGITS),
+            &CsvOptions::default(),
+            &DataLimits::default(),
+        )
+        .unwrap();
         assert_eq!((all.len(), all.dim, all.num_classes), (1797, 64, 10));
         for x in all.features.values_mut() {
             *x /= 16.0;
