@@ -7,4 +7,5 @@ pub mod engine;
 pub mod manifest;
 pub mod metrics;
 pub mod params;
+pub mod text;
 pub mod update;
