@@ -131,8 +131,10 @@ fn central(
     };
     let data = simulation::load_test_set(manifest, path)
         .with_context(|| format!("could not read the test set {}", path.display()))?;
-    let evaluator = CoreBoundEvaluator::new(CentralTest { spec, data })
-        .context("could not start the evaluation threads")?;
+    let test =
+        CentralTest::new(spec, data).with_context(|| format!("--eval-data {}", path.display()))?;
+    let evaluator =
+        CoreBoundEvaluator::new(test).context("could not start the evaluation threads")?;
     Ok((model.initial, Some(Arc::new(evaluator))))
 }
 

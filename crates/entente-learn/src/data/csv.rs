@@ -7,6 +7,8 @@
 
 use std::path::Path;
 
+use entente_core::text::excerpt;
+
 use super::{DataError, Dataset, decompress_maybe_gzip, num_classes_from_labels, read_maybe_gzip};
 
 /// Which column of a CSV row holds the class label.
@@ -114,7 +116,7 @@ fn parse_csv(path: &Path, bytes: &[u8], options: &CsvOptions) -> Result<Dataset,
                     path: path.to_path_buf(),
                     line,
                     column: col + 1,
-                    cell: (*cell).to_string(),
+                    cell: excerpt(cell).into_owned(),
                 })?);
             } else {
                 let value = cell.parse::<f32>().ok().filter(|v| v.is_finite());
@@ -123,7 +125,7 @@ fn parse_csv(path: &Path, bytes: &[u8], options: &CsvOptions) -> Result<Dataset,
                         path: path.to_path_buf(),
                         line,
                         column: col + 1,
-                        cell: (*cell).to_string(),
+                        cell: excerpt(cell).into_owned(),
                         hint: feature_hint(cell, line == first_line && options.skip_rows == 0),
                     });
                 };
@@ -143,8 +145,8 @@ fn parse_csv(path: &Path, bytes: &[u8], options: &CsvOptions) -> Result<Dataset,
     if shape.iter().product::<usize>() != dim {
         return Err(DataError::Invalid {
             reason: format!(
-                "{}: CsvOptions::shape {shape:?} has {} elements but each row has {dim} features; \
-                 use a shape whose product is {dim}",
+                "{}: the example shape {shape:?} has {} elements but each row has {dim} features; \
+                 use a shape (data.shape) whose product is {dim}",
                 path.display(),
                 shape.iter().product::<usize>()
             ),
@@ -282,7 +284,7 @@ fn feature_hint(cell: &str, first_row_without_skip: bool) -> &'static str {
     if cell.is_empty() {
         "fill in the missing value; empty cells are not allowed"
     } else if first_row_without_skip {
-        "if the first line is a header, skip it with CsvOptions::skip_rows = 1"
+        "if the first line is a header, skip it: set skip_rows = 1 under [data] in the manifest"
     } else if cell.parse::<f32>().is_ok() {
         "use finite numbers; NaN and infinity are not allowed"
     } else {
@@ -563,7 +565,7 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("delimiter"), "{err}");
+        assert!(err.to_string().contains("commas"), "{err}");
         let options = CsvOptions {
             shape: Some(vec![3]),
             ..CsvOptions::default()
