@@ -174,8 +174,13 @@ struct Printed;
 impl Report for Printed {
     fn started(&mut self, run: &RunStart<'_>) {
         println!(
-            "entente serve: run {} of `{}`, {} sites, {} rounds, store {}",
-            run.run, run.federation, run.sites, run.rounds, run.store
+            "entente serve: run {} of `{}`, {} sites, {} rounds, store {}, certificate for {}",
+            run.run,
+            run.federation,
+            run.sites,
+            run.rounds,
+            run.store,
+            run.hosts.join(", ")
         );
     }
 

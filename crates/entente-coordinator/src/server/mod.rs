@@ -179,6 +179,12 @@ async fn drive(
         heartbeat,
         wait_for_sites,
     } = config;
+    // The identity first: a certificate the nodes could not use, or a key that is not its own,
+    // stops the coordinator before it opens a run.
+    let tls =
+        tls::server_config(&ca, &cert, &key).map_err(|source| CoordinatorError::Tls { source })?;
+    let hosts = tls::check_coordinator_certificate(&ca, &cert)
+        .map_err(|source| CoordinatorError::Tls { source })?;
     let digest = manifest.agreement_digest();
     let store = Store::open(&store_url)
         .await
@@ -207,6 +213,7 @@ async fn drive(
         rounds: manifest.rounds,
         completed: state.completed,
         store: &store_shown,
+        hosts: &hosts,
     };
     if state.resumed {
         report.resumed(&start);
@@ -214,8 +221,6 @@ async fn drive(
         report.started(&start);
     }
 
-    let tls =
-        tls::server_config(&ca, &cert, &key).map_err(|source| CoordinatorError::Tls { source })?;
     let hub = Arc::new(Hub::new(&manifest.sites, heartbeat));
 
     // Everything the manifest decides is checked before any node is let in.
