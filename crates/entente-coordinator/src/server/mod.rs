@@ -252,7 +252,7 @@ async fn drive(
         store.clone(),
         run,
         manifest.name.clone(),
-        digest,
+        manifest.agreement_terms(),
     );
     let serving = Serving::start(socket, tls, service, store.clone(), run, Arc::clone(&hub));
     report.listening(addr);
@@ -377,6 +377,7 @@ impl Serving {
             service,
             store,
             run,
+            Arc::clone(&hub),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },
