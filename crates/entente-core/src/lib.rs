@@ -8,4 +8,5 @@ pub mod files;
 pub mod manifest;
 pub mod metrics;
 pub mod params;
+pub mod text;
 pub mod update;

@@ -27,10 +27,29 @@ pub const EMBEDDED_DIGITS_PATH: &str = "embedded:uci-digits";
 /// Evaluates a model on a held-out test set the coordinator holds (the global test set).
 #[derive(Debug, Clone)]
 pub struct CentralTest {
-    /// The model.
-    pub spec: ModelSpec,
+    spec: ModelSpec,
+    data: Dataset,
+}
+
+impl CentralTest {
+    /// The evaluator of `data` under the model `spec`; refused at once, before any round, when
+    /// the examples are not the size the model takes or hold a label it has no output for.
+    pub fn new(spec: ModelSpec, data: Dataset) -> Result<Self, PrepareError> {
+        check_input(&spec, &data).map_err(|e| {
+            PrepareError::Mismatch(format!("the held-out test set does not fit the model: {e}"))
+        })?;
+        Ok(Self { spec, data })
+    }
+
+    /// The model evaluated.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
     /// The held-out test set.
-    pub data: Dataset,
+    pub fn data(&self) -> &Dataset {
+        &self.data
+    }
 }
 
 impl Evaluator for CentralTest {
@@ -441,6 +460,7 @@ pub fn prepare(
         .clone()
         .ok_or_else(|| PrepareError::Mismatch(EXTERNAL_NOT_TRAINABLE.to_string()))?;
     check_input(&spec, &train)?;
+    let test = CentralTest::new(spec.clone(), test)?.data;
 
     let mut sites = Vec::with_capacity(split.len());
     for (i, (name, indices)) in manifest.sites.iter().zip(&split).enumerate() {
@@ -476,9 +496,10 @@ fn check_input(spec: &ModelSpec, data: &Dataset) -> Result<(), PrepareError> {
     };
     if spec.input_dim() != data.dim {
         return Err(PrepareError::Mismatch(format!(
-            "the model takes {} input features, but the data's examples have {}",
+            "the model takes {} input features, but the data's examples have {} (shape {:?})",
             spec.input_dim(),
-            data.dim
+            data.dim,
+            data.shape
         )));
     }
     if let Some(max) = data.labels.iter().max()

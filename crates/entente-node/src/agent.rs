@@ -10,6 +10,7 @@ use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_proto::chunks::{Assembler, chunks_of};
 use entente_proto::convert::{layout_to_wire, metrics_to_wire, training_from_wire};
+use entente_proto::tls;
 use entente_proto::upload;
 use entente_proto::v1::coordinator_client::CoordinatorClient;
 use entente_proto::v1::{
@@ -17,10 +18,11 @@ use entente_proto::v1::{
     result_frame, result_header, task_frame, task_header,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
-use tonic::{Code, Status};
+use tonic::{Code, Request, Status};
 
 use crate::checks::Agreement;
 use crate::local::{LocalParticipant, Trainer, participant};
+use crate::report::{NodeReport, Quiet};
 
 /// How long one poll waits for a task.
 const POLL_WAIT_MS: u32 = 20_000;
@@ -29,6 +31,13 @@ const MAX_MESSAGE: usize = 8 << 20;
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Longest a TCP connection may take to open.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a connection (TCP, TLS handshake, HTTP/2) may take before the attempt counts as
+/// failed: a listener that accepts and never speaks TLS must not hold the node forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest the coordinator may take to answer a registration.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Deliberately broken updates, for fault-injection tests of the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,18 +104,31 @@ enum SessionEnd {
 /// Runs the node until the coordinator says the run is finished (the number of rounds), or
 /// until `shutdown` completes ([`NodeError::ShutDown`]).
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<u32, NodeError> {
+    run_reporting(config, shutdown, &Quiet).await
+}
+
+/// [`run`], telling `report` what happens.
+pub async fn run_reporting(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()>,
+    report: &dyn NodeReport,
+) -> Result<u32, NodeError> {
     tokio::select! {
-        result = run_until_finished(config) => result,
+        result = run_until_finished(config, report) => result,
         () = shutdown => Err(NodeError::ShutDown),
     }
 }
 
-async fn run_until_finished(config: NodeConfig) -> Result<u32, NodeError> {
+async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Result<u32, NodeError> {
     let read = |p: &PathBuf| {
         std::fs::read(p).map_err(|e| NodeError::Setup(format!("cannot read {}: {e}", p.display())))
     };
     let (ca, cert, key) = (read(&config.ca)?, read(&config.cert)?, read(&config.key)?);
-    let site = leaf_site_name(&cert)?;
+    // The identity is checked now, not at the first handshake: the key must belong to the
+    // certificate, and the certificate must be a site's, issued by the federation CA.
+    let setup = |e: tls::TlsError| NodeError::Setup(e.to_string());
+    tls::client_config(&config.ca, &config.cert, &config.key).map_err(setup)?;
+    let site = tls::check_site_certificate(&config.ca, &config.cert).map_err(setup)?;
     let local = {
         let (manifest, site, trainer) = (
             config.manifest.clone(),
@@ -124,6 +146,7 @@ async fn run_until_finished(config: NodeConfig) -> Result<u32, NodeError> {
         manifest: config.manifest.clone(),
     });
     tracing::info!(%site, examples = ?local.examples, "node ready");
+    report.ready(&site, local.examples);
     let local = Arc::new(local);
     let host = url_host(&config.coordinator)?;
     let tls = ClientTlsConfig::new()
@@ -139,14 +162,29 @@ async fn run_until_finished(config: NodeConfig) -> Result<u32, NodeError> {
         })?
         .tls_config(tls)
         .map_err(|e| NodeError::Setup(format!("TLS set-up failed: {e}")))?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(TCP_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
 
+    let link = Link {
+        endpoint,
+        coordinator: config.coordinator.clone(),
+        agreement,
+        terms: config.manifest.agreement_terms(),
+    };
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
+    let mut previous = None;
     loop {
-        match session(&endpoint, &agreement, &local, config.corrupt, &mut failures).await? {
+        let end = session(
+            &link,
+            &local,
+            config.corrupt,
+            report,
+            &mut previous,
+            &mut failures,
+        );
+        match end.await? {
             SessionEnd::Finished(rounds) => return Ok(rounds),
             SessionEnd::Incompatible(reason) => return Err(NodeError::Refused(reason)),
             SessionEnd::Lost(reason) => {
@@ -199,43 +237,71 @@ fn url_host(url: &str) -> Result<String, NodeError> {
     Ok(host.to_string())
 }
 
-/// Whether a status from `register` means this node is not welcome (rather than a fault).
+/// Whether a status from `register` means this node is not welcome (rather than a fault):
+/// not a site, another manifest, or another node holding the site's session.
 fn is_refusal(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::PermissionDenied | Code::FailedPrecondition | Code::Unauthenticated
+        Code::PermissionDenied
+            | Code::FailedPrecondition
+            | Code::Unauthenticated
+            | Code::AlreadyExists
     )
 }
 
+/// What every connection to the coordinator needs.
+struct Link {
+    endpoint: Endpoint,
+    /// The coordinator's address, as given.
+    coordinator: String,
+    agreement: Arc<Agreement>,
+    /// The manifest's terms, sent with their digest so that a refusal can name what differs.
+    terms: String,
+}
+
 /// One connection: register, then serve tasks until the run ends or the connection fails.
+/// `previous` is the session this node held last, taken over on registering again.
 async fn session(
-    endpoint: &Endpoint,
-    agreement: &Arc<Agreement>,
+    link: &Link,
     local: &Arc<LocalParticipant>,
     corrupt: Option<Corruption>,
+    report: &dyn NodeReport,
+    previous: &mut Option<u64>,
     failures: &mut u32,
 ) -> Result<SessionEnd, NodeError> {
-    let channel: Channel = match endpoint.connect().await {
-        Ok(c) => c,
-        Err(e) => return Ok(SessionEnd::Lost(describe_transport(&e))),
+    let channel: Channel = match tokio::time::timeout(CONNECT_TIMEOUT, link.endpoint.connect())
+        .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Ok(SessionEnd::Lost(describe_transport(&e))),
+        Err(_) => {
+            return Ok(SessionEnd::Lost(format!(
+                "{} did not complete a TLS handshake within {} s: something accepts connections                  there but does not answer as an entente coordinator; check --coordinator's host                  and port",
+                link.coordinator,
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        }
     };
     let mut client = CoordinatorClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let reply = match client
-        .register(RegisterRequest {
-            manifest_sha256: agreement.digest.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        })
-        .await
-    {
+    let mut request = Request::new(RegisterRequest {
+        manifest_sha256: link.agreement.digest.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        manifest_terms: link.terms.clone(),
+        previous_session: previous.unwrap_or(0),
+    });
+    request.set_timeout(REGISTER_TIMEOUT);
+    let reply = match client.register(request).await {
         Ok(r) => r.into_inner(),
         Err(s) if is_refusal(&s) => return Err(NodeError::Refused(s.message().to_string())),
         Err(s) => return Ok(SessionEnd::Lost(s.to_string())),
     };
     *failures = 0;
     let session = reply.session;
+    *previous = Some(session);
     tracing::info!(federation = %reply.federation, session, "registered");
+    report.connected(&link.coordinator, &reply.federation);
     let beat = Duration::from_millis(u64::from(reply.heartbeat_ms.max(100)));
     let heartbeat = {
         let mut client = client.clone();
@@ -249,7 +315,15 @@ async fn session(
             }
         })
     };
-    let end = serve_tasks(&mut client, session, agreement, local, corrupt).await;
+    let end = serve_tasks(
+        &mut client,
+        session,
+        &link.agreement,
+        local,
+        corrupt,
+        report,
+    )
+    .await;
     heartbeat.abort();
     Ok(end)
 }
@@ -261,6 +335,7 @@ async fn serve_tasks(
     agreement: &Arc<Agreement>,
     local: &Arc<LocalParticipant>,
     corrupt: Option<Corruption>,
+    report: &dyn NodeReport,
 ) -> SessionEnd {
     loop {
         let mut stream = match client
@@ -283,6 +358,7 @@ async fn serve_tasks(
         };
         if let Some(task_header::Kind::Finished(f)) = &header.kind {
             tracing::info!(rounds = f.rounds, "the run is finished");
+            report.finished(f.rounds);
             return SessionEnd::Finished(f.rounds);
         }
         // Receive the task's parameters, if its layout is the manifest's model.
@@ -318,7 +394,7 @@ async fn serve_tasks(
                 Err(e) => return SessionEnd::Lost(format!("bad parameter stream: {e}")),
             }
         }
-        let task_id = header.task_id;
+        let (task_id, round) = (header.task_id, header.round);
         let outcome = match check {
             Err(reason) => {
                 tracing::warn!(%reason, "task refused");
@@ -333,19 +409,60 @@ async fn serve_tasks(
                 .unwrap_or_else(|e| Outcome::Refused(format!("the task failed: {e}")))
             }
         };
-        if let Err(s) = submit(client, task_id, outcome).await {
-            if s.code() == Code::NotFound {
+        let done = Done::of(&outcome);
+        match submit(client, task_id, outcome).await {
+            Ok(()) => done.tell(report, round),
+            Err(s) if s.code() == Code::NotFound => {
                 // Too late (deadline passed, or the coordinator restarted): move on.
                 tracing::warn!(status = %s, "result not taken");
-            } else if s.code() == Code::Unimplemented {
+            }
+            Err(s) if s.code() == Code::Unimplemented => {
                 return SessionEnd::Incompatible(format!(
                     "the coordinator does not take results the way this node sends them ({}); \
                      run the same entente version on the coordinator and the nodes",
                     s.message()
                 ));
-            } else {
-                return SessionEnd::Lost(s.to_string());
             }
+            Err(s) => return SessionEnd::Lost(s.to_string()),
+        }
+    }
+}
+
+/// What a delivered result is worth telling the operator.
+enum Done {
+    Trained {
+        examples: u64,
+        loss: f64,
+    },
+    Evaluated {
+        accuracy: f64,
+    },
+    Refused(String),
+    /// A secure-aggregation step: part of a round, not a line of its own.
+    Quiet,
+}
+
+impl Done {
+    fn of(outcome: &Outcome) -> Self {
+        match outcome {
+            Outcome::Trained { examples, loss, .. } => Self::Trained {
+                examples: *examples,
+                loss: *loss,
+            },
+            Outcome::Evaluated(m) => Self::Evaluated {
+                accuracy: m.accuracy,
+            },
+            Outcome::Refused(reason) => Self::Refused(reason.clone()),
+            Outcome::Secure(_) => Self::Quiet,
+        }
+    }
+
+    fn tell(self, report: &dyn NodeReport, round: u32) {
+        match self {
+            Self::Trained { examples, loss } => report.trained(round, examples, loss),
+            Self::Evaluated { accuracy } => report.evaluated(round, accuracy),
+            Self::Refused(reason) => report.refused(round, &reason),
+            Self::Quiet => {}
         }
     }
 }

@@ -7,6 +7,8 @@
 pub mod agent;
 pub mod checks;
 pub mod local;
+pub mod report;
 
-pub use agent::{NodeConfig, NodeError, leaf_site_name, run};
+pub use agent::{NodeConfig, NodeError, leaf_site_name, run, run_reporting};
 pub use local::Trainer;
+pub use report::{NodeReport, Quiet};

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use entente_proto::tls::{
-    KeyDir, SiteCertError, TlsError, client_config, init_ca, issue_coordinator, issue_site,
-    read_pem, server_config, site_name,
+    KeyDir, SiteCertError, TlsError, check_coordinator_certificate, check_site_certificate,
+    client_config, init_ca, issue_coordinator, issue_site, read_pem, server_config, site_name,
 };
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection};
@@ -343,14 +343,26 @@ fn configs_refuse_wrong_files_with_the_file_named() {
     .unwrap_err();
     assert!(matches!(err, TlsError::NotCa { .. }), "{err}");
     assert!(err.to_string().contains("clinic-a.pem"), "{err}");
-    // A key that does not belong to the certificate.
+    // A key that does not belong to the certificate, on either side.
     let err = client_config(
         &dir.ca_cert(),
         &dir.site_cert("clinic-a"),
         &dir.coordinator_key(),
     )
     .unwrap_err();
-    assert!(matches!(err, TlsError::Rustls { .. }), "{err}");
+    assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("coordinator.key does not belong to the certificate"),
+        "{err}"
+    );
+    let err = server_config(
+        &dir.ca_cert(),
+        &dir.coordinator_cert(),
+        &dir.site_key("clinic-a"),
+    )
+    .unwrap_err();
+    assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
     // A certificate where the key belongs.
     let err =
         client_config(&dir.ca_cert(), &dir.site_cert("clinic-a"), &dir.ca_cert()).unwrap_err();
@@ -364,6 +376,37 @@ fn configs_refuse_wrong_files_with_the_file_named() {
     )
     .unwrap_err();
     assert!(matches!(err, TlsError::Read { .. }) && err.to_string().contains("nope.pem"));
+}
+
+#[test]
+fn certificates_are_checked_for_their_role_and_ca_before_any_handshake() {
+    let (_tmp, dir) = federation();
+    let (_other_tmp, other) = federation_named("banks");
+    let hosts = check_coordinator_certificate(&dir.ca_cert(), &dir.coordinator_cert()).unwrap();
+    assert_eq!(hosts, ["127.0.0.1", "localhost"]);
+    assert_eq!(
+        check_site_certificate(&dir.ca_cert(), &dir.site_cert("clinic-a")).unwrap(),
+        "clinic-a"
+    );
+    // Another federation's certificates, and certificates in each other's role.
+    for err in [
+        check_coordinator_certificate(&dir.ca_cert(), &other.coordinator_cert()).unwrap_err(),
+        check_site_certificate(&dir.ca_cert(), &other.site_cert("clinic-a")).unwrap_err(),
+    ] {
+        assert!(matches!(err, TlsError::Unusable { .. }), "{err}");
+        assert!(
+            err.to_string().contains("not issued by the federation CA"),
+            "{err}"
+        );
+    }
+    let err =
+        check_coordinator_certificate(&dir.ca_cert(), &dir.site_cert("clinic-a")).unwrap_err();
+    assert!(
+        err.to_string().contains("as the coordinator certificate"),
+        "{err}"
+    );
+    let err = check_site_certificate(&dir.ca_cert(), &dir.coordinator_cert()).unwrap_err();
+    assert!(err.to_string().contains("clientAuth"), "{err}");
 }
 
 proptest::proptest! {

@@ -144,10 +144,7 @@ fn partitioned(manifest: &Manifest, data: Option<&Path>) -> Result<Setup> {
     Ok(Setup {
         bases,
         initial: fed.initial.clone(),
-        central: Some(CentralTest {
-            spec: fed.spec.clone(),
-            data: fed.test.clone(),
-        }),
+        central: Some(CentralTest::new(fed.spec.clone(), fed.test.clone())?),
         federation: Some(fed),
         data_line,
     })
@@ -198,10 +195,10 @@ fn own(
         });
     }
     let central = match (eval, &model.spec) {
-        (Some(path), Some(spec)) => Some(CentralTest {
-            spec: spec.clone(),
-            data: simulation::load_test_set(manifest, path)?,
-        }),
+        (Some(path), Some(spec)) => Some(CentralTest::new(
+            spec.clone(),
+            simulation::load_test_set(manifest, path)?,
+        )?),
         (Some(_), None) => bail!(
             "eval_data: entente evaluates only its own models and external MLPs on a central test \
              set; leave it out and rely on the sites' own evaluation"
@@ -212,7 +209,7 @@ fn own(
         "data: every site trains on its own records{}",
         central.as_ref().map_or(String::new(), |c| format!(
             ", {} in the global test set",
-            c.data.len()
+            c.data().len()
         ))
     );
     Ok(Setup {
@@ -271,7 +268,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         setup
             .central
             .as_ref()
-            .map_or_else(|| "external".to_string(), |c| describe(&c.spec)),
+            .map_or_else(|| "external".to_string(), |c| describe(c.spec())),
         setup.initial.num_values(),
     );
     println!("{}; run folder {}", setup.data_line, out.path().display());

@@ -79,6 +79,7 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
         .register(RegisterRequest {
             manifest_sha256: std::env::var("FANIN_DIGEST").unwrap_or_default(),
             version: "bench".into(),
+            ..RegisterRequest::default()
         })
         .await
         .map_err(|s| s.to_string())?

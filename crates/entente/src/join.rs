@@ -1,5 +1,6 @@
 //! `entente join`: run an institution's node. It connects out to the coordinator, takes part
-//! in every round the manifest allows, and stops when the run is finished.
+//! in every round the manifest allows, and stops when the run is finished. It prints a line
+//! when it is ready, when the coordinator admits it, and for every task it answers.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use entente_core::manifest::Manifest;
 use entente_node::agent::Corruption;
-use entente_node::{NodeConfig, Trainer};
+use entente_node::{NodeConfig, NodeReport, Trainer};
 use entente_proto::tls::{self, KeyDir};
 
 /// Arguments of `entente join`.
@@ -63,6 +64,9 @@ pub fn run(args: JoinArgs) -> Result<()> {
         tls::validate_site_name(&site)?;
     }
     let keys = KeyDir::new(&args.keys);
+    let printed = Printed {
+        coordinator: args.coordinator.clone(),
+    };
     let config = NodeConfig {
         coordinator: args.coordinator,
         ca: args.ca.unwrap_or_else(|| keys.ca_cert()),
@@ -85,7 +89,41 @@ pub fn run(args: JoinArgs) -> Result<()> {
             std::future::pending::<()>().await;
         }
     };
-    let rounds = runtime.block_on(entente_node::run(config, shutdown))?;
+    let rounds = runtime.block_on(entente_node::run_reporting(config, shutdown, &printed))?;
     println!("the run is finished after {rounds} rounds");
     Ok(())
+}
+
+/// What `entente join` prints as the run goes (the end is printed by [`run`]).
+struct Printed {
+    coordinator: String,
+}
+
+impl NodeReport for Printed {
+    fn ready(&self, site: &str, examples: Option<usize>) {
+        let held = examples.map_or_else(String::new, |n| format!(", {n} training examples"));
+        println!(
+            "entente join: site `{site}`{held}; connecting to {}",
+            self.coordinator
+        );
+    }
+
+    fn connected(&self, coordinator: &str, federation: &str) {
+        println!("connected to {coordinator}: admitted to federation `{federation}`");
+    }
+
+    fn trained(&self, round: u32, examples: u64, loss: f64) {
+        println!("round {round:>3}: trained on {examples} examples (loss {loss:.4}), update sent");
+    }
+
+    fn evaluated(&self, round: u32, accuracy: f64) {
+        println!(
+            "round {round:>3}: evaluated the model on this site's test split: {:.2}%",
+            100.0 * accuracy
+        );
+    }
+
+    fn refused(&self, round: u32, reason: &str) {
+        println!("round {round:>3}: refused the task: {reason}");
+    }
 }

@@ -3,12 +3,14 @@
 mod audit;
 mod join;
 mod keys;
+mod out_dir;
 mod privacy;
 mod report;
 mod serve;
 mod simulate;
 mod split;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -71,9 +73,13 @@ fn main() -> ExitCode {
     }
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    // Colour codes only for a person at a terminal: never in a redirected log, nor with
+    // NO_COLOR set (https://no-color.org).
+    let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .init();
     let result = match cli.command {
         Command::Simulate(args) => simulate::run(args),

@@ -172,8 +172,10 @@ fn central(
     };
     let data = simulation::load_test_set(manifest, path)
         .with_context(|| format!("could not read the test set {}", path.display()))?;
-    let evaluator = CoreBoundEvaluator::new(CentralTest { spec, data })
-        .context("could not start the evaluation threads")?;
+    let test =
+        CentralTest::new(spec, data).with_context(|| format!("--eval-data {}", path.display()))?;
+    let evaluator =
+        CoreBoundEvaluator::new(test).context("could not start the evaluation threads")?;
     Ok((model.initial, Some(Arc::new(evaluator))))
 }
 
@@ -224,8 +226,13 @@ impl Report for Printed {
     fn started(&mut self, run: &RunStart<'_>) {
         self.show(|b| b.set_state(RunState::Waiting));
         println!(
-            "entente serve: run {} of `{}`, {} sites, {} rounds, store {}",
-            run.run, run.federation, run.sites, run.rounds, run.store
+            "entente serve: run {} of `{}`, {} sites, {} rounds, store {}, certificate for {}",
+            run.run,
+            run.federation,
+            run.sites,
+            run.rounds,
+            run.store,
+            run.hosts.join(", ")
         );
     }
 

@@ -22,9 +22,13 @@ pub struct SimulateArgs {
     /// Also train each site alone and one model on the pooled data, with the same epochs.
     #[arg(long)]
     baselines: bool,
-    /// Run folder for the manifest, split, metrics, model and summary [default: runs/NAME-TIME].
+    /// Run folder for the manifest, split, metrics, model and summary [default: runs/NAME-TIME];
+    /// an existing folder must be empty, unless --overwrite.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Write into --out even if it already holds files (files of the same name are replaced).
+    #[arg(long)]
+    overwrite: bool,
     /// Override the number of rounds.
     #[arg(long)]
     rounds: Option<u32>,
@@ -87,6 +91,9 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             .num_threads(n)
             .build_global()
             .context("could not start the worker threads")?;
+    }
+    if let Some(out) = &args.out {
+        crate::out_dir::check(out, args.overwrite)?;
     }
     let mut manifest = load_manifest(args.manifest.as_deref())?;
     if let Some(r) = args.rounds {

@@ -15,9 +15,13 @@ use entente_learn::simulation;
 pub struct SplitArgs {
     /// The manifest whose data set and partition to use.
     manifest: PathBuf,
-    /// Folder to write into: SITE/ (IDX training files) or SITE.csv per site.
+    /// Folder to write into: SITE/ (IDX training files) or SITE.csv per site; an existing
+    /// folder must be empty, unless --overwrite.
     #[arg(long)]
     out: PathBuf,
+    /// Write into --out even if it already holds files (a site's files are replaced).
+    #[arg(long)]
+    overwrite: bool,
     /// Read the data from this file or folder instead of the manifest's data.path.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -25,6 +29,7 @@ pub struct SplitArgs {
 
 /// Runs `entente split`.
 pub fn run(args: SplitArgs) -> Result<()> {
+    crate::out_dir::check(&args.out, args.overwrite)?;
     let manifest = Manifest::load(&args.manifest)?;
     if let DataFormat::Csv {
         label_column,

@@ -2,14 +2,15 @@
 //! processes, with certificates from `entente keys`, checked against `entente simulate` and
 //! through the store's audit log.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, channel};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::{Process, TestDatabase, entente, free_port, run_ok, spawn};
 use entente_core::params::ParamSet;
 use entente_privacy::dp::rdp::epsilon;
 
@@ -21,113 +22,6 @@ struct Federation {
     dir: PathBuf,
     port: u16,
     database: Option<String>,
-}
-
-/// A child process that is killed when the test ends, whatever happens.
-struct Process {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Process {
-    /// Waits for a line of stdout containing `needle`.
-    fn wait_for(&mut self, needle: &str, limit: Duration) -> String {
-        let until = Instant::now() + limit;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!(
-                    "no line containing `{needle}` within {limit:?}; output so far:\n{}",
-                    self.seen.lock().unwrap().join("\n")
-                ),
-            }
-        }
-    }
-
-    /// Waits for the process to end and returns its exit status and all its output.
-    fn finish(mut self, limit: Duration) -> (bool, String) {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // Let the reader threads drain.
-                std::thread::sleep(Duration::from_millis(100));
-                return (status.success(), self.seen.lock().unwrap().join("\n"));
-            }
-            assert!(
-                Instant::now() < until,
-                "process did not end within {limit:?}; output so far:\n{}",
-                self.seen.lock().unwrap().join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn entente() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_entente"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("could not start entente");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn spawn(cmd: &mut Command) -> Process {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("could not start entente");
-    let (tx, rx) = channel();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    for stream in [
-        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-        Box::new(child.stderr.take().unwrap()),
-    ] {
-        let (tx, seen) = (tx.clone(), Arc::clone(&seen));
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                seen.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-    }
-    Process {
-        child,
-        lines: rx,
-        seen,
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Federation {
@@ -777,37 +671,14 @@ fn check_restart(fed: &Federation) {
 #[test]
 fn postgres_store_runs_and_resumes() {
     let _serial = serial();
-    let Ok(admin) = std::env::var("ENTENTE_TEST_POSTGRES_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must set ENTENTE_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)"
-        );
-        eprintln!("skipped: ENTENTE_TEST_POSTGRES_URL not set");
+    // A fresh database per run of this test.
+    let Some(db) = TestDatabase::create("entente_deploy") else {
         return;
     };
     if !have_fashion_mnist() {
         return;
     }
-    // A fresh database per run of this test.
-    let db = format!("entente_deploy_{}", std::process::id());
-    let psql = |sql: &str| {
-        let out = Command::new("psql")
-            .arg(&admin)
-            .args(["-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("psql is needed for the PostgreSQL test");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
-    psql(&format!("CREATE DATABASE {db}"));
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
     let mut fed = Federation::new("postgres", &manifest("postgres", 5, 12000, 2));
-    fed.database = Some(format!("{base}/{db}"));
+    fed.database = Some(db.url.clone());
     check_restart(&fed);
-    drop(fed);
-    psql(&format!("DROP DATABASE IF EXISTS {db}"));
 }

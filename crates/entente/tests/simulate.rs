@@ -713,6 +713,7 @@ fn sites_refuse_rounds_beyond_their_budget_and_the_ledger_persists() {
 
     // A budget that lasts a few rounds: the run spends it and the ledger survives the process.
     let manifest = private_digits(&tmp, 8.0);
+    let out = tmp.join("run-8");
     let output = simulate(tmp.path(), &manifest, &out);
     let text = String::from_utf8_lossy(&output.stdout).into_owned() + &stderr(&output);
     assert!(text.contains("refuses round"), "{text}");
@@ -766,6 +767,7 @@ fn client_level_dp_is_checked_against_the_budget_before_the_first_round() {
     );
 
     write(100.0);
+    let out = tmp.join("run-100");
     let output = simulate_ok(tmp.path(), &out, &[manifest.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("client-level DP"), "{text}");

@@ -198,6 +198,12 @@ async fn drive(
         heartbeat,
         wait_for_sites,
     } = config;
+    // The identity first: a certificate the nodes could not use, or a key that is not its own,
+    // stops the coordinator before it opens a run.
+    let tls =
+        tls::server_config(&ca, &cert, &key).map_err(|source| CoordinatorError::Tls { source })?;
+    let hosts = tls::check_coordinator_certificate(&ca, &cert)
+        .map_err(|source| CoordinatorError::Tls { source })?;
     let digest = manifest.agreement_digest();
     let store = Store::open(&store_url)
         .await
@@ -226,6 +232,7 @@ async fn drive(
         rounds: manifest.rounds,
         completed: state.completed,
         store: &store_shown,
+        hosts: &hosts,
     };
     if state.resumed {
         report.resumed(&start);
@@ -233,8 +240,6 @@ async fn drive(
         report.started(&start);
     }
 
-    let tls =
-        tls::server_config(&ca, &cert, &key).map_err(|source| CoordinatorError::Tls { source })?;
     let hub = Arc::new(Hub::new(&manifest.sites, heartbeat));
 
     // Everything the manifest decides is checked before any node is let in.
@@ -266,7 +271,7 @@ async fn drive(
         store.clone(),
         run,
         manifest.name.clone(),
-        digest,
+        manifest.agreement_terms(),
     );
     let serving = Serving::start(socket, tls, service, store.clone(), run, Arc::clone(&hub));
     report.listening(addr);
@@ -391,6 +396,7 @@ impl Serving {
             service,
             store,
             run,
+            Arc::clone(&hub),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;
             },

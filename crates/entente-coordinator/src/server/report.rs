@@ -21,8 +21,10 @@ pub struct RunStart<'a> {
     /// Rounds already completed (and committed) before this coordinator started: 0 for a new
     /// run.
     pub completed: u32,
-    /// The store's URL, as configured.
+    /// The store's URL, password masked.
     pub store: &'a str,
+    /// The hosts the coordinator's certificate is valid for: nodes must connect to one of them.
+    pub hosts: &'a [String],
 }
 
 /// Hooks for a coordinator's progress, called in this order: [`Report::started`] or

@@ -33,6 +33,17 @@ pub enum StoreError {
         /// What sqlx reported.
         error: sqlx::Error,
     },
+    /// The database server gave no answer in time (a host that drops the connection).
+    #[error(
+        "could not reach the database at {url}: no answer within {seconds} s; check the host and \
+         port, and that no firewall drops the connection"
+    )]
+    ConnectTimeout {
+        /// The URL, password redacted.
+        url: String,
+        /// How long the coordinator waited.
+        seconds: u64,
+    },
     /// Applying the schema migrations failed.
     #[error(
         "could not bring the database schema up to date: {error}; if another entente version \

@@ -78,25 +78,32 @@ fn with_create_mode(url: &str) -> String {
     }
 }
 
-/// Replaces the password in `scheme://user:password@host…` and in a
-/// `password=` query parameter with `***`.
-pub(crate) fn redact(url: &str) -> String {
+/// `url` as it may be shown (banners, logs, errors): the password of `scheme://user:password@host…`
+/// and of a `password=` (or `sslpassword=`) query parameter replaced by `***`. A password may
+/// hold `/`, `?`, `#` or `@` where it should have been percent-encoded: everything from the
+/// user name's `:` up to the last `@` of the URL is masked, so such a password never shows,
+/// not even in part (an `@` later in the URL masks more than the password).
+pub fn redact(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(start) = out.find("://").map(|i| i + 3) {
-        let authority_end = out[start..]
-            .find(['/', '?', '#'])
-            .map_or(out.len(), |i| start + i);
-        if let Some(at) = out[start..authority_end].rfind('@').map(|i| start + i)
-            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
-        {
-            out.replace_range(colon + 1..at, "***");
+        let rest = &out[start..];
+        // The user name ends at the first ':'; there is a password only if that comes before
+        // the first '@'.
+        let first_at = rest.find('@');
+        let colon = rest.find(':').filter(|&c| first_at.is_some_and(|a| c < a));
+        if let (Some(colon), Some(first_at)) = (colon, first_at) {
+            let at = rest.rfind('@').unwrap_or(first_at);
+            out.replace_range(start + colon + 1..start + at, "***");
         }
     }
     if let Some((head, query)) = out.split_once('?') {
         let query: Vec<String> = query
             .split('&')
             .map(|pair| match pair.split_once('=') {
-                Some(("password", _)) => "password=***".to_string(),
+                Some((key, _)) if key.eq_ignore_ascii_case("password") => "password=***".into(),
+                Some((key, _)) if key.eq_ignore_ascii_case("sslpassword") => {
+                    "sslpassword=***".into()
+                }
                 _ => pair.to_string(),
             })
             .collect();
@@ -166,5 +173,30 @@ mod tests {
             redact("postgres://host/db?user=u&password=s3cret"),
             "postgres://host/db?user=u&password=***"
         );
+    }
+
+    #[test]
+    fn passwords_with_url_characters_never_show_in_part() {
+        for (url, shown) in [
+            (
+                "postgres://u:se/cret@db:5432/e",
+                "postgres://u:***@db:5432/e",
+            ),
+            ("postgres://u:pa@ss@db/e", "postgres://u:***@db/e"),
+            ("postgres://u:p?w#d@db/e", "postgres://u:***@db/e"),
+            ("postgres://u:p@s/s@db/e?x=1", "postgres://u:***@db/e?x=1"),
+            ("postgres://u:p@ss?x@db/e", "postgres://u:***@db/e"),
+            (
+                "postgres://u:pw@db/e?application_name=a@b",
+                "postgres://u:***@b",
+            ),
+            (
+                "postgres://u@db:5432/e?PASSWORD=x&sslpassword=y",
+                "postgres://u@db:5432/e?password=***&sslpassword=***",
+            ),
+            ("postgres://db:5432/e", "postgres://db:5432/e"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
     }
 }

@@ -23,6 +23,7 @@
 //! identical bytes are stored once and [`Store::checkpoint`] re-hashes what it
 //! reads.
 
+mod connect;
 pub(crate) mod db;
 mod error;
 mod location;
@@ -40,7 +41,7 @@ use tokio_stream::StreamExt;
 use crate::audit::{self, AuditEntry, AuditEvent, AuditReport, kind, sha256_hex};
 use db::{now_unix_ms, query_err, read_u32};
 pub use error::StoreError;
-pub(crate) use location::redact;
+pub use location::redact;
 use location::{Backend, Location, sqlite_url_for_path};
 use queries::{
     Tx, append, commit, last_completed, open_run_rounds, put_blob, round_completion, run_row,
@@ -141,6 +142,9 @@ impl Store {
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let location = Location::parse(url)?;
+        if location.backend == Backend::Postgres {
+            connect::probe(&location).await?;
+        }
         let max_connections = match location.backend {
             Backend::Sqlite => 4,
             Backend::Postgres => 8,

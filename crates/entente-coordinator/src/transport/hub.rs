@@ -6,6 +6,7 @@
 //! [`RemoteSite`]: super::remote_site::RemoteSite
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +17,9 @@ use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use rand::RngCore;
 use tokio::sync::Notify;
+
+use super::connections::Connections;
+use super::warnings::RefusalWarnings;
 
 /// What a site is asked to do.
 #[derive(Debug, Clone)]
@@ -77,6 +81,8 @@ pub enum TaskResult {
 #[derive(Default)]
 struct Mailbox {
     session: Option<u64>,
+    /// The connection the session registered on, when known.
+    peer: Option<SocketAddr>,
     last_seen: Option<Instant>,
     queue: VecDeque<Arc<Task>>,
     /// Handed to the node, result pending.
@@ -99,11 +105,32 @@ pub enum RouteError {
     /// No such task is waiting for this site (it missed its deadline, or never existed).
     #[error("task {0} is not expected from this site (late, already answered, or unknown)")]
     UnknownTask(u64),
+    /// Another node holds the site's session: it is connected and was heard from recently.
+    #[error(
+        "another node holds site `{site}`'s session: it is connected{} and was heard from {} ms \
+         ago; two nodes cannot share one site's certificate: stop the other node, or if it has \
+         stopped, start this one again after {} s",
+        holder.map(|p| format!(" from {p}")).unwrap_or_default(),
+        heard_ms,
+        wait_secs
+    )]
+    SessionHeld {
+        /// The site.
+        site: String,
+        /// Where the node holding the session is connected from.
+        holder: Option<SocketAddr>,
+        /// How long ago it was heard from, in milliseconds.
+        heard_ms: u64,
+        /// After how many seconds of silence its session lapses.
+        wait_secs: u64,
+    },
 }
 
 /// Every site's mailbox, and whether the run is over.
 pub struct Hub {
     boxes: HashMap<String, (Mutex<Mailbox>, Notify)>,
+    connections: Arc<Connections>,
+    warnings: RefusalWarnings,
     heartbeat: Duration,
     finished: Mutex<Option<u32>>,
     closed: AtomicBool,
@@ -123,10 +150,22 @@ impl Hub {
                 .iter()
                 .map(|s| (s.clone(), (Mutex::new(Mailbox::default()), Notify::new())))
                 .collect(),
+            connections: Arc::new(Connections::new()),
+            warnings: RefusalWarnings::default(),
             heartbeat,
             finished: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// The open node connections (the listener counts them, sessions are bound to them).
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// The bounded warning log of refused connections and calls.
+    pub fn warnings(&self) -> &RefusalWarnings {
+        &self.warnings
     }
 
     /// How often nodes send heartbeats.
@@ -150,13 +189,36 @@ impl Hub {
             .ok_or_else(|| RouteError::UnknownSite(site.to_string()))
     }
 
-    /// Starts a new session for `site`. Tasks the node had taken but not answered go back to
-    /// the front of its queue, so a node restarted mid-round picks its work up again.
-    pub fn register(&self, site: &str) -> Result<u64, RouteError> {
+    /// Starts a new session for `site`'s node, connected from `peer`. A node that held the
+    /// current session (it names it as `previous`, or registers again on the same connection)
+    /// takes it over; any other node is refused with [`RouteError::SessionHeld`] while the
+    /// session is live: its connection open and its node heard from within
+    /// [`Hub::contact_timeout`]. Tasks the node had taken but not answered go back to the front
+    /// of its queue, so a node restarted mid-round picks its work up again.
+    pub fn register(
+        &self,
+        site: &str,
+        peer: Option<SocketAddr>,
+        previous: Option<u64>,
+    ) -> Result<u64, RouteError> {
         let (m, notify) = self.mailbox(site)?;
         let session = rand::rng().next_u64();
         let mut b = lock(m);
+        let heard = b.last_seen.map(|t| t.elapsed());
+        let live = heard.is_some_and(|h| h < self.contact_timeout())
+            && b.peer.is_none_or(|p| self.connections.is_open(p));
+        let same_node =
+            previous.is_some() && previous == b.session || peer.is_some() && peer == b.peer;
+        if b.session.is_some() && live && !same_node {
+            return Err(RouteError::SessionHeld {
+                site: site.to_string(),
+                holder: b.peer,
+                heard_ms: heard.map_or(0, |h| h.as_millis() as u64),
+                wait_secs: self.contact_timeout().as_secs_f64().ceil() as u64,
+            });
+        }
         b.session = Some(session);
+        b.peer = peer;
         b.last_seen = Some(Instant::now());
         let mut back: Vec<Arc<Task>> = b.delivered.drain().map(|(_, t)| t).collect();
         back.sort_by_key(|t| std::cmp::Reverse(t.id));
@@ -365,7 +427,7 @@ mod tests {
     #[tokio::test]
     async fn tasks_flow_to_the_current_session_and_results_back() {
         let hub = Hub::new(&["a".into(), "b".into()], Duration::from_secs(1));
-        let s1 = hub.register("a").unwrap();
+        let s1 = hub.register("a", None, None).unwrap();
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         hub.post("a", task(7), tx).unwrap();
         assert!(hub.next_task("b", 0, Duration::ZERO).await.is_err());
@@ -402,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn a_node_that_registers_again_gets_its_unanswered_task_back() {
         let hub = Hub::new(&["a".into()], Duration::from_secs(1));
-        let s1 = hub.register("a").unwrap();
+        let s1 = hub.register("a", None, None).unwrap();
         let (tx, _rx) = std::sync::mpsc::sync_channel(1);
         hub.post("a", task(3), tx).unwrap();
         assert_eq!(
@@ -413,7 +475,7 @@ mod tests {
                 .id,
             3
         );
-        let s2 = hub.register("a").unwrap();
+        let s2 = hub.register("a", None, Some(s1)).unwrap();
         assert_ne!(s1, s2);
         assert_eq!(
             hub.next_task("a", s2, Duration::ZERO)
@@ -448,10 +510,54 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_second_node_is_refused_while_the_first_holds_the_session() {
+        let hub = Hub::new(&["a".into()], Duration::from_secs(1));
+        let (first, second): (SocketAddr, SocketAddr) = (
+            "10.0.0.1:5000".parse().unwrap(),
+            "10.0.0.2:6000".parse().unwrap(),
+        );
+        let open = hub.connections().track(first, ());
+        let s1 = hub.register("a", Some(first), None).unwrap();
+        let err = hub.register("a", Some(second), None).unwrap_err();
+        assert!(
+            matches!(&err, RouteError::SessionHeld { site, holder: Some(h), wait_secs: 3, .. }
+                if site == "a" && *h == first),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("another node holds site `a`'s session"),
+            "{err}"
+        );
+        // The session is untouched: the first node goes on.
+        hub.touch("a", s1).unwrap();
+        // The node that holds it comes back on a new connection, naming its session.
+        let reconnected = hub.connections().track(second, ());
+        let s2 = hub.register("a", Some(second), Some(s1)).unwrap();
+        drop(open);
+        let third: SocketAddr = "10.0.0.3:7000".parse().unwrap();
+        assert!(hub.register("a", Some(third), None).is_err());
+        // Once its connection is closed, anyone with the certificate may take over at once
+        // (a node restarted after a crash).
+        drop(reconnected);
+        let s3 = hub.register("a", Some(third), None).unwrap();
+        assert!(hub.touch("a", s2).is_err());
+        hub.touch("a", s3).unwrap();
+
+        // A node not heard from for three heartbeats no longer holds its session.
+        let quick = Hub::new(&["a".into()], Duration::from_millis(10));
+        let _open = quick.connections().track(first, ());
+        quick.register("a", Some(first), None).unwrap();
+        assert!(quick.register("a", Some(second), None).is_err());
+        std::thread::sleep(Duration::from_millis(40));
+        quick.register("a", Some(second), None).unwrap();
+    }
+
     #[tokio::test]
     async fn a_poll_wakes_when_a_task_arrives() {
         let hub = Arc::new(Hub::new(&["a".into()], Duration::from_secs(1)));
-        let s = hub.register("a").unwrap();
+        let s = hub.register("a", None, None).unwrap();
         let waiting = {
             let hub = Arc::clone(&hub);
             tokio::spawn(async move { hub.next_task("a", s, Duration::from_secs(30)).await })

@@ -13,7 +13,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::connections::Tracked;
+use super::hub::Hub;
 use super::service::CoordinatorService;
+use super::warnings::WINDOW;
 use crate::audit::{AuditEvent, kind};
 use crate::store::Store;
 
@@ -33,21 +36,37 @@ const MAX_MESSAGE: usize = 8 << 20;
 const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 2 << 20;
 
+/// A connection that passed the handshake, counted as open while the server holds it.
+type Connection = Tracked<TlsStream<TcpStream>>;
+
 /// Accepts connections on `listener`, completes mutual TLS with `tls`, and serves `service`
-/// on every connection that passes, until `shutdown` resolves: then it stops accepting at once
-/// and returns when the open connections have closed.
+/// on every connection that passes (counting it among `hub`'s open connections), until
+/// `shutdown` resolves: then it stops accepting at once and returns when the open connections
+/// have closed. Refused handshakes go to the audit log and to `hub`'s bounded warning log,
+/// whose summary is written every [`WINDOW`] and at the end.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     service: CoordinatorService,
     store: Store,
     run: i64,
+    hub: Arc<Hub>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let acceptor = TlsAcceptor::from(tls);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<TlsStream<TcpStream>, std::io::Error>>(64);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Connection, std::io::Error>>(64);
     let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let refusals = Arc::new(RefusalLog::new(store, run));
+    let refusals = Arc::new(RefusalLog::new(store, run, Arc::clone(&hub)));
+    let summaries = {
+        let hub = Arc::clone(&hub);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WINDOW);
+            loop {
+                tick.tick().await;
+                hub.warnings().flush(Instant::now(), false);
+            }
+        })
+    };
     // The accept loop stops (and closes the socket) as soon as `shutdown` resolves, while the
     // server drains its connections.
     let (stop_accepting, mut stopped) = tokio::sync::watch::channel(false);
@@ -55,6 +74,7 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_accepting.send(true);
     };
+    let connections = Arc::clone(hub.connections());
     let accept_loop = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -77,11 +97,12 @@ pub async fn serve(
                 break;
             };
             let (acceptor, tx, refusals) = (acceptor.clone(), tx.clone(), Arc::clone(&refusals));
+            let connections = Arc::clone(&connections);
             tokio::spawn(async move {
                 let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let _ = tx.send(Ok(connections.track(peer, tls))).await;
                     }
                     Ok(Err(e)) => refusals.record(peer, e.to_string()).await,
                     Err(_) => {
@@ -105,6 +126,8 @@ pub async fn serve(
         .serve_with_incoming_shutdown(ReceiverStream::new(rx), shutdown)
         .await;
     accept_loop.abort();
+    summaries.abort();
+    hub.warnings().flush(Instant::now(), true);
     result
 }
 
@@ -120,15 +143,18 @@ const REFUSAL_ADDRESSES: usize = 4096;
 struct RefusalLog {
     store: Store,
     run: i64,
+    /// Whose bounded warning log gets the refusals.
+    hub: Arc<Hub>,
     /// Per address: when its last entry was written, and refusals since then.
     recent: std::sync::Mutex<HashMap<IpAddr, (Instant, u64)>>,
 }
 
 impl RefusalLog {
-    fn new(store: Store, run: i64) -> Self {
+    fn new(store: Store, run: i64, hub: Arc<Hub>) -> Self {
         Self {
             store,
             run,
+            hub,
             recent: std::sync::Mutex::new(HashMap::new()),
         }
     }
@@ -162,7 +188,9 @@ impl RefusalLog {
 
     /// Records a connection refused during the TLS handshake.
     async fn record(&self, peer: SocketAddr, reason: String) {
-        tracing::warn!(%peer, %reason, "TLS handshake refused");
+        self.hub
+            .warnings()
+            .refused(peer.ip(), &peer.to_string(), "tls handshake", &reason);
         let Some(left_out) = self.due(peer.ip(), Instant::now()) else {
             return;
         };
@@ -193,7 +221,8 @@ mod tests {
     async fn one_entry_per_address_per_window_counting_the_rest() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("a.db").display());
-        let log = RefusalLog::new(Store::open(&url).await.unwrap(), 1);
+        let hub = Arc::new(Hub::new(&["a".into()], Duration::from_secs(1)));
+        let log = RefusalLog::new(Store::open(&url).await.unwrap(), 1, hub);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = Instant::now();
         assert_eq!(log.due(a, t0), Some(0));

@@ -1,13 +1,17 @@
 //! The coordinator's gRPC service. Every call identifies the node by its client certificate
 //! (already verified against the federation CA during the TLS handshake) and refuses a
 //! certificate that names no manifest site before anything else happens. Refusals and
-//! admissions go to the audit log.
+//! admissions go to the audit log, refusals also to the bounded warning log.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
+use entente_core::digest::sha256_hex;
+use entente_core::manifest::compare_terms;
 use entente_core::params::ParamSet;
+use entente_core::text::{excerpt, truncate};
 use entente_proto::chunks::{Assembler, chunks_of};
 use entente_proto::convert::{
     layout_from_wire, layout_to_wire, metrics_from_wire, training_to_wire,
@@ -43,26 +47,55 @@ const GONE_CHECK: Duration = Duration::from_millis(200);
 /// network and the cores busy, few enough that per-transfer buffers stay small in total.
 const MAX_TRANSFERS: usize = 16;
 
+/// Longest manifest terms a node may send with its registration (bytes); longer ones are not
+/// compared, and the refusal names the two digests only.
+const MAX_TERMS: usize = 1 << 20;
+
 /// The gRPC service of one run.
 pub struct CoordinatorService {
     hub: Arc<Hub>,
     store: Store,
     run: i64,
     federation: String,
+    /// The manifest's terms ([`entente_core::manifest::Manifest::agreement_terms`]) and their
+    /// digest, which every node's must match.
+    terms: String,
     digest: String,
     transfers: Arc<Semaphore>,
 }
 
 impl CoordinatorService {
-    /// The service of run `run` of `federation`, whose manifest terms hash to `digest`.
-    pub fn new(hub: Arc<Hub>, store: Store, run: i64, federation: String, digest: String) -> Self {
+    /// The service of run `run` of `federation`, whose manifest has the terms `terms`.
+    pub fn new(hub: Arc<Hub>, store: Store, run: i64, federation: String, terms: String) -> Self {
         Self {
             hub,
             store,
             run,
             federation,
-            digest,
+            digest: sha256_hex(terms.as_bytes()),
+            terms,
             transfers: Arc::new(Semaphore::new(MAX_TRANSFERS)),
+        }
+    }
+
+    /// Why a node whose manifest terms are `theirs` (hashing to `their_digest`) is refused:
+    /// the first key that differs, when the node sent its terms.
+    fn manifest_mismatch(&self, theirs: &str, their_digest: &str) -> String {
+        let difference = (!theirs.is_empty() && theirs.len() <= MAX_TERMS)
+            .then(|| compare_terms(&self.terms, theirs).ok().flatten())
+            .flatten();
+        match difference {
+            Some(d) => format!(
+                "the node's manifest differs from the coordinator's: {}; both must hold the same \
+                 manifest (paths aside)",
+                d.describe("the coordinator's manifest", "the node's")
+            ),
+            None => format!(
+                "the node holds a manifest whose terms hash to {}, the coordinator runs {}; \
+                 both must hold the same manifest (paths aside)",
+                excerpt(their_digest),
+                self.digest
+            ),
         }
     }
 
@@ -82,9 +115,8 @@ impl CoordinatorService {
     /// The manifest site the caller's certificate names; anyone else is refused (and the
     /// refusal recorded) before the call does anything.
     async fn site_of<T>(&self, request: &Request<T>, call: &str) -> Result<String, Status> {
-        let peer = request
-            .remote_addr()
-            .map_or_else(|| "unknown address".to_string(), |a| a.to_string());
+        let addr = request.remote_addr();
+        let peer = addr.map_or_else(|| "unknown address".to_string(), |a| a.to_string());
         let named = request
             .peer_certs()
             .and_then(|certs| certs.first().map(|c| site_name(c.as_ref())));
@@ -96,7 +128,8 @@ impl CoordinatorService {
             Some(Err(e)) => format!("certificate is not a site certificate: {e}"),
             None => "no client certificate".to_string(),
         };
-        tracing::warn!(%peer, call, %refusal, "refused");
+        let ip = addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+        self.hub.warnings().refused(ip, &peer, call, &refusal);
         self.audit(
             kind::REFUSAL,
             None,
@@ -109,6 +142,7 @@ impl CoordinatorService {
 
 fn route_status(e: RouteError) -> Status {
     match e {
+        RouteError::SessionHeld { .. } => Status::already_exists(e.to_string()),
         RouteError::StaleSession(_) => Status::failed_precondition(e.to_string()),
         RouteError::UnknownSite(_) => Status::permission_denied(e.to_string()),
         RouteError::UnknownTask(_) => Status::not_found(e.to_string()),
@@ -177,27 +211,36 @@ impl Coordinator for CoordinatorService {
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterReply>, Status> {
         let site = self.site_of(&request, "register").await?;
+        let peer = request.remote_addr();
         let body = request.into_inner();
-        if body.manifest_sha256 != self.digest {
-            let reason = format!(
-                "the node holds a manifest whose terms hash to {}, the coordinator runs {}; \
-                 both must hold the same manifest (paths aside)",
-                body.manifest_sha256, self.digest
-            );
-            self.audit(
-                kind::REFUSAL,
-                Some(&site),
-                serde_json::json!({ "call": "register", "reason": reason }),
-            )
-            .await;
-            return Err(Status::failed_precondition(reason));
-        }
-        let session = self.hub.register(&site).map_err(route_status)?;
-        tracing::info!(%site, version = %body.version, "site admitted");
+        let refused = if body.manifest_sha256 == self.digest {
+            let previous = (body.previous_session != 0).then_some(body.previous_session);
+            self.hub.register(&site, peer, previous).map_err(|e| {
+                let reason = e.to_string();
+                (route_status(e), reason)
+            })
+        } else {
+            let reason = self.manifest_mismatch(&body.manifest_terms, &body.manifest_sha256);
+            Err((Status::failed_precondition(reason.clone()), reason))
+        };
+        let session = match refused {
+            Ok(session) => session,
+            Err((status, reason)) => {
+                self.audit(
+                    kind::REFUSAL,
+                    Some(&site),
+                    serde_json::json!({ "call": "register", "reason": reason }),
+                )
+                .await;
+                return Err(status);
+            }
+        };
+        let version = excerpt(&body.version);
+        tracing::info!(%site, %version, "site admitted");
         self.audit(
             kind::ADMISSION,
             Some(&site),
-            serde_json::json!({ "version": body.version }),
+            serde_json::json!({ "version": version }),
         )
         .await;
         Ok(Response::new(RegisterReply {
@@ -311,15 +354,6 @@ impl Coordinator for CoordinatorService {
 
 /// Longest reason a node may give for refusing a task (bytes; longer ones are cut).
 const MAX_REASON: usize = 1024;
-
-/// `text` cut to at most `max` bytes, at a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// Longest the coordinator waits for the next chunk of an update it asked for.
 const CHUNK_IDLE: Duration = Duration::from_secs(60);
@@ -495,17 +529,4 @@ async fn receive(
         None => return Err(bad("the result header has no outcome".into())),
     };
     Ok(Some(result))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate;
-
-    #[test]
-    fn reasons_are_cut_at_a_character_boundary() {
-        assert_eq!(truncate("short", 1024), "short");
-        assert_eq!(truncate("abcdef", 3), "abc");
-        // "é" is two bytes: a cut inside it steps back before it.
-        assert_eq!(truncate("aé", 2), "a");
-    }
 }

@@ -15,10 +15,16 @@ const LOCAL_KEYS: &[(&str, &str)] = &[
 ];
 
 impl Manifest {
-    /// SHA-256 (hex) of the manifest's terms: every table and key except local paths, in a
-    /// canonical form (keys sorted, serialized as JSON), so comments, key order and
-    /// formatting do not matter.
+    /// SHA-256 (hex) of the manifest's terms ([`Manifest::agreement_terms`]), so comments, key
+    /// order and formatting do not matter.
     pub fn agreement_digest(&self) -> String {
+        sha256_hex(self.agreement_terms().as_bytes())
+    }
+
+    /// The manifest's terms: every table and key except local paths, in a canonical form (keys
+    /// sorted, serialized as JSON). A node sends them with its digest, so that a coordinator
+    /// whose terms differ can name the first key that differs ([`super::compare_terms`]).
+    pub fn agreement_terms(&self) -> String {
         // The source parsed once already when the manifest was checked.
         let mut value: toml::Table = toml::from_str(&self.source).unwrap_or_default();
         for (table, key) in LOCAL_KEYS {
@@ -43,8 +49,7 @@ impl Manifest {
                 toml::Value::String(format!("sha256:{sha256}")),
             );
         }
-        let canonical = serde_json::to_string(&value).unwrap_or_default();
-        sha256_hex(canonical.as_bytes())
+        serde_json::to_string(&value).unwrap_or_default()
     }
 }
 

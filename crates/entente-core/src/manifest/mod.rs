@@ -3,6 +3,8 @@
 //! error names the file, the key, its line and what is allowed.
 
 mod schema;
+mod syntax;
+mod terms;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -10,6 +12,8 @@ use std::path::{Path, PathBuf};
 use crate::aggregators::Strategy;
 use crate::engine::LocalTraining;
 use crate::update::UpdatePolicy;
+
+pub use terms::{TermDifference, compare_terms};
 
 /// A manifest could not be read or is not valid.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +31,7 @@ pub enum ManifestError {
     Syntax {
         /// The manifest path.
         path: String,
-        /// The TOML parser's message, with line, column and the offending text.
+        /// Line and column, what is wrong there, and the offending line (long text cut short).
         message: String,
     },
     /// The file is not a regular file, or is larger than any manifest.
@@ -286,17 +290,18 @@ pub struct Manifest {
 impl Manifest {
     /// Reads and checks a manifest file; relative data paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let origin = path.display().to_string();
         let bytes = crate::files::read_bounded(
             path,
             MAX_MANIFEST_BYTES,
             "a manifest (fixed: a manifest of 10,000 sites needs less than 1 MiB)",
         )?;
-        let text = String::from_utf8(bytes).map_err(|e| ManifestError::Io {
-            path: path.display().to_string(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        let text = String::from_utf8(bytes).map_err(|e| ManifestError::Syntax {
+            path: origin.clone(),
+            message: syntax::not_utf8(e.as_bytes(), e.utf8_error().valid_up_to()),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::parse(&text, &path.display().to_string(), base)
+        Self::parse(&text, &origin, base)
     }
 
     /// Names the data set a site's records come from, for its privacy ledger: the data file.
@@ -363,7 +368,7 @@ impl Manifest {
     pub fn parse(text: &str, origin: &str, base: &Path) -> Result<Self, ManifestError> {
         let raw: schema::RawManifest = toml::from_str(text).map_err(|e| ManifestError::Syntax {
             path: origin.to_string(),
-            message: e.to_string(),
+            message: syntax::describe(text, &e),
         })?;
         validate::check(raw, text, origin, base)
     }

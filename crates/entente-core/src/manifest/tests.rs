@@ -556,3 +556,44 @@ fn a_manifest_must_be_a_regular_file_of_bounded_size() {
         "{err}"
     );
 }
+
+#[test]
+fn a_manifest_that_is_not_utf8_is_refused_with_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("latin1.toml");
+    // "café" in Latin-1 on line 3: the 0xe9 byte is the 12th character of that line.
+    let text = GOOD.replacen("name = \"demo\"", "name = \"caf\u{1}\"", 1);
+    let mut bytes = text.into_bytes();
+    let at = bytes.iter().position(|&b| b == 1).unwrap();
+    bytes[at] = 0xe9;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Manifest::load(&path).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, ManifestError::Syntax { .. }), "{err:?}");
+    assert!(msg.contains("latin1.toml"), "{msg}");
+    assert!(msg.contains("line 3, column 12"), "{msg}");
+    assert!(
+        msg.contains("0xe9") && msg.contains("save the file as UTF-8"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn long_values_are_cut_short_in_errors() {
+    let huge = "a".repeat(50_000_000);
+    // A value the checks refuse, a path no file system takes, and a line the parser refuses.
+    for text in [
+        GOOD.replace("name = \"demo\"", &format!("name = \"{huge}\"")),
+        GOOD.replace("kind = \"fedadam\"", &format!("kind = \"{huge}\"")),
+        GOOD.replace("digits.csv.gz", &huge),
+        GOOD.replace("name = \"demo\"", &format!("name = {huge}")),
+        GOOD.replace("momentum = 0.5", &format!("{huge} = 0.5")),
+    ] {
+        let msg = parse(&text).unwrap_err().to_string();
+        assert!(msg.len() < 2000, "{} bytes: {}", msg.len(), &msg[..200]);
+        assert!(
+            msg.contains("50000000 bytes in all") || msg.contains('…'),
+            "{msg}"
+        );
+    }
+}

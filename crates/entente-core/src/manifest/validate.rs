@@ -1,7 +1,7 @@
 //! Semantic checks of a parsed manifest; each failure names the key and its line.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::schema::{RawData, RawManifest, RawPrivacy, RawSecureAggregation, RawStrategy};
 use super::{
@@ -12,11 +12,15 @@ use super::{
 use crate::aggregators::{FedOptKind, Strategy};
 use crate::engine::{DpSgd, LocalOptimizer, LocalTraining};
 use crate::params::{MAX_FILE_BYTES, MODEL_FILE, ParamSet};
+use crate::text::excerpt;
 use crate::update::UpdatePolicy;
 
 /// Longest time a manifest may name (about 30 years): beyond any deadline a federation needs,
 /// and small enough to convert to a `Duration` without overflow.
 const MAX_SECONDS: f64 = 1e9;
+
+/// Longest path a manifest may name, in bytes (Linux's `PATH_MAX`).
+const MAX_PATH: usize = 4096;
 
 /// Builds errors that point at a key's line in the source text.
 struct Reporter<'a> {
@@ -49,6 +53,20 @@ impl Reporter<'_> {
             key: key.to_string(),
             message: message.into(),
         }
+    }
+
+    /// The path `value` of `key`, resolved against `base`; refused when longer than any path
+    /// a file system takes, so that no error ever echoes it whole.
+    fn path(&self, key: &str, base: &Path, value: &str) -> Result<PathBuf, ManifestError> {
+        self.ensure(
+            value.len() <= MAX_PATH,
+            key,
+            format!(
+                "`{}` is not a usable path: it is longer than {MAX_PATH} bytes",
+                excerpt(value)
+            ),
+        )?;
+        Ok(base.join(value))
     }
 
     fn ensure(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), ManifestError> {
@@ -106,7 +124,7 @@ pub(super) fn check(
         "federation.name",
         format!(
             "`{}` is not a valid name: use 1-64 letters, digits, '-', '_' or '.' (it names run folders)",
-            raw.federation.name
+            excerpt(&raw.federation.name)
         ),
     )?;
 
@@ -131,7 +149,7 @@ pub(super) fn check(
                 &site.name,
                 format!(
                     "`{}` is not a valid site name: use 1-64 letters, digits, '-', '_' or '.'",
-                    site.name
+                    excerpt(&site.name)
                 ),
             ));
         }
@@ -157,7 +175,7 @@ pub(super) fn check(
                     format!("site `{}`: data must not be empty", site.name),
                 ));
             }
-            Some(p) => Some(base.join(p)),
+            Some(p) => Some(r.path("sites.data", base, p)?),
             None => None,
         });
     }
@@ -298,7 +316,10 @@ fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, 
         other => {
             return Err(r.err(
                 "data.format",
-                format!("`{other}` is not a known format; allowed: \"idx\", \"csv\""),
+                format!(
+                    "`{}` is not a known format; allowed: \"idx\", \"csv\"",
+                    excerpt(other)
+                ),
             ));
         }
     };
@@ -338,7 +359,7 @@ fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, 
             PartitionChoice::Shards { shards_per_site }
         }
         "file" => match &d.split_file {
-            Some(f) => PartitionChoice::File(base.join(f)),
+            Some(f) => PartitionChoice::File(r.path("data.split_file", base, f)?),
             None => {
                 return Err(r.err(
                     "data.partition",
@@ -350,17 +371,20 @@ fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, 
             return Err(r.err(
                 "data.partition",
                 format!(
-                    "`{other}` is not a known partition; allowed: \"iid\", \"dirichlet\", \"shards\", \"file\""
+                    "`{}` is not a known partition; allowed: \"iid\", \"dirichlet\", \"shards\", \"file\"",
+                    excerpt(other)
                 ),
             ));
         }
     };
     r.ensure(!d.path.trim().is_empty(), "data.path", "must not be empty")?;
-    let path = if d.path.starts_with("embedded:") {
-        d.path.clone().into()
-    } else {
-        base.join(&d.path)
-    };
+    // `embedded:` names are kept as they are (an empty base leaves them alone).
+    let embedded = d.path.starts_with("embedded:");
+    let path = r.path(
+        "data.path",
+        if embedded { Path::new("") } else { base },
+        &d.path,
+    )?;
     if let Some(limit) = d.limit {
         r.ensure(limit > 0, "data.limit", "must be at least 1 when set")?;
     }
@@ -421,8 +445,9 @@ fn check_schema(r: &Reporter, d: &RawData) -> Result<Option<DataSchema>, Manifes
         matches!(shape.len(), 1 | 3) && shape.iter().all(|&n| n >= 1),
         key,
         format!(
-            "is {shape:?}; allowed: [features] for a table or [channels, height, width] for \
-             images, every size at least 1"
+            "is {}; allowed: [features] for a table or [channels, height, width] for \
+             images, every size at least 1",
+            excerpt(&format!("{shape:?}"))
         ),
     )?;
     let features = shape
@@ -432,7 +457,10 @@ fn check_schema(r: &Reporter, d: &RawData) -> Result<Option<DataSchema>, Manifes
     r.ensure(
         features.is_some(),
         key,
-        format!("{shape:?} has more than {MAX_FEATURES} features, the most one example may have"),
+        format!(
+            "{} has more than {MAX_FEATURES} features, the most one example may have",
+            excerpt(&format!("{shape:?}"))
+        ),
     )?;
     r.ensure(
         (2..=MAX_CLASSES).contains(&classes),
@@ -475,7 +503,7 @@ pub(super) fn read_external_init(path: &Path) -> Result<(ParamSet, String), Mani
     {
         return Err(invalid(format!(
             "a tensor name is empty or longer than {MAX_TENSOR_NAME} bytes (`{}`)",
-            spec.name.chars().take(80).collect::<String>()
+            excerpt(&spec.name)
         )));
     }
     if params.len() > MAX_TENSORS {
@@ -490,7 +518,7 @@ pub(super) fn read_external_init(path: &Path) -> Result<(ParamSet, String), Mani
     {
         return Err(invalid(format!(
             "tensor `{}` holds a NaN or infinite value",
-            spec.name
+            excerpt(&spec.name)
         )));
     }
     Ok((params, crate::digest::sha256_hex(&bytes)))
@@ -517,7 +545,7 @@ fn check_model(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<ModelChoi
                      and initial values of every tensor, in PyTorch's layout",
                 ));
             };
-            let init = base.join(init);
+            let init = r.path("model.init", base, init)?;
             let (_, sha256) = read_external_init(&init).map_err(|e| match e {
                 ManifestError::Invalid { message, .. } => {
                     r.err("model.init", format!("{}: {message}", init.display()))
@@ -545,7 +573,10 @@ fn check_model(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<ModelChoi
         }
         other => Err(r.err(
             "model.kind",
-            format!("`{other}` is not a known model; allowed: \"mlp\", \"cnn\", \"external\""),
+            format!(
+                "`{}` is not a known model; allowed: \"mlp\", \"cnn\", \"external\"",
+                excerpt(other)
+            ),
         )),
     }
 }
@@ -610,7 +641,10 @@ fn check_training(r: &Reporter, raw: &RawManifest) -> Result<LocalTraining, Mani
         other => {
             return Err(r.err(
                 "training.optimizer",
-                format!("`{other}` is not a known optimizer; allowed: \"sgd\", \"adam\""),
+                format!(
+                    "`{}` is not a known optimizer; allowed: \"sgd\", \"adam\"",
+                    excerpt(other)
+                ),
             ));
         }
     };
@@ -642,9 +676,10 @@ fn check_strategy(
             return Err(r.err(
                 "strategy.kind",
                 format!(
-                    "`{other}` is not a known strategy; allowed: \"fedavg\", \"fedavgm\", \
+                    "`{}` is not a known strategy; allowed: \"fedavg\", \"fedavgm\", \
                      \"fedadam\", \"fedyogi\", \"fedadagrad\", \"median\", \"trimmed_mean\", \
-                     \"krum\", \"multi_krum\""
+                     \"krum\", \"multi_krum\"",
+                    excerpt(other)
                 ),
             ));
         }
@@ -845,10 +880,11 @@ fn check_privacy(
             return Err(r.err(
                 "privacy.mechanism",
                 format!(
-                    "`{other}` is not a known mechanism; allowed: \"dp-sgd\" (record-level DP-SGD \
+                    "`{}` is not a known mechanism; allowed: \"dp-sgd\" (record-level DP-SGD \
                      in each site's trainer), \"client\" (client-level DP-FedAvg, noise added by \
                      the coordinator) or \"distributed\" (client-level DP-FedAvg, noise added by \
-                     the sites under [secure_aggregation])"
+                     the sites under [secure_aggregation])",
+                    excerpt(other)
                 ),
             ));
         }
@@ -918,6 +954,6 @@ fn check_privacy(
         noise_multiplier: p.noise_multiplier,
         delta: p.delta,
         budgets,
-        ledger: base.join(&p.ledger),
+        ledger: r.path("privacy.ledger", base, &p.ledger)?,
     })
 }

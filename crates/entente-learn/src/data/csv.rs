@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use entente_core::manifest::MAX_CLASSES;
+use entente_core::text::excerpt;
 
 use super::limits::{FileKind, decompress_maybe_gzip, read_data_file};
 use super::{DataError, DataLimits, Dataset, Features, num_classes_from_labels};
@@ -134,7 +135,7 @@ fn parse_csv(
                     path: path.to_path_buf(),
                     line,
                     column: col + 1,
-                    cell: (*cell).to_string(),
+                    cell: excerpt(cell).into_owned(),
                 })?;
                 check_label(path, line, col + 1, label, limits)?;
                 labels.push(label);
@@ -145,7 +146,7 @@ fn parse_csv(
                         path: path.to_path_buf(),
                         line,
                         column: col + 1,
-                        cell: (*cell).to_string(),
+                        cell: excerpt(cell).into_owned(),
                         hint: feature_hint(cell, line == first_line && options.skip_rows == 0),
                     });
                 };
@@ -165,8 +166,8 @@ fn parse_csv(
     if shape.iter().product::<usize>() != dim {
         return Err(DataError::Invalid {
             reason: format!(
-                "{}: CsvOptions::shape {shape:?} has {} elements but each row has {dim} features; \
-                 use a shape whose product is {dim}",
+                "{}: the example shape {shape:?} has {} elements but each row has {dim} features; \
+                 use a shape (data.shape) whose product is {dim}",
                 path.display(),
                 shape.iter().product::<usize>()
             ),
@@ -330,7 +331,7 @@ fn feature_hint(cell: &str, first_row_without_skip: bool) -> &'static str {
     if cell.is_empty() {
         "fill in the missing value; empty cells are not allowed"
     } else if first_row_without_skip {
-        "if the first line is a header, skip it with CsvOptions::skip_rows = 1"
+        "if the first line is a header, skip it: set skip_rows = 1 under [data] in the manifest"
     } else if cell.parse::<f32>().is_ok() {
         "use finite numbers; NaN and infinity are not allowed"
     } else {
@@ -690,7 +691,7 @@ mod tests {
             ),
             "{err:?}"
         );
-        assert!(err.to_string().contains("delimiter"), "{err}");
+        assert!(err.to_string().contains("commas"), "{err}");
         let options = CsvOptions {
             shape: Some(vec![3]),
             ..CsvOptions::default()

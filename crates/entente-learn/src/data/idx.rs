@@ -91,6 +91,11 @@ pub fn load_idx_pair(
 /// Looks for `{train,t10k}-images-idx3-ubyte` and `{train,t10k}-labels-idx1-ubyte`, with or
 /// without `.gz`, and the dotted variants (`train-images.idx3-ubyte`) some mirrors use.
 pub fn load_idx_dir(dir: &Path, split: Split, limits: &DataLimits) -> Result<Dataset, DataError> {
+    if dir.is_file() {
+        return Err(DataError::NotAFolder {
+            path: dir.to_path_buf(),
+        });
+    }
     let prefix = split.prefix();
     let images = find_file(dir, prefix, "images", "idx3")?;
     let labels = find_file(dir, prefix, "labels", "idx1")?;
@@ -659,6 +664,22 @@ mod tests {
             load_idx_dir(&dir.join("nope"), Split::Train, &DataLimits::default()).unwrap_err();
         assert!(err.to_string().contains("does not exist"), "{err}");
         assert!(err.to_string().contains("dataset-fashion-mnist"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_given_for_the_folder_is_named_as_a_file() {
+        let dir = temp_dir("idx-file");
+        let file = dir.join("train-images-idx3-ubyte.gz");
+        std::fs::write(&file, b"").unwrap();
+        let err = load_idx_dir(&file, Split::Train, &DataLimits::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, DataError::NotAFolder { .. }), "{err:?}");
+        assert!(
+            msg.contains("is a file") && !msg.contains("does not exist"),
+            "{msg}"
+        );
+        assert!(msg.contains(&format!("such as {}", dir.display())), "{msg}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

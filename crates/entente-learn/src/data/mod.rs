@@ -267,6 +267,19 @@ pub enum DataError {
         /// How to get the file.
         hint: String,
     },
+    /// An IDX data set was named by a file, where a folder of IDX files belongs.
+    #[error(
+        "{} is a file, but IDX data is a folder holding train-images-idx3-ubyte and \
+         train-labels-idx1-ubyte (t10k-… for a test set), plain or .gz; name the folder that holds \
+         them{}",
+        path.display(),
+        path.parent().filter(|p| !p.as_os_str().is_empty())
+            .map(|p| format!(", such as {}", p.display())).unwrap_or_default()
+    )]
+    NotAFolder {
+        /// The file given.
+        path: PathBuf,
+    },
     /// The file starts like gzip but does not decompress.
     #[error(
         "{}: gzip data is corrupt or truncated after {decompressed} decompressed bytes ({source}); \
@@ -415,7 +428,7 @@ pub enum DataError {
     /// The chosen label column does not exist.
     #[error(
         "{}:{line}: label column {index} (0-based) does not exist, the row has {columns} columns; \
-         use LabelColumn::Index with a value below {columns}, or LabelColumn::Last",
+         set data.label_column to a 0-based column below {columns}, or -1 for the last one",
         path.display()
     )]
     NoLabelColumn {
@@ -431,7 +444,7 @@ pub enum DataError {
     /// A CSV row has fewer than two columns, so it cannot hold a feature and a label.
     #[error(
         "{}:{line}: row has only {columns} column(s), but a table needs at least one feature and \
-         one label column; check CsvOptions::delimiter",
+         one label column; check that the file separates its values with commas",
         path.display()
     )]
     TooFewColumns {
@@ -443,7 +456,7 @@ pub enum DataError {
         columns: usize,
     },
     /// A CSV file has no data rows.
-    #[error("{}: no data rows{}; check the file and CsvOptions::skip_rows", path.display(),
+    #[error("{}: no data rows{}; check the file and data.skip_rows", path.display(),
         if *skipped > 0 { format!(" after skipping {skipped} header line(s)") } else { String::new() })]
     Empty {
         /// The file.

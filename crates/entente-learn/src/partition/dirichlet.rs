@@ -28,8 +28,7 @@ pub(super) fn split(
             needed,
             available: labels.len(),
             reason: format!(
-                "a Dirichlet split over {num_sites} sites with at least {min} examples each \
-                 (PartitionOptions::min_per_site)"
+                "a Dirichlet split over {num_sites} sites with at least {min} examples each"
             ),
         });
     }

@@ -305,8 +305,8 @@ pub enum PartitionError {
     /// No Dirichlet draw gave every site the minimum number of examples.
     #[error(
         "Dirichlet(alpha = {alpha}) split over {num_sites} sites: in the best of {attempts} attempts the \
-         smallest site got {smallest} examples, below the minimum of {min_per_site}; raise alpha, use \
-         fewer sites, set PartitionOptions::self_balancing, or lower PartitionOptions::min_per_site"
+         smallest site got {smallest} examples, below the minimum of {min_per_site}; raise data.alpha, \
+         use fewer sites, or use more examples (data.limit)"
     )]
     DirichletMinSize {
         /// The concentration.

@@ -197,7 +197,7 @@ fn dirichlet_errors_are_clear() {
         ),
         "{err:?}"
     );
-    assert!(err.to_string().contains("raise alpha"), "{err}");
+    assert!(err.to_string().contains("raise data.alpha"), "{err}");
 
     let err = partition(&labels, 2, 11, &Partition::Dirichlet { alpha: 1.0 }, 0).unwrap_err();
     assert!(

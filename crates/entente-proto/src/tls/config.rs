@@ -41,7 +41,7 @@ pub fn server_config(
         .map_err(rustls_error(cert_pem))?
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(rustls_error(cert_pem))?;
+        .map_err(pair_error(cert_pem, key_pem))?;
     config.alpn_protocols = alpn();
     Ok(Arc::new(config))
 }
@@ -64,9 +64,24 @@ pub fn client_config(
         .map_err(rustls_error(cert_pem))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
-        .map_err(rustls_error(cert_pem))?;
+        .map_err(pair_error(cert_pem, key_pem))?;
     config.alpn_protocols = alpn();
     Ok(Arc::new(config))
+}
+
+/// Maps rustls's refusal of a certificate and key pair: a key that does not belong to the
+/// certificate is named as such.
+fn pair_error<'a>(
+    cert_pem: &'a Path,
+    key_pem: &'a Path,
+) -> impl Fn(rustls::Error) -> TlsError + 'a {
+    move |source| match source {
+        rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
+            cert: cert_pem.to_owned(),
+            key: key_pem.to_owned(),
+        },
+        source => rustls_error(cert_pem)(source),
+    }
 }
 
 /// Maps a rustls error to one that names the certificate file.
@@ -77,7 +92,7 @@ fn rustls_error(cert_pem: &Path) -> impl Fn(rustls::Error) -> TlsError + '_ {
     }
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

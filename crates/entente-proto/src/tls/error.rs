@@ -89,8 +89,9 @@ pub enum TlsError {
         source: rcgen::Error,
     },
 
-    /// `ca.key` does not belong to `ca.pem`.
-    #[error("{} does not hold the private key of {}; restore the ca.key and ca.pem written together by `entente keys init`", key.display(), cert.display())]
+    /// A key file does not belong to its certificate (`ca.key` and `ca.pem`, a site's or the
+    /// coordinator's `.key` and `.pem`).
+    #[error("the key {} does not belong to the certificate {}: use the .key and .pem that `entente keys` wrote together (or issue both again)", key.display(), cert.display())]
     KeyMismatch {
         /// The certificate file.
         cert: PathBuf,
@@ -98,12 +99,24 @@ pub enum TlsError {
         key: PathBuf,
     },
 
+    /// A certificate cannot do its job in this federation: issued by another CA, expired, or
+    /// made for another role.
+    #[error("{} cannot be used as the {role} certificate: {reason}", cert.display())]
+    Unusable {
+        /// The certificate file.
+        cert: PathBuf,
+        /// "coordinator" or "site".
+        role: &'static str,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
     /// A site name is not acceptable.
     #[error(
         "invalid site name {name:?}: {reason}; use 1 to 63 letters, digits, '-', '_' or '.', not starting with '-'"
     )]
     InvalidSiteName {
-        /// The rejected name.
+        /// The rejected name (a long one cut short).
         name: String,
         /// What is wrong with it.
         reason: &'static str,
@@ -112,7 +125,7 @@ pub enum TlsError {
     /// A federation name is not acceptable.
     #[error("invalid federation name {name:?}: {reason}; use 1 to 50 printable characters")]
     InvalidFederationName {
-        /// The rejected name.
+        /// The rejected name (a long one cut short).
         name: String,
         /// What is wrong with it.
         reason: &'static str,
@@ -123,7 +136,7 @@ pub enum TlsError {
         "invalid coordinator host {host:?}: use a DNS name such as coordinator.example.org or an IP address such as 10.0.0.5"
     )]
     InvalidHost {
-        /// The rejected host.
+        /// The rejected host (a long one cut short).
         host: String,
     },
 

@@ -7,6 +7,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
+use entente_core::text::excerpt;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -38,7 +39,7 @@ const LEAF_DAYS: u32 = 2 * 365;
 pub fn validate_site_name(name: &str) -> Result<(), TlsError> {
     site_name_problem(name).map_or(Ok(()), |reason| {
         Err(TlsError::InvalidSiteName {
-            name: name.to_owned(),
+            name: excerpt(name).into_owned(),
             reason,
         })
     })
@@ -170,7 +171,7 @@ fn validate_federation_name(name: &str) -> Result<(), TlsError> {
     };
     reason.map_or(Ok(()), |reason| {
         Err(TlsError::InvalidFederationName {
-            name: name.to_owned(),
+            name: excerpt(name).into_owned(),
             reason,
         })
     })
@@ -179,7 +180,7 @@ fn validate_federation_name(name: &str) -> Result<(), TlsError> {
 /// The SAN for a coordinator host: an IP address, or a DNS name TLS clients can ask for.
 fn host_san(host: &str) -> Result<SanType, TlsError> {
     let invalid = || TlsError::InvalidHost {
-        host: host.to_owned(),
+        host: excerpt(host).into_owned(),
     };
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SanType::IpAddress(ip));

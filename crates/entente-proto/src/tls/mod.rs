@@ -14,6 +14,7 @@
 mod config;
 mod error;
 mod files;
+mod identity;
 mod issue;
 mod peer;
 
@@ -22,6 +23,7 @@ use std::path::PathBuf;
 pub use config::{client_config, server_config};
 pub use error::{SiteCertError, TlsError};
 pub use files::read_pem;
+pub use identity::{check_coordinator_certificate, check_site_certificate};
 pub use issue::{
     COORDINATOR_COMMON_NAME, MAX_FEDERATION_NAME_LEN, MAX_SITE_NAME_LEN, init_ca,
     issue_coordinator, issue_site, validate_site_name,
