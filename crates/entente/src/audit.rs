@@ -1,4 +1,5 @@
-//! `entente audit`: check the coordinator's hash-chained audit log, or list it.
+//! `entente audit`: check the coordinator's hash-chained audit log, or list it. Both only read
+//! the store: neither creates, migrates nor changes one.
 
 use std::path::PathBuf;
 
@@ -33,22 +34,19 @@ struct Target {
 }
 
 impl Target {
-    fn url(&self) -> Result<String> {
+    /// Opens the store for reading; a missing SQLite file is an error, never a new store.
+    async fn open(&self) -> Result<Store> {
         match (&self.database, &self.manifest) {
-            (Some(url), _) => Ok(url.clone()),
-            (None, Some(m)) => {
-                // Reading must not create: a mistyped path would give an empty, "intact" log.
-                let file = Store::sqlite_path_beside(m);
-                if !file.exists() {
-                    bail!(
-                        "no store at {} (the default beside {}): check the manifest path, run \
-                         `entente serve` with it first, or give --database URL",
-                        file.display(),
+            (Some(url), _) => Ok(Store::open_read_only(url).await?),
+            (None, Some(m)) => Store::open_read_only(&Store::sqlite_url_beside(m))
+                .await
+                .with_context(|| {
+                    format!(
+                        "the default store of {} (run `entente serve` with it first, or give \
+                         --database URL)",
                         m.display()
-                    );
-                }
-                Ok(Store::sqlite_url_beside(m))
-            }
+                    )
+                }),
             (None, None) => bail!("give the manifest or --database URL"),
         }
     }
@@ -63,7 +61,7 @@ pub fn run(args: AuditArgs) -> Result<()> {
     runtime.block_on(async {
         match args.command {
             AuditCommand::Verify(target) => {
-                let store = Store::open(&target.url()?).await?;
+                let store = target.open().await?;
                 match store.verify_audit().await? {
                     AuditReport::Intact { entries } => {
                         println!("audit log intact: {entries} entries, every hash matches");
@@ -75,7 +73,7 @@ pub fn run(args: AuditArgs) -> Result<()> {
                 }
             }
             AuditCommand::Show(target) => {
-                let store = Store::open(&target.url()?).await?;
+                let store = target.open().await?;
                 for e in store.audit_entries().await? {
                     println!(
                         "{:>6}  {}  {:<16} run {:<4} round {:<4} site {:<12} {}",

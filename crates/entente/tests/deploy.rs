@@ -180,11 +180,15 @@ impl Federation {
     }
 
     fn serve(&self) -> Process {
+        self.serve_on(self.port)
+    }
+
+    fn serve_on(&self, port: u16) -> Process {
         spawn(
             entente()
                 .arg("serve")
                 .arg(self.manifest())
-                .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
                 .arg("--keys")
                 .arg(self.keys())
                 .arg("--out")
@@ -218,6 +222,11 @@ impl Federation {
             .args(self.database_args())
             .output()
             .unwrap()
+    }
+
+    /// The default store: the SQLite file beside the manifest.
+    fn database_file(&self) -> PathBuf {
+        self.dir.join("federation.entente.db")
     }
 
     /// The audit log as lines of `entente audit show`.
@@ -585,6 +594,66 @@ fn an_edited_audit_entry_is_named_by_verify() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("entry 3"), "{err}");
+}
+
+#[test]
+fn a_second_serve_on_a_live_store_is_refused() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let fed = Federation::new("twice", &manifest("twice", 1, 1500, 3));
+    let mut first = fed.serve();
+    first.wait_for("listening on", Duration::from_secs(60));
+    let before = fed.audit_lines();
+    let (ok, log) = fed.serve_on(free_port()).finish(Duration::from_secs(60));
+    assert!(
+        !ok && log.contains("in use by another coordinator") && log.contains("pid "),
+        "{log}"
+    );
+    assert_eq!(
+        fed.audit_lines(),
+        before,
+        "the second serve wrote to the store"
+    );
+    drop(first);
+}
+
+#[test]
+fn deleting_the_store_mid_run_stops_serve() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let fed = Federation::new("deleted", &manifest("deleted", 30, 3000, 2));
+    let mut serve = fed.serve();
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let _nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    serve.wait_for("round   1/30", Duration::from_secs(120));
+    let db = fed.database_file();
+    std::fs::remove_file(&db).unwrap();
+    let (ok, log) = serve.finish(Duration::from_secs(60));
+    assert!(!ok, "serve went on without its store:\n{log}");
+    assert!(log.contains("federation.entente.db was deleted"), "{log}");
+    assert!(!log.contains("round  30/30"), "{log}");
+    assert!(!db.exists(), "an empty store was made in its place");
+}
+
+#[test]
+fn reading_a_missing_store_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("missing.db");
+    for verb in ["verify", "show"] {
+        let out = entente()
+            .args(["audit", verb, "--database"])
+            .arg(format!("sqlite://{}", db.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("there is no store at"), "{err}");
+        assert!(!db.exists(), "`audit {verb}` created {}", db.display());
+    }
 }
 
 #[test]
