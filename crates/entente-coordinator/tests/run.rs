@@ -333,3 +333,53 @@ async fn a_shut_down_run_leaves_its_whole_store_in_the_database_file() {
             .any(|e| e.kind == kind::RUN_STOPPED)
     );
 }
+
+#[tokio::test]
+async fn every_refused_handshake_of_a_flood_is_counted_in_the_log() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FLOOD: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    with_keys(dir.path());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let running = coordinator(dir.path(), listener, Some(stopped));
+    let flood = async {
+        started(dir.path()).await;
+        for _ in 0..FLOOD {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            // The coordinator refuses the handshake and hangs up.
+            let mut buf = [0u8; 256];
+            while matches!(
+                tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await,
+                Ok(Ok(n)) if n > 0
+            ) {}
+        }
+        // No refusal comes after the flood: only the shutdown can write its count.
+        let _ = stop.send(());
+    };
+    let ((result, _), ()) = tokio::join!(running, flood);
+    assert!(
+        matches!(result, Err(CoordinatorError::ShutDown)),
+        "{result:?}"
+    );
+    let store = Store::open_read_only(&store_url(dir.path())).await.unwrap();
+    let refusals: Vec<serde_json::Value> = store
+        .audit_entries()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == kind::REFUSAL)
+        .map(|e| serde_json::from_str(&e.detail).unwrap())
+        .collect();
+    assert!(
+        refusals.len() <= 2,
+        "one entry per address per window: {refusals:?}"
+    );
+    let counted: u64 = refusals
+        .iter()
+        .map(|d| d["refusals"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, FLOOD, "{refusals:?}");
+}
