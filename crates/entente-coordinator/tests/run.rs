@@ -183,3 +183,224 @@ async fn a_manifest_that_does_not_bound_claims_is_refused_before_anything_starts
     let manifest = Manifest::parse(&secure, "<test>", dir.path()).unwrap();
     assert_eq!(manifest.policy.max_examples, Some(100_000));
 }
+
+// ---------------------------------------------------------------- the store's owner
+
+fn with_keys(dir: &Path) {
+    let keys = KeyDir::new(dir.join("keys"));
+    tls::init_ca(&keys, "library-run").unwrap();
+    tls::issue_coordinator(&keys, &["127.0.0.1".into()], false).unwrap();
+}
+
+fn store_url(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("run.db").display())
+}
+
+async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Runs the coordinator of [`config`] on `listener` until `stop` fires, or with `None` until
+/// it ends by itself; returns what it reported too.
+async fn coordinator(
+    dir: &Path,
+    listener: tokio::net::TcpListener,
+    stop: Option<tokio::sync::oneshot::Receiver<()>>,
+) -> (
+    Result<entente_coordinator::RunSummary, CoordinatorError>,
+    Seen,
+) {
+    let shutdown = async move {
+        match stop {
+            Some(stop) => {
+                let _ = stop.await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let mut seen = Seen::default();
+    let result = run(config(dir), listener, shutdown, &mut seen).await;
+    (result, seen)
+}
+
+/// Waits until the coordinator on `dir`'s store has opened its run, and returns the log then.
+async fn started(dir: &Path) -> Vec<entente_coordinator::audit::AuditEntry> {
+    for _ in 0..400 {
+        if let Ok(store) = Store::open_read_only(&store_url(dir)).await
+            && let Ok(entries) = store.audit_entries().await
+            && entries.iter().any(|e| e.kind == kind::RUN_STARTED)
+        {
+            return entries;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the coordinator did not open its run within 20 s");
+}
+
+/// An error and its sources, as `entente` prints them.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_second_coordinator_on_a_live_store_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    with_keys(dir.path());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (first_listener, second_listener) = (bind().await, bind().await);
+    let first = coordinator(dir.path(), first_listener, Some(stopped));
+    let second = async {
+        let before = started(dir.path()).await;
+        // Refused at once; were it let in, it would wait for the sites.
+        let (result, seen) = tokio::time::timeout(
+            Duration::from_secs(20),
+            coordinator(dir.path(), second_listener, None),
+        )
+        .await
+        .expect("the second coordinator was let in");
+        let after = started(dir.path()).await;
+        let _ = stop.send(());
+        (result, seen, before, after)
+    };
+    let ((first, _), (second, seen, before, after)) = tokio::join!(first, second);
+    assert!(
+        matches!(first, Err(CoordinatorError::ShutDown)),
+        "{first:?}"
+    );
+    let Err(err) = second else {
+        panic!("the second coordinator ran");
+    };
+    let text = chain(&err);
+    assert!(matches!(err, CoordinatorError::OpenStore { .. }), "{text}");
+    assert!(text.contains("in use by another coordinator"), "{text}");
+    assert!(
+        text.contains(&format!("pid {}", std::process::id())) && text.contains("run.db.lock"),
+        "the holder is named: {text}"
+    );
+    assert!(seen.0.is_empty(), "the second one started: {:?}", seen.0);
+    assert_eq!(before, after, "the second coordinator wrote to the store");
+    // Once the first has stopped, the store is free for the next one.
+    let (_store, owner) = Store::open_owned(&store_url(dir.path())).await.unwrap();
+    owner.release().await;
+}
+
+#[tokio::test]
+async fn a_deleted_database_file_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    with_keys(dir.path());
+    let db = dir.path().join("run.db");
+    let running = tokio::time::timeout(
+        Duration::from_secs(30),
+        coordinator(dir.path(), bind().await, None),
+    );
+    let deleter = async {
+        started(dir.path()).await;
+        std::fs::remove_file(&db).unwrap();
+    };
+    let (result, ()) = tokio::join!(running, deleter);
+    let err = match result {
+        Ok((Err(err), _)) => err,
+        Ok((Ok(_), _)) => panic!("the run finished without its store"),
+        Err(_) => panic!("the run went on for 30 s without its store"),
+    };
+    let text = chain(&err);
+    assert!(matches!(err, CoordinatorError::StoreLost { .. }), "{text}");
+    assert!(text.contains("run.db was deleted"), "{text}");
+    assert!(!db.exists(), "an empty store was made in its place");
+}
+
+#[tokio::test]
+async fn a_shut_down_run_leaves_its_whole_store_in_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    with_keys(dir.path());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = coordinator(dir.path(), bind().await, Some(stopped));
+    let watcher = async {
+        started(dir.path()).await;
+        // A reader keeps its connection open: closing the coordinator's is then not the last
+        // close, which would fold the write-ahead log in by itself.
+        let reader = Store::open_read_only(&store_url(dir.path())).await.unwrap();
+        reader.audit_entries().await.unwrap();
+        let _ = stop.send(());
+        reader
+    };
+    let ((result, _), reader) = tokio::join!(running, watcher);
+    assert!(
+        matches!(result, Err(CoordinatorError::ShutDown)),
+        "{result:?}"
+    );
+    let copy = dir.path().join("backup.db");
+    std::fs::copy(dir.path().join("run.db"), &copy).unwrap();
+    let backup = Store::open_read_only(&format!("sqlite://{}", copy.display()))
+        .await
+        .expect("the database file alone is a store");
+    assert_eq!(
+        backup.audit_entries().await.unwrap(),
+        reader.audit_entries().await.unwrap()
+    );
+    assert!(
+        backup
+            .audit_entries()
+            .await
+            .unwrap()
+            .iter()
+            .any(|e| e.kind == kind::RUN_STOPPED)
+    );
+}
+
+#[tokio::test]
+async fn every_refused_handshake_of_a_flood_is_counted_in_the_log() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const FLOOD: u64 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    with_keys(dir.path());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let listener = bind().await;
+    let addr = listener.local_addr().unwrap();
+    let running = coordinator(dir.path(), listener, Some(stopped));
+    let flood = async {
+        started(dir.path()).await;
+        for _ in 0..FLOOD {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+            // The coordinator refuses the handshake and hangs up.
+            let mut buf = [0u8; 256];
+            while matches!(
+                tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf)).await,
+                Ok(Ok(n)) if n > 0
+            ) {}
+        }
+        // No refusal comes after the flood: only the shutdown can write its count.
+        let _ = stop.send(());
+    };
+    let ((result, _), ()) = tokio::join!(running, flood);
+    assert!(
+        matches!(result, Err(CoordinatorError::ShutDown)),
+        "{result:?}"
+    );
+    let store = Store::open_read_only(&store_url(dir.path())).await.unwrap();
+    let refusals: Vec<serde_json::Value> = store
+        .audit_entries()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == kind::REFUSAL)
+        .map(|e| serde_json::from_str(&e.detail).unwrap())
+        .collect();
+    assert!(
+        refusals.len() <= 2,
+        "one entry per address per window: {refusals:?}"
+    );
+    let counted: u64 = refusals
+        .iter()
+        .map(|d| d["refusals"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, FLOOD, "{refusals:?}");
+}

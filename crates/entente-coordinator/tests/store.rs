@@ -184,6 +184,8 @@ both!(
     large_checkpoints_are_stored_in_pieces,
     audit_chain_names_edited_and_deleted_entries,
     concurrent_appends_keep_one_chain,
+    one_owner_at_a_time,
+    reading_creates_migrates_and_writes_nothing,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -852,6 +854,123 @@ async fn concurrent_appends_keep_one_chain(db: &TestDb) {
         store.verify_audit().await.unwrap(),
         AuditReport::Intact { entries: 16 + won }
     );
+}
+
+/// An admission of `site`, for filling the log.
+fn admission(site: &str) -> AuditEvent {
+    AuditEvent {
+        kind: kind::ADMISSION.into(),
+        run: None,
+        round: None,
+        site: Some(site.into()),
+        detail: "{}".into(),
+    }
+}
+
+async fn one_owner_at_a_time(db: &TestDb) {
+    let (store, owner) = Store::open_owned(&db.url).await.expect("the first owner");
+    store.audit(admission("a")).await.unwrap();
+    let err = Store::open_owned(&db.url).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, StoreError::InUse { .. }), "{msg}");
+    assert!(msg.contains("in use by another coordinator"), "{msg}");
+    assert!(
+        msg.contains(&format!("pid {}", std::process::id())),
+        "the holder is named: {msg}"
+    );
+    owner.check().await.expect("still the owner");
+    owner.release().await;
+    let (again, owner) = Store::open_owned(&db.url).await.expect("free again");
+    assert_eq!(again.audit_entries().await.unwrap().len(), 1);
+    owner.release().await;
+}
+
+async fn reading_creates_migrates_and_writes_nothing(db: &TestDb) {
+    // An empty database (or no file at all) is not a store, and reading it leaves it so.
+    let err = Store::open_read_only(&db.url).await.unwrap_err();
+    match &db.sqlite_file {
+        Some(file) => {
+            assert!(matches!(err, StoreError::Missing { .. }), "{err}");
+            assert!(err.to_string().contains("never creates one"), "{err}");
+            assert!(!file.exists(), "reading created {}", file.display());
+        }
+        None => {
+            assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
+            let raw = db.raw().await;
+            let tables = count(
+                &raw,
+                "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'public'",
+            )
+            .await;
+            assert_eq!(tables, 0, "reading created tables");
+            raw.close().await;
+        }
+    }
+    let store = Store::open(&db.url).await.unwrap();
+    store.audit(admission("a")).await.unwrap();
+    let reader = Store::open_read_only(&db.url).await.unwrap();
+    assert_eq!(reader.audit_entries().await.unwrap().len(), 1);
+    assert!(matches!(
+        reader.audit(admission("b")).await.unwrap_err(),
+        StoreError::ReadOnly
+    ));
+    assert_eq!(store.audit_entries().await.unwrap().len(), 1);
+}
+
+// ---------------------------------------------------------------- SQLite only
+
+#[tokio::test]
+async fn a_deleted_or_replaced_database_file_is_noticed_and_never_written() {
+    let db = TestDb::sqlite();
+    let file = db.sqlite_file.clone().unwrap();
+    let store = Store::open(&db.url).await.unwrap();
+    store.audit(admission("a")).await.unwrap();
+    store.check_file().unwrap();
+
+    std::fs::remove_file(&file).unwrap();
+    let err = store.check_file().unwrap_err();
+    assert!(matches!(err, StoreError::Lost { .. }), "{err}");
+    assert!(err.to_string().contains("was deleted"), "{err}");
+    let err = store.audit(admission("b")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Lost { .. }), "{err}");
+    assert!(!file.exists(), "a write recreated {}", file.display());
+
+    // Another file in its place is not the store either.
+    std::fs::write(&file, b"").unwrap();
+    let err = store.check_file().unwrap_err();
+    assert!(err.to_string().contains("replaced"), "{err}");
+}
+
+#[tokio::test]
+async fn a_checkpoint_leaves_the_whole_store_in_the_database_file() {
+    let db = TestDb::sqlite();
+    let file = db.sqlite_file.clone().unwrap();
+    let store = Store::open(&db.url).await.unwrap();
+    let run = store.open_run("fed", "digest-1", 1).await.unwrap().run;
+    run_round(&store, run, 1, b"weights-1").await;
+    store.finish_run(run).await.unwrap();
+    let entries = store.audit_entries().await.unwrap();
+
+    // A copy of the database file alone, as a backup would take it.
+    let copy_of_file = |name: &str| {
+        let copy = file.with_file_name(name);
+        std::fs::copy(&file, &copy).unwrap();
+        format!("sqlite://{}", copy.display())
+    };
+    // While the store is open, its last transactions are in the write-ahead log only.
+    let before = match Store::open_read_only(&copy_of_file("before.db")).await {
+        Ok(copy) => copy.audit_entries().await.map_or(0, |e| e.len()),
+        Err(_) => 0,
+    };
+    assert!(
+        before < entries.len(),
+        "the test needs the log to hold transactions"
+    );
+    store.checkpoint_wal().await.unwrap();
+    let after = Store::open_read_only(&copy_of_file("after.db"))
+        .await
+        .unwrap();
+    assert_eq!(after.audit_entries().await.unwrap(), entries);
 }
 
 // ---------------------------------------------------------------- backend-free

@@ -2,6 +2,7 @@
 //! round engine. No network, no database, no ML framework.
 
 pub mod aggregators;
+pub mod audit_heads;
 pub mod digest;
 pub mod engine;
 pub mod files;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord};
 use entente_core::engine::{Envelope, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
@@ -67,6 +68,9 @@ pub struct NodeConfig {
     pub max_retries: Option<u32>,
     /// Corrupt every update (tests only).
     pub corrupt: Option<Corruption>,
+    /// Where to keep the audit heads the coordinator shows with every task, one JSON line
+    /// each ([`entente_core::audit_heads`]); `None`: not kept.
+    pub audit_record: Option<PathBuf>,
 }
 
 /// Why a node stopped.
@@ -166,11 +170,16 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
 
+    let heads = match &config.audit_record {
+        Some(path) => Some(HeadLog::open(path).map_err(|e| NodeError::Setup(e.to_string()))?),
+        None => None,
+    };
     let link = Link {
         endpoint,
         coordinator: config.coordinator.clone(),
         agreement,
         terms: config.manifest.agreement_terms(),
+        heads: std::sync::Mutex::new(heads),
     };
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u32;
@@ -205,6 +214,19 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
             }
         }
     }
+}
+
+/// Where a node keeps its audit record unless told otherwise: beside the manifest, as
+/// `<manifest stem>.<site>.audit-heads.jsonl`.
+pub fn default_audit_record(manifest: &std::path::Path, site: &str) -> PathBuf {
+    let dir = manifest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let stem = manifest
+        .file_stem()
+        .map_or("entente".into(), |s| s.to_string_lossy());
+    dir.join(format!("{stem}.{site}.audit-heads.jsonl"))
 }
 
 /// The site name in a node's own certificate (the first PEM block of `pem`).
@@ -257,6 +279,38 @@ struct Link {
     agreement: Arc<Agreement>,
     /// The manifest's terms, sent with their digest so that a refusal can name what differs.
     terms: String,
+    /// The record of the audit heads this node was shown, if it keeps one.
+    heads: std::sync::Mutex<Option<HeadLog>>,
+}
+
+impl Link {
+    /// Appends the audit head that came with `header` to the node's record, if it keeps one.
+    /// A head that is malformed or cannot be written is logged and skipped: the record loses
+    /// one anchor, the task goes on.
+    fn keep_head(&self, header: &TaskHeader) {
+        let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some(log), Some(wire)) = (heads.as_mut(), &header.audit_head) else {
+            return;
+        };
+        let head = match AuditHead::new(wire.seq, &wire.hash) {
+            Ok(head) => head,
+            Err(problem) => {
+                tracing::warn!(%problem, "the coordinator sent a malformed audit head");
+                return;
+            }
+        };
+        let record = HeadRecord {
+            federation: self.agreement.manifest.name.clone(),
+            round: header.round,
+            received_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            head,
+        };
+        if let Err(e) = log.append(&record) {
+            tracing::warn!(error = %e, "could not keep the audit head");
+        }
+    }
 }
 
 /// One connection: register, then serve tasks until the run ends or the connection fails.
@@ -315,15 +369,7 @@ async fn session(
             }
         })
     };
-    let end = serve_tasks(
-        &mut client,
-        session,
-        &link.agreement,
-        local,
-        corrupt,
-        report,
-    )
-    .await;
+    let end = serve_tasks(&mut client, session, link, local, corrupt, report).await;
     heartbeat.abort();
     Ok(end)
 }
@@ -332,11 +378,12 @@ async fn session(
 async fn serve_tasks(
     client: &mut CoordinatorClient<Channel>,
     session: u64,
-    agreement: &Arc<Agreement>,
+    link: &Link,
     local: &Arc<LocalParticipant>,
     corrupt: Option<Corruption>,
     report: &dyn NodeReport,
 ) -> SessionEnd {
+    let agreement = &link.agreement;
     loop {
         let mut stream = match client
             .poll_task(PollRequest {
@@ -356,6 +403,7 @@ async fn serve_tasks(
             Ok(Some(_)) => return SessionEnd::Lost("a task began without its header".into()),
             Err(s) => return SessionEnd::Lost(s.to_string()),
         };
+        link.keep_head(&header);
         if let Some(task_header::Kind::Finished(f)) = &header.kind {
             tracing::info!(rounds = f.rounds, "the run is finished");
             report.finished(f.rounds);

@@ -9,6 +9,6 @@ pub mod checks;
 pub mod local;
 pub mod report;
 
-pub use agent::{NodeConfig, NodeError, leaf_site_name, run, run_reporting};
+pub use agent::{NodeConfig, NodeError, default_audit_record, leaf_site_name, run, run_reporting};
 pub use local::Trainer;
 pub use report::{NodeReport, Quiet};

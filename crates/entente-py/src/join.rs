@@ -19,9 +19,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Runs this site's node until the coordinator says the run is finished; returns the number of
 /// rounds. `client` trains (an `entente.Client` or a Flower `NumPyClient`); without one,
 /// entente's own trainer trains on the site's own records (`data`, else the site's
-/// `[[sites]] data`, else `data.path`). Ctrl-C stops the node and raises `KeyboardInterrupt`.
+/// `[[sites]] data`, else `data.path`). The audit heads the coordinator shows go to
+/// `audit_record` (default: beside the manifest, `STEM.SITE.audit-heads.jsonl`). Ctrl-C stops the
+/// node and raises `KeyboardInterrupt`.
 #[pyfunction]
-#[pyo3(signature = (manifest, *, coordinator, site=None, client=None, keys=PathBuf::from("keys"), ca=None, cert=None, key=None, data=None, max_retries=None))]
+#[pyo3(signature = (manifest, *, coordinator, site=None, client=None, keys=PathBuf::from("keys"), ca=None, cert=None, key=None, data=None, max_retries=None, audit_record=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn join(
     py: Python<'_>,
@@ -35,8 +37,11 @@ pub fn join(
     key: Option<PathBuf>,
     data: Option<PathBuf>,
     max_retries: Option<u32>,
+    audit_record: Option<PathBuf>,
 ) -> PyResult<u32> {
-    let manifest = Manifest::load(&manifest).map_err(|e| PyValueError::new_err(e.to_string()))?;
+    let manifest_path = manifest;
+    let manifest =
+        Manifest::load(&manifest_path).map_err(|e| PyValueError::new_err(e.to_string()))?;
     let keys = KeyDir::new(&keys);
     let site = match site {
         Some(name) => {
@@ -74,6 +79,10 @@ pub fn join(
         trainer,
         max_retries,
         corrupt: None,
+        audit_record: Some(
+            audit_record
+                .unwrap_or_else(|| entente_node::default_audit_record(&manifest_path, &site)),
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,11 +1,13 @@
-//! `entente audit`: check the coordinator's hash-chained audit log, or list it.
+//! `entente audit`: check the coordinator's hash-chained audit log, or list it. Both only read
+//! the store: neither creates, migrates nor changes one.
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use entente_coordinator::audit::AuditReport;
+use entente_coordinator::audit::{AnchorReport, AuditReport, check_heads, verify_chain};
 use entente_coordinator::store::Store;
+use entente_core::audit_heads::read_records;
 
 /// Arguments of `entente audit`.
 #[derive(Args)]
@@ -16,10 +18,23 @@ pub struct AuditArgs {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walk the chain: every entry must hash to its recorded hash and name the one before.
-    Verify(Target),
+    /// Walk the chain: every entry must hash to its recorded hash and name the one before;
+    /// prints the newest entry's hash (the head), and checks the store against nodes' records.
+    Verify(VerifyArgs),
     /// Print every entry.
     Show(Target),
+}
+
+/// Arguments of `entente audit verify`.
+#[derive(Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    target: Target,
+    /// A node's record of the heads it was shown (`STEM.SITE.audit-heads.jsonl` beside its
+    /// manifest): every recorded entry must still be in the store, with the same hash.
+    /// Repeat for several nodes.
+    #[arg(long, value_name = "RECORD")]
+    against: Vec<PathBuf>,
 }
 
 /// Which store to read.
@@ -33,25 +48,67 @@ struct Target {
 }
 
 impl Target {
-    fn url(&self) -> Result<String> {
+    /// Opens the store for reading; a missing SQLite file is an error, never a new store.
+    async fn open(&self) -> Result<Store> {
         match (&self.database, &self.manifest) {
-            (Some(url), _) => Ok(url.clone()),
-            (None, Some(m)) => {
-                // Reading must not create: a mistyped path would give an empty, "intact" log.
-                let file = Store::sqlite_path_beside(m);
-                if !file.exists() {
-                    bail!(
-                        "no store at {} (the default beside {}): check the manifest path, run \
-                         `entente serve` with it first, or give --database URL",
-                        file.display(),
+            (Some(url), _) => Ok(Store::open_read_only(url).await?),
+            (None, Some(m)) => Store::open_read_only(&Store::sqlite_url_beside(m))
+                .await
+                .with_context(|| {
+                    format!(
+                        "the default store of {} (run `entente serve` with it first, or give \
+                         --database URL)",
                         m.display()
-                    );
-                }
-                Ok(Store::sqlite_url_beside(m))
-            }
+                    )
+                }),
             (None, None) => bail!("give the manifest or --database URL"),
         }
     }
+}
+
+/// `entente audit verify`: the chain, its head, then each node's record.
+async fn verify(args: VerifyArgs) -> Result<()> {
+    // Records are read first: a mistyped path fails before the store is touched.
+    let records = args
+        .against
+        .iter()
+        .map(|path| Ok((path, read_records(path)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let store = args.target.open().await?;
+    let entries = store.audit_entries().await?;
+    match verify_chain(&entries) {
+        AuditReport::Intact { entries: n } => {
+            println!("audit log intact: {n} entries, every hash matches");
+        }
+        AuditReport::Broken { seq, reason } => {
+            bail!("audit log broken at entry {seq}: {reason}")
+        }
+    }
+    match entries.last() {
+        Some(head) => println!("head: entry {} sha256 {}", head.seq, head.hash),
+        None => println!("head: none (the log is empty)"),
+    }
+    for (path, records) in records {
+        let heads = records.iter().map(|r| &r.head);
+        match check_heads(&entries, heads) {
+            AnchorReport::Matches { heads, newest } => println!(
+                "{}: all {heads} heads match{}",
+                path.display(),
+                newest.map_or_else(String::new, |s| format!(" (the newest: entry {s})"))
+            ),
+            AnchorReport::Missing { seq, entries } => bail!(
+                "{}: the node was shown entry {seq}, but the store holds only {entries} entries: \
+                 entries were deleted from the audit log",
+                path.display()
+            ),
+            AnchorReport::Rewritten { seq, shown, stored } => bail!(
+                "{}: the node was shown entry {seq} with hash {shown}, the store now holds {stored}: \
+                 the audit log was rewritten at or before entry {seq}",
+                path.display()
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Runs `entente audit`.
@@ -62,20 +119,9 @@ pub fn run(args: AuditArgs) -> Result<()> {
         .context("could not start the async runtime")?;
     runtime.block_on(async {
         match args.command {
-            AuditCommand::Verify(target) => {
-                let store = Store::open(&target.url()?).await?;
-                match store.verify_audit().await? {
-                    AuditReport::Intact { entries } => {
-                        println!("audit log intact: {entries} entries, every hash matches");
-                        Ok(())
-                    }
-                    AuditReport::Broken { seq, reason } => {
-                        bail!("audit log broken at entry {seq}: {reason}")
-                    }
-                }
-            }
+            AuditCommand::Verify(args) => verify(args).await,
             AuditCommand::Show(target) => {
-                let store = Store::open(&target.url()?).await?;
+                let store = target.open().await?;
                 for e in store.audit_entries().await? {
                     println!(
                         "{:>6}  {}  {:<16} run {:<4} round {:<4} site {:<12} {}",

@@ -41,6 +41,10 @@ pub struct JoinArgs {
     /// Stop after this many failed connection attempts in a row [default: keep trying].
     #[arg(long)]
     max_retries: Option<u32>,
+    /// Where to keep the audit-log heads the coordinator shows with every task, for `entente
+    /// audit verify --against` [default: beside the manifest, STEM.SITE.audit-heads.jsonl].
+    #[arg(long)]
+    audit_record: Option<PathBuf>,
     /// Fault injection for tests: corrupt every update.
     #[arg(long, hide = true, value_enum)]
     corrupt_updates: Option<CorruptArg>,
@@ -64,6 +68,20 @@ pub fn run(args: JoinArgs) -> Result<()> {
         tls::validate_site_name(&site)?;
     }
     let keys = KeyDir::new(&args.keys);
+    let audit_record = match args.audit_record {
+        Some(path) => path,
+        None => {
+            let named = match &args.cert {
+                Some(cert) if site.is_empty() => {
+                    let pem = std::fs::read(cert)
+                        .with_context(|| format!("cannot read {}", cert.display()))?;
+                    entente_node::leaf_site_name(&pem)?
+                }
+                _ => site.clone(),
+            };
+            entente_node::default_audit_record(&args.manifest, &named)
+        }
+    };
     let printed = Printed {
         coordinator: args.coordinator.clone(),
     };
@@ -79,6 +97,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
             CorruptArg::Nan => Corruption::Nan,
             CorruptArg::Shape => Corruption::Shape,
         }),
+        audit_record: Some(audit_record),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

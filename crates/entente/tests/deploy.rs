@@ -74,11 +74,15 @@ impl Federation {
     }
 
     fn serve(&self) -> Process {
+        self.serve_on(self.port)
+    }
+
+    fn serve_on(&self, port: u16) -> Process {
         spawn(
             entente()
                 .arg("serve")
                 .arg(self.manifest())
-                .args(["--listen", &format!("127.0.0.1:{}", self.port)])
+                .args(["--listen", &format!("127.0.0.1:{port}")])
                 .arg("--keys")
                 .arg(self.keys())
                 .arg("--out")
@@ -112,6 +116,11 @@ impl Federation {
             .args(self.database_args())
             .output()
             .unwrap()
+    }
+
+    /// The default store: the SQLite file beside the manifest.
+    fn database_file(&self) -> PathBuf {
+        self.dir.join("federation.entente.db")
     }
 
     /// The audit log as lines of `entente audit show`.
@@ -483,6 +492,181 @@ fn an_edited_audit_entry_is_named_by_verify() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("entry 3"), "{err}");
+}
+
+/// `entente audit verify --against` each site's record of the heads it was shown.
+fn verify_against_records(fed: &Federation) -> Output {
+    let mut verify = entente();
+    verify.args(["audit", "verify"]).arg(fed.manifest());
+    for site in SITES {
+        verify
+            .arg("--against")
+            .arg(fed.dir.join(format!("federation.{site}.audit-heads.jsonl")));
+    }
+    verify.output().unwrap()
+}
+
+/// Runs `script` (Python, sqlite3) on the default store with `stdin` as its input, after
+/// dropping the append-only triggers (whoever can write the file can).
+fn rewrite_store(fed: &Federation, script: &str, stdin: &str) {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import json,sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
+             c.execute('DROP TRIGGER IF EXISTS audit_log_no_update'); \
+             c.execute('DROP TRIGGER IF EXISTS audit_log_no_delete'); \
+             {script}; c.commit()"
+        ))
+        .arg(fed.database_file())
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_rewritten_or_cut_audit_log_is_caught_against_the_nodes_records() {
+    use entente_coordinator::audit::entry_hash;
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let fed = Federation::new("anchor", &manifest("anchor", 1, 1500, 3));
+    run_federation(&fed);
+    let out = verify_against_records(&fed);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("sqlite://{}", fed.database_file().display());
+    let mut entries = runtime.block_on(async {
+        let store = entente_coordinator::store::Store::open_read_only(&url)
+            .await
+            .unwrap();
+        store.audit_entries().await.unwrap()
+    });
+    let newest = entries.last().unwrap();
+    assert!(
+        stdout.contains(&format!(
+            "head: entry {} sha256 {}",
+            newest.seq, newest.hash
+        )),
+        "verify prints the head: {stdout}"
+    );
+    assert!(stdout.contains("heads match"), "{stdout}");
+
+    // Entry 7 rewritten and every later entry re-hashed: the chain verifies again, the
+    // nodes' records do not.
+    entries[6].detail = r#"{"forged":true}"#.into();
+    for i in 6..entries.len() {
+        entries[i].prev_hash = entries[i - 1].hash.clone();
+        entries[i].hash = entry_hash(&entries[i]);
+    }
+    let rows: Vec<serde_json::Value> = entries[6..]
+        .iter()
+        .map(|e| serde_json::json!([e.detail, e.prev_hash, e.hash, e.seq]))
+        .collect();
+    rewrite_store(
+        &fed,
+        "c.executemany('UPDATE audit_log SET detail=?, prev_hash=?, hash=? WHERE seq=?', \
+         json.load(sys.stdin))",
+        &serde_json::Value::Array(rows).to_string(),
+    );
+    fed.assert_audit_intact();
+    let out = verify_against_records(&fed);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the rewrite went unnoticed");
+    assert!(
+        stderr.contains("the audit log was rewritten at or before entry"),
+        "{stderr}"
+    );
+
+    // The newest entries deleted: the chain is intact, the records say what is missing.
+    let fed = Federation::new("anchor-cut", &manifest("anchor-cut", 1, 1500, 3));
+    run_federation(&fed);
+    rewrite_store(
+        &fed,
+        "c.execute('DELETE FROM audit_log WHERE seq > (SELECT MAX(seq) - 3 FROM audit_log)')",
+        "",
+    );
+    fed.assert_audit_intact();
+    let out = verify_against_records(&fed);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the deletion went unnoticed");
+    assert!(
+        stderr.contains("entries were deleted from the audit log"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_second_serve_on_a_live_store_is_refused() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let fed = Federation::new("twice", &manifest("twice", 1, 1500, 3));
+    let mut first = fed.serve();
+    first.wait_for("listening on", Duration::from_secs(60));
+    let before = fed.audit_lines();
+    let (ok, log) = fed.serve_on(free_port()).finish(Duration::from_secs(60));
+    assert!(
+        !ok && log.contains("in use by another coordinator") && log.contains("pid "),
+        "{log}"
+    );
+    assert_eq!(
+        fed.audit_lines(),
+        before,
+        "the second serve wrote to the store"
+    );
+    drop(first);
+}
+
+#[test]
+fn deleting_the_store_mid_run_stops_serve() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let fed = Federation::new("deleted", &manifest("deleted", 30, 3000, 2));
+    let mut serve = fed.serve();
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let _nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    serve.wait_for("round   1/30", Duration::from_secs(120));
+    let db = fed.database_file();
+    std::fs::remove_file(&db).unwrap();
+    let (ok, log) = serve.finish(Duration::from_secs(60));
+    assert!(!ok, "serve went on without its store:\n{log}");
+    assert!(log.contains("federation.entente.db was deleted"), "{log}");
+    assert!(!log.contains("round  30/30"), "{log}");
+    assert!(!db.exists(), "an empty store was made in its place");
+}
+
+#[test]
+fn reading_a_missing_store_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("missing.db");
+    for verb in ["verify", "show"] {
+        let out = entente()
+            .args(["audit", verb, "--database"])
+            .arg(format!("sqlite://{}", db.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{err}");
+        assert!(err.contains("there is no store at"), "{err}");
+        assert!(!db.exists(), "`audit {verb}` created {}", db.display());
+    }
 }
 
 #[test]

@@ -30,19 +30,9 @@ pub(crate) async fn append(
         });
     }
 
-    let tail = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await
-        .map_err(query_err("reading the audit log tail"))?;
-    let (seq, prev_hash) = match tail {
+    let (seq, prev_hash) = match tail(&mut *conn).await? {
         None => (1, GENESIS_PREV_HASH.to_string()),
-        Some(row) => {
-            let seq = read_u64(&row, "seq")?;
-            let hash: String = row
-                .try_get("hash")
-                .map_err(query_err("reading the audit log tail"))?;
-            (seq + 1, hash)
-        }
+        Some((seq, hash)) => (seq + 1, hash),
     };
 
     let mut entry = AuditEntry {
@@ -86,6 +76,26 @@ pub(crate) async fn append(
             Err(StoreError::AuditConflict { seq })
         }
         Err(error) => Err(query_err("appending to the audit log")(error)),
+    }
+}
+
+/// The newest entry's `seq` and `hash`, if the log has any.
+pub(crate) async fn tail<'c, E>(executor: E) -> Result<Option<(u64, String)>, StoreError>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Any>,
+{
+    let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+        .fetch_optional(executor)
+        .await
+        .map_err(query_err("reading the audit log tail"))?;
+    match row {
+        None => Ok(None),
+        Some(row) => {
+            let hash: String = row
+                .try_get("hash")
+                .map_err(query_err("reading the audit log tail"))?;
+            Ok(Some((read_u64(&row, "seq")?, hash)))
+        }
     }
 }
 

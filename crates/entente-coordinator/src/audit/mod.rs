@@ -4,14 +4,19 @@
 //! own SHA-256 over all its fields (`hash`, see [`entry_hash`]). Editing an entry
 //! breaks its own hash; editing it *and* recomputing its hash breaks the next
 //! entry's `prev_hash`; deleting an entry leaves a gap in `seq`. [`verify_chain`]
-//! finds the first such break. Deleting the newest entries is not detectable
-//! from the chain alone: compare the newest `hash` with a copy kept elsewhere.
+//! finds the first such break. Rewriting an entry and re-hashing every later one,
+//! or deleting the newest entries, is not detectable from the chain alone: nodes
+//! record the head they were shown with every task, and [`check_heads`] compares a
+//! log with such a record.
 //!
 //! This module owns the entry types and the chain rules; the SQL lives in
 //! `log.rs` and is reached through [`crate::store::Store`].
 
+mod anchor;
 mod hash;
 pub(crate) mod log;
+
+pub use anchor::{AnchorReport, check_heads};
 
 pub(crate) use hash::sha256_hex;
 pub use hash::{GENESIS_PREV_HASH, entry_hash};
@@ -132,30 +137,36 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Au
     AuditReport::Intact { entries: checked }
 }
 
+/// An intact chain of `n` admissions (tests).
+#[cfg(test)]
+pub(crate) fn test_chain(n: u64) -> Vec<AuditEntry> {
+    let mut entries: Vec<AuditEntry> = Vec::new();
+    for seq in 1..=n {
+        let mut entry = AuditEntry {
+            seq,
+            at_unix_ms: 1_000 + seq as i64,
+            kind: kind::ADMISSION.into(),
+            run: None,
+            round: None,
+            site: Some(format!("site-{seq}")),
+            detail: "{}".into(),
+            prev_hash: entries
+                .last()
+                .map_or(GENESIS_PREV_HASH.to_string(), |p| p.hash.clone()),
+            hash: String::new(),
+        };
+        entry.hash = entry_hash(&entry);
+        entries.push(entry);
+    }
+    entries
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn chain(n: u64) -> Vec<AuditEntry> {
-        let mut entries: Vec<AuditEntry> = Vec::new();
-        for seq in 1..=n {
-            let mut entry = AuditEntry {
-                seq,
-                at_unix_ms: 1_000 + seq as i64,
-                kind: kind::ADMISSION.into(),
-                run: None,
-                round: None,
-                site: Some(format!("site-{seq}")),
-                detail: "{}".into(),
-                prev_hash: entries
-                    .last()
-                    .map_or(GENESIS_PREV_HASH.to_string(), |p| p.hash.clone()),
-                hash: String::new(),
-            };
-            entry.hash = entry_hash(&entry);
-            entries.push(entry);
-        }
-        entries
+        test_chain(n)
     }
 
     #[test]

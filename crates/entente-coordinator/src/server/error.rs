@@ -31,6 +31,14 @@ pub enum CoordinatorError {
         #[source]
         source: StoreError,
     },
+    /// The store went away during the run: its SQLite file deleted or replaced, or the
+    /// connection that holds its PostgreSQL lock lost. Nothing more was written to it.
+    #[error("the run stopped because its store was lost")]
+    StoreLost {
+        /// What happened to the store.
+        #[source]
+        source: StoreError,
+    },
     /// A store operation failed.
     #[error("could not {what}")]
     Store {

@@ -93,10 +93,14 @@ pub struct RunSummary {
 /// Runs the coordinator of `config.manifest` on `listener` (already bound: the caller chooses
 /// the address, and can read [`TcpListener::local_addr`] first) until the run is finished.
 ///
-/// It opens (or resumes) the run in the store, accepts nodes over mutual TLS, waits for the
-/// sites, runs every remaining round (each committed with its checkpoint in one transaction),
-/// writes the final model to `config.out`, tells the nodes the run is finished and stops
-/// listening. Progress goes to `report`.
+/// It takes the store ([`Store::open_owned`]: a store another coordinator holds is refused,
+/// [`StoreError::InUse`], before anything is written), opens (or resumes) the run in it,
+/// accepts nodes over mutual TLS, waits for the sites, runs every remaining round (each
+/// committed with its checkpoint in one transaction), writes the final model to `config.out`,
+/// tells the nodes the run is finished and stops listening. Progress goes to `report`. If the
+/// store is lost meanwhile (its SQLite file deleted or replaced, its PostgreSQL lock connection
+/// gone), it stops within a second or so with [`CoordinatorError::StoreLost`]. However it ends,
+/// SQLite's write-ahead log is moved into the database file before it returns.
 ///
 /// When `shutdown` resolves before the run is finished, the coordinator stops taking
 /// connections and work, lets the round in progress fail (it is repeated on resume) and
@@ -163,7 +167,10 @@ async fn signalled(mut stop: watch::Receiver<bool>) {
 }
 
 fn store_error(what: &'static str) -> impl FnOnce(StoreError) -> CoordinatorError {
-    move |source| CoordinatorError::Store { what, source }
+    move |source| match source {
+        StoreError::Lost { .. } => CoordinatorError::StoreLost { source },
+        source => CoordinatorError::Store { what, source },
+    }
 }
 
 /// Reads the checkpoint `sha256` from the store as a parameter set.
@@ -180,8 +187,59 @@ async fn read_checkpoint(
         .map_err(|source| CoordinatorError::Checkpoint { what, source })
 }
 
+/// Takes the store for the run ([`Store::open_owned`]: a second coordinator is refused before
+/// it changes anything), runs, and then, whatever the outcome, moves SQLite's write-ahead log
+/// into the database file and gives the store up.
 async fn drive(
     config: CoordinatorConfig,
+    socket: TcpListener,
+    stop: watch::Receiver<bool>,
+    report: &mut dyn Report,
+) -> Result<RunSummary, CoordinatorError> {
+    // The identity first: a certificate the nodes could not use, or a key that is not its own,
+    // stops the coordinator before it touches the store.
+    let tls = tls::server_config(&config.ca, &config.cert, &config.key)
+        .map_err(|source| CoordinatorError::Tls { source })?;
+    let hosts = tls::check_coordinator_certificate(&config.ca, &config.cert)
+        .map_err(|source| CoordinatorError::Tls { source })?;
+    let identity = Identity { tls, hosts };
+    let (store, ownership) = Store::open_owned(&config.store_url)
+        .await
+        .map_err(|source| CoordinatorError::OpenStore {
+            url: redact(&config.store_url),
+            source,
+        })?;
+    let result = {
+        let lost = ownership.lost(&store);
+        tokio::pin!(lost);
+        drive_owned(config, identity, &store, lost, socket, stop, report).await
+    };
+    if !matches!(result, Err(CoordinatorError::StoreLost { .. }))
+        && let Err(e) = store.checkpoint_wal().await
+    {
+        tracing::warn!(
+            error = %e,
+            "could not move the write-ahead log into the database file; it stays beside it \
+             (-wal) and is part of the store until a later run moves it"
+        );
+    }
+    ownership.release().await;
+    result
+}
+
+/// The coordinator's checked TLS identity: its server configuration and the hosts its
+/// certificate is valid for.
+struct Identity {
+    tls: Arc<rustls::ServerConfig>,
+    hosts: Vec<String>,
+}
+
+/// The run, on a store this coordinator owns; `lost` resolves if the store goes away.
+async fn drive_owned(
+    config: CoordinatorConfig,
+    identity: Identity,
+    store: &Store,
+    mut lost: std::pin::Pin<&mut impl Future<Output = StoreError>>,
     socket: TcpListener,
     stop: watch::Receiver<bool>,
     report: &mut dyn Report,
@@ -189,39 +247,26 @@ async fn drive(
     let CoordinatorConfig {
         manifest,
         store_url,
-        ca,
-        cert,
-        key,
         initial,
         evaluator,
         out,
         heartbeat,
         wait_for_sites,
+        ..
     } = config;
-    // The identity first: a certificate the nodes could not use, or a key that is not its own,
-    // stops the coordinator before it opens a run.
-    let tls =
-        tls::server_config(&ca, &cert, &key).map_err(|source| CoordinatorError::Tls { source })?;
-    let hosts = tls::check_coordinator_certificate(&ca, &cert)
-        .map_err(|source| CoordinatorError::Tls { source })?;
+    let Identity { tls, hosts } = identity;
     let digest = manifest.agreement_digest();
-    let store = Store::open(&store_url)
-        .await
-        .map_err(|source| CoordinatorError::OpenStore {
-            url: redact(&store_url),
-            source,
-        })?;
     let state = store
         .open_run(&manifest.name, &digest, manifest.rounds)
         .await
         .map_err(store_error("open the run in the store"))?;
     let run = state.run;
     let initial = match &state.checkpoint {
-        Some(sha) => read_checkpoint(&store, sha, "checkpoint").await?,
+        Some(sha) => read_checkpoint(store, sha, "checkpoint").await?,
         None => initial,
     };
     let server_state = match &state.optimizer_state {
-        Some(sha) => Some(read_checkpoint(&store, sha, "server-optimizer state").await?),
+        Some(sha) => Some(read_checkpoint(store, sha, "server-optimizer state").await?),
         None => None,
     };
     let store_shown = redact(&store_url);
@@ -277,12 +322,20 @@ async fn drive(
     report.listening(addr);
 
     let ready = tokio::select! {
-        () = engine::wait_for_sites(&hub, &manifest, wait_for_sites, report) => true,
-        () = signalled(stop.clone()) => false,
+        () = engine::wait_for_sites(&hub, &manifest, wait_for_sites, report) => Ok(true),
+        () = signalled(stop.clone()) => Ok(false),
+        source = &mut lost => Err(source),
     };
-    if !ready {
-        serving.stopped(&store, run, "shut down".into()).await;
-        return Err(CoordinatorError::ShutDown);
+    match ready {
+        Ok(true) => {}
+        Ok(false) => {
+            serving.stopped(store, run, "shut down".into()).await;
+            return Err(CoordinatorError::ShutDown);
+        }
+        Err(source) => {
+            let lost = CoordinatorError::StoreLost { source };
+            return Err(serving.end(store, run, lost).await);
+        }
     }
 
     // The engine blocks while it waits for sites, so it runs on its own threads: one per site,
@@ -300,6 +353,7 @@ async fn drive(
         Ok::<_, CoordinatorError>((result, engine))
     });
     let mut stopping = false;
+    let mut lost_store = None;
     let joined = loop {
         tokio::select! {
             joined = &mut engine_thread => break joined,
@@ -309,22 +363,36 @@ async fn drive(
                 stopping = true;
                 hub.close();
             }
+            source = &mut lost, if lost_store.is_none() => {
+                lost_store = Some(source);
+                hub.close();
+            }
         }
     };
     while let Ok(record) = records.try_recv() {
         report.round_finished(&record, manifest.rounds);
     }
-    let (result, engine) = joined.map_err(|source| CoordinatorError::EngineThread { source })??;
+    let joined = joined
+        .map_err(|source| CoordinatorError::EngineThread { source })
+        .and_then(|threads| threads);
+    let (result, engine) = match (joined, lost_store) {
+        (_, Some(source)) => {
+            let lost = CoordinatorError::StoreLost { source };
+            return Err(serving.end(store, run, lost).await);
+        }
+        (Err(e), None) => return Err(serving.end(store, run, e).await),
+        (Ok(done), None) => done,
+    };
     let rounds = match result {
         Ok(rounds) => rounds,
         Err(e) if stopping => {
             serving
-                .stopped(&store, run, format!("shut down ({e})"))
+                .stopped(store, run, format!("shut down ({e})"))
                 .await;
             return Err(CoordinatorError::ShutDown);
         }
         Err(e) => {
-            serving.stopped(&store, run, e.to_string()).await;
+            serving.stopped(store, run, e.to_string()).await;
             return Err(CoordinatorError::Engine { source: e });
         }
     };
@@ -332,17 +400,22 @@ async fn drive(
     // The model first: if it cannot be written, the run stays open in the store, and the same
     // command resumes it (with no round left to train) and writes the model.
     let model = out.clone();
-    tokio::task::spawn_blocking(move || engine.global().save(&model))
-        .await
-        .map_err(|source| CoordinatorError::EngineThread { source })?
-        .map_err(|source| CoordinatorError::WriteModel {
-            path: out.clone(),
-            source,
-        })?;
-    store
-        .finish_run(run)
-        .await
-        .map_err(store_error("record the end of the run"))?;
+    let finished = async {
+        tokio::task::spawn_blocking(move || engine.global().save(&model))
+            .await
+            .map_err(|source| CoordinatorError::EngineThread { source })?
+            .map_err(|source| CoordinatorError::WriteModel {
+                path: out.clone(),
+                source,
+            })?;
+        store
+            .finish_run(run)
+            .await
+            .map_err(store_error("record the end of the run"))
+    };
+    if let Err(e) = finished.await {
+        return Err(serving.end(store, run, e).await);
+    }
     report.finished(run, &out);
 
     // Tell the nodes, then stop once they have heard it (or after a few seconds, or at once
@@ -426,6 +499,20 @@ impl Serving {
                 server.abort();
             }
         }
+    }
+
+    /// Ends an unfinished run that failed with `error` and hands the error back: as
+    /// [`Serving::stopped`] says, except that a store that was lost gets nothing more written
+    /// to it.
+    async fn end(self, store: &Store, run: i64, error: CoordinatorError) -> CoordinatorError {
+        match &error {
+            CoordinatorError::StoreLost { .. } => {
+                self.hub.close();
+                self.stop().await;
+            }
+            e => self.stopped(store, run, e.to_string()).await,
+        }
+        error
     }
 
     /// Ends an unfinished run: no more work for the nodes (they are not told the run is over),

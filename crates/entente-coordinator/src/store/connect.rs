@@ -14,6 +14,7 @@ pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connects once to `location` and closes the connection again.
 pub(crate) async fn probe(location: &Location) -> Result<(), StoreError> {
+    sqlx::any::install_default_drivers();
     match tokio::time::timeout(CONNECT_TIMEOUT, AnyConnection::connect(&location.url)).await {
         Ok(Ok(connection)) => {
             // Only the answer mattered; a failure to say goodbye changes nothing.

@@ -44,6 +44,61 @@ pub enum StoreError {
         /// How long the coordinator waited.
         seconds: u64,
     },
+    /// Another coordinator holds the store ([`crate::store::Store::open_owned`]).
+    #[error(
+        "the store {url} is in use by another coordinator ({holder}); one store belongs to one \
+         coordinator at a time: stop the other one first, or give this one a store of its own \
+         (--database)"
+    )]
+    InUse {
+        /// The store, password redacted.
+        url: String,
+        /// Who holds it, as far as the store can tell.
+        holder: String,
+    },
+    /// The SQLite lock file beside the database could not be created or locked.
+    #[error(
+        "could not take the lock file {}: {error}; the folder of a SQLite store must exist and \
+         be writable", path.display()
+    )]
+    LockFile {
+        /// The lock file (`<database>.lock`).
+        path: std::path::PathBuf,
+        /// What the operating system reported.
+        error: std::io::Error,
+    },
+    /// The store is gone or no longer this coordinator's (its file was deleted, its lock
+    /// connection dropped).
+    #[error(
+        "the store {url} was lost: {what}; nothing more is written to it. Put the store back \
+         (restore it from a backup) and run the same command again to resume after the last \
+         round it holds"
+    )]
+    Lost {
+        /// The store, password redacted.
+        url: String,
+        /// What happened to it.
+        what: String,
+    },
+    /// A SQLite store that is only to be read does not exist.
+    #[error(
+        "there is no store at {}: check the path (a store is created by `entente serve`); \
+         reading a store never creates one", path.display()
+    )]
+    Missing {
+        /// The database file asked for.
+        path: std::path::PathBuf,
+    },
+    /// The database holds no audit log: it is not an entente store.
+    #[error(
+        "{url} is not an entente store (its audit log cannot be read: {error}); check the path or URL"
+    )]
+    NotAStore {
+        /// The database, password redacted.
+        url: String,
+        /// What reading the audit log reported.
+        error: sqlx::Error,
+    },
     /// Applying the schema migrations failed.
     #[error(
         "could not bring the database schema up to date: {error}; if another entente version \
@@ -73,6 +128,11 @@ pub enum StoreError {
     },
 
     // --- API misuse: calls out of order or with bad arguments.
+    /// A write to a store opened with [`crate::store::Store::open_read_only`].
+    #[error(
+        "this store was opened read-only and cannot be written; open it with Store::open to write"
+    )]
+    ReadOnly,
     /// No run has this id.
     #[error("run {run} does not exist in this database; use the id that open_run returned")]
     UnknownRun {

@@ -1,7 +1,10 @@
 //! Where the database lives: parsing the URL (or bare path) given to
 //! [`super::Store::open`] into a backend and a URL sqlx can connect to.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use sqlx::sqlite::SqliteConnectOptions;
 
 use super::StoreError;
 
@@ -18,6 +21,8 @@ pub(crate) struct Location {
     pub(crate) backend: Backend,
     /// The URL handed to sqlx; for SQLite it always carries a `mode`.
     pub(crate) url: String,
+    /// The SQLite database file (`None` for PostgreSQL and in-memory SQLite).
+    pub(crate) file: Option<PathBuf>,
 }
 
 impl Location {
@@ -26,24 +31,40 @@ impl Location {
     /// created on first use.
     pub(crate) fn parse(url: &str) -> Result<Location, StoreError> {
         if url.starts_with("sqlite:") {
-            return Ok(Location {
-                backend: Backend::Sqlite,
-                url: with_create_mode(url),
-            });
+            return Ok(sqlite(with_create_mode(url)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Location {
                 backend: Backend::Postgres,
                 url: url.to_string(),
+                file: None,
             });
         }
         if url.is_empty() || url.contains("://") {
             return Err(StoreError::UnsupportedUrl { url: redact(url) });
         }
-        Ok(Location {
-            backend: Backend::Sqlite,
-            url: with_create_mode(&sqlite_url_for_path(Path::new(url))),
-        })
+        Ok(sqlite(with_create_mode(&sqlite_url_for_path(Path::new(
+            url,
+        )))))
+    }
+
+    /// The same database, for reading only: SQLite opens it with `mode=ro`, which never
+    /// creates a file.
+    pub(crate) fn read_only(&self) -> Location {
+        match self.backend {
+            Backend::Sqlite => sqlite(with_mode(&self.url, "ro")),
+            Backend::Postgres => self.clone(),
+        }
+    }
+
+    /// The URL for every connection after the first: a SQLite URL that would create a missing
+    /// file (`mode=rwc`) opens it read-write only (`mode=rw`), so a connection made after the
+    /// file was deleted fails instead of starting an empty store in its place.
+    pub(crate) fn existing_url(&self) -> String {
+        match self.backend {
+            Backend::Sqlite if mode(&self.url) == Some("rwc") => with_mode(&self.url, "rw"),
+            _ => self.url.clone(),
+        }
     }
 
     /// The URL with any password replaced by `***`, for messages and logs.
@@ -68,14 +89,45 @@ pub(crate) fn sqlite_url_for_path(path: &Path) -> String {
     url
 }
 
-fn with_create_mode(url: &str) -> String {
-    match url.split_once('?') {
-        Some((_, query)) if query.split('&').any(|pair| pair.starts_with("mode=")) => {
-            url.to_string()
-        }
-        Some(_) => format!("{url}&mode=rwc"),
-        None => format!("{url}?mode=rwc"),
+/// A SQLite location for `url`, with the file it names (as sqlx reads the URL).
+fn sqlite(url: String) -> Location {
+    let in_memory = mode(&url) == Some("memory") || url.contains(":memory:");
+    let file = SqliteConnectOptions::from_str(&url)
+        .ok()
+        .filter(|_| !in_memory)
+        .map(|options| options.get_filename().to_path_buf());
+    Location {
+        backend: Backend::Sqlite,
+        url,
+        file,
     }
+}
+
+/// The value of the URL's `mode=` parameter, if it has one.
+fn mode(url: &str) -> Option<&str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| pair.strip_prefix("mode="))
+}
+
+fn with_create_mode(url: &str) -> String {
+    match mode(url) {
+        Some(_) => url.to_string(),
+        None => with_mode(url, "rwc"),
+    }
+}
+
+/// `url` with its `mode=` parameter set to `mode` (replaced, or added).
+fn with_mode(url: &str, mode: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return format!("{url}?mode={mode}");
+    };
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("mode="))
+        .map(str::to_string)
+        .collect();
+    pairs.push(format!("mode={mode}"));
+    format!("{head}?{}", pairs.join("&"))
 }
 
 /// `url` as it may be shown (banners, logs, errors): the password of `scheme://user:password@host…`
@@ -144,10 +196,33 @@ mod tests {
     }
 
     #[test]
+    fn read_only_and_later_connections_never_create_the_file() {
+        let loc = Location::parse("sqlite:///srv/a.db?cache=shared").unwrap();
+        assert_eq!(loc.file.as_deref(), Some(Path::new("/srv/a.db")));
+        assert_eq!(
+            loc.existing_url(),
+            "sqlite:///srv/a.db?cache=shared&mode=rw"
+        );
+        assert_eq!(
+            loc.read_only().url,
+            "sqlite:///srv/a.db?cache=shared&mode=ro"
+        );
+        let explicit = Location::parse("sqlite:///srv/a.db?mode=rwc&cache=shared").unwrap();
+        assert_eq!(
+            explicit.read_only().url,
+            "sqlite:///srv/a.db?cache=shared&mode=ro"
+        );
+        assert_eq!(Location::parse("sqlite::memory:").unwrap().file, None);
+        let pg = Location::parse("postgres://u:p@db/x").unwrap();
+        assert_eq!((pg.file.clone(), pg.existing_url()), (None, pg.url.clone()));
+    }
+
+    #[test]
     fn bare_paths_are_sqlite_files() {
         let loc = Location::parse("/tmp/odd ?#%.db").unwrap();
         assert_eq!(loc.backend, Backend::Sqlite);
         assert_eq!(loc.url, "sqlite:///tmp/odd %3F%23%25.db?mode=rwc");
+        assert_eq!(loc.file.as_deref(), Some(Path::new("/tmp/odd ?#%.db")));
         let relative = Location::parse("fed.entente.db").unwrap();
         assert!(relative.url.starts_with("sqlite:///"), "{}", relative.url);
         assert!(relative.url.ends_with("/fed.entente.db?mode=rwc"));

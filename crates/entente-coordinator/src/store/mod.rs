@@ -10,12 +10,22 @@
 //!
 //! Writes are serialized by one lock per [`Store`] (clones share it). Each write
 //! is one transaction that also appends its audit entries, so a round's result
-//! and its audit trail are committed together or not at all. Only one process
-//! should write to a database; if a second one does, the audit chain still
-//! cannot fork: its `seq` is the primary key, so a PostgreSQL writer that read
-//! the same tail fails on the insert ([`StoreError::AuditConflict`]), and SQLite
-//! write transactions take the file's write lock up front (waiting up to the
-//! 5 s busy timeout, then [`StoreError::Busy`]).
+//! and its audit trail are committed together or not at all. A store belongs to
+//! one coordinator: [`Store::open_owned`] takes it (see [`Ownership`]) and
+//! refuses a second one. Should a second writer get in anyway (through
+//! [`Store::open`], which takes no lock), the audit chain still cannot fork: its
+//! `seq` is the primary key, so a PostgreSQL writer that read the same tail fails
+//! on the insert ([`StoreError::AuditConflict`]), and SQLite write transactions
+//! take the file's write lock up front (waiting up to the 5 s busy timeout, then
+//! [`StoreError::Busy`]). [`Store::open_read_only`] never creates, migrates or
+//! writes a store.
+//!
+//! A SQLite store is the database file and, while it is open, its write-ahead log
+//! (`-wal`) and shared-memory index (`-shm`) beside it; [`Store::checkpoint_wal`]
+//! moves everything into the database file, so a copy of that file alone holds
+//! the store. Every write first checks that the database file is still the one
+//! that was opened ([`Store::check_file`]): nothing is written into a file that
+//! was deleted or replaced.
 //!
 //! Checkpoints (safetensors bytes) and server-optimizer states share one
 //! content-addressed table keyed by SHA-256 hex, their bytes in pieces of at most
@@ -27,14 +37,16 @@ mod connect;
 pub(crate) mod db;
 mod error;
 mod location;
+mod ownership;
 mod queries;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use entente_core::audit_heads::AuditHead;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Connection, Row};
 use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
 
@@ -43,6 +55,8 @@ use db::{now_unix_ms, query_err, read_u32};
 pub use error::StoreError;
 pub use location::redact;
 use location::{Backend, Location, sqlite_url_for_path};
+pub use ownership::Ownership;
+use ownership::WatchedFile;
 use queries::{
     Tx, append, commit, last_completed, open_run_rounds, put_blob, round_completion, run_row,
 };
@@ -63,6 +77,10 @@ pub struct Store {
     /// Held for the whole of every write transaction, so that audit appends
     /// from this process never compete for the same `seq`.
     writer: Arc<Mutex<()>>,
+    /// The SQLite database file as it was opened, checked before every write.
+    file: Option<Arc<WatchedFile>>,
+    /// Opened by [`Store::open_read_only`]: every write is refused.
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -138,25 +156,71 @@ impl Store {
     /// Opens (and migrates) the database at `url`: `sqlite://PATH` (created if
     /// missing, journal in WAL mode), `postgres://USER:PASSWORD@HOST:PORT/DB`,
     /// or a bare file path, which means SQLite. Migrations already applied are
-    /// not applied again.
+    /// not applied again. Takes no lock: a coordinator opens its store with
+    /// [`Store::open_owned`].
     pub async fn open(url: &str) -> Result<Store, StoreError> {
-        sqlx::any::install_default_drivers();
+        Self::open_at(Location::parse(url)?).await
+    }
+
+    /// [`Store::open`], for the one coordinator that may write to the store: first takes it
+    /// ([`Ownership`]), so that a second coordinator on the same store is refused
+    /// ([`StoreError::InUse`], naming who holds it) before it changes anything.
+    pub async fn open_owned(url: &str) -> Result<(Store, Ownership), StoreError> {
         let location = Location::parse(url)?;
         if location.backend == Backend::Postgres {
+            // Says at once what the server answered, before the lock's own connection waits.
             connect::probe(&location).await?;
         }
-        let max_connections = match location.backend {
-            Backend::Sqlite => 4,
-            Backend::Postgres => 8,
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .connect(&location.url)
+        let ownership = Ownership::take(&location).await?;
+        let store = Self::open_at(location).await?;
+        Ok((store, ownership))
+    }
+
+    /// Opens an existing store for reading only: never creates a database (a missing SQLite
+    /// file is [`StoreError::Missing`]), applies no migration and refuses every write. A
+    /// database without an audit log is [`StoreError::NotAStore`].
+    pub async fn open_read_only(url: &str) -> Result<Store, StoreError> {
+        let location = Location::parse(url)?.read_only();
+        if let Some(file) = &location.file
+            && !file.exists()
+        {
+            return Err(StoreError::Missing { path: file.clone() });
+        }
+        let pool = Self::pool(&location, &location.url).await?;
+        if let Err(error) = sqlx::query("SELECT COUNT(*) FROM audit_log")
+            .fetch_one(&pool)
             .await
-            .map_err(|error| StoreError::Connect {
+        {
+            return Err(StoreError::NotAStore {
                 url: location.redacted(),
                 error,
-            })?;
+            });
+        }
+        Ok(Store {
+            pool,
+            location: Arc::new(location),
+            writer: Arc::new(Mutex::new(())),
+            file: None,
+            read_only: true,
+        })
+    }
+
+    async fn open_at(location: Location) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let connect_err = |error| StoreError::Connect {
+            url: location.redacted(),
+            error,
+        };
+        // SQLite: the file is created here, once; the pool's connections never create it.
+        if location.file.is_some() {
+            AnyConnection::connect(&location.url)
+                .await
+                .map_err(connect_err)?
+                .close()
+                .await
+                .map_err(connect_err)?;
+        }
+        let pool = Self::pool(&location, &location.existing_url()).await?;
         let migrator = match location.backend {
             Backend::Sqlite => {
                 // Persistent in the file; later connections inherit it.
@@ -172,12 +236,77 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|error| StoreError::Migrate { error })?;
+        let file = match &location.file {
+            Some(path) => Some(Arc::new(WatchedFile::at(path).map_err(|e| {
+                StoreError::Lost {
+                    url: location.redacted(),
+                    what: format!("{} cannot be read ({e})", path.display()),
+                }
+            })?)),
+            None => None,
+        };
         tracing::debug!(url = %location.redacted(), "store opened");
         Ok(Store {
             pool,
             location: Arc::new(location),
             writer: Arc::new(Mutex::new(())),
+            file,
+            read_only: false,
         })
+    }
+
+    /// A connection pool on `url` (a form of `location`'s).
+    async fn pool(location: &Location, url: &str) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        if location.backend == Backend::Postgres {
+            connect::probe(location).await?;
+        }
+        let max_connections = match location.backend {
+            Backend::Sqlite => 4,
+            Backend::Postgres => 8,
+        };
+        AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .connect(url)
+            .await
+            .map_err(|error| StoreError::Connect {
+                url: location.redacted(),
+                error,
+            })
+    }
+
+    /// Checks that a SQLite store's database file is still the one that was opened (not
+    /// deleted, not replaced): [`StoreError::Lost`] if not. Always `Ok` for PostgreSQL.
+    pub fn check_file(&self) -> Result<(), StoreError> {
+        match &self.file {
+            Some(file) => file.check().map_err(|what| StoreError::Lost {
+                url: self.location.redacted(),
+                what,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// SQLite: copies every committed transaction from the write-ahead log into the database
+    /// file and empties the log, so that the database file alone holds the whole store (a
+    /// copy of it is a backup). PostgreSQL, or a store opened read-only: nothing to do.
+    pub async fn checkpoint_wal(&self) -> Result<(), StoreError> {
+        if self.location.backend != Backend::Sqlite || self.read_only {
+            return Ok(());
+        }
+        let _writer = self.writer.lock().await;
+        self.check_file()?;
+        let what = "checkpointing the write-ahead log";
+        let row = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(query_err(what))?;
+        // (busy, frames in the log, frames checkpointed); busy: a reader kept it from finishing.
+        let busy: i64 = row.try_get(0).map_err(query_err(what))?;
+        if busy != 0 {
+            return Err(StoreError::Busy { what });
+        }
+        Ok(())
     }
 
     /// The default database for a federation manifest: the SQLite file
@@ -542,6 +671,19 @@ impl Store {
         Ok(audit::verify_chain(&self.audit_entries().await?))
     }
 
+    /// The newest audit entry, as the head a node records ([`AuditHead`]); `None` while the
+    /// log is empty.
+    pub async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        let Some((seq, hash)) = audit::log::tail(&self.pool).await? else {
+            return Ok(None);
+        };
+        AuditHead::new(seq, &hash)
+            .map(Some)
+            .map_err(|problem| StoreError::Corrupt {
+                what: format!("the audit log's newest entry {seq}: {problem}"),
+            })
+    }
+
     /// Every audit entry, in `seq` order.
     pub async fn audit_entries(&self) -> Result<Vec<AuditEntry>, StoreError> {
         audit::log::entries(&self.pool).await
@@ -551,6 +693,10 @@ impl Store {
     /// (`BEGIN IMMEDIATE`), so a second writer waits out the busy timeout
     /// instead of failing when it first writes.
     async fn begin(&self) -> Result<Tx, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        self.check_file()?;
         let tx = match self.location.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
             Backend::Postgres => self.pool.begin().await,

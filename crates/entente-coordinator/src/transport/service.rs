@@ -112,6 +112,21 @@ impl CoordinatorService {
         }
     }
 
+    /// The audit log's newest entry, for the node to keep with its task; `None` (and a logged
+    /// error) if the store cannot say, which costs the node one anchor, not the task.
+    async fn audit_head(&self) -> Option<v1::AuditHead> {
+        match self.store.audit_head().await {
+            Ok(head) => head.map(|h| v1::AuditHead {
+                seq: h.seq,
+                hash: h.hash,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the audit log's head");
+                None
+            }
+        }
+    }
+
     /// The manifest site the caller's certificate names; anyone else is refused (and the
     /// refusal recorded) before the call does anything.
     async fn site_of<T>(&self, request: &Request<T>, call: &str) -> Result<String, Status> {
@@ -150,7 +165,7 @@ fn route_status(e: RouteError) -> Status {
 }
 
 /// The header of `task`, as the node receives it.
-fn header(task: &Task, digest: &str) -> v1::TaskHeader {
+fn header(task: &Task, digest: &str, audit_head: Option<v1::AuditHead>) -> v1::TaskHeader {
     let kind = match &task.kind {
         TaskKind::Train {
             seed,
@@ -180,6 +195,7 @@ fn header(task: &Task, digest: &str) -> v1::TaskHeader {
             .map(|p| layout_to_wire(p.layout()))
             .unwrap_or_default(),
         kind: Some(kind),
+        audit_head,
     }
 }
 
@@ -275,6 +291,7 @@ impl Coordinator for CoordinatorService {
             .next_task(&site, body.session, wait)
             .await
             .map_err(route_status)?;
+        let audit_head = self.audit_head().await;
         let stream: FrameStream = match (task, self.hub.finished()) {
             (Some(task), _) => {
                 // Parameter downloads share a bounded number of slots, so the coordinator's
@@ -288,12 +305,17 @@ impl Coordinator for CoordinatorService {
                     ),
                     None => None,
                 };
-                frames(header(&task, &self.digest), task.params.clone(), permit)
+                frames(
+                    header(&task, &self.digest, audit_head),
+                    task.params.clone(),
+                    permit,
+                )
             }
             (None, Some(rounds)) => {
                 let done = v1::TaskHeader {
                     manifest_sha256: self.digest.clone(),
                     kind: Some(task_header::Kind::Finished(v1::Finished { rounds })),
+                    audit_head,
                     ..Default::default()
                 };
                 frames(done, None, None)

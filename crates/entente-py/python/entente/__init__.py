@@ -73,6 +73,7 @@ def join(
     key: StrPath | None = None,
     data: StrPath | None = None,
     max_retries: int | None = None,
+    audit_record: StrPath | None = None,
 ) -> int:
     """Runs this site's node until the coordinator says the run is finished.
 
@@ -81,7 +82,9 @@ def join(
     against its own copy of ``manifest`` and answers it with ``client`` (or, without one, with
     entente's own trainer on ``data``). Blocks until the run ends and returns its number of
     rounds; Ctrl-C stops the node cleanly and raises ``KeyboardInterrupt``. The interpreter is
-    released while Rust waits, so heartbeats go on while the client trains.
+    released while Rust waits, so heartbeats go on while the client trains. The audit-log
+    heads the coordinator shows with every task are kept in ``audit_record`` (default: beside
+    the manifest, ``STEM.SITE.audit-heads.jsonl``), for ``entente audit verify --against``.
     """
     return _native.join(
         str(manifest),
@@ -94,6 +97,7 @@ def join(
         key=None if key is None else str(key),
         data=None if data is None else str(data),
         max_retries=max_retries,
+        audit_record=None if audit_record is None else str(audit_record),
     )
 
 

@@ -20,6 +20,7 @@ def join(
     key: str | None = None,
     data: str | None = None,
     max_retries: int | None = None,
+    audit_record: str | None = None,
 ) -> int: ...
 def simulate(
     manifest: str,
