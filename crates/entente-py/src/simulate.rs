@@ -12,8 +12,16 @@ use entente_simulation::{Options, Trainers};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
+use entente_simulation::out_dir::{self, Spelling};
+
 use crate::site::{Interrupted, PySite};
 use crate::wait::interruptible;
+
+/// How Python spells the run folder's settings in errors.
+const PYTHON: Spelling = Spelling {
+    out: "out=",
+    overwrite: "overwrite=True",
+};
 
 /// How long an interrupted simulation may take to finish the calls in flight.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -22,13 +30,14 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 /// client, or `None` for entente's own trainer on that site's `[[sites]] data`. Returns the
 /// run as JSON text: `{"run_dir": ..., "summary": {...}}` (the Python wrapper parses it).
 #[pyfunction]
-#[pyo3(signature = (manifest, client_fn, *, out=None, rounds=None, quiet=false, eval_data=None, threads=None, mlflow=None, target_accuracy=None))]
+#[pyo3(signature = (manifest, client_fn, *, out=None, overwrite=false, rounds=None, quiet=false, eval_data=None, threads=None, mlflow=None, target_accuracy=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn simulate(
     py: Python<'_>,
     manifest: PathBuf,
     client_fn: Py<PyAny>,
     out: Option<PathBuf>,
+    overwrite: bool,
     rounds: Option<u32>,
     quiet: bool,
     eval_data: Option<PathBuf>,
@@ -40,6 +49,9 @@ pub fn simulate(
         return Err(PyValueError::new_err(
             "target_accuracy must be a share of the test set, from 0 to 1",
         ));
+    }
+    if let Some(out) = &out {
+        out_dir::check(out, overwrite, PYTHON).map_err(|e| PyValueError::new_err(e.to_string()))?;
     }
     let mut manifest =
         Manifest::load(&manifest).map_err(|e| PyValueError::new_err(e.to_string()))?;

@@ -41,6 +41,21 @@ def torch_clients(folder):
     return lambda site: helpers.TorchClient(folder, site)
 
 
+def test_an_out_folder_that_holds_files_is_written_over_only_with_overwrite(federation, tmp_path):
+    manifest = federation(rounds=1)
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("an earlier run's notes")
+    with pytest.raises(ValueError, match=r"notes\.txt.*overwrite=True"):
+        entente.simulate(manifest, torch_clients(tmp_path), out=out, quiet=True)
+    assert (out / "notes.txt").read_text() == "an earlier run's notes"
+    assert not (out / "summary.json").exists()
+    result = entente.simulate(
+        manifest, torch_clients(tmp_path), out=out, overwrite=True, quiet=True
+    )
+    assert result.summary["rounds"] == 1
+
+
 def test_same_seed_same_model_and_it_learns(federation, tmp_path):
     manifest = federation(rounds=4)
     first = entente.simulate(manifest, torch_clients(tmp_path), out=tmp_path / "one", quiet=True)

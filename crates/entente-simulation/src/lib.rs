@@ -7,6 +7,7 @@
 
 mod baselines;
 mod driver;
+pub mod out_dir;
 mod progress;
 mod run_dir;
 

@@ -3,7 +3,6 @@
 mod audit;
 mod join;
 mod keys;
-mod out_dir;
 mod privacy;
 mod report;
 mod serve;

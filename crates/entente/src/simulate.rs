@@ -93,7 +93,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
             .context("could not start the worker threads")?;
     }
     if let Some(out) = &args.out {
-        crate::out_dir::check(out, args.overwrite)?;
+        entente_simulation::out_dir::check(out, args.overwrite, entente_simulation::out_dir::CLI)?;
     }
     let mut manifest = load_manifest(args.manifest.as_deref())?;
     if let Some(r) = args.rounds {

@@ -29,7 +29,11 @@ pub struct SplitArgs {
 
 /// Runs `entente split`.
 pub fn run(args: SplitArgs) -> Result<()> {
-    crate::out_dir::check(&args.out, args.overwrite)?;
+    entente_simulation::out_dir::check(
+        &args.out,
+        args.overwrite,
+        entente_simulation::out_dir::CLI,
+    )?;
     let manifest = Manifest::load(&args.manifest)?;
     if let DataFormat::Csv {
         label_column,

@@ -106,6 +106,7 @@ def simulate(
     client_fn: Callable[[str], Any | None],
     *,
     out: StrPath | None = None,
+    overwrite: bool = False,
     rounds: int | None = None,
     quiet: bool = False,
     eval_data: StrPath | None = None,
@@ -120,9 +121,10 @@ def simulate(
     Flower ``NumPyClient``), or ``None`` for entente's own trainer on the site's
     ``[[sites]] data``. Rounds run on entente's round engine with the manifest's strategy,
     secure aggregation and client-level DP, as in a deployment; the progress bar, the round
-    lines and the run folder (``out``, default ``runs/NAME-TIME``) are those of
-    ``entente simulate``. ``eval_data`` (an IDX folder or CSV file) is the coordinator's
-    held-out test set, evaluated each round when entente can run the model itself. ``mlflow``
+    lines and the run folder (``out``, default ``runs/NAME-TIME``; an existing folder that
+    holds files is refused unless ``overwrite=True``) are those of ``entente simulate``.
+    ``eval_data`` (an IDX folder or CSV file) is the coordinator's held-out test set,
+    evaluated each round when entente can run the model itself. ``mlflow``
     (``http://HOST:PORT``) also logs the run to that MLflow tracking server, as
     ``entente simulate --mlflow`` does. ``target_accuracy`` (a share, such as ``0.85``) adds
     the first round whose global model reached it to the summary (``rounds_to_target``).
@@ -140,14 +142,32 @@ def simulate(
     """
     if processes is None:
         return _simulate(
-            manifest, client_fn, out, rounds, quiet, eval_data, None, mlflow, target_accuracy
+            manifest,
+            client_fn,
+            out,
+            overwrite,
+            rounds,
+            quiet,
+            eval_data,
+            None,
+            mlflow,
+            target_accuracy,
         )
     pool = Pool(client_fn, _native.manifest_sites(str(manifest)), processes, start_method)
     try:
         # One engine thread per site: each waits on its worker, so all are in flight at once.
         threads = len(pool.clients)
         return _simulate(
-            manifest, pool.client, out, rounds, quiet, eval_data, threads, mlflow, target_accuracy
+            manifest,
+            pool.client,
+            out,
+            overwrite,
+            rounds,
+            quiet,
+            eval_data,
+            threads,
+            mlflow,
+            target_accuracy,
         )
     finally:
         pool.close()
@@ -157,6 +177,7 @@ def _simulate(
     manifest: StrPath,
     client_fn: Callable[[str], Any | None],
     out: StrPath | None,
+    overwrite: bool,
     rounds: int | None,
     quiet: bool,
     eval_data: StrPath | None,
@@ -169,6 +190,7 @@ def _simulate(
             str(manifest),
             client_fn,
             out=None if out is None else str(out),
+            overwrite=overwrite,
             rounds=rounds,
             quiet=quiet,
             eval_data=None if eval_data is None else str(eval_data),

@@ -27,6 +27,7 @@ def simulate(
     client_fn: Callable[[str], Any | None],
     *,
     out: str | None = None,
+    overwrite: bool = False,
     rounds: int | None = None,
     quiet: bool = False,
     eval_data: str | None = None,
