@@ -12,43 +12,9 @@ use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_proto::tls::{self, KeyDir};
 
-const MANIFEST: &str = r#"
-[federation]
-name = "library-run"
-seed = 7
+mod common;
 
-[data]
-format = "csv"
-path = "embedded:uci-digits"
-
-[[sites]]
-name = "site-a"
-
-[[sites]]
-name = "site-b"
-
-[[sites]]
-name = "site-c"
-
-[model]
-kind = "mlp"
-hidden = [8]
-
-[training]
-rounds = 3
-local_epochs = 1
-batch_size = 16
-learning_rate = 0.05
-optimizer = "sgd"
-
-[strategy]
-kind = "fedavg"
-max_examples = 100000
-
-[selection]
-fraction = 1.0
-min_sites = 2
-"#;
+use common::MANIFEST;
 
 /// What the run reported, in order.
 #[derive(Default)]

@@ -9,14 +9,14 @@ use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord};
 use entente_core::engine::{Envelope, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
-use entente_proto::chunks::{Assembler, chunks_of};
-use entente_proto::convert::{layout_to_wire, metrics_to_wire, training_from_wire};
+use entente_proto::chunks::Assembler;
+use entente_proto::convert::{metrics_to_wire, training_from_wire};
 use entente_proto::tls;
 use entente_proto::upload;
 use entente_proto::v1::coordinator_client::CoordinatorClient;
 use entente_proto::v1::{
-    self, HeartbeatRequest, PollRequest, RegisterRequest, ResultFrame, ResultHeader, TaskHeader,
-    result_frame, result_header, task_frame, task_header,
+    self, HeartbeatRequest, PollRequest, RegisterRequest, TaskHeader, result_header, task_frame,
+    task_header,
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
@@ -648,23 +648,7 @@ async fn submit(
         ),
         Outcome::Refused(reason) => (result_header::Outcome::Refused(reason), None),
     };
-    let head = ResultFrame {
-        frame: Some(result_frame::Frame::Header(ResultHeader {
-            task_id,
-            layout: params
-                .as_ref()
-                .map(|p| layout_to_wire(p.layout()))
-                .unwrap_or_default(),
-            outcome: Some(outcome),
-        })),
-    };
-    let chunks = params
-        .map(Arc::new)
-        .into_iter()
-        .flat_map(chunks_of)
-        .map(|c| ResultFrame {
-            frame: Some(result_frame::Frame::Chunk(c)),
-        });
+    let (head, chunks) = upload::result_frames(task_id, outcome, params);
     upload::submit(client, head, chunks).await
 }
 

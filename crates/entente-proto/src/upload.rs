@@ -2,14 +2,46 @@
 //! coordinator says `proceed`, so an upload that waits for its turn holds nothing but its
 //! header on either side.
 
+use std::sync::Arc;
+
+use entente_core::params::ParamSet;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::Channel;
 
+use crate::chunks::chunks_of;
+use crate::convert::layout_to_wire;
 use crate::v1::coordinator_client::CoordinatorClient;
-use crate::v1::{ResultFrame, upload_reply};
+use crate::v1::{ResultFrame, ResultHeader, result_frame, result_header, upload_reply};
+
+/// The frames of a result to task `task_id`: its header (with the layout of `params`, if the
+/// result has any), then the parameters' chunks.
+pub fn result_frames(
+    task_id: u64,
+    outcome: result_header::Outcome,
+    params: Option<ParamSet>,
+) -> (ResultFrame, impl Iterator<Item = ResultFrame> + Send) {
+    let header = ResultFrame {
+        frame: Some(result_frame::Frame::Header(ResultHeader {
+            task_id,
+            layout: params
+                .as_ref()
+                .map(|p| layout_to_wire(p.layout()))
+                .unwrap_or_default(),
+            outcome: Some(outcome),
+        })),
+    };
+    let chunks = params
+        .map(Arc::new)
+        .into_iter()
+        .flat_map(chunks_of)
+        .map(|c| ResultFrame {
+            frame: Some(result_frame::Frame::Chunk(c)),
+        });
+    (header, chunks)
+}
 
 /// Sends `header`, then `chunks` when the coordinator asks for them, and returns once it has
 /// received the result.

@@ -318,7 +318,7 @@ async fn drive_owned(
         manifest.name.clone(),
         manifest.agreement_terms(),
     );
-    let serving = Serving::start(socket, tls, service, store.clone(), run, Arc::clone(&hub));
+    let serving = Serving::start(socket, tls, service, Arc::clone(&hub));
     report.listening(addr);
 
     let ready = tokio::select! {
@@ -458,8 +458,6 @@ impl Serving {
         socket: TcpListener,
         tls: Arc<rustls::ServerConfig>,
         service: CoordinatorService,
-        store: Store,
-        run: i64,
         hub: Arc<Hub>,
     ) -> Self {
         let (stop, mut stopped) = watch::channel(false);
@@ -467,8 +465,6 @@ impl Serving {
             socket,
             tls,
             service,
-            store,
-            run,
             Arc::clone(&hub),
             async move {
                 let _ = stopped.wait_for(|s| *s).await;

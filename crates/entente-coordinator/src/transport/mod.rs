@@ -1,12 +1,13 @@
 //! The coordinator's side of the network: mailboxes for the sites, a round-engine [`Site`]
 //! over them, the gRPC service nodes call, the mutual-TLS listener, the open connections
-//! sessions are bound to, and the bounded warning log of refusals.
+//! sessions are bound to, and the bounded records of refusals (audit log and warnings).
 //!
 //! [`Site`]: entente_core::engine::Site
 
 pub mod connections;
 pub mod hub;
 pub mod listener;
+mod refusals;
 pub mod remote_site;
 pub mod service;
 pub mod warnings;

@@ -29,6 +29,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::{Hub, RouteError, Task, TaskKind, TaskResult};
+use super::refusals::{Refusal, RefusalLog};
 use crate::audit::{AuditEvent, kind};
 use crate::store::Store;
 
@@ -62,11 +63,14 @@ pub struct CoordinatorService {
     terms: String,
     digest: String,
     transfers: Arc<Semaphore>,
+    /// Refusals of calls, shared with the listener's refusals of handshakes.
+    refusals: Arc<RefusalLog>,
 }
 
 impl CoordinatorService {
     /// The service of run `run` of `federation`, whose manifest has the terms `terms`.
     pub fn new(hub: Arc<Hub>, store: Store, run: i64, federation: String, terms: String) -> Self {
+        let refusals = Arc::new(RefusalLog::new(store.clone(), run, Arc::clone(&hub)));
         Self {
             hub,
             store,
@@ -75,7 +79,13 @@ impl CoordinatorService {
             digest: sha256_hex(terms.as_bytes()),
             terms,
             transfers: Arc::new(Semaphore::new(MAX_TRANSFERS)),
+            refusals,
         }
+    }
+
+    /// The bounded record of refusals, for the listener to share.
+    pub(crate) fn refusals(&self) -> Arc<RefusalLog> {
+        Arc::clone(&self.refusals)
     }
 
     /// Why a node whose manifest terms are `theirs` (hashing to `their_digest`) is refused:
@@ -144,13 +154,13 @@ impl CoordinatorService {
             None => "no client certificate".to_string(),
         };
         let ip = addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
-        self.hub.warnings().refused(ip, &peer, call, &refusal);
-        self.audit(
-            kind::REFUSAL,
-            None,
-            serde_json::json!({ "peer": peer, "call": call, "reason": refusal }),
-        )
-        .await;
+        let refused = Refusal {
+            peer,
+            site: None,
+            stage: call.to_string(),
+            reason: refusal.clone(),
+        };
+        self.refusals.record(ip, refused).await;
         Err(Status::permission_denied(refusal))
     }
 }
@@ -242,12 +252,14 @@ impl Coordinator for CoordinatorService {
         let session = match refused {
             Ok(session) => session,
             Err((status, reason)) => {
-                self.audit(
-                    kind::REFUSAL,
-                    Some(&site),
-                    serde_json::json!({ "call": "register", "reason": reason }),
-                )
-                .await;
+                let refused = Refusal {
+                    peer: peer.map_or_else(|| "unknown address".to_string(), |a| a.to_string()),
+                    site: Some(site),
+                    stage: "register".into(),
+                    reason,
+                };
+                let ip = peer.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
+                self.refusals.record(ip, refused).await;
                 return Err(status);
             }
         };
