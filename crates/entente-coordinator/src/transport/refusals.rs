@@ -1,7 +1,7 @@
 //! The audit log's record of refusals (handshakes, calls from certificates the manifest does
 //! not name, registrations it refuses), bounded: a peer that is refused in a loop, whether it
 //! fails the TLS handshake or holds a valid site certificate and calls again and again, gets
-//! one entry at once and one count a minute, never one entry per attempt. No refusal goes
+//! one entry at once and one count a minute per stage, never one entry per attempt. No refusal goes
 //! uncounted: counts are written when their window ends (looked at on a timer) and at shutdown.
 
 use std::collections::HashMap;
@@ -15,7 +15,7 @@ use super::hub::Hub;
 use crate::audit::{AuditEvent, kind};
 use crate::store::Store;
 
-/// One audit entry per peer (and site) per this long.
+/// One audit entry per peer, site and stage per this long.
 pub(crate) const REFUSAL_WINDOW: Duration = Duration::from_secs(60);
 
 /// How often counts of windows that have ended are written out.
@@ -37,8 +37,9 @@ pub(crate) struct Refusal {
     pub reason: String,
 }
 
-/// A window's key: the peer's address and, for an admitted site, its name.
-type Key = (IpAddr, Option<String>);
+/// A window's key: the peer's address, the site for a site the manifest names, and the stage:
+/// nodes behind one address (a NAT) refused for different things each get their entry.
+type Key = (IpAddr, Option<String>, String);
 
 struct Window {
     opened: Instant,
@@ -90,7 +91,7 @@ impl RefusalLog {
     /// Counts `refusal` of `ip` at `now`; the entry to write at once if it opens a window.
     fn count(&self, ip: IpAddr, refusal: Refusal, now: Instant) -> Option<Due> {
         let mut counts = self.counts();
-        let key = (ip, refusal.site.clone());
+        let key = (ip, refusal.site.clone(), refusal.stage.clone());
         if let Some(window) = counts.windows.get_mut(&key) {
             window.counted += 1;
             window.last = refusal;
@@ -271,14 +272,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_site_is_counted_apart_from_its_address() {
+    async fn each_site_and_stage_of_one_address_gets_its_entry() {
         let (_dir, log) = log().await;
         let a: SocketAddr = "10.0.0.1:1000".parse().unwrap();
         let t0 = Instant::now();
         let site = refusal(a, Some("site-a"), "another manifest");
+        let call = Refusal {
+            stage: "register".into(),
+            ..refusal(a, None, "not a site of this federation")
+        };
         assert!(log.count(a.ip(), refusal(a, None, "x"), t0).is_some());
         assert_eq!(log.count(a.ip(), site.clone(), t0), first(site.clone()));
         assert_eq!(log.count(a.ip(), site.clone(), t0), None);
+        assert_eq!(log.count(a.ip(), call.clone(), t0), first(call.clone()));
+        assert_eq!(log.count(a.ip(), call, t0), None);
     }
 
     #[tokio::test]
