@@ -3,6 +3,7 @@
 //! error names the file, the key, its line and what is allowed.
 
 mod schema;
+mod site_name;
 mod syntax;
 mod terms;
 mod validate;
@@ -13,6 +14,7 @@ use crate::aggregators::Strategy;
 use crate::engine::LocalTraining;
 use crate::update::UpdatePolicy;
 
+pub use site_name::{MAX_SITE_NAME_LEN, site_name_problem};
 pub use terms::{TermDifference, compare_terms};
 
 /// A manifest could not be read or is not valid.

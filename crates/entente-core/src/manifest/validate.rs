@@ -101,14 +101,15 @@ fn find_line(text: &str, dotted: &str) -> Option<usize> {
     None
 }
 
-fn valid_site_name(name: &str) -> bool {
+/// A federation name: 1-64 letters, digits, '-', '_' or '.', not only dots (it names run
+/// folders).
+fn valid_federation_name(name: &str) -> bool {
     !name.is_empty()
-        // `.` and `..` would name folders when a site's files are written.
         && !name.bytes().all(|b| b == b'.')
         && name.len() <= 64
         && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 pub(super) fn check(
@@ -120,7 +121,7 @@ pub(super) fn check(
     let r = Reporter { text, origin };
 
     r.ensure(
-        valid_site_name(&raw.federation.name),
+        valid_federation_name(&raw.federation.name),
         "federation.name",
         format!(
             "`{}` is not a valid name: use 1-64 letters, digits, '-', '_' or '.' (it names run folders)",
@@ -143,12 +144,13 @@ pub(super) fn check(
                 "applies only when the manifest has a [privacy] table",
             ));
         }
-        if !valid_site_name(&site.name) {
+        if let Some(problem) = super::site_name_problem(&site.name) {
             return Err(r.err_at_value(
                 "sites.name",
                 &site.name,
                 format!(
-                    "`{}` is not a valid site name: use 1-64 letters, digits, '-', '_' or '.'",
+                    "`{}` is not a valid site name ({problem}): use 1-63 letters, digits, '-', \
+                     '_' or '.', not starting with '-'",
                     excerpt(&site.name)
                 ),
             ));

@@ -15,14 +15,13 @@ use rcgen::{
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::KeyDir;
+pub use entente_core::manifest::{MAX_SITE_NAME_LEN, site_name_problem};
+
 use super::error::TlsError;
 use super::files::{self, Existing, Secrecy};
 
 /// The common name of every coordinator certificate.
 pub const COORDINATOR_COMMON_NAME: &str = "entente coordinator";
-
-/// The longest site name: one DNS label.
-pub const MAX_SITE_NAME_LEN: usize = 63;
 
 /// The longest federation name, so that "<name> federation CA" fits the 64-character CN bound
 /// of RFC 5280 (ub-common-name).
@@ -43,26 +42,6 @@ pub fn validate_site_name(name: &str) -> Result<(), TlsError> {
             reason,
         })
     })
-}
-
-/// Why `name` is not a site name, if it is not.
-pub(crate) fn site_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        Some("it is empty")
-    } else if name.len() > MAX_SITE_NAME_LEN {
-        Some("it is longer than 63 characters")
-    } else if name.starts_with('-') {
-        Some("it starts with '-'")
-    } else if name.bytes().all(|b| b == b'.') {
-        Some("it is only dots, which name folders")
-    } else if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-    {
-        Some("it contains a character other than a letter, digit, '-', '_' or '.'")
-    } else {
-        None
-    }
 }
 
 /// Creates the federation CA: `ca.key` (mode 0600) and the self-signed `ca.pem`.
