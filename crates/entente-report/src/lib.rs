@@ -1,5 +1,5 @@
 //! What a run looks like to people and to the tools they already use: a self-contained HTML
-//! report of a simulation's run folder ([`html`], charts in [`svg`], the folder read by
+//! report of a simulation's run folder or a deployment's stored rounds ([`html`], charts in [`svg`], the folder read by
 //! [`run`]), TensorBoard event files of its rounds ([`tensorboard`]) and runs on an MLflow
 //! tracking server ([`mlflow`]).
 
@@ -18,9 +18,14 @@ pub use run::{ReportError, RunRecord};
 pub fn write_report(folder: &Path, out: Option<&Path>) -> Result<PathBuf, ReportError> {
     let run = RunRecord::read(folder)?;
     let path = out.map_or_else(|| folder.join("report.html"), Path::to_path_buf);
-    std::fs::write(&path, html::render(&run)).map_err(|source| ReportError::Io {
-        path: path.clone(),
-        source,
-    })?;
+    write_record(&run, &path)?;
     Ok(path)
+}
+
+/// Writes the report of `run` to `path`.
+pub fn write_record(run: &RunRecord, path: &Path) -> Result<(), ReportError> {
+    std::fs::write(path, html::render(run)).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }

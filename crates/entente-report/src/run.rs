@@ -168,6 +168,30 @@ impl RunRecord {
     }
 }
 
+impl RunRecord {
+    /// A deployment's run as its store holds it: `rounds` are the round engine's records (one
+    /// JSON object each, as `metrics.jsonl` holds them), `source` names the store in errors
+    /// and in the report, `manifest` is the manifest's text. A deployment has no summary.
+    pub fn from_round_records(
+        source: &str,
+        manifest: String,
+        rounds: &[String],
+    ) -> Result<Self, ReportError> {
+        let folder = PathBuf::from(source);
+        let rounds = rounds
+            .iter()
+            .enumerate()
+            .map(|(i, json)| parse(&folder, i + 1, json))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            folder,
+            manifest,
+            rounds,
+            summary: None,
+        })
+    }
+}
+
 fn parse<T: serde::de::DeserializeOwned>(
     path: &Path,
     line: usize,

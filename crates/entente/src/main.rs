@@ -8,6 +8,7 @@ mod report;
 mod serve;
 mod simulate;
 mod split;
+mod tracking;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;

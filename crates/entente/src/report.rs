@@ -1,18 +1,25 @@
-//! `entente report`: one self-contained HTML page of a simulation's run folder (charts of
-//! accuracy and loss, what joining bought each site, who took part in which round, the
-//! manifest), to open offline or archive with a paper.
+//! `entente report`: one self-contained HTML page of a run (charts of accuracy and loss, what
+//! joining bought each site, who took part in which round, the manifest), to open offline or
+//! archive with a paper: a simulation's run folder, or a deployment's store.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use clap::Args;
+use entente_coordinator::store::{Store, redact};
+use entente_core::manifest::Manifest;
+use entente_report::RunRecord;
 
 /// Arguments of `entente report`.
 #[derive(Args)]
 pub struct ReportArgs {
-    /// The run folder of `entente simulate` (its --out).
-    run_dir: PathBuf,
-    /// File to write (default: RUN_DIR/report.html).
+    /// A run folder of `entente simulate` (its --out), or a deployment's manifest: then the
+    /// newest run of that manifest in its store (beside it, or --database).
+    run: PathBuf,
+    /// A deployment's store (sqlite://PATH or postgres://...), with the manifest as RUN.
+    #[arg(long)]
+    database: Option<String>,
+    /// File to write [default: RUN_DIR/report.html, or NAME.report.html beside the manifest].
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -20,7 +27,14 @@ pub struct ReportArgs {
 /// Runs `entente report`.
 pub fn run(args: ReportArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let path = entente_report::write_report(&args.run_dir, args.out.as_deref())?;
+    let path = if args.run.is_dir() {
+        if args.database.is_some() {
+            bail!("--database goes with a deployment's manifest, not with a run folder");
+        }
+        entente_report::write_report(&args.run, args.out.as_deref())?
+    } else {
+        deployment(&args.run, args.database.as_deref(), args.out)?
+    };
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!(
         "wrote {} ({} KiB) in {:.2} s",
@@ -29,4 +43,45 @@ pub fn run(args: ReportArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The report of the newest run of `manifest_path` in its store; returns the file written.
+fn deployment(
+    manifest_path: &Path,
+    database: Option<&str>,
+    out: Option<PathBuf>,
+) -> Result<PathBuf> {
+    let manifest = Manifest::load(manifest_path).with_context(|| {
+        format!(
+            "{} is neither a run folder nor a manifest",
+            manifest_path.display()
+        )
+    })?;
+    let url = database.map_or_else(|| Store::sqlite_url_beside(manifest_path), str::to_string);
+    let rounds = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("could not start the async runtime")?
+        .block_on(async {
+            let store = Store::open_read_only(&url).await?;
+            store
+                .latest_run_rounds(&manifest.name, &manifest.agreement_digest())
+                .await
+        })
+        .with_context(|| format!("reading the store {}", redact(&url)))?;
+    let Some((run, rounds)) = rounds else {
+        bail!(
+            "the store {} holds no run of `{}` under this manifest (digest {}); check that it \
+             is the manifest `entente serve` ran",
+            redact(&url),
+            manifest.name,
+            manifest.agreement_digest()
+        );
+    };
+    let source = format!("run {run} in {}", redact(&url));
+    let record = RunRecord::from_round_records(&source, manifest.source.clone(), &rounds)?;
+    let path = out
+        .unwrap_or_else(|| manifest_path.with_file_name(format!("{}.report.html", manifest.name)));
+    entente_report::write_record(&record, &path)?;
+    Ok(path)
 }

@@ -22,6 +22,8 @@ use entente_dashboard::{Board, RunState};
 use entente_learn::simulation::{self, CentralTest};
 use entente_proto::tls::KeyDir;
 
+use crate::tracking::Tracker;
+
 /// Arguments of `entente serve`.
 #[derive(Args)]
 pub struct ServeArgs {
@@ -59,6 +61,10 @@ pub struct ServeArgs {
     /// Bearer token the dashboard requires; needed when --http is not a loopback address.
     #[arg(long, value_name = "TOKEN")]
     http_token: Option<String>,
+    /// Also log the run to this MLflow tracking server (http://HOST:PORT): the manifest as
+    /// parameters, each round's figures as metrics, the final model as an artifact.
+    #[arg(long, value_name = "URI")]
+    mlflow: Option<String>,
 }
 
 /// Runs `entente serve`.
@@ -121,10 +127,27 @@ async fn serve(args: ServeArgs, manifest: Manifest) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("could not listen on {}", args.listen))?;
+    let tracker = match &args.mlflow {
+        Some(uri) => {
+            let (uri, m) = (uri.clone(), config.manifest.clone());
+            Some(
+                tokio::task::spawn_blocking(move || Tracker::start(&uri, &m))
+                    .await
+                    .context("the MLflow run could not be opened")??,
+            )
+        }
+        None => None,
+    };
     let mut printed = Printed {
         board: board.clone(),
+        tracker,
     };
     let result = entente_coordinator::run(config, listener, interrupted(), &mut printed).await;
+    if let Some(tracker) = printed.tracker.take() {
+        let ok = result.is_ok();
+        // Joining waits for the last uploads; off the runtime's threads.
+        let _ = tokio::task::spawn_blocking(move || tracker.end(ok)).await;
+    }
     if let (Some(board), Err(e)) = (&board, &result) {
         board.set_state(RunState::Stopped {
             reason: e.to_string(),
@@ -212,6 +235,7 @@ async fn signal() {
 /// What `entente serve` prints as the run goes, and shows on the dashboard if there is one.
 struct Printed {
     board: Option<Board>,
+    tracker: Option<Tracker>,
 }
 
 impl Printed {
@@ -254,6 +278,9 @@ impl Report for Printed {
 
     fn round_finished(&mut self, record: &RoundRecord, rounds: u32) {
         self.show(|b| b.round_finished(record));
+        if let Some(tracker) = &self.tracker {
+            tracker.round(record);
+        }
         let test = record
             .test
             .as_ref()
@@ -274,6 +301,9 @@ impl Report for Printed {
 
     fn finished(&mut self, run: i64, model: &Path) {
         self.show(|b| b.set_state(RunState::Finished));
+        if let Some(tracker) = &self.tracker {
+            tracker.model(model.to_path_buf());
+        }
         println!("run {run} finished; final model {}", model.display());
     }
 }

@@ -78,6 +78,10 @@ impl Federation {
     }
 
     fn serve_on(&self, port: u16) -> Process {
+        self.serve_with(port, &[])
+    }
+
+    fn serve_with(&self, port: u16, extra: &[&str]) -> Process {
         spawn(
             entente()
                 .arg("serve")
@@ -88,7 +92,8 @@ impl Federation {
                 .arg("--out")
                 .arg(self.dir.join("model.safetensors"))
                 .args(["--heartbeat-secs", "0.5", "--wait-secs", "60"])
-                .args(self.database_args()),
+                .args(self.database_args())
+                .args(extra),
         )
     }
 
@@ -606,6 +611,112 @@ fn a_rewritten_or_cut_audit_log_is_caught_against_the_nodes_records() {
     assert!(
         stderr.contains("entries were deleted from the audit log"),
         "{stderr}"
+    );
+}
+
+#[test]
+fn a_deployments_report_is_written_from_its_store() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let fed = Federation::new("report", &manifest("report", 2, 1500, 3));
+    run_federation(&fed);
+    let out = entente()
+        .arg("report")
+        .arg(fed.manifest())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(fed.dir.join("report.report.html")).unwrap();
+    assert!(!html.contains("http"), "the report refers to a URL");
+    for site in SITES {
+        assert!(html.contains(site), "{site} is not in the report");
+    }
+    assert!(html.contains("<polyline"), "no chart line");
+    assert!(html.contains("run 1 in sqlite://"), "the store is named");
+
+    // Another manifest is not this store's run; a folder is no manifest.
+    let other = fed.dir.join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(fed.manifest())
+            .unwrap()
+            .replace("rounds = 2", "rounds = 3"),
+    )
+    .unwrap();
+    let out = entente()
+        .arg("report")
+        .arg(&other)
+        .arg("--database")
+        .arg(format!("sqlite://{}", fed.database_file().display()))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("holds no run of `report`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Reads back, with MLflow's own client, the newest run of an experiment: its status, its
+/// rounds parameter, the history of `train/loss` and the artifacts.
+const READ_MLFLOW: &str = r#"
+import json, sys
+from mlflow import MlflowClient
+client = MlflowClient(sys.argv[1])
+exp = client.get_experiment_by_name(sys.argv[2])
+run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"])[0]
+history = client.get_metric_history(run.info.run_id, "train/loss")
+print(json.dumps({
+    "status": run.info.status,
+    "rounds": run.data.params.get("training.rounds"),
+    "steps": sorted(m.step for m in history),
+    "artifacts": [a.path for a in client.list_artifacts(run.info.run_id)],
+}))
+"#;
+
+#[test]
+fn serve_logs_the_run_to_mlflow() {
+    let _serial = serial();
+    // .ci/run starts `mlflow server` and sets the variable.
+    let (Ok(url), true) = (
+        std::env::var("ENTENTE_TEST_MLFLOW_URL"),
+        have_fashion_mnist(),
+    ) else {
+        eprintln!("skipped: needs an MLflow server (ENTENTE_TEST_MLFLOW_URL) and Fashion-MNIST");
+        return;
+    };
+    let name = format!("deploy-mlflow-{}", std::process::id());
+    let fed = Federation::new(&name, &manifest(&name, 2, 1500, 3));
+    let mut serve = fed.serve_with(fed.port, &["--mlflow", &url]);
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    let (ok, log) = serve.finish(Duration::from_secs(300));
+    assert!(ok, "serve failed:\n{log}");
+    assert!(log.contains("mlflow: run "), "{log}");
+    drop(nodes);
+    let out = Command::new("python3")
+        .args(["-c", READ_MLFLOW, &url, &name])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logged: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(logged["status"], "FINISHED", "{logged}");
+    assert_eq!(logged["rounds"], "2", "{logged}");
+    assert_eq!(logged["steps"], serde_json::json!([1, 2]), "{logged}");
+    assert_eq!(
+        logged["artifacts"],
+        serde_json::json!(["model.safetensors"])
     );
 }
 

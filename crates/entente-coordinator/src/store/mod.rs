@@ -51,7 +51,7 @@ use tokio::sync::Mutex;
 use tokio_stream::StreamExt;
 
 use crate::audit::{self, AuditEntry, AuditEvent, AuditReport, kind, sha256_hex};
-use db::{now_unix_ms, query_err, read_u32};
+use db::{now_unix_ms, query_err, read_i64, read_u32};
 pub use error::StoreError;
 pub use location::redact;
 use location::{Backend, Location, sqlite_url_for_path};
@@ -617,6 +617,44 @@ impl Store {
         .await
         .map_err(query_err("listing completed rounds"))?;
         rows.iter().map(|row| read_u32(row, "round")).collect()
+    }
+
+    /// The newest run of `federation` under the manifest digest `manifest_sha256` (finished or
+    /// not), with the record of each completed round as the round engine wrote it (JSON, one
+    /// per round, ascending); `None` if the store holds no such run.
+    pub async fn latest_run_rounds(
+        &self,
+        federation: &str,
+        manifest_sha256: &str,
+    ) -> Result<Option<(i64, Vec<String>)>, StoreError> {
+        let mut conn = self.acquire().await?;
+        let what = "reading the run's rounds";
+        let run = sqlx::query(
+            "SELECT id FROM runs WHERE federation = $1 AND manifest_sha256 = $2 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(federation)
+        .bind(manifest_sha256)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(query_err(what))?;
+        let Some(run) = run else {
+            return Ok(None);
+        };
+        let run = read_i64(&run, "id")?;
+        let rows = sqlx::query(
+            "SELECT metrics FROM rounds WHERE run_id = $1 AND completed_unix_ms IS NOT NULL \
+             AND metrics IS NOT NULL ORDER BY round",
+        )
+        .bind(run)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(query_err(what))?;
+        let metrics = rows
+            .iter()
+            .map(|row| row.try_get::<String, _>("metrics").map_err(query_err(what)))
+            .collect::<Result<_, _>>()?;
+        Ok(Some((run, metrics)))
     }
 
     /// The checkpoint (or optimizer state) stored under `sha256`, after checking
