@@ -370,3 +370,52 @@ async fn every_refused_handshake_of_a_flood_is_counted_in_the_log() {
         .sum();
     assert_eq!(counted, FLOOD, "{refusals:?}");
 }
+
+#[tokio::test]
+async fn a_store_reached_by_another_name_is_still_one_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = store_url(dir.path());
+    let (_store, owner) = Store::open_owned(&url).await.unwrap();
+    // A symbolic link leads to the same lock.
+    let link = dir.path().join("alias.db");
+    std::os::unix::fs::symlink(dir.path().join("run.db"), &link).unwrap();
+    let second = Store::open_owned(&format!("sqlite://{}", link.display())).await;
+    let Err(err) = second else {
+        panic!("a second coordinator took the store through a symbolic link");
+    };
+    assert!(
+        chain(&err).contains("in use by another coordinator"),
+        "{err}"
+    );
+    // A hard link would get a lock and a write-ahead log of its own: refused.
+    let hard = dir.path().join("hard.db");
+    std::fs::hard_link(dir.path().join("run.db"), &hard).unwrap();
+    let Err(err) = Store::open_owned(&format!("sqlite://{}", hard.display())).await else {
+        panic!("a second coordinator took the store through a hard link");
+    };
+    assert!(chain(&err).contains("2 names (hard links)"), "{err}");
+    owner.release().await;
+}
+
+#[tokio::test]
+async fn a_store_that_is_a_pipe_is_refused_not_waited_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("pipe.db");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let url = format!("sqlite://{}", fifo.display());
+    let read = tokio::time::timeout(Duration::from_secs(10), Store::open_read_only(&url))
+        .await
+        .expect("reading a pipe as a store hung");
+    let Err(err) = read else {
+        panic!("a pipe was read as a store");
+    };
+    assert!(chain(&err).contains("a named pipe (FIFO)"), "{err}");
+    let owned = tokio::time::timeout(Duration::from_secs(10), Store::open_owned(&url))
+        .await
+        .expect("taking a pipe as a store hung");
+    assert!(owned.is_err());
+}

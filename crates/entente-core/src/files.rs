@@ -86,7 +86,8 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, File
     Ok(bytes)
 }
 
-fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), FileError> {
+/// Refuses `path` unless `meta` (its metadata) is a regular file's.
+pub fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), FileError> {
     if meta.is_file() {
         return Ok(());
     }

@@ -80,6 +80,23 @@ pub enum StoreError {
         /// What happened to it.
         what: String,
     },
+    /// The SQLite database path names something other than a regular file (a pipe would
+    /// block the reader).
+    #[error(transparent)]
+    NotAFile(#[from] entente_core::files::FileError),
+    /// The SQLite database file has more than one name: a second coordinator could take it
+    /// through another name, with a lock and a write-ahead log of its own.
+    #[error(
+        "the store {} has {links} names (hard links); one store must have one name, or two \
+         coordinators could each take it under another name: remove the other links",
+        path.display()
+    )]
+    HardLinked {
+        /// The database file.
+        path: std::path::PathBuf,
+        /// How many names it has.
+        links: u64,
+    },
     /// A SQLite store that is only to be read does not exist.
     #[error(
         "there is no store at {}: check the path (a store is created by `entente serve`); \

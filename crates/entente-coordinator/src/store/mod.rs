@@ -186,6 +186,9 @@ impl Store {
         {
             return Err(StoreError::Missing { path: file.clone() });
         }
+        if let Some(file) = &location.file {
+            ownership::check_database_file(file)?;
+        }
         let pool = Self::pool(&location, &location.url).await?;
         if let Err(error) = sqlx::query("SELECT COUNT(*) FROM audit_log")
             .fetch_one(&pool)

@@ -112,8 +112,51 @@ impl Ownership {
     }
 }
 
-/// Locks `<db>.lock` and writes this process into it.
+/// Refuses a SQLite database path that names anything but a regular file with one name. A
+/// path not there yet is fine (the store is created).
+pub(crate) fn check_database_file(db: &Path) -> Result<(), StoreError> {
+    let Ok(meta) = std::fs::metadata(db) else {
+        return Ok(());
+    };
+    entente_core::files::check_regular(db, &meta)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if meta.nlink() > 1 {
+            return Err(StoreError::HardLinked {
+                path: db.to_path_buf(),
+                links: meta.nlink(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The database file's own path, symbolic links resolved, so that every name of a store leads
+/// to one lock file.
+fn canonical(db: &Path) -> PathBuf {
+    if let Ok(real) = db.canonicalize() {
+        return real;
+    }
+    match (db.parent(), db.file_name()) {
+        (Some(dir), Some(name)) => {
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            dir.canonicalize()
+                .map_or_else(|_| db.to_path_buf(), |d| d.join(name))
+        }
+        _ => db.to_path_buf(),
+    }
+}
+
+/// Locks `<db>.lock` (beside the file a symbolic link leads to) and writes this process into
+/// it.
 fn lock_file(db: &Path, url: &str) -> Result<Held, StoreError> {
+    check_database_file(db)?;
+    let db = canonical(db);
     let mut path = db.as_os_str().to_owned();
     path.push(".lock");
     let path = PathBuf::from(path);
