@@ -68,6 +68,9 @@ pub(crate) enum FileKind {
 pub(crate) struct ByteLimit {
     bytes: u64,
     reason: String,
+    /// For IDX files: the size the file's own header declares lowers the limit, so that a
+    /// compressed file is never inflated past what it says it holds.
+    idx: bool,
 }
 
 impl DataLimits {
@@ -75,9 +78,11 @@ impl DataLimits {
     pub(crate) fn bytes(&self, kind: FileKind) -> ByteLimit {
         let rows = self.max_rows as u64;
         let raise = "raise data.max_rows in the manifest if the file really holds more examples";
+        let idx = matches!(kind, FileKind::IdxImages | FileKind::IdxLabels);
         let sized = |bytes: u64, of: String| ByteLimit {
             bytes,
             reason: format!("the most data.max_rows = {rows} {of} take; {raise}"),
+            idx,
         };
         match (kind, self.features) {
             (FileKind::IdxLabels, _) => sized(rows.saturating_add(8), "labels".into()),
@@ -100,6 +105,7 @@ impl DataLimits {
                          state data.shape or data.features, and data.classes: the limit is then \
                          data.max_rows examples of that size"
                     .into(),
+                idx,
             },
         }
     }
@@ -139,26 +145,90 @@ pub(crate) fn decompress_maybe_gzip(
         }
         return Ok((raw, false));
     }
-    let hint = raw.len().saturating_mul(4).min(limit.bytes as usize);
-    let mut out = Vec::with_capacity(hint);
-    flate2::read::MultiGzDecoder::new(raw.as_slice())
-        .take(limit.bytes.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
+    let gzip_err = |decompressed: usize| {
+        move |source| DataError::Gzip {
             path: path.to_path_buf(),
-            decompressed: out.len(),
+            decompressed,
             source,
-        })?;
+        }
+    };
+    let mut decoder = flate2::read::MultiGzDecoder::new(raw.as_slice());
+    let mut out = Vec::new();
+    let mut cap = limit.bytes;
+    if limit.idx {
+        // The header first: its dimensions say how many bytes follow.
+        (&mut decoder)
+            .take(IDX_HEADER_MAX)
+            .read_to_end(&mut out)
+            .map_err(gzip_err(0))?;
+        if let Some(declared) = idx_declared_bytes(&out) {
+            if declared > limit.bytes {
+                return Err(too_large(true));
+            }
+            cap = declared;
+        }
+    }
+    let hint = raw.len().saturating_mul(4).min(cap as usize);
+    out.reserve(hint.saturating_sub(out.len()));
+    let left = cap.saturating_add(1).saturating_sub(out.len() as u64);
+    let read = out.len();
+    decoder
+        .take(left)
+        .read_to_end(&mut out)
+        .map_err(gzip_err(read))?;
     if out.len() as u64 > limit.bytes {
         return Err(too_large(true));
     }
+    // More than an IDX header declares: the parser names the bytes after the data.
     Ok((out, true))
+}
+
+/// The longest IDX header: the magic and up to 255 dimensions.
+const IDX_HEADER_MAX: u64 = 4 + 4 * 255;
+
+/// An IDX file's size as its header declares it (magic, dimensions, one byte per item), if
+/// `header` holds the whole header; `None` if it does not or the size overflows.
+fn idx_declared_bytes(header: &[u8]) -> Option<u64> {
+    let dims = usize::from(*header.get(3)?);
+    let dims_bytes = header.get(4..4 + 4 * dims)?;
+    let items = dims_bytes.chunks_exact(4).try_fold(1u64, |n, d| {
+        n.checked_mul(u64::from(u32::from_be_bytes([d[0], d[1], d[2], d[3]])))
+    })?;
+    items.checked_add(4 + 4 * dims as u64)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::data::testutil::gzip;
+
+    #[test]
+    fn a_compressed_idx_file_is_inflated_no_further_than_its_header_declares() {
+        let limits = DataLimits {
+            max_rows: 1_000_000,
+            features: Some(784),
+            classes: 10,
+        };
+        let limit = limits.bytes(FileKind::IdxImages);
+        let path = Path::new("train-images-idx3-ubyte.gz");
+        // 100 images of 28x28 declared, 100 MB of zeros sent.
+        let mut bomb = vec![0, 0, 8, 3];
+        for d in [100u32, 28, 28] {
+            bomb.extend_from_slice(&d.to_be_bytes());
+        }
+        let declared = bomb.len() + 100 * 784;
+        bomb.resize(100 << 20, 0);
+        let (out, compressed) = decompress_maybe_gzip(path, gzip(&bomb), &limit).unwrap();
+        assert!(compressed);
+        assert_eq!(out.len(), declared + 1, "one byte past the declared size");
+        // A header that declares more than the limit is refused before anything follows.
+        let mut huge = vec![0, 0, 8, 3];
+        for d in [u32::MAX, 28, 28] {
+            huge.extend_from_slice(&d.to_be_bytes());
+        }
+        let err = decompress_maybe_gzip(path, gzip(&huge), &limit).unwrap_err();
+        assert!(matches!(err, DataError::TooLarge { .. }), "{err}");
+    }
 
     #[test]
     fn limits_follow_the_schema_and_max_rows() {
@@ -183,6 +253,7 @@ mod tests {
         let limit = ByteLimit {
             bytes: 1000,
             reason: "the test's limit".into(),
+            idx: false,
         };
         let path = Path::new("bomb.gz");
         let (ok, compressed) = decompress_maybe_gzip(path, gzip(&[7; 1000]), &limit).unwrap();
