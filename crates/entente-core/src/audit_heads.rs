@@ -79,6 +79,26 @@ pub enum HeadRecordError {
         #[source]
         source: std::io::Error,
     },
+    /// A head came that is older than one already recorded, or the same entry with another
+    /// hash: the log this site was shown went back.
+    #[error(
+        "the coordinator's audit log went back: this site was shown entry {seen_seq} (hash \
+         {seen_hash}) and now entry {seq} (hash {hash}); its store was rolled back, replaced or \
+         rewritten. If this is a new deployment of the same manifest, move {} away and join again",
+        path.display()
+    )]
+    WentBack {
+        /// The record file.
+        path: PathBuf,
+        /// The newest entry recorded.
+        seen_seq: u64,
+        /// Its hash.
+        seen_hash: String,
+        /// The entry now shown.
+        seq: u64,
+        /// Its hash.
+        hash: String,
+    },
     /// A line is not a head record.
     #[error(
         "{}:{line}: not an audit head record ({problem}); the file is written by `entente join`, \
@@ -163,10 +183,23 @@ impl HeadLog {
     }
 
     /// Appends `record` (and syncs it to disk) unless its head is the last one written;
-    /// returns whether a line was written.
+    /// returns whether a line was written. A head older than the last one, or the last entry
+    /// with another hash, is refused ([`HeadRecordError::WentBack`]) and not written: a log
+    /// that goes back was rolled back or rewritten.
     pub fn append(&mut self, record: &HeadRecord) -> Result<bool, HeadRecordError> {
-        if self.last.as_ref() == Some(&record.head) {
-            return Ok(false);
+        if let Some(last) = &self.last {
+            if last == &record.head {
+                return Ok(false);
+            }
+            if record.head.seq <= last.seq {
+                return Err(HeadRecordError::WentBack {
+                    path: self.path.clone(),
+                    seen_seq: last.seq,
+                    seen_hash: last.hash.clone(),
+                    seq: record.head.seq,
+                    hash: record.head.hash.clone(),
+                });
+            }
         }
         let write_err = |source| HeadRecordError::Write {
             path: self.path.clone(),
@@ -226,6 +259,24 @@ mod tests {
             read,
             [record(1, 5, 'a'), record(2, 9, 'b'), record(3, 12, 'c')]
         );
+    }
+
+    #[test]
+    fn a_log_that_goes_back_is_refused_and_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("site-a.jsonl");
+        let mut log = HeadLog::open(&path).unwrap();
+        assert!(log.append(&record(1, 9, 'a')).unwrap());
+        for went_back in [record(2, 5, 'b'), record(2, 9, 'c')] {
+            let err = log.append(&went_back).unwrap_err();
+            assert!(
+                matches!(err, HeadRecordError::WentBack { seen_seq: 9, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("move"), "{err}");
+        }
+        assert_eq!(read_records(&path).unwrap(), [record(1, 9, 'a')]);
+        assert!(log.append(&record(3, 10, 'd')).unwrap());
     }
 
     #[test]

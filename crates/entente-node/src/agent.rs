@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord};
+use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord, HeadRecordError};
 use entente_core::engine::{Envelope, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
@@ -284,31 +284,38 @@ struct Link {
 }
 
 impl Link {
-    /// Appends the audit head that came with `header` to the node's record, if it keeps one.
+    /// Appends the audit head `wire` that came with round `round`'s task (or with the
+    /// admission, round 0) to the node's record, if it keeps one.
     /// A head that is malformed or cannot be written is logged and skipped: the record loses
-    /// one anchor, the task goes on.
-    fn keep_head(&self, header: &TaskHeader) {
+    /// one anchor, the task goes on. A head that shows the log went back (rolled back,
+    /// replaced, rewritten) is the reason to stop, returned.
+    fn keep_head(&self, wire: Option<&v1::AuditHead>, round: u32) -> Option<String> {
         let mut heads = self.heads.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some(log), Some(wire)) = (heads.as_mut(), &header.audit_head) else {
-            return;
+        let (Some(log), Some(wire)) = (heads.as_mut(), wire) else {
+            return None;
         };
         let head = match AuditHead::new(wire.seq, &wire.hash) {
             Ok(head) => head,
             Err(problem) => {
                 tracing::warn!(%problem, "the coordinator sent a malformed audit head");
-                return;
+                return None;
             }
         };
         let record = HeadRecord {
             federation: self.agreement.manifest.name.clone(),
-            round: header.round,
+            round,
             received_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             head,
         };
-        if let Err(e) = log.append(&record) {
-            tracing::warn!(error = %e, "could not keep the audit head");
+        match log.append(&record) {
+            Ok(_) => None,
+            Err(e @ HeadRecordError::WentBack { .. }) => Some(e.to_string()),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not keep the audit head");
+                None
+            }
         }
     }
 }
@@ -330,7 +337,9 @@ async fn session(
         Ok(Err(e)) => return Ok(SessionEnd::Lost(describe_transport(&e))),
         Err(_) => {
             return Ok(SessionEnd::Lost(format!(
-                "{} did not complete a TLS handshake within {} s: something accepts connections                  there but does not answer as an entente coordinator; check --coordinator's host                  and port",
+                "{} did not complete a TLS handshake within {} s: something accepts connections \
+                 there but does not answer as an entente coordinator; check --coordinator's host \
+                 and port",
                 link.coordinator,
                 CONNECT_TIMEOUT.as_secs()
             )));
@@ -352,6 +361,9 @@ async fn session(
         Err(s) => return Ok(SessionEnd::Lost(s.to_string())),
     };
     *failures = 0;
+    if let Some(reason) = link.keep_head(reply.audit_head.as_ref(), 0) {
+        return Ok(SessionEnd::Incompatible(reason));
+    }
     let session = reply.session;
     *previous = Some(session);
     tracing::info!(federation = %reply.federation, session, "registered");
@@ -403,7 +415,9 @@ async fn serve_tasks(
             Ok(Some(_)) => return SessionEnd::Lost("a task began without its header".into()),
             Err(s) => return SessionEnd::Lost(s.to_string()),
         };
-        link.keep_head(&header);
+        if let Some(reason) = link.keep_head(header.audit_head.as_ref(), header.round) {
+            return SessionEnd::Incompatible(reason);
+        }
         if let Some(task_header::Kind::Finished(f)) = &header.kind {
             tracing::info!(rounds = f.rounds, "the run is finished");
             report.finished(f.rounds);

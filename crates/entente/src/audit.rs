@@ -5,9 +5,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use entente_coordinator::audit::{AnchorReport, AuditReport, check_heads, verify_chain};
+use entente_coordinator::audit::{AnchorReport, AuditReport, check_heads, kind, verify_chain};
 use entente_coordinator::store::Store;
 use entente_core::audit_heads::read_records;
+use entente_core::text::excerpt;
 
 /// Arguments of `entente audit`.
 #[derive(Args)]
@@ -88,7 +89,40 @@ async fn verify(args: VerifyArgs) -> Result<()> {
         Some(head) => println!("head: entry {} sha256 {}", head.seq, head.hash),
         None => println!("head: none (the log is empty)"),
     }
+    let federations: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter(|e| e.kind == kind::RUN_STARTED)
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(&e.detail).ok())
+        .filter_map(|d| d["federation"].as_str().map(str::to_string))
+        .collect();
     for (path, records) in records {
+        if records.is_empty() {
+            bail!(
+                "{}: no heads recorded, so there is nothing to check the store against; give \
+                 the record of a site that took part in a run",
+                path.display()
+            );
+        }
+        if let Some(other) = records
+            .iter()
+            .find(|r| !federations.contains(&r.federation))
+        {
+            bail!(
+                "{}: a record of federation `{}`, but the store holds runs of {}: give the \
+                 record of a site of this store's federation",
+                path.display(),
+                excerpt(&other.federation),
+                if federations.is_empty() {
+                    "no federation".to_string()
+                } else {
+                    federations
+                        .iter()
+                        .map(|f| format!("`{f}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                }
+            );
+        }
         let heads = records.iter().map(|r| &r.head);
         match check_heads(&entries, heads) {
             AnchorReport::Matches { heads, newest } => println!(

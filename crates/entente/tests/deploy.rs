@@ -570,6 +570,33 @@ fn a_rewritten_or_cut_audit_log_is_caught_against_the_nodes_records() {
     );
     assert!(stdout.contains("heads match"), "{stdout}");
 
+    // A record with no heads, or one of another federation, checks nothing: refused.
+    let record = fed.dir.join("federation.site-a.audit-heads.jsonl");
+    let empty = fed.dir.join("empty.jsonl");
+    std::fs::write(&empty, "\n").unwrap();
+    let foreign = fed.dir.join("foreign.jsonl");
+    std::fs::write(
+        &foreign,
+        std::fs::read_to_string(&record)
+            .unwrap()
+            .replace("\"federation\":\"anchor\"", "\"federation\":\"other\""),
+    )
+    .unwrap();
+    for (path, says) in [
+        (&empty, "no heads recorded"),
+        (&foreign, "a record of federation `other`"),
+    ] {
+        let out = entente()
+            .args(["audit", "verify"])
+            .arg(fed.manifest())
+            .arg("--against")
+            .arg(path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(says), "{stderr}");
+    }
+
     // Entry 7 rewritten and every later entry re-hashed: the chain verifies again, the
     // nodes' records do not.
     entries[6].detail = r#"{"forged":true}"#.into();
@@ -612,6 +639,19 @@ fn a_rewritten_or_cut_audit_log_is_caught_against_the_nodes_records() {
         stderr.contains("entries were deleted from the audit log"),
         "{stderr}"
     );
+
+    // The store replaced by a fresh one: a node that was shown the old log stops, saying why.
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = fed.database_file().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    let mut serve = fed.serve();
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let (ok, log) = fed.join("site-a", &[]).finish(Duration::from_secs(60));
+    assert!(!ok, "a node went on with a log that went back:\n{log}");
+    assert!(log.contains("audit log went back"), "{log}");
+    drop(serve);
 }
 
 #[test]

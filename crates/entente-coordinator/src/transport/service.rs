@@ -275,6 +275,7 @@ impl Coordinator for CoordinatorService {
             federation: self.federation.clone(),
             session,
             heartbeat_ms: self.hub.heartbeat().as_millis() as u32,
+            audit_head: self.audit_head().await,
         }))
     }
 
