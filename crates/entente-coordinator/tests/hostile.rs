@@ -279,3 +279,52 @@ async fn a_site_that_registers_with_another_manifest_again_and_again_gets_a_boun
         "{refusals:?}"
     );
 }
+
+#[tokio::test]
+async fn idle_connections_from_one_address_do_not_keep_the_sites_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = with_keys(dir.path());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let d = dir.path();
+    // 400 connections from 127.0.0.2 that never send a byte, reopened as they are closed.
+    let attacker = tokio::spawn(async move {
+        let mut held = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(8);
+        while tokio::time::Instant::now() < deadline {
+            held.retain(|s: &tokio::net::TcpStream| s.peer_addr().is_ok());
+            while held.len() < 400 {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+                match socket.connect(addr).await {
+                    Ok(s) => held.push(s),
+                    Err(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let node = async {
+        // Let the idle connections fill what they can first.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let admitted = tokio::time::timeout(Duration::from_secs(5), async {
+            let mut client = connect(&keys, addr, "site-b").await;
+            client.register(register_request(d)).await.unwrap()
+        })
+        .await;
+        assert!(admitted.is_ok(), "a site was kept out by idle connections");
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(
+        coordinator(d, &keys, listener, async {
+            let _ = stopped.await;
+        }),
+        node
+    );
+    assert!(
+        matches!(result, Err(CoordinatorError::ShutDown)),
+        "{result:?}"
+    );
+    attacker.abort();
+}

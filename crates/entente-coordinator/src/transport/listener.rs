@@ -5,7 +5,8 @@
 //!
 //! [`RefusalLog`]: super::refusals
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,14 @@ use super::service::CoordinatorService;
 use super::warnings::WINDOW;
 
 /// TLS handshakes in progress at once.
-const MAX_HANDSHAKES: usize = 64;
+const MAX_HANDSHAKES: usize = 256;
+
+/// TLS handshakes in progress at once from one address: a client that opens connections and
+/// sends nothing holds at most this many slots, not all of them.
+const MAX_HANDSHAKES_PER_ADDRESS: usize = 32;
+
+/// Longest a new connection may stay silent: a node sends its TLS hello at once.
+const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +86,7 @@ pub async fn serve(
     // every REFUSAL_FLUSH), and all of them when the listener stops.
     let flusher = refusals.spawn_flusher();
     let (accept_handshakes, accept_refusals) = (Arc::clone(&handshakes), Arc::clone(&refusals));
+    let per_address = Arc::new(PerAddress::default());
     let accept_loop = tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -94,6 +103,17 @@ pub async fn serve(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            // One address may not hold more than its share of the handshake slots.
+            let Some(pending) = per_address.enter(peer.ip()) else {
+                let reason = format!(
+                    "more than {MAX_HANDSHAKES_PER_ADDRESS} TLS handshakes in progress from this \
+                     address"
+                );
+                accept_refusals
+                    .record(peer.ip(), handshake(peer, reason))
+                    .await;
+                continue;
+            };
             // Handshakes in progress are bounded, so a flood of connections cannot exhaust
             // the coordinator; the excess waits in the kernel's accept queue.
             let Ok(permit) = Arc::clone(&accept_handshakes).acquire_owned().await else {
@@ -104,6 +124,19 @@ pub async fn serve(
             let connections = Arc::clone(&connections);
             tokio::spawn(async move {
                 let _permit = permit;
+                let _pending = pending;
+                // A connection that sends nothing gives its slot back soon.
+                if !matches!(
+                    tokio::time::timeout(FIRST_BYTE_TIMEOUT, tcp.readable()).await,
+                    Ok(Ok(()))
+                ) {
+                    let reason = format!(
+                        "sent nothing within {} s of connecting",
+                        FIRST_BYTE_TIMEOUT.as_secs()
+                    );
+                    refusals.record(peer.ip(), handshake(peer, reason)).await;
+                    return;
+                }
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send(Ok(connections.track(peer, tls))).await;
@@ -151,5 +184,48 @@ fn handshake(peer: SocketAddr, reason: String) -> Refusal {
         site: None,
         stage: "tls handshake".into(),
         reason,
+    }
+}
+
+/// Handshakes in progress per address.
+#[derive(Default)]
+struct PerAddress(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a handshake of `ip`, unless it already has [`MAX_HANDSHAKES_PER_ADDRESS`] in
+    /// progress; the count goes down when the returned guard is dropped.
+    fn enter(self: &Arc<Self>, ip: IpAddr) -> Option<Pending> {
+        let mut counts = self.lock();
+        let count = counts.entry(ip).or_insert(0);
+        if *count >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *count += 1;
+        Some(Pending {
+            of: Arc::clone(self),
+            ip,
+        })
+    }
+}
+
+/// One handshake in progress, counted against its address until dropped.
+struct Pending {
+    of: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut counts = self.of.lock();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
     }
 }

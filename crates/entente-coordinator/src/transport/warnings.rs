@@ -132,7 +132,7 @@ fn log_summary(held: &Held) {
         addresses = held.addresses,
         "{} more refused connections or calls in the last {} s, from {} address{plural}, not \
          logged one by one (at most {LINES_PER_WINDOW} lines a minute; the audit log keeps one \
-         entry per address a minute, counting the rest)",
+         entry per address and stage a minute, counting the rest)",
         held.refusals,
         held.seconds,
         held.addresses
