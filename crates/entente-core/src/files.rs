@@ -11,13 +11,12 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum FileError {
     /// The file could not be opened or read.
-    #[error("cannot read {}: {source}; check the path and the file's permissions", path.display())]
+    #[error("cannot read {}: {error}; check the path and the file's permissions", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The operating system's error.
-        #[source]
-        source: std::io::Error,
+        /// The operating system's error (in the message, so not repeated as a cause).
+        error: std::io::Error,
     },
     /// The path names a directory, a pipe, a socket or a device.
     #[error(
@@ -57,9 +56,9 @@ pub enum FileError {
 /// blocking), and the read stops one byte past the limit, so a file that grows while it is
 /// read is refused as well.
 pub fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, FileError> {
-    let io = |source| FileError::Io {
+    let io = |error| FileError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
     let file = open_nonblocking(path).map_err(io)?;

@@ -396,6 +396,8 @@ async fn serve_tasks(
     report: &dyn NodeReport,
 ) -> SessionEnd {
     let agreement = &link.agreement;
+    // Evaluation tasks carry no round of their own: they follow the round last trained.
+    let mut last_round = 0;
     loop {
         let mut stream = match client
             .poll_task(PollRequest {
@@ -456,7 +458,11 @@ async fn serve_tasks(
                 Err(e) => return SessionEnd::Lost(format!("bad parameter stream: {e}")),
             }
         }
-        let (task_id, round) = (header.task_id, header.round);
+        let task_id = header.task_id;
+        if header.round > 0 {
+            last_round = header.round;
+        }
+        let round = last_round;
         let outcome = match check {
             Err(reason) => {
                 tracing::warn!(%reason, "task refused");

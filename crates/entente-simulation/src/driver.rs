@@ -9,7 +9,7 @@ use entente_core::aggregators;
 use entente_core::aggregators::Aggregator;
 use entente_core::engine::selection;
 use entente_core::engine::{Evaluator, RoundEngine, RoundRecord, Site};
-use entente_core::manifest::{DataFormat, MAX_ROUNDS, Manifest};
+use entente_core::manifest::{MAX_ROUNDS, Manifest};
 use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -110,15 +110,9 @@ struct Setup {
 }
 
 fn partitioned(manifest: &Manifest, data: Option<&Path>) -> Result<Setup> {
-    let fed = simulation::prepare(manifest, data).map_err(|e| {
-        let hint = if matches!(manifest.data.format, DataFormat::Idx) {
-            "\n  Fashion-MNIST comes with Debian's package: apt-get install dataset-fashion-mnist\n  \
-             or point --data at a folder holding train-/t10k- IDX files"
-        } else {
-            ""
-        };
-        anyhow::anyhow!("could not prepare the data: {e}{hint}")
-    })?;
+    // The IDX reader's own error says where Fashion-MNIST comes from when its folder is missing.
+    let fed = simulation::prepare(manifest, data)
+        .map_err(|e| anyhow::anyhow!("could not prepare the federation: {e}"))?;
     let data_line = format!(
         "data: {} training examples over the sites ({}), {} in the global test set",
         fed.sites

@@ -214,6 +214,13 @@ async fn drive(
         tokio::pin!(lost);
         drive_owned(config, identity, &store, lost, socket, stop, report).await
     };
+    // A round that failed because the store went away is the store's loss, not the round's.
+    let result = match (result, store.check_file()) {
+        (Err(CoordinatorError::Engine { .. }), Err(source)) => {
+            Err(CoordinatorError::StoreLost { source })
+        }
+        (result, _) => result,
+    };
     if !matches!(result, Err(CoordinatorError::StoreLost { .. }))
         && let Err(e) = store.checkpoint_wal().await
     {

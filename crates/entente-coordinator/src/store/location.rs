@@ -67,9 +67,14 @@ impl Location {
         }
     }
 
-    /// The URL with any password replaced by `***`, for messages and logs.
+    /// The URL with any password replaced by `***`, for messages and logs; a SQLite URL
+    /// without the `mode=` this module adds to it.
     pub(crate) fn redacted(&self) -> String {
-        redact(&self.url)
+        let shown = match self.backend {
+            Backend::Sqlite => without_mode(&self.url),
+            Backend::Postgres => self.url.clone(),
+        };
+        redact(&shown)
     }
 }
 
@@ -113,6 +118,22 @@ fn with_create_mode(url: &str) -> String {
     match mode(url) {
         Some(_) => url.to_string(),
         None => with_mode(url, "rwc"),
+    }
+}
+
+/// `url` without its `mode=` parameter.
+fn without_mode(url: &str) -> String {
+    let Some((head, query)) = url.split_once('?') else {
+        return url.to_string();
+    };
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.starts_with("mode="))
+        .collect();
+    if rest.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head}?{}", rest.join("&"))
     }
 }
 
@@ -167,6 +188,16 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_urls_leave_out_the_mode_entente_adds() {
+        let l = Location::parse("sqlite:///tmp/a.db").unwrap();
+        assert!(l.url.contains("mode=rwc"));
+        assert_eq!(l.redacted(), "sqlite:///tmp/a.db");
+        assert_eq!(l.read_only().redacted(), "sqlite:///tmp/a.db");
+        let l = Location::parse("sqlite:///tmp/a.db?cache=shared").unwrap();
+        assert_eq!(l.redacted(), "sqlite:///tmp/a.db?cache=shared");
+    }
 
     #[test]
     fn schemes_pick_backends() {
