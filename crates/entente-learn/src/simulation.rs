@@ -54,7 +54,8 @@ impl CentralTest {
 
 impl Evaluator for CentralTest {
     fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String> {
-        crate::trainer::evaluate(&self.spec, params, &self.data, 1000).map_err(|e| e.to_string())
+        crate::trainer::evaluate(&self.spec, params, &self.data, crate::trainer::EVAL_BATCH)
+            .map_err(|e| e.to_string())
     }
 }
 

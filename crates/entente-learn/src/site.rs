@@ -12,9 +12,6 @@ use crate::data::Dataset;
 use crate::model::ModelSpec;
 use crate::trainer::{self, TrainError};
 
-/// Batch size used for evaluation (does not affect results, only speed).
-const EVAL_BATCH: usize = 1000;
-
 /// A site with its own training data and test split.
 #[derive(Debug, Clone)]
 pub struct LocalSite {
@@ -83,6 +80,7 @@ impl Site for LocalSite {
     }
 
     fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        trainer::evaluate(&self.spec, params, &self.test, EVAL_BATCH).map_err(|e| self.fail(e))
+        trainer::evaluate(&self.spec, params, &self.test, trainer::EVAL_BATCH)
+            .map_err(|e| self.fail(e))
     }
 }

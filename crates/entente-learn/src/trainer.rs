@@ -192,6 +192,9 @@ pub fn train(
     })
 }
 
+/// The batch size every evaluation uses: large, since evaluation keeps no gradients.
+pub const EVAL_BATCH: usize = 1000;
+
 /// Evaluates `params` on `data` in batches of `batch_size`.
 pub fn evaluate(
     spec: &ModelSpec,

@@ -9,6 +9,7 @@ use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord, HeadRecordError}
 use entente_core::engine::{Envelope, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
+use entente_proto::MAX_MESSAGE;
 use entente_proto::chunks::Assembler;
 use entente_proto::convert::{metrics_to_wire, training_from_wire};
 use entente_proto::tls;
@@ -27,8 +28,6 @@ use crate::report::{NodeReport, Quiet};
 
 /// How long one poll waits for a task.
 const POLL_WAIT_MS: u32 = 20_000;
-/// Largest gRPC message accepted (a chunk is 256 KiB).
-const MAX_MESSAGE: usize = 8 << 20;
 /// Reconnection backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

@@ -7,6 +7,10 @@ pub mod convert;
 pub mod tls;
 pub mod upload;
 
+/// Largest gRPC message either side accepts or sends: a parameter chunk is 256 KiB and every
+/// other message is small, so this bounds what one message can make the other side hold.
+pub const MAX_MESSAGE: usize = 8 << 20;
+
 /// Generated protobuf messages and gRPC client and server of `entente.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod v1 {

@@ -64,9 +64,17 @@ pub fn run(
                 seed(300 + i as u64),
             )
             .with_context(|| format!("local-only training of site `{name}`"))?;
-            let global_test = trainer::evaluate(&fed.spec, &outcome.params, &fed.test, 1000)?;
+            let global_test =
+                trainer::evaluate(&fed.spec, &outcome.params, &fed.test, trainer::EVAL_BATCH)?;
             let own_test = (!site.test_data().is_empty())
-                .then(|| trainer::evaluate(&fed.spec, &outcome.params, site.test_data(), 1000))
+                .then(|| {
+                    trainer::evaluate(
+                        &fed.spec,
+                        &outcome.params,
+                        site.test_data(),
+                        trainer::EVAL_BATCH,
+                    )
+                })
                 .transpose()?;
             progress.tick(&format!("{name} alone"));
             Ok(LocalOnly {
@@ -82,7 +90,8 @@ pub fn run(
     let pooled = Dataset::concat(&parts)?;
     let outcome = trainer::train(&fed.spec, initial, &pooled, &training, seed(299))
         .context("centralized training on the pooled data")?;
-    let centralized = trainer::evaluate(&fed.spec, &outcome.params, &fed.test, 1000)?;
+    let centralized =
+        trainer::evaluate(&fed.spec, &outcome.params, &fed.test, trainer::EVAL_BATCH)?;
     progress.tick("centralized");
     progress.clear();
     Ok(Baselines {

@@ -32,9 +32,6 @@ use crate::run_dir::{self, RunDir, Summary};
 /// Most threads [`Options::threads`] may start.
 const MAX_THREADS: usize = 1024;
 
-/// Batch size of evaluations (speed only).
-const EVAL_BATCH: usize = 1000;
-
 /// Who trains at each site.
 pub enum Trainers {
     /// The manifest's data set, partitioned among the sites, each trained by entente's own
@@ -413,7 +410,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             } else {
                 match &b.own_test {
                     Some((spec, test)) if !test.is_empty() => {
-                        trainer::evaluate(spec, &global, test, EVAL_BATCH).ok()
+                        trainer::evaluate(spec, &global, test, trainer::EVAL_BATCH).ok()
                     }
                     Some(_) => None,
                     None => b.site.evaluate(&global).ok(),

@@ -10,6 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use entente_proto::MAX_MESSAGE;
 use entente_proto::v1::coordinator_server::CoordinatorServer;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -34,9 +35,6 @@ const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Longest a TLS handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Largest gRPC message accepted (a chunk is 256 KiB; headers are small).
-const MAX_MESSAGE: usize = 8 << 20;
 
 /// HTTP/2 receive windows: how much a node may send before the coordinator reads it. A node
 /// sends parameters only when asked (`proceed`), so just the upload being folded uses them;
