@@ -9,5 +9,5 @@ pub mod transport;
 
 pub use server::{
     CoordinatorConfig, CoordinatorError, CoreBoundEvaluator, NoReport, Report, RunStart,
-    RunSummary, run,
+    RunSummary, SiteStatus, run,
 };

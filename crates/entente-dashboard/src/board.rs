@@ -174,6 +174,15 @@ impl Board {
         }
     }
 
+    /// Records a deployed site's connection: whether its node is connected, and how many
+    /// seconds ago it was last heard from.
+    pub fn site_status(&self, site: &str, connected: bool, heard_secs_ago: Option<f64>) {
+        let mut s = self.lock();
+        let view = s.sites.entry(site.to_string()).or_default();
+        view.connected = connected;
+        view.last_seen = heard_secs_ago.map(|ago| crate::now() - ago);
+    }
+
     /// Records a site's privacy spent against its budget.
     pub fn privacy(&self, site: &str, spent: f64, budget: f64) {
         self.lock()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use entente_coordinator::store::Store;
-use entente_coordinator::{CoordinatorConfig, CoreBoundEvaluator, Report, RunStart};
+use entente_coordinator::{CoordinatorConfig, CoreBoundEvaluator, Report, RunStart, SiteStatus};
 use entente_core::engine::{Evaluator, RoundRecord};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
@@ -270,6 +270,14 @@ impl Report for Printed {
 
     fn listening(&mut self, addr: SocketAddr) {
         println!("listening on {addr} (mutual TLS)");
+    }
+
+    fn sites_status(&mut self, sites: &[SiteStatus]) {
+        self.show(|b| {
+            for s in sites {
+                b.site_status(&s.site, s.connected, s.heard_secs_ago);
+            }
+        });
     }
 
     fn sites_connected(&mut self, alive: usize, total: usize, quorum: usize) {

@@ -704,6 +704,63 @@ fn a_deployments_report_is_written_from_its_store() {
     );
 }
 
+/// The body of `GET path` on `port` (HTTP/1.1, the connection closed after it).
+fn http_get(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).ok()?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+#[test]
+fn the_dashboard_of_a_deployment_shows_which_sites_are_connected() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let fed = Federation::new("board", &manifest("board", 3, 1500, 3));
+    let http = free_port();
+    let mut serve = fed.serve_with(fed.port, &["--http", &format!("127.0.0.1:{http}")]);
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let state = |body: &str| serde_json::from_str::<serde_json::Value>(body).ok();
+    let before = http_get(http, "/api/state")
+        .and_then(|b| state(&b))
+        .unwrap();
+    for site in SITES {
+        assert_eq!(before["sites"][site]["connected"], false, "{before}");
+    }
+    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    let mut seen = None;
+    for _ in 0..300 {
+        if let Some(now) = http_get(http, "/api/state").and_then(|b| state(&b))
+            && SITES.iter().all(|s| {
+                now["sites"][*s]["connected"] == true && now["sites"][*s]["last_seen"].is_f64()
+            })
+        {
+            seen = Some(now);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = seen.expect("the dashboard never showed the three sites connected");
+    assert!(
+        seen["sites"]["site-a"]["last_seen"].as_f64().unwrap() > 1.7e9,
+        "{seen}"
+    );
+    let (ok, log) = serve.finish(Duration::from_secs(300));
+    assert!(ok, "serve failed:\n{log}");
+    drop(nodes);
+}
+
 /// Reads back, with MLflow's own client, the newest run of an experiment: its status, its
 /// rounds parameter, the history of `train/loss` and the artifacts.
 const READ_MLFLOW: &str = r#"

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 pub use error::CoordinatorError;
 pub use evaluator::CoreBoundEvaluator;
-pub use report::{NoReport, Report, RunStart};
+pub use report::{NoReport, Report, RunStart, SiteStatus};
 
 use crate::audit::{AuditEvent, kind};
 use crate::store::{Store, StoreError, redact};
@@ -43,6 +43,9 @@ const MAX_HEARTBEAT: Duration = Duration::from_secs(3600);
 
 /// After the run, how long the coordinator waits for the nodes to hear that it is finished.
 const FAREWELL: Duration = Duration::from_secs(5);
+
+/// How often the report hears every site's connection ([`Report::sites_status`]).
+pub(crate) const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// Once told to stop, how long the listener may take to close its open connections before
 /// the coordinator stops waiting for them.
@@ -361,9 +364,11 @@ async fn drive_owned(
     });
     let mut stopping = false;
     let mut lost_store = None;
+    let mut status = tokio::time::interval(STATUS_EVERY);
     let joined = loop {
         tokio::select! {
             joined = &mut engine_thread => break joined,
+            _ = status.tick() => report.sites_status(&engine::site_status(&hub, &manifest)),
             Some(record) = records.recv() => report.round_finished(&record, manifest.rounds),
             () = signalled(stop.clone()), if !stopping => {
                 // Sites fail their calls at once, so the round in progress ends now.

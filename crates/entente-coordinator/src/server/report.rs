@@ -27,6 +27,17 @@ pub struct RunStart<'a> {
     pub hosts: &'a [String],
 }
 
+/// One site as the coordinator sees it now ([`Report::sites_status`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SiteStatus {
+    /// The manifest's name of the site.
+    pub site: String,
+    /// Whether its node is registered and was heard from within three heartbeats.
+    pub connected: bool,
+    /// Seconds since its node was last heard from, if it ever was.
+    pub heard_secs_ago: Option<f64>,
+}
+
 /// Hooks for a coordinator's progress, called in this order: [`Report::started`] or
 /// [`Report::resumed`], [`Report::listening`], [`Report::sites_connected`] (each time the
 /// count changes while waiting), [`Report::round_finished`] per round, [`Report::finished`].
@@ -40,6 +51,9 @@ pub trait Report: Send {
     fn listening(&mut self, _addr: SocketAddr) {}
     /// Before the first round: `alive` of `total` sites are connected; rounds need `quorum`.
     fn sites_connected(&mut self, _alive: usize, _total: usize, _quorum: usize) {}
+    /// Every site's connection, about once a second from the first wait for sites to the end
+    /// of the last round.
+    fn sites_status(&mut self, _sites: &[SiteStatus]) {}
     /// A round of `rounds` completed and was committed to the store.
     fn round_finished(&mut self, _record: &RoundRecord, _rounds: u32) {}
     /// The run finished and its final model was written to `model`.

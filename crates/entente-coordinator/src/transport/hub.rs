@@ -251,6 +251,12 @@ impl Hub {
         })
     }
 
+    /// How long ago `site`'s node was last heard from, if it ever was.
+    pub fn heard_ago(&self, site: &str) -> Option<Duration> {
+        let (m, _) = self.mailbox(site).ok()?;
+        lock(m).last_seen.map(|t| t.elapsed())
+    }
+
     /// Sites whose node is alive now.
     pub fn alive(&self) -> Vec<String> {
         self.boxes
