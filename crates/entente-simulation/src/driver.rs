@@ -14,9 +14,9 @@ use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_dashboard::{Board, RunState};
-use entente_learn::data::Dataset;
+use entente_learn::data::{DataError, Dataset};
 use entente_learn::model::ModelSpec;
-use entente_learn::simulation::{self, CentralTest};
+use entente_learn::simulation::{self, CentralTest, PrepareError};
 use entente_learn::{site_data, trainer};
 use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
 use entente_privacy::dp;
@@ -107,9 +107,17 @@ struct Setup {
 }
 
 fn partitioned(manifest: &Manifest, data: Option<&Path>) -> Result<Setup> {
-    // The IDX reader's own error says where Fashion-MNIST comes from when its folder is missing.
-    let fed = simulation::prepare(manifest, data)
-        .map_err(|e| anyhow::anyhow!("could not prepare the federation: {e}"))?;
+    // The IDX reader's own error says where Fashion-MNIST comes from when its folder is
+    // missing; the command line can point elsewhere.
+    let fed = simulation::prepare(manifest, data).map_err(|e| {
+        let hint = match &e {
+            PrepareError::Data(DataError::NotFound { .. }) => {
+                "\n  or give --data PATH: a folder holding train-/t10k- IDX files, or a CSV file"
+            }
+            _ => "",
+        };
+        anyhow::anyhow!("could not prepare the federation: {e}{hint}")
+    })?;
     let data_line = format!(
         "data: {} training examples over the sites ({}), {} in the global test set",
         fed.sites
