@@ -179,6 +179,30 @@ async fn fake_node(
     }
 }
 
+/// Runs the coordinator while `client` runs, then shuts it down: it must end as shut down.
+async fn serve_while(
+    dir: &Path,
+    keys: &KeyDir,
+    listener: tokio::net::TcpListener,
+    client: impl std::future::Future<Output = ()>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let client = async {
+        client.await;
+        let _ = stop.send(());
+    };
+    let (result, ()) = tokio::join!(
+        coordinator(dir, keys, listener, async {
+            let _ = stopped.await;
+        }),
+        client
+    );
+    assert!(
+        matches!(result, Err(CoordinatorError::ShutDown)),
+        "{result:?}"
+    );
+}
+
 async fn audit_entries(dir: &Path) -> Vec<entente_coordinator::audit::AuditEntry> {
     let url = format!("sqlite://{}", dir.join("run.db").display());
     Store::open_read_only(&url)
@@ -233,7 +257,6 @@ async fn a_site_that_registers_with_another_manifest_again_and_again_gets_a_boun
     let keys = with_keys(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let d = dir.path();
     let hostile = async {
         let mut client = connect(&keys, addr, "site-a").await;
@@ -244,18 +267,8 @@ async fn a_site_that_registers_with_another_manifest_again_and_again_gets_a_boun
             let refused = client.register(request.clone()).await.unwrap_err();
             assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
         }
-        let _ = stop.send(());
     };
-    let (result, ()) = tokio::join!(
-        coordinator(d, &keys, listener, async {
-            let _ = stopped.await;
-        }),
-        hostile
-    );
-    assert!(
-        matches!(result, Err(CoordinatorError::ShutDown)),
-        "{result:?}"
-    );
+    serve_while(d, &keys, listener, hostile).await;
     let refusals: Vec<serde_json::Value> = audit_entries(d)
         .await
         .iter()
@@ -286,7 +299,6 @@ async fn idle_connections_from_one_address_do_not_keep_the_sites_out() {
     let keys = with_keys(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let d = dir.path();
     // 400 connections from 127.0.0.2 that never send a byte, reopened as they are closed.
     let attacker = tokio::spawn(async move {
@@ -314,17 +326,7 @@ async fn idle_connections_from_one_address_do_not_keep_the_sites_out() {
         })
         .await;
         assert!(admitted.is_ok(), "a site was kept out by idle connections");
-        let _ = stop.send(());
     };
-    let (result, ()) = tokio::join!(
-        coordinator(d, &keys, listener, async {
-            let _ = stopped.await;
-        }),
-        node
-    );
-    assert!(
-        matches!(result, Err(CoordinatorError::ShutDown)),
-        "{result:?}"
-    );
+    serve_while(d, &keys, listener, node).await;
     attacker.abort();
 }

@@ -492,11 +492,18 @@ fn start_tracking(uri: &str, manifest: &Manifest, dir: &Path) -> Result<MlflowRu
         || manifest.name.clone(),
         |n| n.to_string_lossy().into_owned(),
     );
+    open_mlflow_run(uri, manifest, &name)
+}
+
+/// Opens the MLflow run `name` for `manifest` at `uri`, in the experiment named after the
+/// federation, with the manifest's settings (and the rounds actually run) as parameters, and
+/// says so on stdout; `simulate --mlflow` and `serve --mlflow` both start here.
+pub fn open_mlflow_run(uri: &str, manifest: &Manifest, name: &str) -> Result<MlflowRun> {
     let mut params = mlflow::manifest_params(&manifest.source);
     // The rounds actually run (a command-line override replaces the manifest's).
     params.retain(|(k, _)| k != "training.rounds");
     params.push(("training.rounds".to_string(), manifest.rounds.to_string()));
-    let run = MlflowRun::start(uri, &manifest.name, &name, &params)
+    let run = MlflowRun::start(uri, &manifest.name, name, &params)
         .with_context(|| format!("--mlflow {uri}: could not open a run"))?;
     println!(
         "mlflow: run {} in experiment `{}` at {uri}",

@@ -11,5 +11,5 @@ pub mod out_dir;
 mod progress;
 mod run_dir;
 
-pub use driver::{Options, Outcome, Trainers, describe, run};
+pub use driver::{Options, Outcome, Trainers, describe, open_mlflow_run, run};
 pub use run_dir::{SiteSummary, Summary};

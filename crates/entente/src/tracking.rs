@@ -8,10 +8,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use entente_core::engine::RoundRecord;
 use entente_core::manifest::Manifest;
-use entente_report::mlflow::{self, MlflowRun};
+use entente_report::mlflow::MlflowRun;
 use entente_report::tensorboard::round_scalars;
 
 /// What the tracking thread is told.
@@ -37,14 +37,7 @@ impl Tracker {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let name = format!("{}-serve-{secs}", manifest.name);
-        let params = mlflow::manifest_params(&manifest.source);
-        let run = MlflowRun::start(uri, &manifest.name, &name, &params)
-            .with_context(|| format!("--mlflow {uri}: could not open a run"))?;
-        println!(
-            "mlflow: run {} in experiment `{}` at {uri}",
-            run.run_id(),
-            manifest.name
-        );
+        let run = entente_simulation::open_mlflow_run(uri, manifest, &name)?;
         let (events, received) = mpsc::channel();
         let thread = std::thread::spawn(move || log_events(run, received));
         Ok(Self { events, thread })

@@ -478,21 +478,16 @@ fn an_edited_audit_entry_is_named_by_verify() {
     let fed = Federation::new("tamper", &manifest("tamper", 1, 1500, 2));
     run_federation(&fed);
     fed.assert_audit_intact();
-    let db = fed.dir.join("federation.entente.db");
-    assert!(db.exists(), "the default store is beside the manifest");
+    assert!(
+        fed.database_file().exists(),
+        "the default store is beside the manifest"
+    );
     // Whoever can write the database can drop the append-only trigger; the chain still tells.
-    let status = Command::new("python3")
-        .arg("-c")
-        .arg(
-            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); \
-             c.execute('DROP TRIGGER audit_log_no_update'); \
-             c.execute(\"UPDATE audit_log SET detail = '{\\\"forged\\\": true}' WHERE seq = 3\"); \
-             c.commit()",
-        )
-        .arg(&db)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    rewrite_store(
+        &fed,
+        "c.execute(\"UPDATE audit_log SET detail = '{\\\"forged\\\": true}' WHERE seq = 3\")",
+        "",
+    );
     let out = fed.audit("verify");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -304,7 +304,7 @@ impl Coordinator for CoordinatorService {
             .next_task(&site, body.session, wait)
             .await
             .map_err(route_status)?;
-        let audit_head = self.audit_head().await;
+        // Read from the store only for a poll that sends a header, not for an empty one.
         let stream: FrameStream = match (task, self.hub.finished()) {
             (Some(task), _) => {
                 // Parameter downloads share a bounded number of slots, so the coordinator's
@@ -319,7 +319,7 @@ impl Coordinator for CoordinatorService {
                     None => None,
                 };
                 frames(
-                    header(&task, &self.digest, audit_head),
+                    header(&task, &self.digest, self.audit_head().await),
                     task.params.clone(),
                     permit,
                 )
@@ -328,7 +328,7 @@ impl Coordinator for CoordinatorService {
                 let done = v1::TaskHeader {
                     manifest_sha256: self.digest.clone(),
                     kind: Some(task_header::Kind::Finished(v1::Finished { rounds })),
-                    audit_head,
+                    audit_head: self.audit_head().await,
                     ..Default::default()
                 };
                 frames(done, None, None)
