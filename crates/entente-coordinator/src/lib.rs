@@ -8,6 +8,6 @@ pub mod store;
 pub mod transport;
 
 pub use server::{
-    CoordinatorConfig, CoordinatorError, CoreBoundEvaluator, NoReport, Report, RunStart,
-    RunSummary, SiteStatus, run,
+    AuditCheck, CoordinatorConfig, CoordinatorError, CoreBoundEvaluator, FederationStatus,
+    LATEST_AUDIT_ENTRIES, NoReport, Report, RunStart, RunSummary, SitePrivacy, SiteStatus, run,
 };

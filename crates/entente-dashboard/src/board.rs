@@ -61,6 +61,49 @@ pub struct SiteView {
     pub last_excluded: Option<(u32, String)>,
     /// Privacy spent and the budget, when the run keeps a ledger for it.
     pub privacy: Option<(f64, f64)>,
+    /// Bytes received from its node (deployments).
+    pub bytes_received: u64,
+    /// Bytes sent to its node (deployments).
+    pub bytes_sent: u64,
+}
+
+/// Bytes moved with one site's node.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bytes {
+    /// Received from the node.
+    pub received: u64,
+    /// Sent to the node.
+    pub sent: u64,
+}
+
+/// What the last walk of the audit log found (deployments).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditView {
+    /// Whether the hash chain verified.
+    pub intact: bool,
+    /// Entries in the log.
+    pub entries: u64,
+    /// Where and why the chain breaks, if it does.
+    pub broken: Option<String>,
+    /// The newest entries, newest first.
+    pub latest: Vec<AuditLine>,
+}
+
+/// One audit entry as the dashboard shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditLine {
+    /// Position in the log.
+    pub seq: u64,
+    /// When it was written, in milliseconds since the Unix epoch.
+    pub at_unix_ms: i64,
+    /// What happened.
+    pub kind: String,
+    /// The round it concerns, if any.
+    pub round: Option<u32>,
+    /// The site it concerns, if any.
+    pub site: Option<String>,
+    /// Its particulars (JSON text).
+    pub detail: String,
 }
 
 /// Counters the Prometheus endpoint exports.
@@ -72,10 +115,6 @@ pub struct Counters {
     pub excluded_by_reason: BTreeMap<String, u64>,
     /// Handshakes refused (deployments).
     pub refused_handshakes: u64,
-    /// Bytes sent to nodes (deployments).
-    pub bytes_out: u64,
-    /// Bytes received from nodes (deployments).
-    pub bytes_in: u64,
 }
 
 /// Everything the dashboard shows, at one moment.
@@ -95,8 +134,8 @@ pub struct Snapshot {
     pub sites: BTreeMap<String, SiteView>,
     /// Counters.
     pub counters: Counters,
-    /// Whether the audit log's hash chain verified when last checked, and its length.
-    pub audit: Option<(bool, u64)>,
+    /// The audit log when last checked (deployments; a simulation keeps none).
+    pub audit: Option<AuditView>,
 }
 
 /// The shared, updatable state behind a dashboard.
@@ -174,13 +213,21 @@ impl Board {
         }
     }
 
-    /// Records a deployed site's connection: whether its node is connected, and how many
-    /// seconds ago it was last heard from.
-    pub fn site_status(&self, site: &str, connected: bool, heard_secs_ago: Option<f64>) {
+    /// Records a deployed site's connection: whether its node is connected, how many seconds
+    /// ago it was last heard from, and the bytes moved with it so far.
+    pub fn site_status(
+        &self,
+        site: &str,
+        connected: bool,
+        heard_secs_ago: Option<f64>,
+        bytes: Bytes,
+    ) {
         let mut s = self.lock();
         let view = s.sites.entry(site.to_string()).or_default();
         view.connected = connected;
         view.last_seen = heard_secs_ago.map(|ago| crate::now() - ago);
+        view.bytes_received = bytes.received;
+        view.bytes_sent = bytes.sent;
     }
 
     /// Records a site's privacy spent against its budget.
@@ -192,17 +239,14 @@ impl Board {
             .privacy = Some((spent, budget));
     }
 
-    /// Records the result of verifying the audit chain.
-    pub fn audit(&self, intact: bool, entries: u64) {
-        self.lock().audit = Some((intact, entries));
+    /// Records what the last walk of the audit log found.
+    pub fn audit(&self, audit: AuditView) {
+        self.lock().audit = Some(audit);
     }
 
-    /// Adds refused handshakes and moved bytes to the counters.
-    pub fn traffic(&self, refused: u64, bytes_in: u64, bytes_out: u64) {
-        let mut s = self.lock();
-        s.counters.refused_handshakes += refused;
-        s.counters.bytes_in += bytes_in;
-        s.counters.bytes_out += bytes_out;
+    /// Records how many handshakes were refused since the coordinator started.
+    pub fn refused_handshakes(&self, total: u64) {
+        self.lock().counters.refused_handshakes = total;
     }
 }
 

@@ -8,7 +8,9 @@ mod metrics;
 mod page;
 mod server;
 
-pub use board::{Board, Counters, RoundLine, RunState, SiteView, Snapshot};
+pub use board::{
+    AuditLine, AuditView, Board, Bytes, Counters, RoundLine, RunState, SiteView, Snapshot,
+};
 pub use server::{
     CONNECTION_TIMEOUT, DashboardError, HEADER_TIMEOUT, MAX_CONNECTIONS, check_exposure, router,
     serve,

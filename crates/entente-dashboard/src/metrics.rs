@@ -54,13 +54,13 @@ pub fn render(s: &Snapshot) -> String {
         "entente_bytes_received_total",
         "counter",
         "Bytes received from nodes.",
-        &one(s.counters.bytes_in as f64),
+        &one(s.sites.values().map(|v| v.bytes_received as f64).sum()),
     );
     metric(
         "entente_bytes_sent_total",
         "counter",
         "Bytes sent to nodes.",
-        &one(s.counters.bytes_out as f64),
+        &one(s.sites.values().map(|v| v.bytes_sent as f64).sum()),
     );
     out
 }

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use entente_core::engine::{Excluded, RoundRecord};
 use entente_core::metrics::EvalMetrics;
-use entente_dashboard::{Board, RunState, router};
+use entente_dashboard::{AuditLine, AuditView, Board, Bytes, RunState, router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
 
@@ -115,6 +115,91 @@ async fn the_routes_show_the_rounds_and_escape_what_sites_sent() {
     });
     let (_, panel) = get(app, "/panel", None).await;
     assert!(panel.contains("stopped: quorum &lt;lost&gt;"), "{panel}");
+}
+
+#[tokio::test]
+async fn a_deployments_traffic_audit_chain_and_privacy_are_shown_and_escaped() {
+    let board = board();
+    board.round_finished(&round(1));
+    let bytes = |received, sent| Bytes { received, sent };
+    board.site_status("site-a", true, Some(0.5), bytes(2_048, 3 << 20));
+    board.site_status("site-b", false, None, bytes(0, 0));
+    board.site_status(HOSTILE, true, Some(1.0), bytes(10, 20));
+    board.refused_handshakes(7);
+    board.privacy("site-a", 1.25, 8.0);
+    board.privacy(HOSTILE, 0.5, 8.0);
+    let line = |seq, kind: &str, site: Option<&str>| AuditLine {
+        seq,
+        at_unix_ms: 1_796_215_200_000,
+        kind: kind.into(),
+        round: Some(1),
+        site: site.map(str::to_string),
+        detail: format!("{{\"reason\":\"{HOSTILE}\"}}"),
+    };
+    board.audit(AuditView {
+        intact: true,
+        entries: 42,
+        broken: None,
+        latest: vec![
+            line(42, "round_finished", None),
+            line(41, "update_rejected", Some(HOSTILE)),
+        ],
+    });
+    let app = router(board.clone(), None);
+
+    let (_, panel) = get(app.clone(), "/panel", None).await;
+    assert!(
+        !panel.contains("<script>"),
+        "a site's string reached the page unescaped"
+    );
+    assert!(panel.contains("2.0 KiB / 3.0 MiB"), "{panel}");
+    assert!(panel.contains("10 B / 20 B"), "{panel}");
+    assert!(panel.contains("refused TLS handshakes: 7"), "{panel}");
+    assert!(panel.contains("1.250 / 8.000"), "{panel}");
+    assert!(panel.contains("hash chain intact: 42 entries"), "{panel}");
+    let latest = &panel[panel.find("id=\"audit-latest\"").expect("the audit table")..];
+    let (newest, older) = (
+        latest.find("round_finished"),
+        latest.find("update_rejected"),
+    );
+    assert!(
+        newest.is_some() && newest < older,
+        "newest entry first: {latest}"
+    );
+    assert!(latest.contains("2026-12-02 12:40:00"), "{latest}");
+    assert!(latest.contains("&lt;script&gt;"), "{latest}");
+
+    let (_, metrics) = get(app.clone(), "/metrics", None).await;
+    assert!(
+        metrics.contains("entente_bytes_received_total 2058"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("entente_bytes_sent_total 3145748"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("entente_refused_handshakes_total 7"),
+        "{metrics}"
+    );
+
+    let (_, json) = get(app.clone(), "/api/state", None).await;
+    let state: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(state["sites"]["site-a"]["bytes_sent"], 3 << 20);
+    assert_eq!(state["audit"]["entries"], 42);
+    assert_eq!(state["audit"]["latest"][1]["site"], HOSTILE);
+
+    board.audit(AuditView {
+        intact: false,
+        entries: 42,
+        broken: Some("entry 7: hash does not match <its> contents".into()),
+        latest: vec![],
+    });
+    let (_, panel) = get(app, "/panel", None).await;
+    assert!(
+        panel.contains("hash chain BROKEN (42 entries): entry 7: hash does not match &lt;its&gt;"),
+        "{panel}"
+    );
 }
 
 #[tokio::test]

@@ -11,6 +11,10 @@
 //! Run: `cargo bench -p entente --bench fanin` (needs Fashion-MNIST for the coordinator's test
 //! set; `ENTENTE_FANIN_SITES`, `ENTENTE_FANIN_ROUNDS` and `ENTENTE_FANIN_HIDDEN` change the
 //! defaults of 200 sites, 3 rounds and a hidden layer of 1262 units, 1M parameters).
+//!
+//! With `ENTENTE_FANIN_DASHBOARD=N` it runs N pairs of runs instead, alternating one without
+//! and one with the dashboard (`--http`) whose page (`/panel`) and `/api/state` are fetched
+//! every 100 ms, and reports the median round latency of each and their ratio.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -212,14 +216,32 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn main() {
-    if !Path::new("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists() {
-        eprintln!("fanin needs Fashion-MNIST: apt-get install dataset-fashion-mnist");
-        return;
-    }
-    let sites = env_or("ENTENTE_FANIN_SITES", 200);
-    let rounds = env_or("ENTENTE_FANIN_ROUNDS", 3);
-    let hidden = env_or("ENTENTE_FANIN_HIDDEN", HIDDEN);
+/// What the bench sets up once: the manifest, its keys and the sizes.
+struct Setup {
+    dir: tempfile::TempDir,
+    manifest: std::path::PathBuf,
+    keys: KeyDir,
+    sites: usize,
+}
+
+/// What one run of the coordinator measured.
+struct Figures {
+    /// Each round's latency as `serve` printed it (to 0.1 s).
+    latencies: Vec<f64>,
+    /// The time between consecutive round lines (from all sites connected for the first):
+    /// the round latencies to the millisecond.
+    gaps: Vec<f64>,
+    /// Resident memory before the first round and at its peak during the rounds.
+    before: u64,
+    peak: u64,
+    /// Parameter bytes the nodes received.
+    traffic: u64,
+    /// Dashboard requests answered (0 without one).
+    polls: u64,
+    wall: f64,
+}
+
+fn setup(sites: usize, rounds: usize, hidden: usize) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = dir.path().join("fanin.toml");
     std::fs::write(&manifest_path, manifest(sites, rounds, hidden)).unwrap();
@@ -237,19 +259,63 @@ fn main() {
     for i in 0..sites {
         tls::issue_site(&keys, &format!("node-{i:03}"), false).unwrap();
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    Setup {
+        dir,
+        manifest: manifest_path,
+        keys,
+        sites,
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
-        .port();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_entente"))
+        .port()
+}
+
+/// Fetches `path` from the dashboard on `port`; whether a 200 came back.
+fn fetch(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut response = Vec::new();
+    tcp.write_all(request.as_bytes()).is_ok()
+        && tcp.read_to_end(&mut response).is_ok()
+        && response.starts_with(b"HTTP/1.1 200")
+}
+
+/// One run of `entente serve` (its own store, `run` in the name) with the lightweight nodes;
+/// with `dashboard`, `/panel` and `/api/state` are fetched every 100 ms meanwhile.
+fn run_once(setup: &Setup, run: usize, dashboard: bool) -> Figures {
+    let sites = setup.sites;
+    let keys = &setup.keys;
+    let port = free_port();
+    let http = free_port();
+    let store = format!(
+        "sqlite://{}",
+        setup.dir.path().join(format!("run-{run}.db")).display()
+    );
+    let mut command = Command::new(env!("CARGO_BIN_EXE_entente"));
+    command
         .arg("serve")
-        .arg(&manifest_path)
+        .arg(&setup.manifest)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--database", &store])
         .arg("--keys")
         .arg(&keys.root)
         .args(["--wait-secs", "600", "--heartbeat-secs", "5"])
         .args(["--eval-data", "/usr/share/datasets/fashion-mnist"])
+        .arg("--out")
+        .arg(setup.dir.path().join(format!("run-{run}.safetensors")));
+    if dashboard {
+        command.args(["--http", &format!("127.0.0.1:{http}")]);
+    }
+    let mut serve = command
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -289,6 +355,21 @@ fn main() {
             (before, peak)
         })
     };
+    let polls = Arc::new(AtomicU64::new(0));
+    let poller = dashboard.then(|| {
+        let (done, polls) = (Arc::clone(&done), Arc::clone(&polls));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let tick = Instant::now();
+                for path in ["/panel", "/api/state"] {
+                    if fetch(http, path) {
+                        polls.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(tick.elapsed()));
+            }
+        })
+    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -339,13 +420,24 @@ fn main() {
     let status = serve.wait().unwrap();
     done.store(true, Ordering::Relaxed);
     let (before, peak) = sampler.join().unwrap();
+    if let Some(poller) = poller {
+        poller.join().unwrap();
+    }
     if !status.success() {
         panic!("entente serve failed ({status}):\n{}", output(&lines));
     }
-
-    let mut latencies: Vec<f64> = lines
-        .lock()
-        .unwrap()
+    let lines = lines.lock().unwrap();
+    let all_in = format!("{sites} of {sites} sites connected");
+    let marks: Vec<Instant> = lines
+        .iter()
+        .filter(|(_, l)| l.starts_with("round ") || l.starts_with(&all_in))
+        .map(|(t, _)| *t)
+        .collect();
+    let gaps = marks
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).as_secs_f64())
+        .collect();
+    let latencies = lines
         .iter()
         .filter(|(_, l)| l.starts_with("round "))
         .filter_map(|(_, l)| {
@@ -353,13 +445,43 @@ fn main() {
             secs.parse().ok()
         })
         .collect();
+    Figures {
+        latencies,
+        gaps,
+        before,
+        peak,
+        traffic: traffic.load(Ordering::Relaxed),
+        polls: polls.load(Ordering::Relaxed),
+        wall: started.elapsed().as_secs_f64(),
+    }
+}
+
+fn main() {
+    if !Path::new("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz").exists() {
+        eprintln!("fanin needs Fashion-MNIST: apt-get install dataset-fashion-mnist");
+        return;
+    }
+    let sites = env_or("ENTENTE_FANIN_SITES", 200);
+    let rounds = env_or("ENTENTE_FANIN_ROUNDS", 3);
+    let hidden = env_or("ENTENTE_FANIN_HIDDEN", HIDDEN);
     let params = 784 * hidden + hidden + hidden * 10 + 10;
+    let setup = setup(sites, rounds, hidden);
+    println!(
+        "fan-in: {sites} node connections over mutual TLS, {params} parameters ({:.1} MB), {rounds} rounds",
+        (params * 4) as f64 / 1e6
+    );
+    match env_or("ENTENTE_FANIN_DASHBOARD", 0) {
+        0 => report(&run_once(&setup, 0, false), sites, params),
+        pairs => compare_dashboard(&setup, pairs),
+    }
+}
+
+/// The figures of one run against the in-process baseline.
+fn report(figures: &Figures, sites: usize, params: usize) {
     let model_mb = (params * 4) as f64 / 1e6;
     let baseline = fedavg_baseline(sites, params);
+    let mut latencies = figures.latencies.clone();
     let round = median(&mut latencies);
-    println!(
-        "fan-in: {sites} node connections over mutual TLS, {params} parameters ({model_mb:.1} MB), {rounds} rounds"
-    );
     println!(
         "  round latency, median of {}: {round:.2} s",
         latencies.len()
@@ -368,18 +490,42 @@ fn main() {
         "  baseline, in-process FedAvg of {sites} updates of the same size (median of 3): {baseline:.3} s; round / baseline = {:.1}x",
         round / baseline
     );
+    let grown = figures.peak.saturating_sub(figures.before) as f64 / 1e6;
     println!(
         "  coordinator resident memory: {:.0} MB before round 1, peak {:.0} MB during the rounds: \
-         +{:.0} MB = {:.1} models ({sites} updates would be {:.0} MB)",
-        before as f64 / 1e6,
-        peak as f64 / 1e6,
-        peak.saturating_sub(before) as f64 / 1e6,
-        peak.saturating_sub(before) as f64 / 1e6 / model_mb,
+         +{grown:.0} MB = {:.1} models ({sites} updates would be {:.0} MB)",
+        figures.before as f64 / 1e6,
+        figures.peak as f64 / 1e6,
+        grown / model_mb,
         sites as f64 * model_mb
     );
     println!(
         "  parameters received by the nodes: {:.0} MB; wall {:.1} s",
-        traffic.load(Ordering::Relaxed) as f64 / 1e6,
-        started.elapsed().as_secs_f64()
+        figures.traffic as f64 / 1e6,
+        figures.wall
+    );
+}
+
+/// `pairs` runs without and with the polled dashboard, alternating, and their medians.
+fn compare_dashboard(setup: &Setup, pairs: usize) {
+    let (mut plain, mut watched, mut polls) = (Vec::new(), Vec::new(), 0);
+    for pair in 0..pairs {
+        plain.extend(run_once(setup, 2 * pair, false).gaps);
+        let with = run_once(setup, 2 * pair + 1, true);
+        polls += with.polls;
+        watched.extend(with.gaps);
+        println!("  pair {} of {pairs} done", pair + 1);
+    }
+    let (n_plain, n_watched) = (plain.len(), watched.len());
+    let (plain, watched) = (median(&mut plain), median(&mut watched));
+    println!("  round latency without the dashboard, median of {n_plain}: {plain:.3} s");
+    println!(
+        "  round latency with the dashboard polled every 100 ms ({polls} requests answered), \
+         median of {n_watched}: {watched:.3} s"
+    );
+    println!(
+        "  with / without = {:.3} ({:+.1}%)",
+        watched / plain,
+        100.0 * (watched / plain - 1.0)
     );
 }

@@ -13,12 +13,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use entente_coordinator::audit::AuditReport;
 use entente_coordinator::store::Store;
-use entente_coordinator::{CoordinatorConfig, CoreBoundEvaluator, Report, RunStart, SiteStatus};
+use entente_coordinator::{
+    AuditCheck, CoordinatorConfig, CoreBoundEvaluator, FederationStatus, Report, RunStart,
+};
 use entente_core::engine::{Evaluator, RoundRecord};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
-use entente_dashboard::{Board, RunState};
+use entente_dashboard::{AuditLine, AuditView, Board, Bytes, RunState};
 use entente_learn::simulation::{self, CentralTest};
 use entente_proto::tls::KeyDir;
 
@@ -272,10 +275,50 @@ impl Report for Printed {
         println!("listening on {addr} (mutual TLS)");
     }
 
-    fn sites_status(&mut self, sites: &[SiteStatus]) {
+    fn status(&mut self, status: &FederationStatus) {
         self.show(|b| {
-            for s in sites {
-                b.site_status(&s.site, s.connected, s.heard_secs_ago);
+            for s in &status.sites {
+                let bytes = Bytes {
+                    received: s.traffic.received,
+                    sent: s.traffic.sent,
+                };
+                b.site_status(&s.site, s.connected, s.heard_secs_ago, bytes);
+            }
+            b.refused_handshakes(status.refused_handshakes);
+        });
+    }
+
+    fn watches_audit(&self) -> bool {
+        self.board.is_some()
+    }
+
+    fn audit_checked(&mut self, check: &AuditCheck) {
+        self.show(|b| {
+            let (intact, broken) = match &check.chain {
+                AuditReport::Intact { .. } => (true, None),
+                AuditReport::Broken { seq, reason } => {
+                    (false, Some(format!("entry {seq}: {reason}")))
+                }
+            };
+            b.audit(AuditView {
+                intact,
+                entries: check.entries,
+                broken,
+                latest: check
+                    .latest
+                    .iter()
+                    .map(|e| AuditLine {
+                        seq: e.seq,
+                        at_unix_ms: e.at_unix_ms,
+                        kind: e.kind.clone(),
+                        round: e.round,
+                        site: e.site.clone(),
+                        detail: e.detail.clone(),
+                    })
+                    .collect(),
+            });
+            for p in &check.privacy {
+                b.privacy(&p.site, p.epsilon, p.budget);
             }
         });
     }

@@ -716,40 +716,154 @@ fn http_get(port: u16, path: &str) -> Option<String> {
         .map(|(_, body)| body.to_string())
 }
 
+/// The round the dashboard's page says the run is at: "round N of M" or "finished: N rounds".
+fn page_round(dom: &str) -> Option<u32> {
+    let at = dom.find("id=\"state\">")? + "id=\"state\">".len();
+    let text = &dom[at..at + dom[at..].find('<')?];
+    let number = text
+        .trim_start_matches("round ")
+        .trim_start_matches("finished: ");
+    number.split(' ').next()?.parse().ok()
+}
+
 #[test]
-fn the_dashboard_of_a_deployment_shows_which_sites_are_connected() {
+fn a_deployments_dashboard_renders_in_chromium_and_follows_the_run() {
     let _serial = serial();
     if !have_fashion_mnist() {
         return;
     }
-    let fed = Federation::new("board", &manifest("board", 3, 1500, 3));
+    // Rounds long enough (several local epochs) for the page to be read mid-run.
+    let text = manifest_with_epochs("board", 12, 3000, 3, 8)
+        + "\n[privacy]\nmechanism = \"client\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
+           epsilon_budget = 100\nledger = \"ledgers\"\n";
+    let fed = Federation::new("board", &text);
     let http = free_port();
     let mut serve = fed.serve_with(fed.port, &["--http", &format!("127.0.0.1:{http}")]);
     serve.wait_for("listening on", Duration::from_secs(60));
-    let state = |body: &str| serde_json::from_str::<serde_json::Value>(body).ok();
-    let before = http_get(http, "/api/state")
-        .and_then(|b| state(&b))
-        .unwrap();
+    let state = || {
+        http_get(http, "/api/state")
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+    };
+    let before = state().unwrap();
     for site in SITES {
         assert_eq!(before["sites"][site]["connected"], false, "{before}");
     }
     let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
-    let mut seen = None;
-    for _ in 0..300 {
-        if let Some(now) = http_get(http, "/api/state").and_then(|b| state(&b))
-            && SITES.iter().all(|s| {
-                now["sites"][*s]["connected"] == true && now["sites"][*s]["last_seen"].is_f64()
-            })
-        {
-            seen = Some(now);
-            break;
+    // Until a round is done and its traffic shown.
+    let wait = |ready: &dyn Fn(&serde_json::Value) -> bool, what: &str| {
+        for _ in 0..600 {
+            if let Some(now) = state().filter(|s| ready(s)) {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let seen = seen.expect("the dashboard never showed the three sites connected");
+        panic!("the dashboard never showed {what}:\n{:?}", state());
+    };
+    let seen = wait(
+        &|s| {
+            s["rounds"].as_array().is_some_and(|r| !r.is_empty())
+                && SITES.iter().all(|site| {
+                    let v = &s["sites"][*site];
+                    v["connected"] == true
+                        && v["last_seen"].as_f64().is_some_and(|t| t > 1.7e9)
+                        && v["bytes_sent"].as_u64().is_some_and(|b| b > 1000)
+                        && v["bytes_received"].as_u64().is_some_and(|b| b > 1000)
+                })
+        },
+        "the three sites connected, with traffic, after a round",
+    );
+    assert_eq!(seen["audit"]["intact"], true, "{seen}");
     assert!(
-        seen["sites"]["site-a"]["last_seen"].as_f64().unwrap() > 1.7e9,
+        seen["audit"]["latest"]
+            .as_array()
+            .is_some_and(|l| !l.is_empty()),
         "{seen}"
+    );
+
+    let dir = fed.dir.join("browser");
+    let dump = |profile: &str| {
+        let out = common::chromium(
+            &[
+                "--virtual-time-budget=1500",
+                "--dump-dom",
+                &format!("http://127.0.0.1:{http}/"),
+            ],
+            &dir.join(profile),
+        );
+        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let Some(first) = dump("a") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "Debian's chromium is missing under CI"
+        );
+        println!("note: skipping the browser check: chromium is missing");
+        return;
+    };
+    let first_round =
+        page_round(&first).unwrap_or_else(|| panic!("no round on the page:\n{first}"));
+    for site in SITES {
+        assert!(first.contains(site), "{site} is not on the page:\n{first}");
+    }
+    for needle in [
+        "<polyline",
+        "hash chain intact",
+        "id=\"audit-latest\"",
+        " / 100.000",
+    ] {
+        assert!(
+            first.contains(needle),
+            "{needle} is not on the page:\n{first}"
+        );
+    }
+    wait(
+        &|s| {
+            s["rounds"]
+                .as_array()
+                .is_some_and(|r| r.len() as u32 >= first_round + 2)
+        },
+        "two more rounds",
+    );
+    let png = fed.dir.join("dashboard.png");
+    let later = dump("b").expect("chromium ran a moment ago");
+    let later_round =
+        page_round(&later).unwrap_or_else(|| panic!("no round on the page:\n{later}"));
+    assert!(
+        later_round > first_round,
+        "the page stayed at round {first_round}"
+    );
+    common::chromium(
+        &[
+            "--window-size=1100,1400",
+            &format!("--screenshot={}", png.display()),
+            &format!("http://127.0.0.1:{http}/"),
+        ],
+        &dir.join("c"),
+    );
+    let shot = std::fs::read(&png).expect("chromium wrote no screenshot");
+    assert!(shot.starts_with(b"\x89PNG") && shot.len() > 10_000);
+    // Kept where a person can look at it.
+    let kept = std::env::temp_dir().join("entente-deploy-dashboard.png");
+    std::fs::copy(&png, &kept).ok();
+    println!("screenshot of the dashboard mid-run: {}", kept.display());
+
+    // The privacy column is the composed charges of the rounds so far: one unamplified step
+    // per round at noise 1.
+    let last = wait(
+        &|s| s["rounds"].as_array().is_some_and(|r| r.len() >= 11),
+        "eleven rounds",
+    );
+    let rounds = last["rounds"].as_array().map_or(0, Vec::len) as u64;
+    let spent = last["sites"]["site-a"]["privacy"][0].as_f64().unwrap();
+    let expect = |n| epsilon(1.0, 1.0, n, 1e-5).unwrap().epsilon;
+    assert!(
+        (spent - expect(rounds)).abs() < 1e-6 || (spent - expect(rounds - 1)).abs() < 1e-6,
+        "site-a spent {spent} after {rounds} rounds"
+    );
+    let metrics = http_get(http, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("entente_rounds_completed_total"),
+        "{metrics}"
     );
     let (ok, log) = serve.finish(Duration::from_secs(300));
     assert!(ok, "serve failed:\n{log}");

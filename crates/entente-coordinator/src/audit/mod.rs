@@ -15,6 +15,7 @@
 mod anchor;
 mod hash;
 pub(crate) mod log;
+pub mod privacy;
 
 pub use anchor::{AnchorReport, check_heads};
 

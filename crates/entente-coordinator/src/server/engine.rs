@@ -11,7 +11,7 @@ use entente_privacy::dp::client::DpFedAvg;
 use entente_privacy::dp::os_noise_rng;
 
 use super::error::CoordinatorError;
-use super::report::{Report, SiteStatus};
+use super::report::{FederationStatus, Report, SiteStatus};
 use crate::transport::hub::Hub;
 use crate::transport::remote_site::RemoteSite;
 
@@ -62,16 +62,21 @@ pub(crate) fn remote_sites(manifest: &Manifest, hub: &Arc<Hub>) -> Vec<Arc<dyn S
 /// Waits until every site is connected, or until `patience` has passed with the quorum there,
 /// reporting each change of the count.
 /// Every manifest site's connection now, in manifest order.
-pub(crate) fn site_status(hub: &Hub, manifest: &Manifest) -> Vec<SiteStatus> {
-    manifest
+pub(crate) fn status(hub: &Hub, manifest: &Manifest) -> FederationStatus {
+    let sites = manifest
         .sites
         .iter()
         .map(|site| SiteStatus {
             site: site.clone(),
             connected: hub.is_alive(site),
             heard_secs_ago: hub.heard_ago(site).map(|d| d.as_secs_f64()),
+            traffic: hub.traffic().site(site),
         })
-        .collect()
+        .collect();
+    FederationStatus {
+        sites,
+        refused_handshakes: hub.traffic().refused_handshakes(),
+    }
 }
 
 pub(crate) async fn wait_for_sites(
@@ -85,7 +90,7 @@ pub(crate) async fn wait_for_sites(
     let mut last_status = None::<Instant>;
     loop {
         if last_status.is_none_or(|t| t.elapsed() >= super::STATUS_EVERY) {
-            report.sites_status(&site_status(hub, manifest));
+            report.status(&status(hub, manifest));
             last_status = Some(Instant::now());
         }
         let alive = hub.alive().len();

@@ -29,9 +29,12 @@ use tokio::task::JoinHandle;
 
 pub use error::CoordinatorError;
 pub use evaluator::CoreBoundEvaluator;
-pub use report::{NoReport, Report, RunStart, SiteStatus};
+pub use report::{
+    AuditCheck, FederationStatus, LATEST_AUDIT_ENTRIES, NoReport, Report, RunStart, SitePrivacy,
+    SiteStatus,
+};
 
-use crate::audit::{AuditEvent, kind};
+use crate::audit::{AuditEvent, kind, privacy, verify_chain};
 use crate::store::{Store, StoreError, redact};
 use crate::transport::hub::Hub;
 use crate::transport::listener;
@@ -330,6 +333,7 @@ async fn drive_owned(
     );
     let serving = Serving::start(socket, tls, service, Arc::clone(&hub));
     report.listening(addr);
+    check_audit(store, run, &manifest, report).await;
 
     let ready = tokio::select! {
         () = engine::wait_for_sites(&hub, &manifest, wait_for_sites, report) => Ok(true),
@@ -368,8 +372,13 @@ async fn drive_owned(
     let joined = loop {
         tokio::select! {
             joined = &mut engine_thread => break joined,
-            _ = status.tick() => report.sites_status(&engine::site_status(&hub, &manifest)),
-            Some(record) = records.recv() => report.round_finished(&record, manifest.rounds),
+            _ = status.tick() => report.status(&engine::status(&hub, &manifest)),
+            Some(record) = records.recv() => {
+                report.round_finished(&record, manifest.rounds);
+                // The first status after the round, so its traffic shows with it.
+                report.status(&engine::status(&hub, &manifest));
+                check_audit(store, run, &manifest, report).await;
+            }
             () = signalled(stop.clone()), if !stopping => {
                 // Sites fail their calls at once, so the round in progress ends now.
                 stopping = true;
@@ -384,6 +393,7 @@ async fn drive_owned(
     while let Ok(record) = records.try_recv() {
         report.round_finished(&record, manifest.rounds);
     }
+    report.status(&engine::status(&hub, &manifest));
     let joined = joined
         .map_err(|source| CoordinatorError::EngineThread { source })
         .and_then(|threads| threads);
@@ -428,6 +438,7 @@ async fn drive_owned(
     if let Err(e) = finished.await {
         return Err(serving.end(store, run, e).await);
     }
+    check_audit(store, run, &manifest, report).await;
     report.finished(run, &out);
 
     // Tell the nodes, then stop once they have heard it (or after a few seconds, or at once
@@ -446,6 +457,46 @@ async fn drive_owned(
         rounds,
         model: out,
     })
+}
+
+/// Walks the audit log for the report, if it wants that ([`Report::watches_audit`]): the
+/// chain, its newest entries, and the privacy `run` charged each site. A log that cannot be
+/// read is a warning here: the round's own writes fail loudly if the store is gone.
+async fn check_audit(store: &Store, run: i64, manifest: &Manifest, report: &mut dyn Report) {
+    if !report.watches_audit() {
+        return;
+    }
+    let entries = match store.audit_entries().await {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the audit log for the dashboard");
+            return;
+        }
+    };
+    let privacy = manifest.privacy.as_ref().map_or_else(Vec::new, |p| {
+        let spent = privacy::charged_in_run(&entries, run, p.delta);
+        manifest
+            .sites
+            .iter()
+            .zip(&p.budgets)
+            .map(|(site, &budget)| SitePrivacy {
+                site: site.clone(),
+                epsilon: spent.get(site).copied().unwrap_or(0.0),
+                budget,
+            })
+            .collect()
+    });
+    report.audit_checked(&AuditCheck {
+        chain: verify_chain(&entries),
+        entries: entries.len() as u64,
+        latest: entries
+            .iter()
+            .rev()
+            .take(LATEST_AUDIT_ENTRIES)
+            .cloned()
+            .collect(),
+        privacy,
+    });
 }
 
 /// Waits until no node is connected, or [`FAREWELL`] has passed.

@@ -6,6 +6,9 @@ use std::path::Path;
 
 use entente_core::engine::RoundRecord;
 
+use crate::audit::{AuditEntry, AuditReport};
+use crate::transport::traffic::SiteTraffic;
+
 /// The run a coordinator is about to drive, as [`Report::started`] and [`Report::resumed`]
 /// see it.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +30,7 @@ pub struct RunStart<'a> {
     pub hosts: &'a [String],
 }
 
-/// One site as the coordinator sees it now ([`Report::sites_status`]).
+/// One site as the coordinator sees it now ([`Report::status`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SiteStatus {
     /// The manifest's name of the site.
@@ -36,6 +39,45 @@ pub struct SiteStatus {
     pub connected: bool,
     /// Seconds since its node was last heard from, if it ever was.
     pub heard_secs_ago: Option<f64>,
+    /// The bytes of tasks and results moved with its node since the coordinator started.
+    pub traffic: SiteTraffic,
+}
+
+/// The federation's connections now ([`Report::status`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FederationStatus {
+    /// Every site of the manifest, in its order.
+    pub sites: Vec<SiteStatus>,
+    /// Connections refused during the TLS handshake since the coordinator started.
+    pub refused_handshakes: u64,
+}
+
+/// What a walk of the audit log found ([`Report::audit_checked`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditCheck {
+    /// Whether the hash chain is intact, or where it breaks.
+    pub chain: AuditReport,
+    /// Entries in the log.
+    pub entries: u64,
+    /// The newest entries, newest first (at most [`LATEST_AUDIT_ENTRIES`]).
+    pub latest: Vec<AuditEntry>,
+    /// The privacy this run charged each site, from the log's `privacy_charged` entries,
+    /// against its budget (empty without `[privacy]`).
+    pub privacy: Vec<SitePrivacy>,
+}
+
+/// How many of the newest audit entries an [`AuditCheck`] carries.
+pub const LATEST_AUDIT_ENTRIES: usize = 10;
+
+/// One site's privacy spent in this run against its budget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SitePrivacy {
+    /// The site.
+    pub site: String,
+    /// Epsilon charged in this run (at the manifest's delta).
+    pub epsilon: f64,
+    /// The site's budget in the manifest.
+    pub budget: f64,
 }
 
 /// Hooks for a coordinator's progress, called in this order: [`Report::started`] or
@@ -51,9 +93,16 @@ pub trait Report: Send {
     fn listening(&mut self, _addr: SocketAddr) {}
     /// Before the first round: `alive` of `total` sites are connected; rounds need `quorum`.
     fn sites_connected(&mut self, _alive: usize, _total: usize, _quorum: usize) {}
-    /// Every site's connection, about once a second from the first wait for sites to the end
-    /// of the last round.
-    fn sites_status(&mut self, _sites: &[SiteStatus]) {}
+    /// Every site's connection and traffic, about once a second from the first wait for
+    /// sites to the end of the last round.
+    fn status(&mut self, _status: &FederationStatus) {}
+    /// Whether [`Report::audit_checked`] is wanted: walking the log costs a read of it.
+    fn watches_audit(&self) -> bool {
+        false
+    }
+    /// The audit log was walked: once listening, after every round and at the end (only if
+    /// [`Report::watches_audit`]).
+    fn audit_checked(&mut self, _check: &AuditCheck) {}
     /// A round of `rounds` completed and was committed to the store.
     fn round_finished(&mut self, _record: &RoundRecord, _rounds: u32) {}
     /// The run finished and its final model was written to `model`.

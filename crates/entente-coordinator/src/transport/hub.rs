@@ -19,6 +19,7 @@ use rand::RngCore;
 use tokio::sync::Notify;
 
 use super::connections::Connections;
+use super::traffic::Traffic;
 use super::warnings::RefusalWarnings;
 
 /// What a site is asked to do.
@@ -131,6 +132,7 @@ pub struct Hub {
     boxes: HashMap<String, (Mutex<Mailbox>, Notify)>,
     connections: Arc<Connections>,
     warnings: RefusalWarnings,
+    traffic: Traffic,
     heartbeat: Duration,
     finished: Mutex<Option<u32>>,
     closed: AtomicBool,
@@ -152,6 +154,7 @@ impl Hub {
                 .collect(),
             connections: Arc::new(Connections::new()),
             warnings: RefusalWarnings::default(),
+            traffic: Traffic::default(),
             heartbeat,
             finished: Mutex::new(None),
             closed: AtomicBool::new(false),
@@ -166,6 +169,11 @@ impl Hub {
     /// The bounded warning log of refused connections and calls.
     pub fn warnings(&self) -> &RefusalWarnings {
         &self.warnings
+    }
+
+    /// The bytes moved per site and the refused handshakes.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     /// How often nodes send heartbeats.

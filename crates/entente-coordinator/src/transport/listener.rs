@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::connections::Tracked;
 use super::hub::Hub;
-use super::refusals::Refusal;
+use super::refusals::{HANDSHAKE_STAGE, Refusal};
 use super::service::CoordinatorService;
 use super::warnings::WINDOW;
 
@@ -180,7 +180,7 @@ fn handshake(peer: SocketAddr, reason: String) -> Refusal {
     Refusal {
         peer: peer.to_string(),
         site: None,
-        stage: "tls handshake".into(),
+        stage: HANDSHAKE_STAGE.into(),
         reason,
     }
 }

@@ -24,6 +24,9 @@ const REFUSAL_FLUSH: Duration = Duration::from_secs(5);
 /// Peers remembered at most; refusals of further peers are counted together.
 pub(crate) const REFUSAL_PEERS: usize = 4096;
 
+/// The stage of a refusal during the TLS handshake (counted apart, for the dashboard).
+pub(crate) const HANDSHAKE_STAGE: &str = "tls handshake";
+
 /// One refusal: who, at what stage, why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Refusal {
@@ -154,6 +157,9 @@ impl RefusalLog {
 
     /// Records a refusal of `ip`.
     pub(crate) async fn record(&self, ip: IpAddr, refusal: Refusal) {
+        if refusal.stage == HANDSHAKE_STAGE {
+            self.hub.traffic().handshake_refused();
+        }
         self.hub
             .warnings()
             .refused(ip, &refusal.peer, &refusal.stage, &refusal.reason);
@@ -220,7 +226,7 @@ mod tests {
         Refusal {
             peer: peer.to_string(),
             site: site.map(str::to_string),
-            stage: "tls handshake".into(),
+            stage: HANDSHAKE_STAGE.into(),
             reason: reason.into(),
         }
     }

@@ -23,6 +23,7 @@ use entente_proto::v1::{
     ResultFrame, ResultHeader, TaskFrame, UploadReply, result_frame, result_header, task_frame,
     task_header, upload_reply,
 };
+use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -213,21 +214,26 @@ type FrameStream = Pin<Box<dyn Stream<Item = Result<TaskFrame, Status>> + Send>>
 
 /// The frames of a task: its header, then its parameters chunk by chunk, each chunk cut only
 /// when the connection is ready for it. `permit` is held until the stream is done.
+/// Every frame is counted in the hub's traffic as sent to `site`.
 fn frames(
     header: v1::TaskHeader,
     params: Option<Arc<ParamSet>>,
     permit: Option<OwnedSemaphorePermit>,
+    hub: Arc<Hub>,
+    site: String,
 ) -> FrameStream {
     let first = TaskFrame {
         frame: Some(task_frame::Frame::Header(header)),
     };
-    let chunks = params.into_iter().flat_map(chunks_of).map(move |c| {
-        let _held = &permit;
-        Ok(TaskFrame {
-            frame: Some(task_frame::Frame::Chunk(c)),
-        })
+    let chunks = params.into_iter().flat_map(chunks_of).map(|c| TaskFrame {
+        frame: Some(task_frame::Frame::Chunk(c)),
     });
-    Box::pin(tokio_stream::iter(std::iter::once(Ok(first)).chain(chunks)))
+    let counted = std::iter::once(first).chain(chunks).map(move |frame| {
+        let _held = &permit;
+        hub.traffic().sent(&site, frame.encoded_len());
+        Ok(frame)
+    });
+    Box::pin(tokio_stream::iter(counted))
 }
 
 #[tonic::async_trait]
@@ -322,6 +328,8 @@ impl Coordinator for CoordinatorService {
                     header(&task, &self.digest, self.audit_head().await),
                     task.params.clone(),
                     permit,
+                    Arc::clone(&self.hub),
+                    site,
                 )
             }
             (None, Some(rounds)) => {
@@ -331,7 +339,7 @@ impl Coordinator for CoordinatorService {
                     audit_head: self.audit_head().await,
                     ..Default::default()
                 };
-                frames(done, None, None)
+                frames(done, None, None, Arc::clone(&self.hub), site)
             }
             (None, None) => Box::pin(tokio_stream::empty()),
         };
@@ -354,6 +362,7 @@ impl Coordinator for CoordinatorService {
                 "a result must start with its header",
             ));
         };
+        self.hub.traffic().received(&site, head.encoded_len());
         // Claimed once: a second upload for the same task is refused before anything is read.
         let task = self.hub.claim(&site, head.task_id).map_err(route_status)?;
         let (replies, reply_stream) = tokio::sync::mpsc::channel(2);
@@ -525,6 +534,7 @@ async fn receive(
                 let Some(frame) = frame else { break };
                 match frame.frame {
                     Some(result_frame::Frame::Chunk(c)) => {
+                        claim.hub.traffic().received(&claim.site, c.encoded_len());
                         assembler.push(&c).map_err(|e| bad(e.to_string()))?;
                     }
                     _ => return Err(bad("only chunks may follow the header".into())),

@@ -182,3 +182,23 @@ impl Drop for TestDatabase {
         self.psql(&format!("DROP DATABASE IF EXISTS {}", self.name));
     }
 }
+
+/// Runs Debian's headless Chromium with a throw-away `profile` and `args` (a URL last);
+/// `None` if it is not installed.
+pub fn chromium(args: &[&str], profile: &std::path::Path) -> Option<Output> {
+    let profile = format!("--user-data-dir={}", profile.display());
+    Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            profile.as_str(),
+        ])
+        .args(args)
+        .output()
+        .ok()
+}
