@@ -213,6 +213,29 @@ impl Ledger {
             .map_err(|e| LedgerError::Accounting(e.to_string()))
     }
 
+    /// Epsilon after each of `rounds` further rounds of `steps` steps at `(q, sigma)`, in
+    /// order, without recording them: what a charge of the whole run up front spends by the
+    /// end of each round.
+    pub fn spent_after_each(
+        &self,
+        q: f64,
+        sigma: f64,
+        steps: u64,
+        rounds: u32,
+    ) -> Result<Vec<f64>, LedgerError> {
+        let accounting = |e: crate::dp::DpError| LedgerError::Accounting(e.to_string());
+        let mut accountant = self.file.accountant.clone();
+        (0..rounds)
+            .map(|_| {
+                accountant.compose(q, sigma, steps).map_err(accounting)?;
+                accountant
+                    .epsilon(self.file.delta)
+                    .map(|p| p.epsilon)
+                    .map_err(accounting)
+            })
+            .collect()
+    }
+
     /// Records a charge and writes the file, whatever the budget.
     pub fn charge(
         &mut self,
@@ -353,6 +376,13 @@ impl BudgetedSite {
             budget,
             ledger: Mutex::new(ledger),
         }
+    }
+
+    /// Epsilon spent on the site's data after its latest charge (0 before any), as the
+    /// ledger recorded it; `None` if the ledger's lock was poisoned.
+    pub fn spent(&self) -> Option<f64> {
+        let ledger = self.ledger.lock().ok()?;
+        Some(ledger.charges().last().map_or(0.0, |c| c.epsilon_after))
     }
 
     fn refuse(&self, reason: String) -> SiteError {

@@ -258,3 +258,40 @@ fn two_handles_on_one_ledger_cannot_both_spend_the_budget() {
         "run-b's charge must not overwrite run-a's"
     );
 }
+
+#[test]
+fn spent_after_each_round_matches_the_accountant_and_records_nothing() {
+    let dir = scratch("each");
+    let mut ledger = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
+    ledger.charge("earlier", 1, 0.5, 1.2, 3).unwrap();
+    let each = ledger.spent_after_each(0.5, 1.2, 1, 4).unwrap();
+    assert_eq!(each.len(), 4);
+    for (r, eps) in each.iter().enumerate() {
+        let want = epsilon(0.5, 1.2, 3 + r as u64 + 1, 1e-5).unwrap().epsilon;
+        assert!(
+            (eps - want).abs() < 1e-9,
+            "round {}: {eps} != {want}",
+            r + 1
+        );
+    }
+    assert_eq!(ledger.charges().len(), 1, "nothing was charged");
+}
+
+#[test]
+fn a_budgeted_site_tells_what_its_ledger_has_spent() {
+    let dir = scratch("spent");
+    let site = BudgetedSite::new(
+        Arc::new(CountingSite(AtomicUsize::new(0))),
+        "fed",
+        RoundPrice::DpSgd { examples: 1000 },
+        100.0,
+        Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
+    );
+    assert_eq!(site.spent(), Some(0.0));
+    site.train(&task(1, Some(DP))).unwrap();
+    let (q, steps) = round_cost(1000, 50, 1);
+    let want = epsilon(q, DP.noise_multiplier, steps, 1e-5)
+        .unwrap()
+        .epsilon;
+    assert!((site.spent().unwrap() - want).abs() < 1e-9);
+}

@@ -32,6 +32,46 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// One chart of the report, as inline SVG.
+pub struct Chart {
+    /// Its file name without extension (`accuracy`, `loss`, `collaboration`,
+    /// `participation`, `privacy`).
+    pub name: &'static str,
+    /// The SVG element, as the page holds it.
+    pub svg: String,
+}
+
+/// Every chart of `run`'s report, in page order: those a run has no figures for are left out.
+pub fn charts(run: &RunRecord) -> Vec<Chart> {
+    let mut charts = vec![
+        Chart {
+            name: "accuracy",
+            svg: accuracy_chart(&run.rounds),
+        },
+        Chart {
+            name: "loss",
+            svg: loss_chart(&run.rounds),
+        },
+    ];
+    if let Some(summary) = &run.summary {
+        charts.push(Chart {
+            name: "collaboration",
+            svg: collaboration_chart(summary),
+        });
+    }
+    charts.push(Chart {
+        name: "participation",
+        svg: participation_chart(run),
+    });
+    if let Some(svg) = privacy_chart(&run.rounds) {
+        charts.push(Chart {
+            name: "privacy",
+            svg,
+        });
+    }
+    charts
+}
+
 /// The whole report of one run.
 pub fn render(run: &RunRecord) -> String {
     let name = run
@@ -45,11 +85,25 @@ pub fn render(run: &RunRecord) -> String {
     );
     let _ = write!(out, "<h1>entente report: {}</h1>", escape(&name));
     overview(&mut out, run);
-    curves(&mut out, &run.rounds);
-    if let Some(summary) = &run.summary {
-        collaboration(&mut out, summary);
+    for chart in charts(run) {
+        match chart.name {
+            "accuracy" => out.push_str("<h2>Accuracy and loss per round</h2>"),
+            "collaboration" => out.push_str("<h2>What joining bought each site</h2><p class=\"note\">Accuracy on each site's own test split: the federated model against the model the site trains alone (<code>--baselines</code>).</p>"),
+            "participation" => out.push_str("<h2>Participation</h2>"),
+            "privacy" => out.push_str("<h2>Privacy spent</h2><p class=\"note\">Epsilon each site has spent on its data after each round (earlier runs on the same data included), by the RDP accountant of its ledger, against its budget.</p>"),
+            _ => {}
+        }
+        out.push_str(&chart.svg);
+        match chart.name {
+            "collaboration" => {
+                if let Some(summary) = &run.summary {
+                    collaboration_table(&mut out, summary);
+                }
+            }
+            "privacy" => privacy_table(&mut out, &run.rounds),
+            _ => {}
+        }
     }
-    participation(&mut out, run);
     let _ = write!(
         out,
         "<h2>Manifest</h2><pre>{}</pre><p class=\"note\">Written by entente {} from {}.</p></body></html>",
@@ -87,44 +141,52 @@ fn overview(out: &mut String, run: &RunRecord) {
     out.push_str("</table>");
 }
 
-fn curves(out: &mut String, rounds: &[Round]) {
-    let series = |name, f: &dyn Fn(&Round) -> Option<f64>| Series {
+fn series<'a>(rounds: &[Round], name: &'a str, f: &dyn Fn(&Round) -> Option<f64>) -> Series<'a> {
+    Series {
         name,
         points: rounds
             .iter()
             .filter_map(|r| f(r).map(|v| (f64::from(r.round), v)))
             .collect(),
-    };
-    out.push_str("<h2>Accuracy and loss per round</h2>");
-    out.push_str(&svg::line_chart(
+    }
+}
+
+fn accuracy_chart(rounds: &[Round]) -> String {
+    svg::line_chart(
         "Accuracy of the global model",
         "accuracy",
         &[
-            series("held-out test set", &|r| {
+            series(rounds, "held-out test set", &|r| {
                 r.test.as_ref().map(|e| e.accuracy)
             }),
-            series("sites' own test splits", &|r| {
+            series(rounds, "sites' own test splits", &|r| {
                 r.federated.as_ref().map(|e| e.accuracy)
             }),
         ],
         Some(1.0),
-    ));
-    out.push_str(&svg::line_chart(
+    )
+}
+
+fn loss_chart(rounds: &[Round]) -> String {
+    svg::line_chart(
         "Loss",
         "loss",
         &[
-            series("held-out test set", &|r| r.test.as_ref().map(|e| e.loss)),
-            series("sites' own test splits", &|r| {
+            series(rounds, "held-out test set", &|r| {
+                r.test.as_ref().map(|e| e.loss)
+            }),
+            series(rounds, "sites' own test splits", &|r| {
                 r.federated.as_ref().map(|e| e.loss)
             }),
-            series("training (accepted updates)", &|r| Some(r.train_loss)),
+            series(rounds, "training (accepted updates)", &|r| {
+                Some(r.train_loss)
+            }),
         ],
         None,
-    ));
+    )
 }
 
-fn collaboration(out: &mut String, summary: &Summary) {
-    out.push_str("<h2>What joining bought each site</h2><p class=\"note\">Accuracy on each site's own test split: the federated model against the model the site trains alone (<code>--baselines</code>).</p>");
+fn collaboration_chart(summary: &Summary) -> String {
     let rows: Vec<(String, Vec<Option<f64>>)> = summary
         .sites
         .iter()
@@ -138,11 +200,10 @@ fn collaboration(out: &mut String, summary: &Summary) {
             )
         })
         .collect();
-    out.push_str(&svg::bar_chart(
-        "Own-test accuracy per site",
-        &rows,
-        &["alone", "federated"],
-    ));
+    svg::bar_chart("Own-test accuracy per site", &rows, &["alone", "federated"])
+}
+
+fn collaboration_table(out: &mut String, summary: &Summary) {
     let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
     out.push_str("<table><tr><th>site</th><th>examples</th><th>alone, global test</th><th>alone, own test</th><th>federated, own test</th></tr>");
     for s in &summary.sites {
@@ -164,7 +225,7 @@ fn collaboration(out: &mut String, summary: &Summary) {
     );
 }
 
-fn participation(out: &mut String, run: &RunRecord) {
+fn participation_chart(run: &RunRecord) -> String {
     let mut sites: Vec<String> = match &run.summary {
         Some(s) => s.sites.iter().map(|s| s.site.clone()).collect(),
         None => Vec::new(),
@@ -177,8 +238,7 @@ fn participation(out: &mut String, run: &RunRecord) {
         }
     }
     let numbers: Vec<u32> = run.rounds.iter().map(|r| r.round).collect();
-    out.push_str("<h2>Participation</h2>");
-    out.push_str(&svg::participation(&sites, &numbers, |s, r| {
+    svg::participation(&sites, &numbers, |s, r| {
         let (site, round) = (&sites[s], &run.rounds[r]);
         if round.accepted.contains(site) {
             Cell::Used
@@ -189,17 +249,92 @@ fn participation(out: &mut String, run: &RunRecord) {
         } else {
             Cell::NotSelected
         }
-    }));
+    })
+}
+
+/// The sites under a privacy budget, in the order of the first round that records them.
+fn privacy_sites(rounds: &[Round]) -> Vec<(String, f64)> {
+    let mut sites: Vec<(String, f64)> = Vec::new();
+    for p in rounds.iter().filter_map(|r| r.privacy.as_ref()) {
+        for s in &p.sites {
+            if !sites.iter().any(|(name, _)| name == &s.site) {
+                sites.push((s.site.clone(), s.budget));
+            }
+        }
+    }
+    sites
+}
+
+/// Epsilon spent per round, one line per site, with each distinct budget as a dashed line;
+/// `None` when no round records privacy.
+fn privacy_chart(rounds: &[Round]) -> Option<String> {
+    let sites = privacy_sites(rounds);
+    if sites.is_empty() {
+        return None;
+    }
+    let lines: Vec<Series<'_>> = sites
+        .iter()
+        .map(|(site, _)| {
+            series(rounds, site, &|r| {
+                r.privacy
+                    .as_ref()
+                    .and_then(|p| p.sites.iter().find(|s| &s.site == site))
+                    .map(|s| s.epsilon)
+            })
+        })
+        .collect();
+    let mut budgets: Vec<f64> = sites.iter().map(|(_, b)| *b).collect();
+    budgets.sort_by(f64::total_cmp);
+    budgets.dedup();
+    let names: Vec<String> = budgets.iter().map(|b| format!("budget {b}")).collect();
+    let limits: Vec<svg::Limit<'_>> = names
+        .iter()
+        .zip(&budgets)
+        .map(|(name, &value)| svg::Limit { name, value })
+        .collect();
+    Some(svg::line_chart_with_limits(
+        "Privacy spent per site",
+        "epsilon",
+        &lines,
+        None,
+        &limits,
+    ))
+}
+
+/// Per site: epsilon spent after its last recorded round, its budget and the delta.
+fn privacy_table(out: &mut String, rounds: &[Round]) {
+    out.push_str(
+        "<table><tr><th>site</th><th>epsilon spent</th><th>budget</th><th>delta</th></tr>",
+    );
+    for (site, budget) in privacy_sites(rounds) {
+        let last = rounds.iter().rev().find_map(|r| {
+            let p = r.privacy.as_ref()?;
+            p.sites
+                .iter()
+                .find(|s| s.site == site)
+                .map(|s| (s.epsilon, p.delta))
+        });
+        let (epsilon, delta) = last.map_or(("-".to_string(), "-".to_string()), |(e, d)| {
+            (format!("{e:.3}"), format!("{d:e}"))
+        });
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{epsilon}</td><td>{budget}</td><td>{delta}</td></tr>",
+            escape(&site)
+        );
+    }
+    out.push_str("</table>");
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::run::{Evaluation, Excluded, SiteSummary};
+    use crate::run::{Evaluation, Excluded, RoundPrivacy, SitePrivacy, SiteSummary};
 
-    fn hostile_run() -> RunRecord {
+    /// A run whose every text tries to break out of the page, with a privacy ledger.
+    pub(crate) fn hostile_run() -> RunRecord {
         let site = "<script>alert(1)</script>".to_string();
         RunRecord {
             folder: PathBuf::from("runs/x"),
@@ -219,6 +354,21 @@ mod tests {
                 }),
                 federated: None,
                 seconds: 0.1,
+                privacy: Some(RoundPrivacy {
+                    delta: 1e-5,
+                    sites: vec![
+                        SitePrivacy {
+                            site: site.clone(),
+                            epsilon: 0.25,
+                            budget: 3.0,
+                        },
+                        SitePrivacy {
+                            site: "b".into(),
+                            epsilon: 0.5,
+                            budget: 2.0,
+                        },
+                    ],
+                }),
             }],
             summary: Some(Summary {
                 federation: "fed'<".into(),
@@ -247,6 +397,82 @@ mod tests {
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("left out: tensor `&lt;b&gt;` is NaN &amp; &quot;bad&quot;"));
         assert!(page.contains("fed&#39;&lt;"));
+    }
+
+    /// Two rounds: `a` trains in both, `b` only in the second.
+    fn private_run() -> RunRecord {
+        let mut run = hostile_run();
+        let round = |n: u32, a: f64, b: f64| {
+            let mut r = run.rounds[0].clone();
+            r.round = n;
+            r.privacy = Some(RoundPrivacy {
+                delta: 1e-5,
+                sites: vec![
+                    SitePrivacy {
+                        site: "a".into(),
+                        epsilon: a,
+                        budget: 4.0,
+                    },
+                    SitePrivacy {
+                        site: "b".into(),
+                        epsilon: b,
+                        budget: 4.0,
+                    },
+                ],
+            });
+            r
+        };
+        run.rounds = vec![round(1, 1.25, 0.0), round(2, 2.5, 1.125)];
+        run
+    }
+
+    #[test]
+    fn privacy_spent_is_charted_and_tabled_with_the_last_figures() {
+        let page = render(&private_run());
+        assert!(page.contains("<h2>Privacy spent</h2>"));
+        // The last round's epsilon, the budget and the delta.
+        assert!(
+            page.contains("<tr><td>a</td><td>2.500</td><td>4</td><td>1e-5</td></tr>"),
+            "{page}"
+        );
+        assert!(page.contains("<tr><td>b</td><td>1.125</td><td>4</td><td>1e-5</td></tr>"));
+        let chart = charts(&private_run()).pop().unwrap();
+        assert_eq!(chart.name, "privacy");
+        // One line per site; the budget, the top of the axis, at the plot's top (y = 28).
+        assert_eq!(chart.svg.matches("<polyline").count(), 2);
+        assert!(
+            chart.svg.contains(r##"y1="28.0" y2="28.0" stroke="#222""##),
+            "{}",
+            chart.svg
+        );
+        assert!(chart.svg.contains("budget 4"));
+        // a at 2.5 of 4 in round 2 (x = 624): 28 + 214 * (1 - 2.5 / 4) = 108.25.
+        assert!(chart.svg.contains("624.0,108.2"), "{}", chart.svg);
+    }
+
+    #[test]
+    fn a_run_without_a_ledger_has_no_privacy_section() {
+        let mut run = hostile_run();
+        run.rounds[0].privacy = None;
+        assert!(!render(&run).contains("Privacy spent"));
+        assert!(charts(&run).iter().all(|c| c.name != "privacy"));
+    }
+
+    #[test]
+    fn hostile_site_names_are_escaped_in_the_privacy_section() {
+        let page = render(&hostile_run());
+        let privacy = &page[page.find("<h2>Privacy spent").unwrap()..];
+        assert!(privacy.contains(
+            "<tr><td>&lt;script&gt;alert(1)&lt;/script&gt;</td><td>0.250</td><td>3</td>"
+        ));
+        assert!(!privacy.contains("<script"));
+    }
+
+    #[test]
+    fn old_round_lines_without_privacy_still_read() {
+        let line = r#"{"round":1,"selected":["a"],"accepted":["a"],"train_loss":1.0,"test":null,"federated":null,"seconds":0.5}"#;
+        let run = RunRecord::from_round_records("old", String::new(), &[line.to_string()]).unwrap();
+        assert_eq!(run.rounds[0].privacy, None);
     }
 
     #[test]

@@ -1,17 +1,19 @@
 //! What a run looks like to people and to the tools they already use: a self-contained HTML
 //! report of a simulation's run folder or a deployment's stored rounds ([`html`], charts in [`svg`], the folder read by
-//! [`run`]), TensorBoard event files of its rounds ([`tensorboard`]) and runs on an MLflow
+//! [`run`]; the same charts as PNG files by [`png`]), TensorBoard event files of its rounds ([`tensorboard`]) and runs on an MLflow
 //! tracking server ([`mlflow`]).
 
 pub mod html;
 pub mod mlflow;
+pub mod png;
 pub mod run;
 pub mod svg;
 pub mod tensorboard;
 
 use std::path::{Path, PathBuf};
 
-pub use run::{ReportError, RunRecord};
+pub use png::write_pngs;
+pub use run::{ReportError, RoundPrivacy, RunRecord, SitePrivacy};
 
 /// Reads the run folder `folder` and writes its report to `out` (default
 /// `folder/report.html`); returns the file written.
@@ -24,7 +26,7 @@ pub fn write_report(folder: &Path, out: Option<&Path>) -> Result<PathBuf, Report
 
 /// Writes the report of `run` to `path`.
 pub fn write_record(run: &RunRecord, path: &Path) -> Result<(), ReportError> {
-    std::fs::write(path, html::render(run)).map_err(|source| ReportError::Io {
+    std::fs::write(path, html::render(run)).map_err(|source| ReportError::Write {
         path: path.to_path_buf(),
         source,
     })

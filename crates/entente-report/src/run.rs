@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Largest run-folder file read (`metrics.jsonl` of a million rounds of a hundred sites is
 /// well below it): a bigger one is refused before it is read.
@@ -39,6 +39,23 @@ pub enum ReportError {
         /// The line (1 for a whole-file JSON document).
         line: usize,
         /// What is wrong.
+        reason: String,
+    },
+    /// A file or folder could not be written.
+    #[error("could not write {path}: {source}")]
+    Write {
+        /// The file or folder.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A chart could not be drawn as an image.
+    #[error("could not draw the {chart} chart: {reason}")]
+    Render {
+        /// The chart's name.
+        chart: String,
+        /// What went wrong.
         reason: String,
     },
     /// The folder holds no rounds.
@@ -84,6 +101,30 @@ pub struct Round {
     pub federated: Option<Evaluation>,
     /// Wall time of the round.
     pub seconds: f64,
+    /// What each site under a privacy budget has spent after this round (absent without
+    /// `[privacy]`, and in run folders written before it was recorded).
+    #[serde(default)]
+    pub privacy: Option<RoundPrivacy>,
+}
+
+/// The privacy spent by the sites after one round, as their ledgers' RDP accountant counts it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RoundPrivacy {
+    /// The delta of every epsilon.
+    pub delta: f64,
+    /// Per site, in manifest order.
+    pub sites: Vec<SitePrivacy>,
+}
+
+/// One site's privacy spent after a round.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SitePrivacy {
+    /// The site.
+    pub site: String,
+    /// Epsilon spent on its data so far (earlier runs on the same data included).
+    pub epsilon: f64,
+    /// Its epsilon budget.
+    pub budget: f64,
 }
 
 /// One site's line of `summary.json`.

@@ -25,9 +25,35 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 28.0;
 const BOTTOM: f64 = 58.0;
 
+/// A horizontal line across a chart at `value`, such as a privacy budget.
+pub struct Limit<'a> {
+    /// Its label, at the right end of the line.
+    pub name: &'a str,
+    /// Where it is drawn on the y axis.
+    pub value: f64,
+}
+
+/// Legend entries drawn at most; a chart of more series names the rest on hover only.
+pub const MAX_LEGEND: usize = 12;
+
+/// Legend entries in a row.
+const LEGEND_PER_ROW: usize = 3;
+
 /// A line chart of `series` over rounds; `y_max` fixes the top of the axis (1 for accuracies),
 /// else it is the largest value.
 pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>], y_max: Option<f64>) -> String {
+    line_chart_with_limits(title, y_label, series, y_max, &[])
+}
+
+/// [`line_chart`] with dashed horizontal `limits` (taken into the axis when `y_max` is
+/// `None`); the legend wraps, and names at most [`MAX_LEGEND`] series.
+pub fn line_chart_with_limits(
+    title: &str,
+    y_label: &str,
+    series: &[Series<'_>],
+    y_max: Option<f64>,
+    limits: &[Limit<'_>],
+) -> String {
     let finite = |&(x, y): &(f64, f64)| x.is_finite() && y.is_finite();
     let points = || {
         series
@@ -35,13 +61,21 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>], y_max: Opti
             .flat_map(|s| s.points.iter().copied().filter(finite))
     };
     let x_max = points().map(|(x, _)| x).fold(1.0, f64::max);
-    let top = y_max.unwrap_or_else(|| points().map(|(_, y)| y).fold(0.0, f64::max));
+    let top = y_max.unwrap_or_else(|| {
+        points()
+            .map(|(_, y)| y)
+            .chain(limits.iter().map(|l| l.value).filter(|v| v.is_finite()))
+            .fold(0.0, f64::max)
+    });
     let top = if top > 0.0 { top } else { 1.0 };
     let (w, h) = (WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM);
     let px = |x: f64| LEFT + (x - 1.0).max(0.0) / (x_max - 1.0).max(1.0) * w;
     let py = |y: f64| TOP + h - (y / top).clamp(0.0, 1.0) * h;
+    let shown = series.len().min(MAX_LEGEND) + usize::from(series.len() > MAX_LEGEND);
+    let legend_rows = shown.div_ceil(LEGEND_PER_ROW).max(1);
+    let height = HEIGHT + 14.0 * (legend_rows - 1) as f64;
 
-    let mut out = open(WIDTH, HEIGHT, title);
+    let mut out = open(WIDTH, height, title);
     let _ = write!(
         out,
         r#"<text x="{LEFT}" y="18" class="title">{}</text>"#,
@@ -96,18 +130,49 @@ pub fn line_chart(title: &str, y_label: &str, series: &[Series<'_>], y_max: Opti
             path.join(" "),
             escape(s.name)
         );
-        let lx = LEFT + 8.0 + 170.0 * i as f64;
+        if i >= MAX_LEGEND {
+            continue;
+        }
+        let (lx, ly) = legend_at(i, TOP + h);
         let _ = write!(
             out,
-            r#"<rect x="{lx}" y="{}" width="12" height="3" fill="{colour}"/><text x="{}" y="{}" class="tick">{}</text>"#,
-            TOP + h + 43.0,
+            r#"<rect x="{lx}" y="{ly}" width="12" height="3" fill="{colour}"/><text x="{}" y="{}" class="tick">{}</text>"#,
             lx + 16.0,
-            TOP + h + 47.0,
+            ly + 4.0,
             escape(s.name)
+        );
+    }
+    if series.len() > MAX_LEGEND {
+        let (lx, ly) = legend_at(MAX_LEGEND, TOP + h);
+        let _ = write!(
+            out,
+            r#"<text x="{lx}" y="{}" class="tick">and {} more (hover a line)</text>"#,
+            ly + 4.0,
+            series.len() - MAX_LEGEND
+        );
+    }
+    for limit in limits.iter().filter(|l| l.value.is_finite()) {
+        let y = py(limit.value);
+        let _ = write!(
+            out,
+            r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#222" stroke-width="1.5" stroke-dasharray="6 4"><title>{}</title></line><text x="{}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
+            LEFT + w,
+            escape(limit.name),
+            LEFT + w - 4.0,
+            y - 4.0,
+            escape(limit.name)
         );
     }
     out.push_str("</svg>");
     out
+}
+
+/// Where legend entry `i` of a line chart whose plot ends at `bottom` goes.
+fn legend_at(i: usize, bottom: f64) -> (f64, f64) {
+    (
+        LEFT + 8.0 + 170.0 * (i % LEGEND_PER_ROW) as f64,
+        bottom + 43.0 + 14.0 * (i / LEGEND_PER_ROW) as f64,
+    )
 }
 
 /// Grouped horizontal bars, one group per row label, one bar per series, values in `[0, 1]`

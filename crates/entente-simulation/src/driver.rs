@@ -26,6 +26,7 @@ use entente_report::mlflow::{self, MlflowRun};
 use rayon::prelude::*;
 
 use crate::baselines;
+use crate::privacy::PrivacyTrack;
 use crate::progress::Progress;
 use crate::run_dir::{self, RunDir, Summary};
 
@@ -281,6 +282,10 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             .map_err(|e| anyhow::anyhow!("[secure_aggregation]: {e}"))?;
     }
     let partitioned_run = setup.federation.is_some();
+    let mut track = manifest
+        .privacy
+        .as_ref()
+        .map(|p| PrivacyTrack::new(p.delta));
     let sites: Vec<Arc<dyn Site>> = setup
         .bases
         .iter()
@@ -307,13 +312,17 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
                     manifest.site_data_label(i)
                 };
                 let ledger = Ledger::open(&p.ledger, site.name(), &dataset, p.delta)?;
-                site = Arc::new(BudgetedSite::new(
+                let budgeted = Arc::new(BudgetedSite::new(
                     site,
                     &manifest.name,
                     RoundPrice::of(p, examples),
                     p.budgets[i],
                     ledger,
                 ));
+                if let Some(track) = &mut track {
+                    track.ledger(budgeted.name(), p.budgets[i], Arc::clone(&budgeted));
+                }
+                site = budgeted;
             }
             let site = match &secagg {
                 // Simulation only: key material derives from the seed, so runs repeat exactly.
@@ -332,7 +341,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
     let rules = manifest.round_rules();
     let federated_evaluation = rules.federated_evaluation;
     let evaluator = setup.central.map(|c| Arc::new(c) as Arc<dyn Evaluator>);
-    let rule = aggregator(manifest, setup.bases.len(), partitioned_run)?;
+    let rule = aggregator(manifest, setup.bases.len(), partitioned_run, track.as_mut())?;
     let strategy = rule.name();
     let mut engine = RoundEngine::new(sites, rule, evaluator, rules, initial.clone());
     if let Some(settings) = secagg {
@@ -347,7 +356,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         Some(addr) => Some(start_dashboard(manifest, addr, options.http_token.clone())?),
         None => None,
     };
-    let mut observer = progress.observer(&out, tracking, board.clone());
+    let mut observer = progress.observer(&out, tracking, board.clone(), track);
     let stopped = match options.threads {
         None => engine.run(&mut observer).err(),
         Some(n) => rayon::ThreadPoolBuilder::new()
@@ -527,10 +536,12 @@ fn finish_tracking(run: MlflowRun, dir: &Path, ok: bool) {
 /// The aggregation rule: the manifest's strategy, or DP-FedAvg under central client-level DP.
 /// Client-level DP, central or distributed, is checked against every site's budget before the
 /// first round: a run that would exceed one does not start.
+/// With `track`, each site's epsilon after every round of client-level DP is added to it.
 fn aggregator(
     manifest: &Manifest,
     num_sites: usize,
     partitioned: bool,
+    track: Option<&mut PrivacyTrack>,
 ) -> Result<Box<dyn Aggregator>> {
     let Some(p) = manifest.privacy.as_ref() else {
         return Ok(aggregators::build(&manifest.strategy));
@@ -540,11 +551,11 @@ fn aggregator(
         // The sites add the noise before secure aggregation masks their updates; the strategy
         // only ever sees the noisy mean (post-processing). The accounting is the central one.
         PrivacyMechanism::Distributed => {
-            charge_client_level(manifest, p, num_sites, partitioned, "distributed")?;
+            charge_client_level(manifest, p, num_sites, partitioned, "distributed", track)?;
             Ok(aggregators::build(&manifest.strategy))
         }
         PrivacyMechanism::ClientLevel => {
-            charge_client_level(manifest, p, num_sites, partitioned, "central")?;
+            charge_client_level(manifest, p, num_sites, partitioned, "central", track)?;
             Ok(Box::new(DpFedAvg::new(
                 p.clip,
                 p.noise_multiplier,
@@ -559,12 +570,14 @@ fn aggregator(
 /// Charges the whole run of client-level DP (`variant`: central or distributed) to every site's
 /// ledger before round 1: each round is one step of the sampled Gaussian mechanism over sites,
 /// with noise multiplier `privacy.noise_multiplier` and rate the share of sites selected.
+/// With `track`, what each site will have spent after each round is added to it.
 fn charge_client_level(
     manifest: &Manifest,
     p: &PrivacySpec,
     num_sites: usize,
     partitioned: bool,
     variant: &str,
+    mut track: Option<&mut PrivacyTrack>,
 ) -> Result<()> {
     let k = selection::sample_size(
         num_sites,
@@ -577,6 +590,7 @@ fn charge_client_level(
     // before the first round: privacy fails closed.
     let mut ledgers = Vec::with_capacity(num_sites);
     let mut worst: f64 = 0.0;
+    let mut fresh: Option<Arc<Vec<f64>>> = None;
     for (i, (site, budget)) in manifest.sites.iter().zip(&p.budgets).enumerate() {
         let dataset = if partitioned {
             manifest.data_label()
@@ -598,6 +612,25 @@ fn charge_client_level(
             );
         }
         worst = worst.max(after);
+        if let Some(track) = track.as_deref_mut() {
+            // Fresh ledgers all spend alike: their schedule is computed once.
+            let schedule = match (&fresh, ledger.charges().is_empty()) {
+                (Some(shared), true) => Arc::clone(shared),
+                _ => {
+                    let schedule = Arc::new(ledger.spent_after_each(
+                        q,
+                        p.noise_multiplier,
+                        1,
+                        manifest.rounds,
+                    )?);
+                    if ledger.charges().is_empty() {
+                        fresh = Some(Arc::clone(&schedule));
+                    }
+                    schedule
+                }
+            };
+            track.schedule(site, *budget, schedule);
+        }
         ledgers.push(ledger);
     }
     for (ledger, budget) in ledgers.iter_mut().zip(&p.budgets) {

@@ -13,6 +13,7 @@ use entente_report::mlflow::MlflowRun;
 use entente_report::tensorboard::round_scalars;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::privacy::PrivacyTrack;
 use crate::run_dir::{MetricsWriter, RunDir};
 
 /// The shared progress bar of a simulation.
@@ -72,18 +73,20 @@ impl Progress {
 
     /// The observer that prints round lines and writes metrics to `dir`.
     /// With `tracking`, each round's figures also go to that MLflow run, and with `board` to
-    /// that dashboard.
+    /// that dashboard; with `privacy`, each round's line records what the sites have spent.
     pub fn observer<'a>(
         &'a self,
         dir: &'a RunDir,
         tracking: Option<MlflowRun>,
         board: Option<Board>,
+        privacy: Option<PrivacyTrack>,
     ) -> RoundPrinter<'a> {
         RoundPrinter {
             progress: self,
             metrics: dir.metrics_writer(),
             tracking,
             board,
+            privacy,
             header_printed: false,
             records: Vec::new(),
         }
@@ -123,6 +126,7 @@ pub struct RoundPrinter<'a> {
     metrics: Result<MetricsWriter>,
     tracking: Option<MlflowRun>,
     board: Option<Board>,
+    privacy: Option<PrivacyTrack>,
     header_printed: bool,
     records: Vec<RoundRecord>,
 }
@@ -185,7 +189,8 @@ impl RoundObserver for RoundPrinter<'_> {
                 .println(&format!("       left out {}: {}", e.site, e.reason));
         }
         if let Ok(writer) = &mut self.metrics
-            && let Err(e) = writer.append(r)
+            && let Err(e) =
+                writer.append(r, self.privacy.as_ref().map(|p| p.after(r.round)).as_ref())
         {
             self.metrics = Err(e);
         }

@@ -1,7 +1,8 @@
 //! The run folder: what a simulation used and produced, for people and for scripts.
 //!
 //! `manifest.toml` (as run), `split.json` (each site's training-set indices),
-//! `metrics.jsonl` and `metrics.csv` (one row per round), `model.safetensors` (final global
+//! `metrics.jsonl` and `metrics.csv` (one row per round; `metrics.jsonl` also holds what each
+//! site under a privacy budget has spent), `model.safetensors` (final global
 //! model, PyTorch layout), `summary.json` and a TensorBoard event file of the rounds
 //! (`events.out.tfevents.*`: `tensorboard --logdir` on the folder, or on `runs/`, charts them).
 
@@ -15,6 +16,7 @@ use entente_core::engine::RoundRecord;
 use entente_core::manifest::Manifest;
 use entente_core::metrics::EvalMetrics;
 use entente_learn::partition::save_split_json;
+use entente_report::RoundPrivacy;
 use entente_report::tensorboard::{EventWriter, round_scalars};
 use serde::Serialize;
 
@@ -99,9 +101,10 @@ pub struct MetricsWriter {
 }
 
 impl MetricsWriter {
-    /// Appends a round and flushes, so a stopped run keeps its finished rounds.
-    pub fn append(&mut self, r: &RoundRecord) -> Result<()> {
-        serde_json::to_writer(&mut self.jsonl, r)?;
+    /// Appends a round, with what the budgeted sites have spent after it, and flushes, so a
+    /// stopped run keeps its finished rounds.
+    pub fn append(&mut self, r: &RoundRecord, privacy: Option<&RoundPrivacy>) -> Result<()> {
+        serde_json::to_writer(&mut self.jsonl, &Line { record: r, privacy })?;
         writeln!(self.jsonl)?;
         let opt = |m: &Option<EvalMetrics>, f: fn(&EvalMetrics) -> f64| {
             m.as_ref().map(|m| f(m).to_string()).unwrap_or_default()
@@ -124,6 +127,15 @@ impl MetricsWriter {
         self.events.scalars(u64::from(r.round), &round_scalars(r))?;
         Ok(())
     }
+}
+
+/// One line of `metrics.jsonl`: the round engine's record, and the privacy spent.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    record: &'a RoundRecord,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    privacy: Option<&'a RoundPrivacy>,
 }
 
 /// One site's line of the collaboration table.

@@ -1,6 +1,7 @@
 //! `entente report`: one self-contained HTML page of a run (charts of accuracy and loss, what
-//! joining bought each site, who took part in which round, the manifest), to open offline or
-//! archive with a paper: a simulation's run folder, or a deployment's store.
+//! joining bought each site, who took part in which round, privacy spent against each budget,
+//! the manifest), to open offline or archive with a paper: a simulation's run folder, or a
+//! deployment's store; `--png DIR` also writes each chart as a PNG file.
 
 use std::path::{Path, PathBuf};
 
@@ -22,16 +23,23 @@ pub struct ReportArgs {
     /// File to write [default: RUN_DIR/report.html, or NAME.report.html beside the manifest].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Also write each chart as a PNG file into this folder (accuracy.png, loss.png, ...),
+    /// for a paper; created if need be.
+    #[arg(long, value_name = "DIR")]
+    png: Option<PathBuf>,
 }
 
 /// Runs `entente report`.
 pub fn run(args: ReportArgs) -> Result<()> {
     let started = std::time::Instant::now();
-    let path = if args.run.is_dir() {
+    let (path, record) = if args.run.is_dir() {
         if args.database.is_some() {
             bail!("--database goes with a deployment's manifest, not with a run folder");
         }
-        entente_report::write_report(&args.run, args.out.as_deref())?
+        let record = RunRecord::read(&args.run)?;
+        let path = args.out.unwrap_or_else(|| args.run.join("report.html"));
+        entente_report::write_record(&record, &path)?;
+        (path, record)
     } else {
         deployment(&args.run, args.database.as_deref(), args.out)?
     };
@@ -42,15 +50,29 @@ pub fn run(args: ReportArgs) -> Result<()> {
         bytes.div_ceil(1024),
         started.elapsed().as_secs_f64()
     );
+    if let Some(dir) = &args.png {
+        let started = std::time::Instant::now();
+        let written = entente_report::write_pngs(&record, dir)?;
+        for file in &written {
+            let bytes = std::fs::metadata(file).map(|m| m.len()).unwrap_or(0);
+            println!("wrote {} ({} KiB)", file.display(), bytes.div_ceil(1024));
+        }
+        println!(
+            "{} charts as PNG in {:.2} s",
+            written.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }
 
-/// The report of the newest run of `manifest_path` in its store; returns the file written.
+/// The report of the newest run of `manifest_path` in its store; returns the file written and
+/// the run. Privacy spent is not shown: a deployment's ledgers are the sites' own.
 fn deployment(
     manifest_path: &Path,
     database: Option<&str>,
     out: Option<PathBuf>,
-) -> Result<PathBuf> {
+) -> Result<(PathBuf, RunRecord)> {
     let manifest = Manifest::load(manifest_path).with_context(|| {
         format!(
             "{} is neither a run folder nor a manifest",
@@ -83,5 +105,5 @@ fn deployment(
     let path = out
         .unwrap_or_else(|| manifest_path.with_file_name(format!("{}.report.html", manifest.name)));
     entente_report::write_record(&record, &path)?;
-    Ok(path)
+    Ok((path, record))
 }
