@@ -90,7 +90,7 @@ pub fn render(run: &RunRecord) -> String {
             "accuracy" => out.push_str("<h2>Accuracy and loss per round</h2>"),
             "collaboration" => out.push_str("<h2>What joining bought each site</h2><p class=\"note\">Accuracy on each site's own test split: the federated model against the model the site trains alone (<code>--baselines</code>).</p>"),
             "participation" => out.push_str("<h2>Participation</h2>"),
-            "privacy" => out.push_str("<h2>Privacy spent</h2><p class=\"note\">Epsilon each site has spent on its data after each round (earlier runs on the same data included), by the RDP accountant of its ledger, against its budget.</p>"),
+            "privacy" => out.push_str("<h2>Privacy spent</h2><p class=\"note\">Epsilon each site has spent after each round, by the RDP accountant, against its budget: in a simulation as its ledger counts it (earlier runs on the same data included), in a deployment as the run&#39;s charges in the coordinator&#39;s audit log add up.</p>"),
             _ => {}
         }
         out.push_str(&chart.svg);

@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use entente_coordinator::store::{Store, redact};
+use entente_coordinator::audit::privacy;
+use entente_coordinator::store::{Store, StoreError, redact};
 use entente_core::manifest::Manifest;
-use entente_report::RunRecord;
+use entente_report::{RoundPrivacy, RunRecord, SitePrivacy};
 
 /// Arguments of `entente report`.
 #[derive(Args)]
@@ -45,7 +46,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
     };
     let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     println!(
-        "wrote {} ({} KiB) in {:.2} s",
+        "wrote {} ({} KiB) in {:.3} s",
         path.display(),
         bytes.div_ceil(1024),
         started.elapsed().as_secs_f64()
@@ -58,7 +59,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
             println!("wrote {} ({} KiB)", file.display(), bytes.div_ceil(1024));
         }
         println!(
-            "{} charts as PNG in {:.2} s",
+            "{} charts as PNG in {:.3} s",
             written.len(),
             started.elapsed().as_secs_f64()
         );
@@ -67,7 +68,8 @@ pub fn run(args: ReportArgs) -> Result<()> {
 }
 
 /// The report of the newest run of `manifest_path` in its store; returns the file written and
-/// the run. Privacy spent is not shown: a deployment's ledgers are the sites' own.
+/// the run. Privacy spent is what the run's `privacy_charged` audit entries add up to (the
+/// sites' ledgers, with earlier runs, are their own).
 fn deployment(
     manifest_path: &Path,
     database: Option<&str>,
@@ -80,15 +82,16 @@ fn deployment(
         )
     })?;
     let url = database.map_or_else(|| Store::sqlite_url_beside(manifest_path), str::to_string);
-    let rounds = tokio::runtime::Builder::new_current_thread()
+    let (rounds, audit) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("could not start the async runtime")?
         .block_on(async {
             let store = Store::open_read_only(&url).await?;
-            store
+            let rounds = store
                 .latest_run_rounds(&manifest.name, &manifest.agreement_digest())
-                .await
+                .await?;
+            Ok::<_, StoreError>((rounds, store.audit_entries().await?))
         })
         .with_context(|| format!("reading the store {}", redact(&url)))?;
     let Some((run, rounds)) = rounds else {
@@ -101,7 +104,27 @@ fn deployment(
         );
     };
     let source = format!("run {run} in {}", redact(&url));
-    let record = RunRecord::from_round_records(&source, manifest.source.clone(), &rounds)?;
+    let mut record = RunRecord::from_round_records(&source, manifest.source.clone(), &rounds)?;
+    if let Some(policy) = &manifest.privacy {
+        let after = privacy::charged_after_each_round(&audit, run, policy.delta);
+        for round in &mut record.rounds {
+            let spent = after
+                .range(..=round.round)
+                .next_back()
+                .map(|(_, spent)| spent);
+            let sites = manifest.sites.iter().zip(&policy.budgets);
+            round.privacy = Some(RoundPrivacy {
+                delta: policy.delta,
+                sites: sites
+                    .map(|(site, &budget)| SitePrivacy {
+                        site: site.clone(),
+                        epsilon: spent.and_then(|s| s.get(site)).copied().unwrap_or(0.0),
+                        budget,
+                    })
+                    .collect(),
+            });
+        }
+    }
     let path = out
         .unwrap_or_else(|| manifest_path.with_file_name(format!("{}.report.html", manifest.name)));
     entente_report::write_record(&record, &path)?;

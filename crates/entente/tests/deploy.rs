@@ -73,6 +73,21 @@ impl Federation {
         }
     }
 
+    /// Runs `entente report` on the manifest of `federation` and returns the page it wrote.
+    fn report(&self, federation: &str) -> String {
+        let out = entente()
+            .arg("report")
+            .arg(self.manifest())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::read_to_string(self.dir.join(format!("{federation}.report.html"))).unwrap()
+    }
+
     fn serve(&self) -> Process {
         self.serve_on(self.port)
     }
@@ -657,17 +672,7 @@ fn a_deployments_report_is_written_from_its_store() {
     }
     let fed = Federation::new("report", &manifest("report", 2, 1500, 3));
     run_federation(&fed);
-    let out = entente()
-        .arg("report")
-        .arg(fed.manifest())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let html = std::fs::read_to_string(fed.dir.join("report.report.html")).unwrap();
+    let html = fed.report("report");
     assert!(!html.contains("http"), "the report refers to a URL");
     for site in SITES {
         assert!(html.contains(site), "{site} is not in the report");
@@ -868,6 +873,15 @@ fn a_deployments_dashboard_renders_in_chromium_and_follows_the_run() {
     let (ok, log) = serve.finish(Duration::from_secs(300));
     assert!(ok, "serve failed:\n{log}");
     drop(nodes);
+
+    // The report of the run charts the same charges, round by round.
+    let html = fed.report("board");
+    let privacy = &html[html.find("<h2>Privacy spent").expect("no privacy section")..];
+    let last = format!("{:.3}", expect(12));
+    assert!(
+        privacy.contains(&last),
+        "site-a's {last} after 12 rounds is not in:\n{privacy}"
+    );
 }
 
 /// Reads back, with MLflow's own client, the newest run of an experiment: its status, its

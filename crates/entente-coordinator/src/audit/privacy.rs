@@ -21,16 +21,59 @@ struct Charge {
 /// or that the accountant refuses, makes that site's figure infinite: never smaller than what
 /// was spent.
 pub fn charged_in_run(entries: &[AuditEntry], run: i64, delta: f64) -> BTreeMap<String, f64> {
-    let mut accountants: BTreeMap<String, Option<Accountant>> = BTreeMap::new();
-    for entry in entries {
-        let (true, Some(site)) = (
-            entry.kind == kind::PRIVACY_CHARGED && entry.run == Some(run),
-            &entry.site,
-        ) else {
-            continue;
-        };
-        let slot = accountants
-            .entry(site.clone())
+    let mut spent = Composed::default();
+    for (site, entry) in charges(entries, run) {
+        spent.charge(site, entry);
+    }
+    spent.epsilons(delta)
+}
+
+/// What [`charged_in_run`] gives, after each round of `run` that charged anyone, by round
+/// number: a site's figure after round `r` composes its charges of rounds up to `r` (charges
+/// without a round count before round 1).
+pub fn charged_after_each_round(
+    entries: &[AuditEntry],
+    run: i64,
+    delta: f64,
+) -> BTreeMap<u32, BTreeMap<String, f64>> {
+    let mut by_round: BTreeMap<u32, Vec<(&String, &AuditEntry)>> = BTreeMap::new();
+    for (site, entry) in charges(entries, run) {
+        let round = entry.round.unwrap_or(0);
+        by_round.entry(round).or_default().push((site, entry));
+    }
+    let mut spent = Composed::default();
+    by_round
+        .into_iter()
+        .map(|(round, charges)| {
+            for (site, entry) in charges {
+                spent.charge(site, entry);
+            }
+            (round, spent.epsilons(delta))
+        })
+        .collect()
+}
+
+/// The `privacy_charged` entries of `run` that name a site, in log order.
+fn charges(entries: &[AuditEntry], run: i64) -> impl Iterator<Item = (&String, &AuditEntry)> {
+    entries.iter().filter_map(move |entry| {
+        let charged = entry.kind == kind::PRIVACY_CHARGED && entry.run == Some(run);
+        entry
+            .site
+            .as_ref()
+            .filter(|_| charged)
+            .map(|site| (site, entry))
+    })
+}
+
+/// One accountant per site; `None` once a charge could not be composed.
+#[derive(Default)]
+struct Composed(BTreeMap<String, Option<Accountant>>);
+
+impl Composed {
+    fn charge(&mut self, site: &str, entry: &AuditEntry) {
+        let slot = self
+            .0
+            .entry(site.to_string())
             .or_insert_with(|| Some(Accountant::new()));
         let charged = serde_json::from_str::<Charge>(&entry.detail)
             .ok()
@@ -43,15 +86,19 @@ pub fn charged_in_run(entries: &[AuditEntry], run: i64, delta: f64) -> BTreeMap<
             *slot = None;
         }
     }
-    accountants
-        .into_iter()
-        .map(|(site, acc)| {
-            let epsilon = acc
-                .and_then(|a| a.epsilon(delta).ok())
-                .map_or(f64::INFINITY, |s| s.epsilon);
-            (site, epsilon)
-        })
-        .collect()
+
+    fn epsilons(&self, delta: f64) -> BTreeMap<String, f64> {
+        self.0
+            .iter()
+            .map(|(site, acc)| {
+                let epsilon = acc
+                    .as_ref()
+                    .and_then(|a| a.epsilon(delta).ok())
+                    .map_or(f64::INFINITY, |s| s.epsilon);
+                (site.clone(), epsilon)
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -59,12 +106,16 @@ mod tests {
     use super::*;
 
     fn charge(run: i64, site: &str, detail: &str) -> AuditEntry {
+        charge_in(run, 1, site, detail)
+    }
+
+    fn charge_in(run: i64, round: u32, site: &str, detail: &str) -> AuditEntry {
         AuditEntry {
             seq: 0,
             at_unix_ms: 0,
             kind: kind::PRIVACY_CHARGED.into(),
             run: Some(run),
-            round: Some(1),
+            round: Some(round),
             site: Some(site.into()),
             detail: detail.into(),
             prev_hash: String::new(),
@@ -97,5 +148,29 @@ mod tests {
     fn an_unreadable_charge_counts_as_unbounded() {
         let entries = vec![charge(1, "a", ROUND), charge(1, "a", "{}")];
         assert_eq!(charged_in_run(&entries, 1, 1e-5)["a"], f64::INFINITY);
+    }
+
+    #[test]
+    fn each_rounds_figure_composes_the_charges_up_to_it() {
+        let entries = vec![
+            charge_in(1, 1, "a", ROUND),
+            charge_in(1, 1, "b", ROUND),
+            charge_in(1, 2, "a", ROUND),
+            charge_in(2, 2, "b", ROUND),
+            charge_in(1, 4, "a", ROUND),
+        ];
+        let after = charged_after_each_round(&entries, 1, 1e-5);
+        assert_eq!(after.keys().copied().collect::<Vec<_>>(), [1, 2, 4]);
+        let rounds = |n| {
+            let mut acc = Accountant::new();
+            acc.compose(1.0, 1.1, n).unwrap();
+            acc.epsilon(1e-5).unwrap().epsilon
+        };
+        assert!((after[&1]["a"] - rounds(1)).abs() < 1e-9);
+        assert!((after[&2]["a"] - rounds(2)).abs() < 1e-9);
+        assert!((after[&4]["a"] - rounds(3)).abs() < 1e-9);
+        // b was charged once in this run; run 2's charge is another run's.
+        assert!((after[&4]["b"] - rounds(1)).abs() < 1e-9);
+        assert_eq!(after[&4], charged_in_run(&entries, 1, 1e-5));
     }
 }
