@@ -1,6 +1,7 @@
 //! Text that others supplied, made fit for an error message or a log line: cut to a bounded
 //! length, so that a 50 MB value in a manifest, a data file or a network message is named in an
-//! error, never echoed whole.
+//! error, never echoed whole, and with the characters that would steer a terminal or reorder
+//! what it shows written out as escapes.
 
 use std::borrow::Cow;
 
@@ -29,6 +30,31 @@ pub fn excerpt(text: &str) -> Cow<'_, str> {
     ))
 }
 
+/// Whether `c` is a character another party's text must not put on a terminal or a page as
+/// it is: control characters other than tab (they move the cursor, start escape sequences or
+/// end a line the reader believes is one), and the bidirectional controls that reorder text.
+pub fn is_disruptive(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with each [`is_disruptive`] character written as a Rust-style escape (`\u{1b}`), so
+/// that a reason a site sent or a server's message can be printed to a terminal.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_disruptive) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if is_disruptive(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,5 +74,15 @@ mod tests {
         let shown = excerpt(&long);
         assert!(shown.len() < 2 * MAX_QUOTED, "{}", shown.len());
         assert!(shown.ends_with("… (50000000 bytes in all)"), "{shown}");
+    }
+
+    #[test]
+    fn terminal_controls_and_bidi_overrides_are_written_out() {
+        assert_eq!(printable("over budget\tby 2"), "over budget\tby 2");
+        assert_eq!(
+            printable("a\u{1b}[31mred\nfake line\u{202e}txt\u{7}"),
+            "a\\u{1b}[31mred\\u{a}fake line\\u{202e}txt\\u{7}"
+        );
+        assert!(!printable("\u{9b}\u{2067}").chars().any(is_disruptive));
     }
 }

@@ -14,6 +14,7 @@ use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -27,6 +28,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest one connection may stay open.
 pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shortest token accepted: 16 characters of a random token are out of reach of guessing.
+pub const MIN_TOKEN_CHARS: usize = 16;
 
 /// Why the dashboard cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,12 @@ pub enum DashboardError {
          /?token=TOKEN), or listen on 127.0.0.1"
     )]
     Unprotected(SocketAddr),
+    /// A token too short to keep anyone out.
+    #[error(
+        "--http-token is {0} characters; give at least {MIN_TOKEN_CHARS} (for example the \
+         output of `openssl rand -hex 16`)"
+    )]
+    WeakToken(usize),
     /// The address could not be read.
     #[error("could not read the dashboard's listening address: {0}")]
     Address(#[source] std::io::Error),
@@ -70,13 +79,17 @@ pub fn router(board: Board, token: Option<String>) -> Router {
         .with_state(app)
 }
 
-/// Checks `listener`'s address against `token`: any address but loopback needs one.
+/// Checks `listener`'s address against `token`: any address but loopback needs one, and a
+/// token has at least [`MIN_TOKEN_CHARS`] characters.
 pub fn check_exposure(listener: &TcpListener, token: Option<&str>) -> Result<(), DashboardError> {
     let addr = listener.local_addr().map_err(DashboardError::Address)?;
-    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
-        return Err(DashboardError::Unprotected(addr));
+    match token.filter(|t| !t.is_empty()) {
+        None if !addr.ip().is_loopback() => Err(DashboardError::Unprotected(addr)),
+        Some(t) if t.chars().count() < MIN_TOKEN_CHARS => {
+            Err(DashboardError::WeakToken(t.chars().count()))
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Serves the dashboard on `listener` until the task is dropped (see [`check_exposure`]).
@@ -117,6 +130,16 @@ async fn authorize(
     next: Next,
 ) -> Response {
     let Some(expected) = &app.token else {
+        // Without a token only loopback is served, and only to pages of a loopback origin:
+        // a web page whose name was rebound to 127.0.0.1 sends its own name as the Host.
+        if headers.get(header::HOST).is_some_and(|h| !loopback_host(h)) {
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this dashboard answers requests to localhost or a loopback address only; \
+                 open it as http://127.0.0.1:PORT/ or give it --http-token\n",
+            )
+                .into_response();
+        }
         return next.run(request).await;
     };
     let bearer = headers
@@ -124,7 +147,10 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let given = bearer.or(query.token.as_deref()).unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+    // Digests of equal length, compared in constant time: neither the token nor its length
+    // shows in the time an answer takes.
+    let digest = |t: &str| Sha256::digest(t.as_bytes());
+    if bool::from(digest(given).ct_eq(&digest(expected))) {
         next.run(request).await
     } else {
         (
@@ -134,6 +160,22 @@ async fn authorize(
         )
             .into_response()
     }
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost` or a loopback IP, with
+/// or without a port.
+fn loopback_host(host: &HeaderValue) -> bool {
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Every answer is current state: no cache may keep it, and no page may frame it.

@@ -204,7 +204,7 @@ async fn a_deployments_traffic_audit_chain_and_privacy_are_shown_and_escaped() {
 
 #[tokio::test]
 async fn a_token_is_required_when_one_is_set() {
-    let app = router(board(), Some("s3cret".into()));
+    let app = router(board(), Some("s3cret-of-16-chars".into()));
     assert_eq!(
         get(app.clone(), "/", None).await.0,
         StatusCode::UNAUTHORIZED
@@ -214,17 +214,63 @@ async fn a_token_is_required_when_one_is_set() {
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        get(app.clone(), "/metrics", Some("s3cret")).await.0,
+        get(app.clone(), "/metrics", Some("s3cret-of-16-chars"))
+            .await
+            .0,
         StatusCode::OK
     );
-    let (status, page) = get(app.clone(), "/?token=s3cret", None).await;
+    let (status, page) = get(app.clone(), "/?token=s3cret-of-16-chars", None).await;
     assert_eq!(status, StatusCode::OK);
     // The page's own polls carry the token on.
-    assert!(page.contains("panel?token=s3cret"), "{page}");
+    assert!(page.contains("panel?token=s3cret-of-16-chars"), "{page}");
     assert_eq!(
-        get(app, "/panel?token=s3cre", None).await.0,
+        get(app, "/panel?token=s3cret-of-16-char", None).await.0,
         StatusCode::UNAUTHORIZED
     );
+}
+
+#[tokio::test]
+async fn without_a_token_only_loopback_names_are_answered() {
+    let status = |app: axum::Router, host: &'static str| async move {
+        let request = Request::get("/api/state").header("Host", host);
+        app.oneshot(request.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    };
+    let open = router(board(), None);
+    for host in [
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "LOCALHOST",
+        "[::1]:80",
+        "127.7.0.1",
+    ] {
+        assert_eq!(status(open.clone(), host).await, StatusCode::OK, "{host}");
+    }
+    // A page of another name rebound to 127.0.0.1 reads nothing.
+    for host in [
+        "attacker.example:8080",
+        "localhost.attacker.example",
+        "10.0.0.1",
+        "[::2]",
+    ] {
+        assert_eq!(
+            status(open.clone(), host).await,
+            StatusCode::MISDIRECTED_REQUEST,
+            "{host}"
+        );
+    }
+    // With a token, the token is what counts.
+    let guarded = router(board(), Some("s3cret-of-16-chars".into()));
+    let request = Request::get("/api/state")
+        .header("Host", "dashboard.example")
+        .header("Authorization", "Bearer s3cret-of-16-chars");
+    let response = guarded
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -233,7 +279,9 @@ async fn any_address_but_loopback_needs_a_token() {
     let err = entente_dashboard::check_exposure(&any, None).unwrap_err();
     assert!(err.to_string().contains("--http-token"), "{err}");
     assert!(entente_dashboard::check_exposure(&any, Some("")).is_err());
-    assert!(entente_dashboard::check_exposure(&any, Some("t")).is_ok());
+    let short = entente_dashboard::check_exposure(&any, Some("t")).unwrap_err();
+    assert!(short.to_string().contains("at least 16"), "{short}");
+    assert!(entente_dashboard::check_exposure(&any, Some("0123456789abcdef")).is_ok());
     let local = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     assert!(entente_dashboard::check_exposure(&local, None).is_ok());
 }
@@ -253,12 +301,14 @@ async fn slow_clients_do_not_hold_the_dashboard_up() {
     let mut slow = Vec::new();
     for _ in 0..8 {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+            .await
+            .unwrap();
         slow.push(s);
     }
     // A normal request is answered meanwhile.
     let mut ok = tokio::net::TcpStream::connect(addr).await.unwrap();
-    ok.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    ok.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let mut answer = String::new();
@@ -333,7 +383,8 @@ async fn the_live_page_renders_in_chromium_and_follows_the_run() {
     for site in ["site-a", "site-b", "&lt;script&gt;"] {
         assert!(first.contains(site), "{site} is not on the page");
     }
-    assert!(first.contains("<polyline"), "no chart was drawn");
+    // One round so far: its point is a dot.
+    assert!(first.contains("<circle"), "no chart was drawn");
 
     board.round_finished(&round(2));
     board.round_finished(&round(3));
@@ -342,6 +393,7 @@ async fn the_live_page_renders_in_chromium_and_follows_the_run() {
         later.contains("round 3 of 5"),
         "the page did not follow the run"
     );
+    assert!(later.contains("<polyline"), "three rounds draw no line");
 
     let png = dir.join("dashboard.png");
     let shot = format!("--screenshot={}", png.display());

@@ -2,7 +2,11 @@
 //! fetched, so it opens offline and can be mailed or archived as one file. Every text that came
 //! from a run (site names, reasons, the manifest) is escaped.
 
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write;
+use std::path::Path;
+
+use entente_core::text;
 
 use crate::run::{Round, RunRecord, Summary};
 use crate::svg::{self, Cell, Series};
@@ -16,7 +20,9 @@ svg .title{font-size:13px;font-weight:600}svg .tick{font-size:11px;fill:#444}\
 svg .grid{stroke:#e4e4e4}svg .used{fill:#009e73}svg .excluded{fill:#d55e00}\
 svg .idle{fill:#e8e8e8}.note{color:#555}";
 
-/// Replaces the characters HTML gives a meaning (`& < > " '`) by their references.
+/// Replaces the characters HTML gives a meaning (`& < > " '`) by their references, and writes
+/// out as `\u{..}` the characters XML forbids (the SVG charts are XML) or that reorder text
+/// (see [`text::is_disruptive`]); line breaks and tabs stay.
 pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -26,10 +32,27 @@ pub fn escape(text: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\n' | '\r' => out.push(c),
+            c if text::is_disruptive(c) || matches!(c, '\u{fffe}' | '\u{ffff}') => {
+                out.extend(c.escape_unicode());
+            }
             c => out.push(c),
         }
     }
     out
+}
+
+/// How every report begins, up to its title.
+const HEAD: &str =
+    "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>entente report: ";
+
+/// Whether the file at `path` is a report [`render`] wrote (it begins as one does).
+pub fn is_report(path: &Path) -> bool {
+    use std::io::Read;
+    let mut start = [0u8; HEAD.len()];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut start))
+        .is_ok_and(|()| start == HEAD.as_bytes())
 }
 
 /// One chart of the report, as inline SVG.
@@ -80,7 +103,7 @@ pub fn render(run: &RunRecord) -> String {
         .map(|s| s.federation.clone())
         .unwrap_or_else(|| run.folder.display().to_string());
     let mut out = format!(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>entente report: {}</title><style>{STYLE}</style></head><body>",
+        "{HEAD}{}</title><style>{STYLE}</style></head><body>",
         escape(&name)
     );
     let _ = write!(out, "<h1>entente report: {}</h1>", escape(&name));
@@ -190,6 +213,7 @@ fn collaboration_chart(summary: &Summary) -> String {
     let rows: Vec<(String, Vec<Option<f64>>)> = summary
         .sites
         .iter()
+        .take(MAX_CHART_SITES)
         .map(|s| {
             (
                 s.site.clone(),
@@ -200,7 +224,27 @@ fn collaboration_chart(summary: &Summary) -> String {
             )
         })
         .collect();
-    svg::bar_chart("Own-test accuracy per site", &rows, &["alone", "federated"])
+    let title = format!(
+        "Own-test accuracy per site{}",
+        first_of(summary.sites.len(), MAX_CHART_SITES, "sites")
+    );
+    svg::bar_chart(&title, &rows, &["alone", "federated"])
+}
+
+/// Sites a chart draws a row for at most (the tables list every one), so that a run of
+/// thousands of sites still gives a chart a page and an image can hold.
+pub const MAX_CHART_SITES: usize = 200;
+
+/// Rounds the participation grid draws at most.
+pub const MAX_GRID_ROUNDS: usize = 500;
+
+/// A title's note that only the first `max` of `total` things are drawn; empty when all are.
+fn first_of(total: usize, max: usize, what: &str) -> String {
+    if total > max {
+        format!(" (the first {max} of {total} {what})")
+    } else {
+        String::new()
+    }
 }
 
 fn collaboration_table(out: &mut String, summary: &Summary) {
@@ -226,30 +270,52 @@ fn collaboration_table(out: &mut String, summary: &Summary) {
 }
 
 fn participation_chart(run: &RunRecord) -> String {
-    let mut sites: Vec<String> = match &run.summary {
-        Some(s) => s.sites.iter().map(|s| s.site.clone()).collect(),
-        None => Vec::new(),
-    };
-    for r in &run.rounds {
-        for s in &r.selected {
-            if !sites.contains(s) {
-                sites.push(s.clone());
-            }
+    let mut sites: Vec<&str> = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    let summary = run
+        .summary
+        .iter()
+        .flat_map(|s| s.sites.iter().map(|s| s.site.as_str()));
+    let selected = run
+        .rounds
+        .iter()
+        .flat_map(|r| r.selected.iter().map(String::as_str));
+    for site in summary.chain(selected) {
+        if seen.insert(site) {
+            sites.push(site);
         }
     }
-    let numbers: Vec<u32> = run.rounds.iter().map(|r| r.round).collect();
-    svg::participation(&sites, &numbers, |s, r| {
-        let (site, round) = (&sites[s], &run.rounds[r]);
-        if round.accepted.contains(site) {
-            Cell::Used
-        } else if let Some(e) = round.excluded.iter().find(|e| &e.site == site) {
-            Cell::Excluded(&e.reason)
-        } else if round.selected.contains(site) {
-            Cell::Excluded("selected, no update used")
-        } else {
-            Cell::NotSelected
-        }
-    })
+    let total_sites = sites.len();
+    sites.truncate(MAX_CHART_SITES);
+    let rounds = &run.rounds[..run.rounds.len().min(MAX_GRID_ROUNDS)];
+    // Per drawn round, what became of each drawn site: one pass over each of its lists.
+    let row: HashMap<&str, usize> = sites.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+    let grid: Vec<Vec<Cell<'_>>> = rounds
+        .iter()
+        .map(|round| {
+            let mut cells = vec![Cell::NotSelected; sites.len()];
+            let selected = round
+                .selected
+                .iter()
+                .map(|s| (s, Cell::Excluded("selected, no update used")));
+            let excluded = round
+                .excluded
+                .iter()
+                .map(|e| (&e.site, Cell::Excluded(&e.reason)));
+            let used = round.accepted.iter().map(|s| (s, Cell::Used));
+            // Later marks win: used over left out over selected.
+            for (site, cell) in selected.chain(excluded).chain(used) {
+                if let Some(&i) = row.get(site.as_str()) {
+                    cells[i] = cell;
+                }
+            }
+            cells
+        })
+        .collect();
+    let numbers: Vec<u32> = rounds.iter().map(|r| r.round).collect();
+    let note = first_of(total_sites, MAX_CHART_SITES, "sites")
+        + &first_of(run.rounds.len(), MAX_GRID_ROUNDS, "rounds");
+    svg::participation(&sites, &numbers, &note, |s, r| grid[r][s])
 }
 
 /// The sites under a privacy budget, in the order of the first round that records them.
@@ -331,6 +397,7 @@ pub(crate) mod tests {
     use std::path::PathBuf;
 
     use super::*;
+    use crate::ReportError;
     use crate::run::{Evaluation, Excluded, RoundPrivacy, SitePrivacy, SiteSummary};
 
     /// A run whose every text tries to break out of the page, with a privacy ledger.
@@ -397,6 +464,49 @@ pub(crate) mod tests {
         assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(page.contains("left out: tensor `&lt;b&gt;` is NaN &amp; &quot;bad&quot;"));
         assert!(page.contains("fed&#39;&lt;"));
+    }
+
+    #[test]
+    fn a_report_replaces_an_earlier_report_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("report.html");
+        crate::write_record(&hostile_run(), &page).unwrap();
+        assert!(is_report(&page));
+        crate::write_record(&hostile_run(), &page).unwrap();
+        let metrics = dir.path().join("metrics.jsonl");
+        std::fs::write(&metrics, "{}\n").unwrap();
+        let err = crate::write_record(&hostile_run(), &metrics).unwrap_err();
+        assert!(matches!(err, ReportError::WouldReplace(_)), "{err}");
+        assert_eq!(std::fs::read_to_string(&metrics).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn a_one_round_line_is_drawn_as_a_dot() {
+        let svg = accuracy_chart(&hostile_run().rounds);
+        assert!(svg.contains("<circle"), "{svg}");
+        assert!(!svg.contains("<polyline"), "{svg}");
+    }
+
+    #[test]
+    fn the_grid_marks_used_left_out_and_not_selected() {
+        let mut run = private_run();
+        run.rounds[1].selected = vec!["<script>alert(1)</script>".into()];
+        run.rounds[1].accepted = vec!["<script>alert(1)</script>".into()];
+        run.rounds[1].excluded.clear();
+        let svg = participation_chart(&run);
+        let cells: Vec<&str> = svg
+            .split("class=\"")
+            .skip(1)
+            .map(|c| &c[..c.find('"').unwrap()])
+            .filter(|c| ["used", "excluded", "idle"].contains(c))
+            .collect();
+        // Sites down (the summary's, then b), rounds across; then the legend.
+        assert_eq!(
+            cells,
+            [
+                "excluded", "used", "used", "idle", "used", "excluded", "idle"
+            ]
+        );
     }
 
     /// Two rounds: `a` trains in both, `b` only in the second.
@@ -492,6 +602,10 @@ pub(crate) mod tests {
         assert_eq!(
             escape(r#"<a href="x">'&'</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+        assert_eq!(
+            escape("a\u{0}b\u{1b}]0;x\u{7}\u{202e}\u{ffff}\nc"),
+            "a\\u{0}b\\u{1b}]0;x\\u{7}\\u{202e}\\u{ffff}\nc"
         );
     }
 }

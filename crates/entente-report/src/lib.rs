@@ -16,8 +16,12 @@ use std::path::Path;
 pub use png::write_pngs;
 pub use run::{ReportError, RoundPrivacy, RunRecord, SitePrivacy};
 
-/// Writes the report of `run` to `path`.
+/// Writes the report of `run` to `path`; a file already there is replaced only if it is an
+/// earlier report (so a mistyped `--out` cannot overwrite a run's metrics or model).
 pub fn write_record(run: &RunRecord, path: &Path) -> Result<(), ReportError> {
+    if std::fs::symlink_metadata(path).is_ok() && !html::is_report(path) {
+        return Err(ReportError::WouldReplace(path.to_path_buf()));
+    }
     std::fs::write(path, html::render(run)).map_err(|source| ReportError::Write {
         path: path.to_path_buf(),
         source,

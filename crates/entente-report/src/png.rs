@@ -12,6 +12,10 @@ use crate::run::{ReportError, RunRecord};
 /// Pixels per SVG unit: twice the page's size, sharp enough for print.
 pub const SCALE: f32 = 2.0;
 
+/// Largest image drawn, in pixels (about 160 MB of canvas): the report's charts are bounded
+/// well below it, so a bigger one is refused, never allocated.
+pub const MAX_PIXELS: u64 = 40_000_000;
+
 /// Sans-serif families tried, in order, for the charts' text.
 const SANS: [&str; 5] = [
     "DejaVu Sans",
@@ -77,6 +81,11 @@ impl Renderer {
             (size.width() * SCALE).ceil() as u32,
             (size.height() * SCALE).ceil() as u32,
         );
+        if u64::from(width) * u64::from(height) > MAX_PIXELS {
+            return Err(render(format!(
+                "a {width}x{height} image is more than the {MAX_PIXELS} pixels drawn at most"
+            )));
+        }
         let mut pixmap = tiny_skia::Pixmap::new(width, height)
             .ok_or_else(|| render(format!("a {width}x{height} image cannot be drawn")))?;
         pixmap.fill(tiny_skia::Color::WHITE);
@@ -111,6 +120,9 @@ pub fn write_charts(
         let path = path.to_path_buf();
         move |source| ReportError::Write { path, source }
     };
+    if dir.exists() && !dir.is_dir() {
+        return Err(ReportError::NotAFolder(dir.to_path_buf()));
+    }
     std::fs::create_dir_all(dir).map_err(write_err(dir))?;
     let mut written = Vec::with_capacity(charts.len());
     for chart in charts {
@@ -207,5 +219,42 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let err = write_pngs(&crate::html::tests::hostile_run(), &file.join("png")).unwrap_err();
         assert!(err.to_string().contains("a-file"), "{err}");
+    }
+
+    #[test]
+    fn a_file_given_as_the_folder_is_refused_as_no_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics.csv");
+        std::fs::write(&file, "x").unwrap();
+        let err = write_pngs(&crate::html::tests::hostile_run(), &file).unwrap_err();
+        assert!(matches!(err, ReportError::NotAFolder(_)), "{err}");
+    }
+
+    #[test]
+    fn control_characters_a_site_sent_do_not_stop_the_images() {
+        let mut run = crate::html::tests::hostile_run();
+        run.rounds[0].excluded[0].reason = "bad \u{0} \u{1b}]0;pwned\u{7} \u{202e} evil".into();
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_pngs(&run, dir.path()).unwrap();
+        assert_eq!(written.len(), 5);
+    }
+
+    #[test]
+    fn a_run_of_many_sites_gives_images_of_bounded_size() {
+        let mut run = crate::html::tests::hostile_run();
+        let sites: Vec<String> = (0..20_000).map(|i| format!("site-{i}")).collect();
+        run.rounds[0].selected.clone_from(&sites);
+        run.rounds[0].accepted = sites;
+        let chart = crate::html::charts(&run)
+            .into_iter()
+            .find(|c| c.name == "participation")
+            .unwrap();
+        assert_eq!(chart.svg.matches("<rect").count(), 200 + 3);
+        assert!(chart.svg.contains("(the first 200 of 20001 sites)"));
+        let (w, h) = png_size(&Renderer::new().png("participation", &chart.svg).unwrap());
+        assert!(u64::from(w) * u64::from(h) < MAX_PIXELS / 4, "{w}x{h}");
+        let huge = r#"<svg width="9000" height="9000" viewBox="0 0 9000 9000"></svg>"#;
+        let err = Renderer::new().png("huge", huge).unwrap_err();
+        assert!(err.to_string().contains("pixels drawn at most"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ pub const MAX_FILE_BYTES: u64 = 256 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     /// A file could not be read.
-    #[error("could not read {path}: {source}")]
+    #[error("could not read {path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -42,7 +42,7 @@ pub enum ReportError {
         reason: String,
     },
     /// A file or folder could not be written.
-    #[error("could not write {path}: {source}")]
+    #[error("could not write {path}")]
     Write {
         /// The file or folder.
         path: PathBuf,
@@ -58,6 +58,17 @@ pub enum ReportError {
         /// What went wrong.
         reason: String,
     },
+    /// The output would replace a file that is not an earlier report.
+    #[error(
+        "{0} exists and is not a report entente wrote; give --out a new file (or remove this one)"
+    )]
+    WouldReplace(PathBuf),
+    /// The folder for the PNG files is a file.
+    #[error("{0} is not a folder; give --png a folder (it is created if need be)")]
+    NotAFolder(PathBuf),
+    /// The run folder's `metrics.jsonl` is a folder, a device or a broken link.
+    #[error("{0} is not a file; a run folder of `entente simulate` holds metrics.jsonl as one")]
+    NotAFile(PathBuf),
     /// The folder holds no rounds.
     #[error("{0} holds no metrics.jsonl: give the run folder of `entente simulate` (its --out)")]
     NotARunFolder(PathBuf),
@@ -179,7 +190,10 @@ impl RunRecord {
     pub fn read(folder: &Path) -> Result<Self, ReportError> {
         let metrics = folder.join("metrics.jsonl");
         if !metrics.is_file() {
-            return Err(ReportError::NotARunFolder(folder.to_path_buf()));
+            return Err(match std::fs::symlink_metadata(&metrics) {
+                Ok(_) => ReportError::NotAFile(metrics),
+                Err(_) => ReportError::NotARunFolder(folder.to_path_buf()),
+            });
         }
         let mut rounds = Vec::new();
         for (i, line) in read_text(&metrics)?.lines().enumerate() {

@@ -115,21 +115,33 @@ pub fn line_chart_with_limits(
     );
     for (i, s) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
-        let path: Vec<String> = s
+        let path: Vec<(f64, f64)> = s
             .points
             .iter()
             .filter(|p| finite(p))
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .map(|&(x, y)| (px(x), py(y)))
             .collect();
-        if path.is_empty() {
-            continue;
+        match path.as_slice() {
+            [] => continue,
+            // One round: a dot, as a one-point line draws nothing.
+            [(cx, cy)] => {
+                let _ = write!(
+                    out,
+                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3.5" fill="{colour}"><title>{}</title></circle>"#,
+                    escape(s.name)
+                );
+            }
+            _ => {
+                let points: Vec<String> =
+                    path.iter().map(|(x, y)| format!("{x:.1},{y:.1}")).collect();
+                let _ = write!(
+                    out,
+                    r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"><title>{}</title></polyline>"#,
+                    points.join(" "),
+                    escape(s.name)
+                );
+            }
         }
-        let _ = write!(
-            out,
-            r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"><title>{}</title></polyline>"#,
-            path.join(" "),
-            escape(s.name)
-        );
         if i >= MAX_LEGEND {
             continue;
         }
@@ -254,10 +266,11 @@ pub enum Cell<'a> {
     NotSelected,
 }
 
-/// Rounds across, sites down: a square per round and site.
+/// Rounds across, sites down: a square per round and site; `note` follows the title.
 pub fn participation<'a>(
-    sites: &[String],
+    sites: &[&str],
     rounds: &[u32],
+    note: &str,
     cell: impl Fn(usize, usize) -> Cell<'a>,
 ) -> String {
     const LABEL: f64 = 150.0;
@@ -265,8 +278,10 @@ pub fn participation<'a>(
     let width = LABEL + size * rounds.len() as f64 + RIGHT;
     let height = TOP + size * sites.len() as f64 + 36.0;
     let mut out = open(width.max(LABEL + 3.0 * 170.0), height, "participation");
-    out.push_str(
-        r#"<text x="8" y="18" class="title">Participation: rounds across, sites down</text>"#,
+    let _ = write!(
+        out,
+        r#"<text x="8" y="18" class="title">Participation: rounds across, sites down{}</text>"#,
+        escape(note)
     );
     for (s, site) in sites.iter().enumerate() {
         let y = TOP + size * s as f64;

@@ -248,11 +248,8 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
              run the baselines on a copy of the manifest without [privacy]"
         );
     }
-    let out = RunDir::create(options.out.as_deref(), &manifest.name)?;
-    out.write_setup(
-        manifest,
-        setup.federation.as_ref().map(|f| f.split.as_slice()),
-    )?;
+    // Nothing is written until every check that can refuse the run has passed (below).
+    let out_path = RunDir::path_for(options.out.as_deref(), &manifest.name);
 
     println!(
         "entente simulate: federation `{}`, {} sites, {} rounds, strategy {}{}, model {} ({} parameters)",
@@ -271,7 +268,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             .map_or_else(|| "external".to_string(), |c| describe(c.spec())),
         setup.initial.num_values(),
     );
-    println!("{}; run folder {}", setup.data_line, out.path().display());
+    println!("{}; run folder {}", setup.data_line, out_path.display());
 
     let initial = setup.initial.clone();
     let progress = Progress::new(options.quiet, manifest.rounds);
@@ -348,13 +345,38 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         engine = engine
             .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
     }
+    // A dashboard that may not listen where asked, or an MLflow server that does not answer,
+    // refuses the run before its folder is written (a rerun may use the same --out), and the
+    // MLflow run is opened only once the dashboard's address passed its check.
+    let dashboard = options
+        .http
+        .map(|addr| bind_dashboard(addr, options.http_token.clone()))
+        .transpose()?;
     let tracking = match &options.mlflow {
-        Some(uri) => Some(start_tracking(uri, manifest, out.path())?),
+        Some(uri) => Some(start_tracking(uri, manifest, &out_path)?),
         None => None,
     };
-    let board = match options.http {
-        Some(addr) => Some(start_dashboard(manifest, addr, options.http_token.clone())?),
-        None => None,
+    let opened = dashboard
+        .map(|d| d.serve(manifest))
+        .transpose()
+        .and_then(|board| {
+            let out = RunDir::create(&out_path)?;
+            out.write_setup(
+                manifest,
+                setup.federation.as_ref().map(|f| f.split.as_slice()),
+            )?;
+            Ok((board, out))
+        });
+    let (board, out) = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            if let Some(run) = tracking
+                && let Err(failed) = run.finish(false)
+            {
+                eprintln!("warning: the MLflow run could not be marked failed: {failed}");
+            }
+            return Err(e);
+        }
     };
     let mut observer = progress.observer(&out, tracking, board.clone(), track);
     let stopped = match options.threads {
@@ -462,19 +484,15 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
     })
 }
 
-/// Serves the dashboard of this run on its own thread (it ends with the process), and says
-/// where.
-fn start_dashboard(
-    manifest: &Manifest,
-    addr: std::net::SocketAddr,
+/// The dashboard's listener, bound and checked against its token, not serving yet.
+struct BoundDashboard {
+    runtime: tokio::runtime::Runtime,
+    listener: tokio::net::TcpListener,
     token: Option<String>,
-) -> Result<Board> {
-    let board = Board::new(
-        &manifest.name,
-        &manifest.agreement_digest(),
-        manifest.rounds,
-        &manifest.sites,
-    );
+}
+
+/// Listens on `addr` for the dashboard, refused on a non-loopback address without a token.
+fn bind_dashboard(addr: std::net::SocketAddr, token: Option<String>) -> Result<BoundDashboard> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -483,15 +501,38 @@ fn start_dashboard(
         .block_on(tokio::net::TcpListener::bind(addr))
         .with_context(|| format!("--http {addr}: could not listen there"))?;
     entente_dashboard::check_exposure(&listener, token.as_deref())?;
-    let url = listener.local_addr().map_or(addr, |a| a);
-    let shown = board.clone();
-    std::thread::Builder::new()
-        .name("dashboard".into())
-        .spawn(move || runtime.block_on(entente_dashboard::serve(listener, shown, token)))
-        .context("could not start the dashboard's thread")?;
-    board.set_state(RunState::Running);
-    println!("dashboard: http://{url}/");
-    Ok(board)
+    Ok(BoundDashboard {
+        runtime,
+        listener,
+        token,
+    })
+}
+
+impl BoundDashboard {
+    /// Serves the dashboard of this run on its own thread (it ends with the process), and
+    /// says where.
+    fn serve(self, manifest: &Manifest) -> Result<Board> {
+        let board = Board::new(
+            &manifest.name,
+            &manifest.agreement_digest(),
+            manifest.rounds,
+            &manifest.sites,
+        );
+        // A simulation's sites live in this process: connected from start to end.
+        for site in &manifest.sites {
+            board.site_seen(site, true);
+        }
+        let url = self.listener.local_addr().context("--http")?;
+        let (runtime, listener, token, shown) =
+            (self.runtime, self.listener, self.token, board.clone());
+        std::thread::Builder::new()
+            .name("dashboard".into())
+            .spawn(move || runtime.block_on(entente_dashboard::serve(listener, shown, token)))
+            .context("could not start the dashboard's thread")?;
+        board.set_state(RunState::Running);
+        println!("dashboard: http://{url}/");
+        Ok(board)
+    }
 }
 
 /// Opens the run's MLflow run before round 1, so that a wrong address fails before any
@@ -523,13 +564,16 @@ pub fn open_mlflow_run(uri: &str, manifest: &Manifest, name: &str) -> Result<Mlf
 }
 
 /// Uploads the final model and marks the MLflow run finished; a failure is reported, not
-/// raised: the run folder holds everything.
+/// raised: the run folder holds everything. A model that could not be read here still lets the
+/// run be marked; after a failed call nothing more goes to the server.
 fn finish_tracking(run: MlflowRun, dir: &Path, ok: bool) {
-    let result = run
-        .log_artifact(&dir.join("model.safetensors"), "model.safetensors")
-        .and_then(|()| run.finish(ok));
-    if let Err(e) = result {
-        eprintln!("warning: MLflow did not get the whole run: {e}");
+    if let Err(e) = run.log_artifact(&dir.join("model.safetensors"), "model.safetensors") {
+        eprintln!("warning: MLflow did not get the model: {e}");
+    }
+    if !run.given_up()
+        && let Err(e) = run.finish(ok)
+    {
+        eprintln!("warning: MLflow did not get the end of the run: {e}");
     }
 }
 

@@ -7,6 +7,7 @@ use anyhow::Result;
 use entente_core::engine::{Envelope, RoundObserver, RoundRecord, Site, SiteError, TrainTask};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
+use entente_core::text::printable;
 use entente_core::update::SiteUpdate;
 use entente_dashboard::Board;
 use entente_report::mlflow::MlflowRun;
@@ -185,8 +186,11 @@ impl RoundObserver for RoundPrinter<'_> {
             r.seconds
         ));
         for e in &r.excluded {
-            self.progress
-                .println(&format!("       left out {}: {}", e.site, e.reason));
+            self.progress.println(&format!(
+                "       left out {}: {}",
+                e.site,
+                printable(&e.reason)
+            ));
         }
         if let Ok(writer) = &mut self.metrics
             && let Err(e) =
@@ -198,12 +202,15 @@ impl RoundObserver for RoundPrinter<'_> {
             board.round_finished(r);
         }
         // The run folder holds every figure; a tracking server that fails loses the rest of
-        // the run's figures, never the run.
+        // the run's figures, never the run. A call waits at most mlflow::DEADLINE, and after
+        // the first failure none is made, so a bad server holds up one round, once.
         if let Some(run) = &self.tracking
             && let Err(e) = run.log_metrics(u64::from(r.round), &round_scalars(r))
         {
-            self.progress
-                .println(&format!("warning: no more rounds go to MLflow: {e}"));
+            self.progress.println(&format!(
+                "warning: {e}; the rest of the run's figures are not logged to MLflow (the run \
+                 folder holds them all)"
+            ));
             self.tracking = None;
         }
         self.records.push(r.clone());

@@ -28,9 +28,9 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Creates `out`, or `runs/NAME-UNIXTIME` when none is given.
-    pub fn create(out: Option<&Path>, name: &str) -> Result<Self> {
-        let path = match out {
+    /// Where a run's folder goes: `out`, or `runs/NAME-UNIXTIME` when none is given.
+    pub fn path_for(out: Option<&Path>, name: &str) -> PathBuf {
+        match out {
             Some(p) => p.to_path_buf(),
             None => {
                 let secs = SystemTime::now()
@@ -39,10 +39,16 @@ impl RunDir {
                     .unwrap_or(0);
                 Path::new("runs").join(format!("{name}-{secs}"))
             }
-        };
-        fs::create_dir_all(&path)
+        }
+    }
+
+    /// Creates the folder `path` (see [`RunDir::path_for`]).
+    pub fn create(path: &Path) -> Result<Self> {
+        fs::create_dir_all(path)
             .with_context(|| format!("could not create the run folder {}", path.display()))?;
-        Ok(Self { path })
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
     }
 
     /// The folder.

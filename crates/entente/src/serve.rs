@@ -21,6 +21,7 @@ use entente_coordinator::{
 use entente_core::engine::{Evaluator, RoundRecord};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
+use entente_core::text::printable;
 use entente_dashboard::{AuditLine, AuditView, Board, Bytes, RunState};
 use entente_learn::simulation::{self, CentralTest};
 use entente_proto::tls::KeyDir;
@@ -345,14 +346,14 @@ impl Report for Printed {
             record
                 .excluded
                 .iter()
-                .map(|e| format!("\n  left out {}: {}", e.site, e.reason))
+                .map(|e| format!("\n  left out {}: {}", e.site, printable(&e.reason)))
                 .collect::<String>()
         );
     }
 
     fn finished(&mut self, run: i64, model: &Path) {
         self.show(|b| b.set_state(RunState::Finished));
-        if let Some(tracker) = &self.tracker {
+        if let Some(tracker) = &mut self.tracker {
             tracker.model(model.to_path_buf());
         }
         println!("run {run} finished; final model {}", model.display());

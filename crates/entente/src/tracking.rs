@@ -2,16 +2,20 @@
 //! that a slow or failing server never holds up a round. The manifest goes as parameters when
 //! the run opens, each round's figures as metrics (the TensorBoard tags, step = round) and the
 //! final model as the artifact `model.safetensors`.
+//!
+//! Each call has [`mlflow::DEADLINE`], and after the first failure nothing more goes to the
+//! server; [`Tracker::end`] waits for the thread at most about one deadline (plus the model
+//! upload's allowance), so a bad server never holds up `serve`'s exit for long either.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
 use entente_core::engine::RoundRecord;
 use entente_core::manifest::Manifest;
-use entente_report::mlflow::MlflowRun;
+use entente_report::mlflow::{self, MlflowRun};
 use entente_report::tensorboard::round_scalars;
 
 /// What the tracking thread is told.
@@ -26,6 +30,10 @@ enum Event {
 pub struct Tracker {
     events: mpsc::Sender<Event>,
     thread: JoinHandle<()>,
+    /// Says that the thread is done.
+    done: mpsc::Receiver<()>,
+    /// The longest [`Tracker::end`] waits for the thread.
+    end_wait: Duration,
 }
 
 impl Tracker {
@@ -39,8 +47,17 @@ impl Tracker {
         let name = format!("{}-serve-{secs}", manifest.name);
         let run = entente_simulation::open_mlflow_run(uri, manifest, &name)?;
         let (events, received) = mpsc::channel();
-        let thread = std::thread::spawn(move || log_events(run, received));
-        Ok(Self { events, thread })
+        let (finished, done) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            log_events(run, received);
+            let _ = finished.send(());
+        });
+        Ok(Self {
+            events,
+            thread,
+            done,
+            end_wait: mlflow::DEADLINE,
+        })
     }
 
     /// Logs a finished round's figures.
@@ -51,15 +68,29 @@ impl Tracker {
     }
 
     /// Uploads the final model.
-    pub fn model(&self, path: PathBuf) {
+    pub fn model(&mut self, path: PathBuf) {
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+        self.end_wait += mlflow::upload_allowance(bytes);
         let _ = self.events.send(Event::Model(path));
     }
 
-    /// Marks the MLflow run finished (or failed, unless `ok`) once everything sent is logged.
+    /// Marks the MLflow run finished (or failed, unless `ok`) once everything sent is logged,
+    /// waiting for that at most about one call's deadline; past it the thread is left to end
+    /// with the process.
     pub fn end(self, ok: bool) {
         let _ = self.events.send(Event::End(ok));
-        if self.thread.join().is_err() {
-            eprintln!("warning: the MLflow logging thread failed");
+        match self.done.recv_timeout(self.end_wait) {
+            Err(mpsc::RecvTimeoutError::Timeout) => eprintln!(
+                "warning: MLflow did not take the end of the run within {} s; it may show the run \
+                 as still running",
+                self.end_wait.as_secs()
+            ),
+            // Done, or the thread died without saying so.
+            _ => {
+                if self.thread.join().is_err() {
+                    eprintln!("warning: the MLflow logging thread failed");
+                }
+            }
         }
     }
 }
@@ -80,11 +111,18 @@ fn log_events(run: MlflowRun, events: mpsc::Receiver<Event>) {
             Event::Model(path) => run.log_artifact(&path, "model.safetensors"),
         };
         if let Err(e) = result {
-            eprintln!("warning: no more of the run goes to MLflow: {e}");
+            eprintln!(
+                "warning: {e}; the rest of the run's figures are not logged to MLflow (the \
+                 federation goes on)"
+            );
             failed = true;
         }
     }
-    if let Err(e) = run.finish(ok && !failed) {
+    // After a failed call the server is left alone (a local failure, a model that could not
+    // be read, still lets the run be marked).
+    if !run.given_up()
+        && let Err(e) = run.finish(ok && !failed)
+    {
         eprintln!("warning: MLflow did not get the end of the run: {e}");
     }
 }

@@ -417,29 +417,107 @@ fn a_run_logged_to_mlflow_reads_back_with_mlflows_client() {
 fn an_unreachable_mlflow_server_fails_before_round_one() {
     let tmp = Scratch::new("mlflow-down");
     let out = tmp.join("run");
-    let output = entente(
+    refused(
         tmp.path(),
-        &[
-            "simulate",
-            "--mlflow",
-            "http://127.0.0.1:9",
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
+        &out,
+        &["--mlflow", "http://127.0.0.1:9"],
+        &["127.0.0.1:9", "mlflow server"],
     );
-    assert!(!output.status.success());
+}
+
+/// Runs `entente simulate ARGS --out OUT -q`, insists that it fails saying each of `saying`
+/// before it writes anything in OUT, and returns what it said.
+fn refused(cwd: &Path, out: &Path, args: &[&str], saying: &[&str]) -> Output {
+    let mut all = vec!["simulate"];
+    all.extend_from_slice(args);
+    all.extend(["--out", out.to_str().unwrap(), "-q"]);
+    let output = entente(cwd, &all);
+    assert!(!output.status.success(), "entente {all:?} succeeded");
+    let err = stderr(&output);
+    for needle in saying {
+        assert!(err.contains(needle), "no `{needle}` in:\n{err}");
+    }
+    let left = std::fs::read_dir(out).map_or(0, Iterator::count);
+    assert_eq!(left, 0, "the refused run left files in {}", out.display());
+    output
+}
+
+#[test]
+fn a_web_server_that_is_not_mlflow_is_refused_before_round_one() {
+    // Answers every request `200 OK` with a page, as many web servers do.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            use std::io::{BufRead, Write};
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let page = "<html>\x1b[2Jwelcome</html>";
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let tmp = Scratch::new("mlflow-html");
+    let get = format!("{url}/api/2.0/mlflow/experiments/get-by-name");
+    let output = refused(
+        tmp.path(),
+        &tmp.join("run"),
+        &["--mlflow", &url],
+        &[&get, "not JSON", "<html>"],
+    );
     let err = stderr(&output);
     assert!(
-        err.contains("127.0.0.1:9") && err.contains("mlflow server"),
-        "{err}"
+        !err.contains('\x1b'),
+        "the page's escape reached the terminal: {err:?}"
+    );
+    assert!(!String::from_utf8_lossy(&output.stdout).contains("mlflow: run"));
+}
+
+#[test]
+fn a_refused_dashboard_writes_nothing_and_opens_no_mlflow_run() {
+    let tmp = Scratch::new("http-refused");
+    let out = tmp.join("run");
+    // Nothing answers here: a call the run made would wait in its queue, counted below.
+    let mlflow = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mlflow_url = format!("http://{}", mlflow.local_addr().unwrap());
+    refused(
+        tmp.path(),
+        &out,
+        &[
+            "--rounds",
+            "1",
+            "--http",
+            "0.0.0.0:0",
+            "--mlflow",
+            &mlflow_url,
+        ],
+        &["reachable from other machines", "--http-token"],
+    );
+    // The process has ended: any connection it made is waiting to be accepted.
+    mlflow.set_nonblocking(true).unwrap();
+    assert!(
+        matches!(mlflow.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the MLflow server was called before the dashboard's check"
+    );
+    // The same folder takes the corrected command.
+    let output = simulate_ok(
+        tmp.path(),
+        &out,
+        &["--rounds", "1", "--http", "127.0.0.1:0"],
     );
     assert!(
-        !out.join("metrics.jsonl").exists()
-            || std::fs::read_to_string(out.join("metrics.jsonl"))
-                .unwrap()
-                .is_empty()
+        String::from_utf8_lossy(&output.stdout).contains("dashboard: http://127.0.0.1:"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
     );
+    assert!(out.join("summary.json").exists());
 }
 
 #[test]
