@@ -35,7 +35,10 @@ pub fn excerpt(text: &str) -> Cow<'_, str> {
 /// end a line the reader believes is one), and the bidirectional controls that reorder text.
 pub fn is_disruptive(c: char) -> bool {
     (c.is_control() && c != '\t')
-        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+        || matches!(
+            c,
+            '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+        )
 }
 
 /// `text` with each [`is_disruptive`] character written as a Rust-style escape (`\u{1b}`), so
@@ -83,6 +86,10 @@ mod tests {
             printable("a\u{1b}[31mred\nfake line\u{202e}txt\u{7}"),
             "a\\u{1b}[31mred\\u{a}fake line\\u{202e}txt\\u{7}"
         );
-        assert!(!printable("\u{9b}\u{2067}").chars().any(is_disruptive));
+        assert!(
+            !printable("\u{9b}\u{2067}\u{61c}")
+                .chars()
+                .any(is_disruptive)
+        );
     }
 }

@@ -65,9 +65,10 @@ struct TokenQuery {
 
 /// The dashboard's routes over `board`; with `token`, every request must carry it.
 pub fn router(board: Board, token: Option<String>) -> Router {
+    // An empty token is no token: loopback only, and the Host check applies.
     let app = App {
         board,
-        token: token.map(Arc::from),
+        token: token.filter(|t| !t.is_empty()).map(Arc::from),
     };
     Router::new()
         .route("/", get(index))
@@ -142,15 +143,18 @@ async fn authorize(
         }
         return next.run(request).await;
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let given = bearer.or(query.token.as_deref()).unwrap_or("");
+    // The scheme is case-insensitive (RFC 7235); the token is taken as bytes, UTF-8 or not.
+    let bearer = headers.get(header::AUTHORIZATION).and_then(|v| {
+        let v = v.as_bytes();
+        (v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ")).then(|| &v[7..])
+    });
+    let given = bearer
+        .or(query.token.as_deref().map(str::as_bytes))
+        .unwrap_or(b"");
     // Digests of equal length, compared in constant time: neither the token nor its length
     // shows in the time an answer takes.
-    let digest = |t: &str| Sha256::digest(t.as_bytes());
-    if bool::from(digest(given).ct_eq(&digest(expected))) {
+    let digest = |t: &[u8]| Sha256::digest(t);
+    if bool::from(digest(given).ct_eq(&digest(expected.as_bytes()))) {
         next.run(request).await
     } else {
         (

@@ -219,6 +219,22 @@ async fn a_token_is_required_when_one_is_set() {
             .0,
         StatusCode::OK
     );
+    // The scheme in any case; a token that is not ASCII.
+    let request = Request::get("/metrics").header("Authorization", "bearer s3cret-of-16-chars");
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let unicode = router(board(), Some("clé-secrète-très-longue".into()));
+    let value = axum::http::HeaderValue::from_bytes("Bearer clé-secrète-très-longue".as_bytes());
+    let request = Request::get("/metrics").header("Authorization", value.unwrap());
+    let response = unicode
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
     let (status, page) = get(app.clone(), "/?token=s3cret-of-16-chars", None).await;
     assert_eq!(status, StatusCode::OK);
     // The page's own polls carry the token on.
@@ -261,6 +277,12 @@ async fn without_a_token_only_loopback_names_are_answered() {
             "{host}"
         );
     }
+    // An empty token is no token.
+    let empty = router(board(), Some(String::new()));
+    assert_eq!(
+        status(empty, "attacker.example").await,
+        StatusCode::MISDIRECTED_REQUEST
+    );
     // With a token, the token is what counts.
     let guarded = router(board(), Some("s3cret-of-16-chars".into()));
     let request = Request::get("/api/state")

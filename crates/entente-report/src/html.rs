@@ -42,17 +42,19 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// A name or reason from a run as a page shows it: escaped, and cut to its beginning past
+/// [`text::MAX_QUOTED`] bytes (the length named), so that no text blows up a chart or a table.
+pub fn quote(text: &str) -> String {
+    escape(&text::excerpt(text))
+}
+
 /// How every report begins, up to its title.
 const HEAD: &str =
     "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>entente report: ";
 
 /// Whether the file at `path` is a report [`render`] wrote (it begins as one does).
 pub fn is_report(path: &Path) -> bool {
-    use std::io::Read;
-    let mut start = [0u8; HEAD.len()];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut start))
-        .is_ok_and(|()| start == HEAD.as_bytes())
+    crate::begins_with(path, HEAD.as_bytes())
 }
 
 /// One chart of the report, as inline SVG.
@@ -254,7 +256,7 @@ fn collaboration_table(out: &mut String, summary: &Summary) {
         let _ = write!(
             out,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&s.site),
+            quote(&s.site),
             s.examples,
             pct(s.local_only_accuracy),
             pct(s.local_only_own_test_accuracy),
@@ -318,38 +320,59 @@ fn participation_chart(run: &RunRecord) -> String {
     svg::participation(&sites, &numbers, &note, |s, r| grid[r][s])
 }
 
-/// The sites under a privacy budget, in the order of the first round that records them.
-fn privacy_sites(rounds: &[Round]) -> Vec<(String, f64)> {
-    let mut sites: Vec<(String, f64)> = Vec::new();
-    for p in rounds.iter().filter_map(|r| r.privacy.as_ref()) {
-        for s in &p.sites {
-            if !sites.iter().any(|(name, _)| name == &s.site) {
-                sites.push((s.site.clone(), s.budget));
-            }
-        }
-    }
-    sites
+/// One site's privacy over a run: its budget, its epsilon after each round that records it,
+/// and the last epsilon with its delta.
+struct PrivacyTrack<'a> {
+    site: &'a str,
+    budget: f64,
+    points: Vec<(f64, f64)>,
+    last: (f64, f64),
 }
 
-/// Epsilon spent per round, one line per site, with each distinct budget as a dashed line;
-/// `None` when no round records privacy.
+/// The sites under a privacy budget, in the order of the first round that records them, read
+/// in one pass over the rounds.
+fn privacy_tracks(rounds: &[Round]) -> Vec<PrivacyTrack<'_>> {
+    let mut tracks: Vec<PrivacyTrack<'_>> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for r in rounds {
+        let Some(p) = &r.privacy else { continue };
+        for s in &p.sites {
+            let i = *index.entry(&s.site).or_insert_with(|| {
+                tracks.push(PrivacyTrack {
+                    site: &s.site,
+                    budget: s.budget,
+                    points: Vec::new(),
+                    last: (s.epsilon, p.delta),
+                });
+                tracks.len() - 1
+            });
+            tracks[i].points.push((f64::from(r.round), s.epsilon));
+            tracks[i].last = (s.epsilon, p.delta);
+        }
+    }
+    tracks
+}
+
+/// Epsilon spent per round, one line per site (the first [`MAX_CHART_SITES`]), with each
+/// distinct budget of those as a dashed line; `None` when no round records privacy.
 fn privacy_chart(rounds: &[Round]) -> Option<String> {
-    let sites = privacy_sites(rounds);
-    if sites.is_empty() {
+    let mut tracks = privacy_tracks(rounds);
+    if tracks.is_empty() {
         return None;
     }
-    let lines: Vec<Series<'_>> = sites
-        .iter()
-        .map(|(site, _)| {
-            series(rounds, site, &|r| {
-                r.privacy
-                    .as_ref()
-                    .and_then(|p| p.sites.iter().find(|s| &s.site == site))
-                    .map(|s| s.epsilon)
-            })
+    let title = format!(
+        "Privacy spent per site{}",
+        first_of(tracks.len(), MAX_CHART_SITES, "sites")
+    );
+    tracks.truncate(MAX_CHART_SITES);
+    let mut budgets: Vec<f64> = tracks.iter().map(|t| t.budget).collect();
+    let lines: Vec<Series<'_>> = tracks
+        .into_iter()
+        .map(|t| Series {
+            name: t.site,
+            points: t.points,
         })
         .collect();
-    let mut budgets: Vec<f64> = sites.iter().map(|(_, b)| *b).collect();
     budgets.sort_by(f64::total_cmp);
     budgets.dedup();
     let names: Vec<String> = budgets.iter().map(|b| format!("budget {b}")).collect();
@@ -359,11 +382,7 @@ fn privacy_chart(rounds: &[Round]) -> Option<String> {
         .map(|(name, &value)| svg::Limit { name, value })
         .collect();
     Some(svg::line_chart_with_limits(
-        "Privacy spent per site",
-        "epsilon",
-        &lines,
-        None,
-        &limits,
+        &title, "epsilon", &lines, None, &limits,
     ))
 }
 
@@ -372,21 +391,13 @@ fn privacy_table(out: &mut String, rounds: &[Round]) {
     out.push_str(
         "<table><tr><th>site</th><th>epsilon spent</th><th>budget</th><th>delta</th></tr>",
     );
-    for (site, budget) in privacy_sites(rounds) {
-        let last = rounds.iter().rev().find_map(|r| {
-            let p = r.privacy.as_ref()?;
-            p.sites
-                .iter()
-                .find(|s| s.site == site)
-                .map(|s| (s.epsilon, p.delta))
-        });
-        let (epsilon, delta) = last.map_or(("-".to_string(), "-".to_string()), |(e, d)| {
-            (format!("{e:.3}"), format!("{d:e}"))
-        });
+    for t in privacy_tracks(rounds) {
+        let (epsilon, delta) = t.last;
         let _ = write!(
             out,
-            "<tr><td>{}</td><td>{epsilon}</td><td>{budget}</td><td>{delta}</td></tr>",
-            escape(&site)
+            "<tr><td>{}</td><td>{epsilon:.3}</td><td>{}</td><td>{delta:e}</td></tr>",
+            quote(t.site),
+            t.budget
         );
     }
     out.push_str("</table>");
@@ -478,6 +489,51 @@ pub(crate) mod tests {
         let err = crate::write_record(&hostile_run(), &metrics).unwrap_err();
         assert!(matches!(err, ReportError::WouldReplace(_)), "{err}");
         assert_eq!(std::fs::read_to_string(&metrics).unwrap(), "{}\n");
+    }
+
+    #[test]
+    fn many_budgeted_sites_give_a_bounded_chart_and_a_full_table() {
+        let mut run = hostile_run();
+        let sites: Vec<SitePrivacy> = (0..5_000)
+            .map(|i| SitePrivacy {
+                site: format!("s{i}-{}", "x".repeat(1_000)),
+                epsilon: 1.0,
+                budget: 1.0 + f64::from(i),
+            })
+            .collect();
+        run.rounds[0].privacy = Some(RoundPrivacy { delta: 1e-5, sites });
+        let chart = privacy_chart(&run.rounds).unwrap();
+        assert_eq!(chart.matches("<circle").count(), MAX_CHART_SITES);
+        assert_eq!(chart.matches("stroke-dasharray").count(), MAX_CHART_SITES);
+        assert!(chart.contains("(the first 200 of 5000 sites)"));
+        // Names are quoted, not copied: 5,000 names of 1 KB would be 5 MB.
+        assert!(chart.len() < 400_000, "{}", chart.len());
+        let mut table = String::new();
+        privacy_table(&mut table, &run.rounds);
+        assert_eq!(table.matches("<tr><td>s").count(), 5_000);
+        assert!(table.contains("(1005 bytes in all)"));
+    }
+
+    #[test]
+    fn a_link_or_a_pipe_in_the_way_is_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = dir.path().join("metrics.jsonl");
+        std::fs::write(&metrics, "{}\n").unwrap();
+        let link = dir.path().join("report.html");
+        std::os::unix::fs::symlink(&metrics, &link).unwrap();
+        assert!(crate::write_record(&hostile_run(), &link).is_err());
+        let pngs = dir.path().join("png");
+        std::fs::create_dir(&pngs).unwrap();
+        std::os::unix::fs::symlink(&metrics, pngs.join("accuracy.png")).unwrap();
+        let err = crate::write_pngs(&hostile_run(), &pngs).unwrap_err();
+        assert!(matches!(err, ReportError::WouldReplace(_)), "{err}");
+        assert_eq!(std::fs::read_to_string(&metrics).unwrap(), "{}\n");
+        // A pipe is not opened (opening one for reading would wait for a writer).
+        let pipe = dir.path().join("pipe.html");
+        let made = std::process::Command::new("mkfifo").arg(&pipe).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(crate::write_record(&hostile_run(), &pipe).is_err());
+        }
     }
 
     #[test]

@@ -16,10 +16,31 @@ use std::path::Path;
 pub use png::write_pngs;
 pub use run::{ReportError, RoundPrivacy, RunRecord, SitePrivacy};
 
+/// Whether the regular file at `path` begins with `start` (a pipe or a device is not read).
+pub(crate) fn begins_with(path: &Path, start: &[u8]) -> bool {
+    use std::io::Read;
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut head = vec![0u8; start.len()];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head == start)
+}
+
+/// Whether a file may be written at `path`: nothing is there, or a regular file (not a link,
+/// a folder or a pipe) that `is_ours` recognises as one an earlier report wrote.
+pub(crate) fn may_replace(path: &Path, is_ours: impl Fn(&Path) -> bool) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => true,
+        Ok(meta) => meta.is_file() && is_ours(path),
+    }
+}
+
 /// Writes the report of `run` to `path`; a file already there is replaced only if it is an
 /// earlier report (so a mistyped `--out` cannot overwrite a run's metrics or model).
 pub fn write_record(run: &RunRecord, path: &Path) -> Result<(), ReportError> {
-    if std::fs::symlink_metadata(path).is_ok() && !html::is_report(path) {
+    if !may_replace(path, html::is_report) {
         return Err(ReportError::WouldReplace(path.to_path_buf()));
     }
     std::fs::write(path, html::render(run)).map_err(|source| ReportError::Write {

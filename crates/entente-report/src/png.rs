@@ -127,6 +127,9 @@ pub fn write_charts(
     let mut written = Vec::with_capacity(charts.len());
     for chart in charts {
         let path = dir.join(format!("{}.png", chart.name));
+        if !crate::may_replace(&path, |p| crate::begins_with(p, b"\x89PNG")) {
+            return Err(ReportError::WouldReplace(path));
+        }
         let png = renderer.png(chart.name, &chart.svg)?;
         std::fs::write(&path, png).map_err(write_err(&path))?;
         written.push(path);

@@ -58,9 +58,11 @@ pub enum ReportError {
         /// What went wrong.
         reason: String,
     },
-    /// The output would replace a file that is not an earlier report.
+    /// The output would replace a file that is not an earlier report or chart (or is a link,
+    /// a folder or a pipe).
     #[error(
-        "{0} exists and is not a report entente wrote; give --out a new file (or remove this one)"
+        "{0} exists and is not a report or chart entente wrote; write to a new file or folder \
+         (--out, --png), or remove this one"
     )]
     WouldReplace(PathBuf),
     /// The folder for the PNG files is a file.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use crate::html::escape;
+use crate::html::{escape, quote};
 
 /// Colours of the series, in order (Okabe-Ito, legible to colour-blind readers).
 pub const PALETTE: [&str; 6] = [
@@ -128,7 +128,7 @@ pub fn line_chart_with_limits(
                 let _ = write!(
                     out,
                     r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="3.5" fill="{colour}"><title>{}</title></circle>"#,
-                    escape(s.name)
+                    quote(s.name)
                 );
             }
             _ => {
@@ -138,7 +138,7 @@ pub fn line_chart_with_limits(
                     out,
                     r#"<polyline points="{}" fill="none" stroke="{colour}" stroke-width="2"><title>{}</title></polyline>"#,
                     points.join(" "),
-                    escape(s.name)
+                    quote(s.name)
                 );
             }
         }
@@ -151,7 +151,7 @@ pub fn line_chart_with_limits(
             r#"<rect x="{lx}" y="{ly}" width="12" height="3" fill="{colour}"/><text x="{}" y="{}" class="tick">{}</text>"#,
             lx + 16.0,
             ly + 4.0,
-            escape(s.name)
+            quote(s.name)
         );
     }
     if series.len() > MAX_LEGEND {
@@ -169,10 +169,10 @@ pub fn line_chart_with_limits(
             out,
             r##"<line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="#222" stroke-width="1.5" stroke-dasharray="6 4"><title>{}</title></line><text x="{}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
             LEFT + w,
-            escape(limit.name),
+            quote(limit.name),
             LEFT + w - 4.0,
             y - 4.0,
-            escape(limit.name)
+            quote(limit.name)
         );
     }
     out.push_str("</svg>");
@@ -208,7 +208,7 @@ pub fn bar_chart(title: &str, rows: &[(String, Vec<Option<f64>>)], series: &[&st
             r#"<text x="{}" y="{:.1}" class="tick" text-anchor="end">{}</text>"#,
             LABEL - 6.0,
             y0 + group / 2.0,
-            escape(label)
+            quote(label)
         );
         for (i, value) in values.iter().enumerate() {
             let Some(v) = value.filter(|v| v.is_finite()) else {
@@ -222,8 +222,8 @@ pub fn bar_chart(title: &str, rows: &[(String, Vec<Option<f64>>)], series: &[&st
                 y0 + BAR * i as f64,
                 v.clamp(0.0, 1.0) * w,
                 BAR - 1.0,
-                escape(label),
-                escape(name),
+                quote(label),
+                quote(name),
                 100.0 * v
             );
         }
@@ -248,7 +248,7 @@ pub fn bar_chart(title: &str, rows: &[(String, Vec<Option<f64>>)], series: &[&st
             PALETTE[i % PALETTE.len()],
             lx + 16.0,
             axis + 32.0,
-            escape(name)
+            quote(name)
         );
     }
     out.push_str("</svg>");
@@ -290,7 +290,7 @@ pub fn participation<'a>(
             r#"<text x="{}" y="{:.1}" class="tick" text-anchor="end">{}</text>"#,
             LABEL - 6.0,
             y + size - 2.0,
-            escape(site)
+            quote(site)
         );
         for (r, round) in rounds.iter().enumerate() {
             let (class, what) = match cell(s, r) {
@@ -304,8 +304,8 @@ pub fn participation<'a>(
                 LABEL + size * r as f64,
                 size - 1.0,
                 size - 1.0,
-                escape(site),
-                escape(&what)
+                quote(site),
+                quote(&what)
             );
         }
     }
@@ -334,7 +334,7 @@ pub fn participation<'a>(
 fn open(width: f64, height: f64, label: &str) -> String {
     format!(
         r#"<svg width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" role="img" aria-label="{}">"#,
-        escape(label)
+        quote(label)
     )
 }
 

@@ -738,7 +738,9 @@ fn a_deployments_dashboard_renders_in_chromium_and_follows_the_run() {
         return;
     }
     // Rounds long enough (several local epochs) for the page to be read mid-run.
-    let text = manifest_with_epochs("board", 12, 3000, 3, 8)
+    // Enough rounds that the run outlasts three browser sessions in a release build.
+    const ROUNDS: u32 = 20;
+    let text = manifest_with_epochs("board", ROUNDS, 3000, 3, 8)
         + "\n[privacy]\nmechanism = \"client\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
            epsilon_budget = 100\nledger = \"ledgers\"\n";
     let fed = Federation::new("board", &text);
@@ -820,13 +822,27 @@ fn a_deployments_dashboard_renders_in_chromium_and_follows_the_run() {
             "{needle} is not on the page:\n{first}"
         );
     }
-    wait(
+    let mid = wait(
         &|s| {
             s["rounds"]
                 .as_array()
                 .is_some_and(|r| r.len() as u32 >= first_round + 2)
         },
         "two more rounds",
+    );
+    // The privacy column is the composed charges of the rounds so far: one unamplified step
+    // per round at noise 1 (checked now: the run may end while the browser works).
+    let rounds = mid["rounds"].as_array().map_or(0, Vec::len) as u64;
+    let spent = mid["sites"]["site-a"]["privacy"][0].as_f64().unwrap();
+    let expect = |n| epsilon(1.0, 1.0, n, 1e-5).unwrap().epsilon;
+    assert!(
+        (spent - expect(rounds)).abs() < 1e-6 || (spent - expect(rounds - 1)).abs() < 1e-6,
+        "site-a spent {spent} after {rounds} rounds"
+    );
+    let metrics = http_get(http, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("entente_rounds_completed_total"),
+        "{metrics}"
     );
     let png = fed.dir.join("dashboard.png");
     let later = dump("b").expect("chromium ran a moment ago");
@@ -851,24 +867,6 @@ fn a_deployments_dashboard_renders_in_chromium_and_follows_the_run() {
     std::fs::copy(&png, &kept).ok();
     println!("screenshot of the dashboard mid-run: {}", kept.display());
 
-    // The privacy column is the composed charges of the rounds so far: one unamplified step
-    // per round at noise 1.
-    let last = wait(
-        &|s| s["rounds"].as_array().is_some_and(|r| r.len() >= 11),
-        "eleven rounds",
-    );
-    let rounds = last["rounds"].as_array().map_or(0, Vec::len) as u64;
-    let spent = last["sites"]["site-a"]["privacy"][0].as_f64().unwrap();
-    let expect = |n| epsilon(1.0, 1.0, n, 1e-5).unwrap().epsilon;
-    assert!(
-        (spent - expect(rounds)).abs() < 1e-6 || (spent - expect(rounds - 1)).abs() < 1e-6,
-        "site-a spent {spent} after {rounds} rounds"
-    );
-    let metrics = http_get(http, "/metrics").unwrap_or_default();
-    assert!(
-        metrics.contains("entente_rounds_completed_total"),
-        "{metrics}"
-    );
     let (ok, log) = serve.finish(Duration::from_secs(300));
     assert!(ok, "serve failed:\n{log}");
     drop(nodes);
@@ -876,10 +874,10 @@ fn a_deployments_dashboard_renders_in_chromium_and_follows_the_run() {
     // The report of the run charts the same charges, round by round.
     let html = fed.report("board");
     let privacy = &html[html.find("<h2>Privacy spent").expect("no privacy section")..];
-    let last = format!("{:.3}", expect(12));
+    let last = format!("{:.3}", expect(u64::from(ROUNDS)));
     assert!(
         privacy.contains(&last),
-        "site-a's {last} after 12 rounds is not in:\n{privacy}"
+        "site-a's {last} after {ROUNDS} rounds is not in:\n{privacy}"
     );
 }
 
