@@ -28,13 +28,10 @@ pub(crate) fn begins_with(path: &Path, start: &[u8]) -> bool {
         .is_ok_and(|()| head == start)
 }
 
-/// Whether a file may be written at `path`: nothing is there, or a regular file (not a link,
-/// a folder or a pipe) that `is_ours` recognises as one an earlier report wrote.
+/// Whether a file may be written at `path`: nothing is there, or `is_ours` (a check such as
+/// [`begins_with`], which only a regular file passes) recognises what an earlier report wrote.
 pub(crate) fn may_replace(path: &Path, is_ours: impl Fn(&Path) -> bool) -> bool {
-    match std::fs::symlink_metadata(path) {
-        Err(_) => true,
-        Ok(meta) => meta.is_file() && is_ours(path),
-    }
+    std::fs::symlink_metadata(path).is_err() || is_ours(path)
 }
 
 /// Writes the report of `run` to `path`; a file already there is replaced only if it is an

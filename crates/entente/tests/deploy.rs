@@ -75,16 +75,7 @@ impl Federation {
 
     /// Runs `entente report` on the manifest of `federation` and returns the page it wrote.
     fn report(&self, federation: &str) -> String {
-        let out = entente()
-            .arg("report")
-            .arg(self.manifest())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(entente().arg("report").arg(self.manifest()));
         std::fs::read_to_string(self.dir.join(format!("{federation}.report.html"))).unwrap()
     }
 
