@@ -3,6 +3,7 @@
 //! already publishes are kept: never a site's update or records.
 
 use std::collections::BTreeMap;
+use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use entente_core::engine::RoundRecord;
@@ -140,33 +141,56 @@ pub struct Snapshot {
 
 /// The shared, updatable state behind a dashboard.
 #[derive(Clone, Debug)]
-pub struct Board(Arc<Mutex<Snapshot>>);
+pub struct Board(Arc<Mutex<Versioned>>);
+
+/// The state, and how many changes it has seen: a rendering of it stays current while the
+/// count stays the same.
+#[derive(Debug)]
+struct Versioned {
+    snapshot: Snapshot,
+    version: u64,
+}
 
 impl Board {
     /// A board for `federation` with these sites, waiting for them.
     pub fn new(federation: &str, digest: &str, rounds_total: u32, sites: &[String]) -> Self {
-        Board(Arc::new(Mutex::new(Snapshot {
-            federation: federation.to_string(),
-            digest: digest.to_string(),
-            rounds_total,
-            run: RunState::Waiting,
-            rounds: Vec::new(),
-            sites: sites
-                .iter()
-                .map(|s| (s.clone(), SiteView::default()))
-                .collect(),
-            counters: Counters::default(),
-            audit: None,
+        Board(Arc::new(Mutex::new(Versioned {
+            version: 0,
+            snapshot: Snapshot {
+                federation: federation.to_string(),
+                digest: digest.to_string(),
+                rounds_total,
+                run: RunState::Waiting,
+                rounds: Vec::new(),
+                sites: sites
+                    .iter()
+                    .map(|s| (s.clone(), SiteView::default()))
+                    .collect(),
+                counters: Counters::default(),
+                audit: None,
+            },
         })))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Snapshot> {
+    fn read(&self) -> MutexGuard<'_, Versioned> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The state, to be changed: every call counts as a change.
+    fn lock(&self) -> Changing<'_> {
+        let mut guard = self.read();
+        guard.version += 1;
+        Changing(guard)
     }
 
     /// A copy of the current state.
     pub fn snapshot(&self) -> Snapshot {
-        self.lock().clone()
+        self.read().snapshot.clone()
+    }
+
+    /// How many changes the state has seen; equal counts mean equal states.
+    pub fn version(&self) -> u64 {
+        self.read().version
     }
 
     /// Sets where the run is.
@@ -247,6 +271,22 @@ impl Board {
     /// Records how many handshakes were refused since the coordinator started.
     pub fn refused_handshakes(&self, total: u64) {
         self.lock().counters.refused_handshakes = total;
+    }
+}
+
+/// The state held for a change (see [`Board::lock`]).
+struct Changing<'a>(MutexGuard<'a, Versioned>);
+
+impl Deref for Changing<'_> {
+    type Target = Snapshot;
+    fn deref(&self) -> &Snapshot {
+        &self.0.snapshot
+    }
+}
+
+impl DerefMut for Changing<'_> {
+    fn deref_mut(&mut self) -> &mut Snapshot {
+        &mut self.0.snapshot
     }
 }
 

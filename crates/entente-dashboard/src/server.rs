@@ -3,14 +3,15 @@
 //! from holding the coordinator up.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Json, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -19,7 +20,7 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::board::Board;
+use crate::board::{Board, Snapshot};
 use crate::{metrics, page};
 
 /// Connections served at once; more wait in the kernel's queue until one ends.
@@ -56,6 +57,38 @@ pub enum DashboardError {
 struct App {
     board: Board,
     token: Option<Arc<str>>,
+    panel: Arc<Rendered>,
+    state: Arc<Rendered>,
+    metrics: Arc<Rendered>,
+}
+
+/// One route's last answer, kept while the board has not changed and the clock's second has
+/// not turned (the panel says "N s ago"): a client polling every 100 ms mostly gets a copy
+/// of it instead of a new rendering.
+#[derive(Default)]
+struct Rendered(Mutex<Option<((u64, u64), Bytes)>>);
+
+impl Rendered {
+    /// The board rendered by `render`, or the kept answer if it is still current.
+    fn get(
+        &self,
+        board: &Board,
+        render: impl FnOnce(&Snapshot) -> Result<Vec<u8>, serde_json::Error>,
+    ) -> Result<Bytes, serde_json::Error> {
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // The version is read before the snapshot: a change in between makes the kept answer
+        // newer than its key, and the next request renders again. It is never older.
+        let key = (board.version(), second);
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, body)) = kept.as_ref().filter(|(at, _)| *at == key) {
+            return Ok(body.clone());
+        }
+        let body = Bytes::from(render(&board.snapshot())?);
+        *kept = Some((key, body.clone()));
+        Ok(body)
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -69,6 +102,9 @@ pub fn router(board: Board, token: Option<String>) -> Router {
     let app = App {
         board,
         token: token.filter(|t| !t.is_empty()).map(Arc::from),
+        panel: Arc::default(),
+        state: Arc::default(),
+        metrics: Arc::default(),
     };
     Router::new()
         .route("/", get(index))
@@ -202,20 +238,33 @@ async fn index(State(app): State<App>, Query(query): Query<TokenQuery>) -> Html<
     Html(page::page(&app.board.snapshot(), token))
 }
 
-async fn panel(State(app): State<App>) -> Html<String> {
-    Html(page::panel(&app.board.snapshot()))
+async fn panel(State(app): State<App>) -> Response {
+    let body = app
+        .panel
+        .get(&app.board, |s| Ok(page::panel(s).into_bytes()));
+    answer(body, "text/html; charset=utf-8")
 }
 
-async fn state(State(app): State<App>) -> Json<crate::board::Snapshot> {
-    Json(app.board.snapshot())
+async fn state(State(app): State<App>) -> Response {
+    let body = app.state.get(&app.board, serde_json::to_vec);
+    answer(body, "application/json")
 }
 
-async fn prometheus(State(app): State<App>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        metrics::render(&app.board.snapshot()),
-    )
+async fn prometheus(State(app): State<App>) -> Response {
+    let body = app
+        .metrics
+        .get(&app.board, |s| Ok(metrics::render(s).into_bytes()));
+    answer(body, "text/plain; version=0.0.4; charset=utf-8")
+}
+
+/// A rendered body with its type, or a 500 naming what failed.
+fn answer(body: Result<Bytes, serde_json::Error>, content_type: &'static str) -> Response {
+    match body {
+        Ok(body) => ([(header::CONTENT_TYPE, content_type)], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("could not render the dashboard's state: {e}\n"),
+        )
+            .into_response(),
+    }
 }

@@ -203,6 +203,39 @@ async fn a_deployments_traffic_audit_chain_and_privacy_are_shown_and_escaped() {
 }
 
 #[tokio::test]
+async fn a_kept_answer_is_given_again_only_while_the_board_is_unchanged() {
+    let board = board();
+    board.round_finished(&round(1));
+    let app = router(board.clone(), None);
+    let rounds = |json: &str| {
+        let state: serde_json::Value = serde_json::from_str(json).unwrap();
+        state["rounds"].as_array().unwrap().len()
+    };
+    let (_, first) = get(app.clone(), "/api/state", None).await;
+    let (_, again) = get(app.clone(), "/api/state", None).await;
+    assert_eq!(rounds(&first), 1);
+    assert_eq!(rounds(&again), 1);
+    // A change is shown by the very next request, however soon it comes.
+    for n in 2..=4 {
+        board.round_finished(&round(n));
+        let (_, json) = get(app.clone(), "/api/state", None).await;
+        assert_eq!(rounds(&json), n as usize);
+        let (_, panel) = get(app.clone(), "/panel", None).await;
+        assert!(panel.contains(&format!("round {n} of 5")), "{panel}");
+        let (_, metrics) = get(app.clone(), "/metrics", None).await;
+        assert!(
+            metrics.contains(&format!("entente_rounds_completed_total {n}")),
+            "{metrics}"
+        );
+    }
+    let response = app
+        .oneshot(Request::get("/api/state").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+}
+
+#[tokio::test]
 async fn a_token_is_required_when_one_is_set() {
     let app = router(board(), Some("s3cret-of-16-chars".into()));
     assert_eq!(

@@ -506,15 +506,25 @@ fn report(figures: &Figures, sites: usize, params: usize) {
     );
 }
 
-/// `pairs` runs without and with the polled dashboard, alternating, and their medians.
+/// `pairs` runs without and with the polled dashboard, alternating: the medians of all
+/// rounds of each, and the median of the pairs' ratios (each pair's two runs are neighbours in
+/// time, so a slow stretch of the machine weighs on both).
 fn compare_dashboard(setup: &Setup, pairs: usize) {
-    let (mut plain, mut watched, mut polls) = (Vec::new(), Vec::new(), 0);
+    let (mut plain, mut watched, mut ratios, mut polls) = (Vec::new(), Vec::new(), Vec::new(), 0);
     for pair in 0..pairs {
-        plain.extend(run_once(setup, 2 * pair, false).gaps);
+        let mut without = run_once(setup, 2 * pair, false).gaps;
         let with = run_once(setup, 2 * pair + 1, true);
         polls += with.polls;
-        watched.extend(with.gaps);
-        println!("  pair {} of {pairs} done", pair + 1);
+        let mut with_gaps = with.gaps;
+        let ratio = median(&mut with_gaps) / median(&mut without);
+        println!(
+            "  pair {} of {pairs}: with / without = {ratio:.3} ({:+.1}%)",
+            pair + 1,
+            100.0 * (ratio - 1.0)
+        );
+        ratios.push(ratio);
+        plain.extend(without);
+        watched.extend(with_gaps);
     }
     let (n_plain, n_watched) = (plain.len(), watched.len());
     let (plain, watched) = (median(&mut plain), median(&mut watched));
@@ -524,8 +534,13 @@ fn compare_dashboard(setup: &Setup, pairs: usize) {
          median of {n_watched}: {watched:.3} s"
     );
     println!(
-        "  with / without = {:.3} ({:+.1}%)",
+        "  with / without, medians of all rounds = {:.3} ({:+.1}%)",
         watched / plain,
         100.0 * (watched / plain - 1.0)
+    );
+    let paired = median(&mut ratios);
+    println!(
+        "  with / without, median of the {pairs} pairs' ratios = {paired:.3} ({:+.1}%)",
+        100.0 * (paired - 1.0)
     );
 }

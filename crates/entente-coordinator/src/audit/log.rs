@@ -101,10 +101,18 @@ where
 
 /// Every entry, in `seq` order.
 pub(crate) async fn entries(pool: &AnyPool) -> Result<Vec<AuditEntry>, StoreError> {
+    entries_from(pool, 1).await
+}
+
+/// The entries from `seq` on, in `seq` order.
+pub(crate) async fn entries_from(pool: &AnyPool, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
+    // Past i64's range there is nothing to read.
+    let from = i64::try_from(seq).unwrap_or(i64::MAX);
     let rows = sqlx::query(
         "SELECT seq, at_unix_ms, kind, run_id, round, site, detail, prev_hash, hash \
-         FROM audit_log ORDER BY seq",
+         FROM audit_log WHERE seq >= $1 ORDER BY seq",
     )
+    .bind(from)
     .fetch_all(pool)
     .await
     .map_err(query_err("reading the audit log"))?;

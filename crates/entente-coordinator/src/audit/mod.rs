@@ -16,11 +16,13 @@ mod anchor;
 mod hash;
 pub(crate) mod log;
 pub mod privacy;
+mod watch;
 
 pub use anchor::{AnchorReport, check_heads};
 
 pub(crate) use hash::sha256_hex;
 pub use hash::{GENESIS_PREV_HASH, entry_hash};
+pub use watch::ChainWatch;
 
 /// Entry kinds that the store writes itself, and the ones the service is
 /// expected to use. Any non-empty string is accepted.
@@ -112,30 +114,34 @@ pub fn verify_chain<'a>(entries: impl IntoIterator<Item = &'a AuditEntry>) -> Au
     let mut checked = 0u64;
     let mut prev: Option<&AuditEntry> = None;
     for entry in entries {
-        let prev_seq = prev.map_or(0, |p| p.seq);
-        if entry.seq != prev_seq + 1 {
-            return AuditReport::Broken {
-                seq: entry.seq,
-                reason: format!("sequence gap after {prev_seq}"),
-            };
-        }
-        if entry_hash(entry) != entry.hash {
-            return AuditReport::Broken {
-                seq: entry.seq,
-                reason: "hash does not match its contents".into(),
-            };
-        }
-        let expected_prev = prev.map_or(GENESIS_PREV_HASH, |p| p.hash.as_str());
-        if entry.prev_hash != expected_prev {
-            return AuditReport::Broken {
-                seq: entry.seq,
-                reason: format!("prev_hash does not match entry {prev_seq}"),
-            };
+        if let Err(broken) = check_link(prev, entry) {
+            return broken;
         }
         checked += 1;
         prev = Some(entry);
     }
     AuditReport::Intact { entries: checked }
+}
+
+/// Checks that `entry` hashes to its `hash` and follows `prev` (the entry before it, `None`
+/// for the first): the one step of [`verify_chain`].
+fn check_link(prev: Option<&AuditEntry>, entry: &AuditEntry) -> Result<(), AuditReport> {
+    let prev_seq = prev.map_or(0, |p| p.seq);
+    let broken = |reason: String| AuditReport::Broken {
+        seq: entry.seq,
+        reason,
+    };
+    if entry.seq != prev_seq + 1 {
+        return Err(broken(format!("sequence gap after {prev_seq}")));
+    }
+    if entry_hash(entry) != entry.hash {
+        return Err(broken("hash does not match its contents".into()));
+    }
+    let expected_prev = prev.map_or(GENESIS_PREV_HASH, |p| p.hash.as_str());
+    if entry.prev_hash != expected_prev {
+        return Err(broken(format!("prev_hash does not match entry {prev_seq}")));
+    }
+    Ok(())
 }
 
 /// An intact chain of `n` admissions (tests).

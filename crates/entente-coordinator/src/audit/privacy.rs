@@ -21,11 +21,39 @@ struct Charge {
 /// or that the accountant refuses, makes that site's figure infinite: never smaller than what
 /// was spent.
 pub fn charged_in_run(entries: &[AuditEntry], run: i64, delta: f64) -> BTreeMap<String, f64> {
-    let mut spent = Composed::default();
-    for (site, entry) in charges(entries, run) {
-        spent.charge(site, entry);
-    }
+    let mut spent = RunCharges::new(run);
+    spent.add(entries);
     spent.epsilons(delta)
+}
+
+/// [`charged_in_run`] kept up as the log grows: the entries are given a piece at a time, in
+/// log order, each once.
+pub struct RunCharges {
+    run: i64,
+    spent: Composed,
+}
+
+impl RunCharges {
+    /// Nothing charged yet in `run`.
+    pub fn new(run: i64) -> Self {
+        RunCharges {
+            run,
+            spent: Composed::default(),
+        }
+    }
+
+    /// Composes the charges of the run among `entries`, the log's entries after those given
+    /// before.
+    pub fn add(&mut self, entries: &[AuditEntry]) {
+        for (site, entry) in charges(entries, self.run) {
+            self.spent.charge(site, entry);
+        }
+    }
+
+    /// The epsilon (at `delta`) charged each site so far, by site name.
+    pub fn epsilons(&self, delta: f64) -> BTreeMap<String, f64> {
+        self.spent.epsilons(delta)
+    }
 }
 
 /// What [`charged_in_run`] gives, after each round of `run` that charged anyone, by round

@@ -34,7 +34,8 @@ pub use report::{
     SiteStatus,
 };
 
-use crate::audit::{AuditEvent, kind, privacy, verify_chain};
+use crate::audit::privacy::RunCharges;
+use crate::audit::{AuditEvent, ChainWatch, kind};
 use crate::store::{Store, StoreError, redact};
 use crate::transport::hub::Hub;
 use crate::transport::listener;
@@ -333,7 +334,8 @@ async fn drive_owned(
     );
     let serving = Serving::start(socket, tls, service, Arc::clone(&hub));
     report.listening(addr);
-    check_audit(store, run, &manifest, report).await;
+    let mut audit = AuditFollower::new(run);
+    audit.check(store, &manifest, report, false).await;
 
     let ready = tokio::select! {
         () = engine::wait_for_sites(&hub, &manifest, wait_for_sites, report) => Ok(true),
@@ -377,7 +379,7 @@ async fn drive_owned(
                 report.round_finished(&record, manifest.rounds);
                 // The first status after the round, so its traffic shows with it.
                 report.status(&engine::status(&hub, &manifest));
-                check_audit(store, run, &manifest, report).await;
+                audit.check(store, &manifest, report, false).await;
             }
             () = signalled(stop.clone()), if !stopping => {
                 // Sites fail their calls at once, so the round in progress ends now.
@@ -438,7 +440,7 @@ async fn drive_owned(
     if let Err(e) = finished.await {
         return Err(serving.end(store, run, e).await);
     }
-    check_audit(store, run, &manifest, report).await;
+    audit.check(store, &manifest, report, true).await;
     report.finished(run, &out);
 
     // Tell the nodes, then stop once they have heard it (or after a few seconds, or at once
@@ -459,44 +461,73 @@ async fn drive_owned(
     })
 }
 
-/// Walks the audit log for the report, if it wants that ([`Report::watches_audit`]): the
-/// chain, its newest entries, and the privacy `run` charged each site. A log that cannot be
-/// read is a warning here: the round's own writes fail loudly if the store is gone.
-async fn check_audit(store: &Store, run: i64, manifest: &Manifest, report: &mut dyn Report) {
-    if !report.watches_audit() {
-        return;
+/// What the report is told of the audit log, kept up as the log grows: the chain, followed
+/// a piece at a time, and the privacy this run charged each site.
+struct AuditFollower {
+    run: i64,
+    chain: ChainWatch,
+    charges: RunCharges,
+}
+
+impl AuditFollower {
+    fn new(run: i64) -> Self {
+        AuditFollower {
+            run,
+            chain: ChainWatch::new(LATEST_AUDIT_ENTRIES),
+            charges: RunCharges::new(run),
+        }
     }
-    let entries = match store.audit_entries().await {
-        Ok(entries) => entries,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not read the audit log for the dashboard");
+
+    /// Reads the entries written since the last check, if the report wants them
+    /// ([`Report::watches_audit`]), and tells it what they show. With `whole`, the log is walked
+    /// again from its first entry, which also finds an edit to an entry verified before. A log
+    /// that cannot be read is a warning here: the round's own writes fail loudly if the store
+    /// is gone.
+    async fn check(
+        &mut self,
+        store: &Store,
+        manifest: &Manifest,
+        report: &mut dyn Report,
+        whole: bool,
+    ) {
+        if !report.watches_audit() {
             return;
         }
-    };
-    let privacy = manifest.privacy.as_ref().map_or_else(Vec::new, |p| {
-        let spent = privacy::charged_in_run(&entries, run, p.delta);
-        manifest
-            .sites
-            .iter()
-            .zip(&p.budgets)
-            .map(|(site, &budget)| SitePrivacy {
-                site: site.clone(),
-                epsilon: spent.get(site).copied().unwrap_or(0.0),
-                budget,
-            })
-            .collect()
-    });
-    report.audit_checked(&AuditCheck {
-        chain: verify_chain(&entries),
-        entries: entries.len() as u64,
-        latest: entries
-            .iter()
-            .rev()
-            .take(LATEST_AUDIT_ENTRIES)
-            .cloned()
-            .collect(),
-        privacy,
-    });
+        if whole {
+            *self = AuditFollower::new(self.run);
+        }
+        let had = self.chain.newest();
+        let entries = match store.audit_entries_from(self.chain.resume_at()).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the audit log for the dashboard");
+                return;
+            }
+        };
+        self.chain.advance(&entries);
+        // The re-read newest entry was composed before: only what follows it is new.
+        let new = had.map_or(0, |seq| entries.partition_point(|e| e.seq <= seq));
+        self.charges.add(&entries[new..]);
+        let privacy = manifest.privacy.as_ref().map_or_else(Vec::new, |p| {
+            let spent = self.charges.epsilons(p.delta);
+            manifest
+                .sites
+                .iter()
+                .zip(&p.budgets)
+                .map(|(site, &budget)| SitePrivacy {
+                    site: site.clone(),
+                    epsilon: spent.get(site).copied().unwrap_or(0.0),
+                    budget,
+                })
+                .collect()
+        });
+        report.audit_checked(&AuditCheck {
+            chain: self.chain.report(),
+            entries: self.chain.seen(),
+            latest: self.chain.latest().cloned().collect(),
+            privacy,
+        });
+    }
 }
 
 /// Waits until no node is connected, or [`FAREWELL`] has passed.

@@ -730,6 +730,11 @@ impl Store {
         audit::log::entries(&self.pool).await
     }
 
+    /// The audit entries from `seq` on, in order (see [`crate::audit::ChainWatch`]).
+    pub async fn audit_entries_from(&self, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
+        audit::log::entries_from(&self.pool, seq).await
+    }
+
     /// Begins a write transaction. SQLite takes its write lock up front
     /// (`BEGIN IMMEDIATE`), so a second writer waits out the busy timeout
     /// instead of failing when it first writes.
