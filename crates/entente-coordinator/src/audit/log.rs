@@ -99,23 +99,29 @@ where
     }
 }
 
-/// Every entry, in `seq` order.
+/// The columns of an entry, as [`entry_from_row`] reads them.
+const SELECT_ENTRIES: &str =
+    "SELECT seq, at_unix_ms, kind, run_id, round, site, detail, prev_hash, hash FROM audit_log";
+
+/// Every entry, in `seq` order: unfiltered, so that a row with a `seq` below 1 (written past
+/// the schema's check) breaks the walk instead of being skipped.
 pub(crate) async fn entries(pool: &AnyPool) -> Result<Vec<AuditEntry>, StoreError> {
-    entries_from(pool, 1).await
+    let rows = sqlx::query(&format!("{SELECT_ENTRIES} ORDER BY seq"))
+        .fetch_all(pool)
+        .await
+        .map_err(query_err("reading the audit log"))?;
+    rows.iter().map(entry_from_row).collect()
 }
 
 /// The entries from `seq` on, in `seq` order.
 pub(crate) async fn entries_from(pool: &AnyPool, seq: u64) -> Result<Vec<AuditEntry>, StoreError> {
     // Past i64's range there is nothing to read.
     let from = i64::try_from(seq).unwrap_or(i64::MAX);
-    let rows = sqlx::query(
-        "SELECT seq, at_unix_ms, kind, run_id, round, site, detail, prev_hash, hash \
-         FROM audit_log WHERE seq >= $1 ORDER BY seq",
-    )
-    .bind(from)
-    .fetch_all(pool)
-    .await
-    .map_err(query_err("reading the audit log"))?;
+    let rows = sqlx::query(&format!("{SELECT_ENTRIES} WHERE seq >= $1 ORDER BY seq"))
+        .bind(from)
+        .fetch_all(pool)
+        .await
+        .map_err(query_err("reading the audit log"))?;
     rows.iter().map(entry_from_row).collect()
 }
 

@@ -55,6 +55,8 @@ impl ChainWatch {
                     "vanished after it was verified"
                 };
                 self.break_at(last, reason.to_string());
+                // The kept copy is no longer what the log holds.
+                self.latest.retain(|e| e.seq < last);
                 // What follows it is still counted and shown, though no longer verified.
                 let after = entries.partition_point(|e| e.seq <= last);
                 &entries[after..]
@@ -158,6 +160,10 @@ mod tests {
                 seq: 5,
                 reason: "changed after it was verified".into()
             }
+        );
+        assert!(
+            watch.latest().all(|e| e.seq != 5),
+            "the stale copy is still shown"
         );
         watch.advance(&log[watch.resume_at() as usize - 1..]);
         assert!(matches!(watch.report(), AuditReport::Broken { seq: 5, .. }));
