@@ -34,16 +34,12 @@ impl ChainWatch {
     /// Where the next read of the log starts: the newest entry seen (read again to check that
     /// it is unchanged), or entry 1.
     pub fn resume_at(&self) -> u64 {
-        self.newest().unwrap_or(1)
+        self.last.as_ref().map_or(1, |e| e.seq)
     }
 
-    /// The `seq` of the newest entry seen, if any.
-    pub fn newest(&self) -> Option<u64> {
-        self.last.as_ref().map(|e| e.seq)
-    }
-
-    /// Takes the log's entries from [`ChainWatch::resume_at`] on, in `seq` order.
-    pub fn advance(&mut self, entries: &[AuditEntry]) {
+    /// Takes the log's entries from [`ChainWatch::resume_at`] on, in `seq` order, and gives
+    /// back those it had not seen.
+    pub fn advance<'a>(&mut self, entries: &'a [AuditEntry]) -> &'a [AuditEntry] {
         let new = match (&self.last, entries.first()) {
             (None, _) => entries,
             (Some(last), Some(first)) if first == last => &entries[1..],
@@ -82,6 +78,7 @@ impl ChainWatch {
         if let Some(newest) = new.last() {
             self.last = Some(newest.clone());
         }
+        new
     }
 
     fn break_at(&mut self, seq: u64, reason: String) {

@@ -496,7 +496,6 @@ impl AuditFollower {
         if whole {
             *self = AuditFollower::new(self.run);
         }
-        let had = self.chain.newest();
         let entries = match store.audit_entries_from(self.chain.resume_at()).await {
             Ok(entries) => entries,
             Err(e) => {
@@ -504,10 +503,8 @@ impl AuditFollower {
                 return;
             }
         };
-        self.chain.advance(&entries);
-        // The re-read newest entry was composed before: only what follows it is new.
-        let new = had.map_or(0, |seq| entries.partition_point(|e| e.seq <= seq));
-        self.charges.add(&entries[new..]);
+        // The re-read newest entry was composed before: only what is new to the chain is.
+        self.charges.add(self.chain.advance(&entries));
         let privacy = manifest.privacy.as_ref().map_or_else(Vec::new, |p| {
             let spent = self.charges.epsilons(p.delta);
             manifest
