@@ -9,5 +9,6 @@ pub mod files;
 pub mod manifest;
 pub mod metrics;
 pub mod params;
+pub mod seeds;
 pub mod text;
 pub mod update;

@@ -4,10 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use entente_core::engine::Evaluator;
-use entente_core::engine::selection::derive_seed;
 use entente_core::manifest::{DataFormat, DataSchema, Manifest, PartitionChoice};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
+use entente_core::seeds::{self, Stream};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -190,10 +190,10 @@ fn load(
             }
             // Hold out a seeded random test set.
             let mut order: Vec<usize> = (0..table.len()).collect();
-            order.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+            order.shuffle(&mut ChaCha8Rng::seed_from_u64(seeds::derive(
                 manifest.seed,
                 0,
-                101,
+                Stream::TestHoldout,
             )));
             let n_test = ((table.len() as f64) * test_fraction).round() as usize;
             let (test_idx, train_idx) =
@@ -422,7 +422,7 @@ fn partitioned(
         classes,
         manifest.sites.len(),
         &scheme,
-        derive_seed(manifest.seed, 0, 102),
+        seeds::derive(manifest.seed, 0, Stream::Partition),
     )?;
     Ok(Partitioned {
         train,
@@ -523,10 +523,10 @@ pub(crate) fn own_test_split(
     index: usize,
     mut own: Vec<usize>,
 ) -> (Vec<usize>, Vec<usize>) {
-    own.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(
+    own.shuffle(&mut ChaCha8Rng::seed_from_u64(seeds::derive(
         manifest.seed,
         0,
-        200 + index as u64,
+        Stream::SiteTestSplit { site: index as u32 },
     )));
     let n_test = ((own.len() as f64) * manifest.data.site_test_fraction).round() as usize;
     let train = own.split_off(n_test.min(own.len().saturating_sub(1)));

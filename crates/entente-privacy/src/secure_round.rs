@@ -12,13 +12,13 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use entente_core::engine::selection::derive_seed;
 use entente_core::engine::{
     Envelope, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
 };
 use entente_core::manifest::PrivacyMechanism;
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
+use entente_core::seeds::{self, Stream};
 use entente_core::update::{SiteUpdate, UpdatePolicy, validate};
 use rand::RngCore;
 use rand_chacha::ChaCha20Rng;
@@ -57,10 +57,6 @@ pub struct SecAggSettings {
     /// L2 norm and adds its share of the noise before masking, and counts with weight 1.
     pub distributed_dp: Option<DistributedDp>,
 }
-
-/// Stream of [`derive_seed`] for a simulated site's noise share (plus the site's id): far from
-/// the small streams used for training, graphs and keys.
-const NOISE_STREAM: u64 = 0x4450_0000_0000;
 
 impl SecAggSettings {
     /// The settings of the manifest's `[secure_aggregation]` table, if it has one.
@@ -137,7 +133,7 @@ impl SecAggSettings {
         let graph = match self.neighbours {
             Some(k) if k + 1 < n => GraphSpec::Harary {
                 degree: k,
-                seed: derive_seed(self.seed, round, 400),
+                seed: seeds::derive(self.seed, round, Stream::MaskGraph),
             },
             _ => GraphSpec::Complete,
         };
@@ -466,11 +462,14 @@ impl SecureSite {
     fn key_seed(&self, round: u32) -> [u8; 32] {
         let mut seed = [0u8; 32];
         if self.deterministic {
-            for (i, chunk) in seed.chunks_mut(8).enumerate() {
-                let word = derive_seed(
+            for (word, chunk) in (0..).zip(seed.chunks_mut(8)) {
+                let word = seeds::derive(
                     self.settings.seed,
                     round,
-                    500 + 8 * u64::from(self.id) + i as u64,
+                    Stream::KeySeed {
+                        site: self.id,
+                        word,
+                    },
                 );
                 chunk.copy_from_slice(&word.to_le_bytes());
             }
@@ -483,10 +482,10 @@ impl SecureSite {
     /// The generator of this site's noise share in `round`.
     fn noise_rng(&self, round: u32) -> Result<ChaCha20Rng, SiteError> {
         if self.deterministic {
-            Ok(noise_rng(derive_seed(
+            Ok(noise_rng(seeds::derive(
                 self.settings.seed,
                 round,
-                NOISE_STREAM + u64::from(self.id),
+                Stream::NoiseShare { site: self.id },
             )))
         } else {
             os_noise_rng().map_err(|e| self.error(format!("distributed DP: {e}")))

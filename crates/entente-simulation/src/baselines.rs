@@ -2,10 +2,10 @@
 //! trained on the pooled data, each with the same number of epochs as the federation.
 
 use anyhow::{Context, Result};
-use entente_core::engine::selection::derive_seed;
 use entente_core::manifest::Manifest;
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
+use entente_core::seeds::{self, Stream};
 use entente_learn::data::Dataset;
 use entente_learn::simulation::Federation;
 use entente_learn::trainer;
@@ -48,7 +48,7 @@ pub fn run(
     let mut training = manifest.training.clone();
     training.epochs = manifest.training.epochs * manifest.rounds as usize;
     progress.start("baselines", fed.sites.len() + 1);
-    let seed = |stream| derive_seed(manifest.seed, 0, stream);
+    let seed = |stream| seeds::derive(manifest.seed, 0, stream);
 
     let local_only = fed
         .sites
@@ -61,7 +61,7 @@ pub fn run(
                 initial,
                 site.train_data(),
                 &training,
-                seed(300 + i as u64),
+                seed(Stream::LocalBaseline { site: i as u32 }),
             )
             .with_context(|| format!("local-only training of site `{name}`"))?;
             let global_test =
@@ -88,8 +88,14 @@ pub fn run(
 
     let parts: Vec<Dataset> = fed.sites.iter().map(|s| s.train_data().clone()).collect();
     let pooled = Dataset::concat(&parts)?;
-    let outcome = trainer::train(&fed.spec, initial, &pooled, &training, seed(299))
-        .context("centralized training on the pooled data")?;
+    let outcome = trainer::train(
+        &fed.spec,
+        initial,
+        &pooled,
+        &training,
+        seed(Stream::PooledBaseline),
+    )
+    .context("centralized training on the pooled data")?;
     let centralized =
         trainer::evaluate(&fed.spec, &outcome.params, &fed.test, trainer::EVAL_BATCH)?;
     progress.tick("centralized");

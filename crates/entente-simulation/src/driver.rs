@@ -13,6 +13,7 @@ use entente_core::manifest::{MAX_ROUNDS, Manifest};
 use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
+use entente_core::seeds::{self, Stream};
 use entente_dashboard::{Board, RunState};
 use entente_learn::data::{DataError, Dataset};
 use entente_learn::model::ModelSpec;
@@ -605,7 +606,7 @@ fn aggregator(
                 p.noise_multiplier,
                 // Simulation only: the noise repeats with the seed. A real coordinator draws
                 // it from the operating system.
-                dp::noise_rng(selection::derive_seed(manifest.seed, 0, 600)),
+                dp::noise_rng(seeds::derive(manifest.seed, 0, Stream::CentralNoise)),
             )))
         }
     }

@@ -19,6 +19,7 @@ use serde::Serialize;
 use crate::aggregators::{AggregateError, Aggregator};
 use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
+use crate::seeds::{self, Stream};
 use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, check_claims, validate};
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
@@ -345,7 +346,7 @@ impl RoundEngine {
             round,
             global: Arc::clone(&global),
             training: rules.training.clone(),
-            seed: selection::derive_seed(rules.seed, round, 1 + i as u64),
+            seed: seeds::derive(rules.seed, round, Stream::Training { site: i as u32 }),
             turn: turn.map(|g| Turn::new(Arc::clone(g), position)),
         };
         let mut tally = Tally::default();
