@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 ENTENTE="${ENTENTE:-entente}"
 PORT="${PORT:-7443}"
-rm -rf keys federation.entente.db*
+rm -rf keys federation.entente.db* federation.*.audit-heads.jsonl
 mkdir -p runs
 "$ENTENTE" keys init --federation two-frameworks --dir keys
 "$ENTENTE" keys issue --coordinator 127.0.0.1 --dir keys
