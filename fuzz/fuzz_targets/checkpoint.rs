@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use entente_core::aggregators::{FedOptKind, Strategy, try_build};
+use entente_core::aggregators::{FedOptKind, Strategy, build};
 use entente_core::params::ParamSet;
 use entente_core::update::{SiteUpdate, UpdatePolicy, validate};
 use entente_fuzz::small_model;
@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         fedopt(FedOptKind::Adagrad),
     ];
     for strategy in &strategies {
-        let mut rule = try_build(strategy).expect("the strategy's settings are valid");
+        let mut rule = build(strategy).expect("the strategy's settings are valid");
         if rule.restore(&state).is_err() {
             continue;
         }

@@ -204,7 +204,7 @@ fn rules(rounds: u32, fraction: f64, min_sites: usize, seed: u64) -> RoundRules 
 fn engine(sites: Vec<Arc<dyn Site>>, rules: RoundRules, start: ParamSet) -> RoundEngine {
     RoundEngine::new(
         sites,
-        aggregators::build(&Strategy::FedAvg),
+        aggregators::build(&Strategy::FedAvg).unwrap(),
         None,
         rules,
         start,
@@ -544,7 +544,7 @@ fn noisy_run(strategy: &Strategy, rounds: u32) -> (ParamSet, Vec<RoundRecord>) {
     );
     let mut e = RoundEngine::new(
         sites,
-        aggregators::build(strategy),
+        aggregators::build(strategy).unwrap(),
         Some(Arc::new(MeanEvaluator)),
         rules(rounds, 0.7, 2, 2024),
         start,
@@ -599,7 +599,7 @@ fn central_and_federated_evaluation_are_recorded() {
     ]);
     let mut e = RoundEngine::new(
         sites,
-        aggregators::build(&Strategy::FedAvg),
+        aggregators::build(&Strategy::FedAvg).unwrap(),
         Some(Arc::new(MeanEvaluator)),
         rules(2, 1.0, 1, 4),
         initial(),
@@ -659,7 +659,7 @@ fn a_failing_central_evaluator_stops_the_round() {
     let sites = shared(vec![FakeSite::new("a", 1, Behaviour::Offset(vec![1.0; 6]))]);
     let mut e = RoundEngine::new(
         sites,
-        aggregators::build(&Strategy::FedAvg),
+        aggregators::build(&Strategy::FedAvg).unwrap(),
         Some(Arc::new(FailingEvaluator)),
         rules(1, 1.0, 1, 4),
         initial(),

@@ -177,14 +177,19 @@ fn engine(sites: Vec<Arc<dyn Site>>, threshold: usize, min_sites: usize) -> Roun
     };
     let initial =
         ParamSet::from_tensors([("w".to_string(), vec![3], vec![1.0, 2.0, 3.0])]).unwrap();
-    RoundEngine::new(sites, build(&Strategy::FedAvg), None, rules, initial).with_secure_aggregation(
-        Box::new(ToyProtocol {
-            threshold,
-            asked: false,
-            sites: Vec::new(),
-            answers: BTreeMap::new(),
-        }),
+    RoundEngine::new(
+        sites,
+        build(&Strategy::FedAvg).unwrap(),
+        None,
+        rules,
+        initial,
     )
+    .with_secure_aggregation(Box::new(ToyProtocol {
+        threshold,
+        asked: false,
+        sites: Vec::new(),
+        answers: BTreeMap::new(),
+    }))
 }
 
 #[test]

@@ -80,7 +80,7 @@ fn distributed_round(
 ) -> (RoundRecord, Vec<f32>) {
     let mut e = RoundEngine::new(
         secure_sites(plain_sites(), settings, drops, deterministic),
-        build(&Strategy::FedAvg),
+        build(&Strategy::FedAvg).unwrap(),
         None,
         rules(MIN_SITES),
         initial(DIM),

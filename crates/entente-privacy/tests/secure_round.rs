@@ -52,7 +52,7 @@ fn plain_sites(n: usize) -> Vec<Arc<dyn Site>> {
 fn plain_result(sites: Vec<Arc<dyn Site>>) -> Vec<f32> {
     let mut e = RoundEngine::new(
         sites,
-        build(&Strategy::FedAvg),
+        build(&Strategy::FedAvg).unwrap(),
         None,
         rules(1),
         initial(DIM),
@@ -64,7 +64,7 @@ fn plain_result(sites: Vec<Arc<dyn Site>>) -> Vec<f32> {
 fn secure_engine(n: usize, drops: &[(usize, usize)]) -> RoundEngine {
     RoundEngine::new(
         secure_sites(plain_sites(n), &settings(), drops, true),
-        build(&Strategy::FedAvg),
+        build(&Strategy::FedAvg).unwrap(),
         None,
         rules(3),
         initial(DIM),
@@ -140,7 +140,7 @@ fn a_site_refuses_settings_that_differ_from_the_manifest() {
     other.clip = 5.0;
     let mut e = RoundEngine::new(
         secure_sites(plain_sites(4), &settings(), &[], true),
-        build(&Strategy::FedAvg),
+        build(&Strategy::FedAvg).unwrap(),
         None,
         rules(3),
         initial(DIM),
@@ -159,7 +159,7 @@ fn sites_refuse_a_round_over_too_few_sites() {
     let sites: Vec<Arc<dyn Site>> = secure_sites(plain_sites(2), &settings(), &[], true);
     let mut e = RoundEngine::new(
         sites,
-        build(&Strategy::FedAvg),
+        build(&Strategy::FedAvg).unwrap(),
         None,
         rules(1),
         initial(DIM),

@@ -257,7 +257,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         manifest.name,
         setup.bases.len(),
         manifest.rounds,
-        aggregators::build(&manifest.strategy).name(),
+        strategy(manifest)?.name(),
         match &manifest.secure_aggregation {
             Some(sa) if sa.neighbours.is_some() => " with secure aggregation (SecAgg+)",
             Some(_) => " with secure aggregation (SecAgg)",
@@ -578,6 +578,11 @@ fn finish_tracking(run: MlflowRun, dir: &Path, ok: bool) {
     }
 }
 
+/// The aggregator of the manifest's strategy.
+fn strategy(manifest: &Manifest) -> Result<Box<dyn Aggregator>> {
+    aggregators::build(&manifest.strategy).context("the manifest's [strategy]")
+}
+
 /// The aggregation rule: the manifest's strategy, or DP-FedAvg under central client-level DP.
 /// Client-level DP, central or distributed, is checked against every site's budget before the
 /// first round: a run that would exceed one does not start.
@@ -589,15 +594,15 @@ fn aggregator(
     track: Option<&mut PrivacyTrack>,
 ) -> Result<Box<dyn Aggregator>> {
     let Some(p) = manifest.privacy.as_ref() else {
-        return Ok(aggregators::build(&manifest.strategy));
+        return strategy(manifest);
     };
     match p.mechanism {
-        PrivacyMechanism::DpSgd => Ok(aggregators::build(&manifest.strategy)),
+        PrivacyMechanism::DpSgd => strategy(manifest),
         // The sites add the noise before secure aggregation masks their updates; the strategy
         // only ever sees the noisy mean (post-processing). The accounting is the central one.
         PrivacyMechanism::Distributed => {
             charge_client_level(manifest, p, num_sites, partitioned, "distributed", track)?;
-            Ok(aggregators::build(&manifest.strategy))
+            strategy(manifest)
         }
         PrivacyMechanism::ClientLevel => {
             charge_client_level(manifest, p, num_sites, partitioned, "central", track)?;

@@ -189,7 +189,7 @@ fn fedavg_baseline(n: usize, dim: usize) -> f64 {
         .collect();
     let mut times = Vec::new();
     for _ in 0..3 {
-        let mut agg = aggregators::build(&Strategy::FedAvg);
+        let mut agg = aggregators::build(&Strategy::FedAvg).expect("FedAvg has no parameters");
         let t = Instant::now();
         agg.begin(&global);
         for u in updates.iter().cloned() {

@@ -27,7 +27,8 @@ pub(crate) fn aggregation_rule(
             p.noise_multiplier,
             os_noise_rng().map_err(|reason| CoordinatorError::Noise { reason })?,
         ))),
-        _ => Ok(aggregators::build(&manifest.strategy)),
+        _ => aggregators::build(&manifest.strategy)
+            .map_err(|source| CoordinatorError::Strategy { source }),
     }
 }
 

@@ -57,6 +57,13 @@ pub enum CoordinatorError {
         #[source]
         source: ParamError,
     },
+    /// The manifest's strategy has a parameter out of range.
+    #[error("the manifest's [strategy] cannot be built")]
+    Strategy {
+        /// Which parameter, and its range.
+        #[source]
+        source: AggregateError,
+    },
     /// The server optimizer's stored state does not fit the manifest's aggregation rule.
     #[error("could not restore the server optimizer's state from the store")]
     Restore {

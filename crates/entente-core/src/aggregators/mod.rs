@@ -178,26 +178,14 @@ pub enum FedOptKind {
 }
 
 impl Strategy {
-    /// Checks the strategy's parameters without building it.
+    /// Checks the strategy's parameters without keeping the aggregator.
     pub fn validate(&self) -> Result<(), AggregateError> {
-        try_build(self).map(drop)
-    }
-}
-
-/// Builds the aggregator for `strategy`.
-///
-/// Invalid parameters do not panic: the returned aggregator reports
-/// [`AggregateError::InvalidConfig`] from every `add` and `finish`. Call
-/// [`Strategy::validate`] (or [`try_build`]) to catch them up front.
-pub fn build(strategy: &Strategy) -> Box<dyn Aggregator> {
-    match try_build(strategy) {
-        Ok(aggregator) => aggregator,
-        Err(error) => Box::new(Misconfigured { error }),
+        build(self).map(drop)
     }
 }
 
 /// Builds the aggregator for `strategy`, or says which parameter is out of range.
-pub fn try_build(strategy: &Strategy) -> Result<Box<dyn Aggregator>, AggregateError> {
+pub fn build(strategy: &Strategy) -> Result<Box<dyn Aggregator>, AggregateError> {
     Ok(match *strategy {
         Strategy::FedAvg => Box::new(FedAvg::new()),
         Strategy::FedAvgM {
@@ -215,30 +203,6 @@ pub fn try_build(strategy: &Strategy) -> Result<Box<dyn Aggregator>, AggregateEr
         Strategy::TrimmedMean { trim_fraction } => Box::new(TrimmedMean::new(trim_fraction)?),
         Strategy::Krum { faulty, select } => Box::new(Krum::new(faulty, select)?),
     })
-}
-
-/// Stand-in returned by [`build`] for an invalid strategy: every `add` and `finish` fails.
-struct Misconfigured {
-    error: AggregateError,
-}
-
-impl Aggregator for Misconfigured {
-    fn name(&self) -> &'static str {
-        match self.error {
-            AggregateError::InvalidConfig { rule, .. } => rule,
-            _ => "misconfigured",
-        }
-    }
-
-    fn begin(&mut self, _global: &ParamSet) {}
-
-    fn add(&mut self, _update: ValidUpdate) -> Result<(), AggregateError> {
-        Err(self.error.clone())
-    }
-
-    fn finish(&mut self) -> Result<ParamSet, AggregateError> {
-        Err(self.error.clone())
-    }
 }
 
 /// Returns an [`AggregateError::InvalidConfig`] for `rule` unless `ok`.
@@ -411,11 +375,11 @@ mod tests {
             agg.finish().unwrap()
         };
         for strategy in all_strategies() {
-            let mut running = build(&strategy);
+            let mut running = build(&strategy).unwrap();
             let g1 = round(running.as_mut(), &global(&[0.0, 0.0, 0.0]), 1.0);
             let saved = running.state();
             let g2 = round(running.as_mut(), &g1, 3.0);
-            let mut fresh = build(&strategy);
+            let mut fresh = build(&strategy).unwrap();
             if let Some(state) = &saved {
                 let bytes = state.to_safetensors().unwrap();
                 fresh
@@ -428,15 +392,18 @@ mod tests {
             assert_eq!(resumed.as_flat(), g2.as_flat(), "{strategy:?}");
         }
         // The stateful rules do keep state (a test that would pass with none at all is useless).
-        assert!(build(&all_strategies()[1]).state().is_none());
-        let mut m = build(&all_strategies()[1]);
+        assert!(build(&all_strategies()[1]).unwrap().state().is_none());
+        let mut m = build(&all_strategies()[1]).unwrap();
         round(m.as_mut(), &global(&[0.0, 0.0, 0.0]), 1.0);
         assert!(m.state().is_some());
     }
 
     #[test]
     fn build_picks_the_named_rule() {
-        let names: Vec<_> = all_strategies().iter().map(|s| build(s).name()).collect();
+        let names: Vec<_> = all_strategies()
+            .iter()
+            .map(|s| build(s).unwrap().name())
+            .collect();
         assert_eq!(
             names,
             [
@@ -458,7 +425,7 @@ mod tests {
         let g = global(&[0.0, 0.0]);
         let other = ParamSet::from_tensors([("v".to_string(), vec![2], vec![1.0, 1.0])]).unwrap();
         for strategy in all_strategies() {
-            let mut agg = build(&strategy);
+            let mut agg = build(&strategy).unwrap();
             assert_eq!(
                 agg.finish(),
                 Err(AggregateError::NotStarted),
@@ -543,18 +510,13 @@ mod tests {
                 tau: 1e-3,
             },
         ];
-        let g = global(&[0.0]);
         for strategy in bad {
             let err = strategy.validate().unwrap_err();
             assert!(
                 matches!(err, AggregateError::InvalidConfig { .. }),
                 "{strategy:?}"
             );
-            assert!(try_build(&strategy).is_err(), "{strategy:?}");
-            let mut agg = build(&strategy);
-            agg.begin(&g);
-            assert_eq!(agg.add(update(&g, "a", 1, &[1.0])), Err(err.clone()));
-            assert_eq!(agg.finish(), Err(err));
+            assert_eq!(build(&strategy).err(), Some(err), "{strategy:?}");
         }
         // Adagrad ignores beta2, so any value is accepted there.
         let adagrad = Strategy::FedOpt {
