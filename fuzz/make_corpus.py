@@ -191,6 +191,10 @@ def csv():
     write("csv", "digits-rows", bytes([0]) + rows.encode())
     write("csv", "digits-rows-gz", bytes([0]) + gzip.compress(rows.encode(), mtime=0))
     write("csv", "label-first-semicolon", bytes([1 | 8]) + b"1;0.5;2\n0;\"1.5\";-3e2\n")
+    # Quoted cells: a header name holding the delimiter and a doubled quote, a quoted number
+    # and label, and a quoted line break.
+    quoted = b'"radius, mean","the ""x""",label\n"1.5",2,0\n" 2.5 ","-3e1","1"\n"4\n",5,1\n'
+    write("csv", "quoted", bytes([4]) + quoted)
 
 
 def idx_file(magic, dims, payload):

@@ -93,9 +93,9 @@ fn labels_beyond_the_declared_classes_are_refused() {
     let err = site_data::load(&manifest(dir.path(), "b.csv", ""), 1, None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("label 7"), "{err}");
+    assert!(err.contains("label `7` is too large"), "{err}");
     assert!(
-        err.contains("not below 3, the manifest's data.classes"),
+        err.contains("from 0 to 2, below 3, the manifest's data.classes"),
         "{err}"
     );
 }

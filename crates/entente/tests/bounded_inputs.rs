@@ -111,7 +111,8 @@ fn labels_beyond_the_classes_are_refused_where_they_stand() {
     ] {
         let err = refused(dir.path(), &simulate(&m, &out, &["--data", file]));
         assert!(
-            err.contains(&format!("{file}:41:5: label {label} is not below 10000")),
+            err.contains(&format!("{file}:41:5: label `{label}` is too large"))
+                && err.contains("from 0 to 9999, below 10000"),
             "{err}"
         );
     }
@@ -122,7 +123,8 @@ fn labels_beyond_the_classes_are_refused_where_they_stand() {
         &simulate(&m, &out, &["--data", "huge-label.csv"]),
     );
     assert!(
-        err.contains("label 4000000000 is not below 3, the manifest's data.classes"),
+        err.contains("label `4000000000` is too large")
+            && err.contains("from 0 to 2, below 3, the manifest's data.classes"),
         "{err}"
     );
     for args in [
@@ -150,7 +152,8 @@ fn labels_beyond_the_classes_are_refused_where_they_stand() {
         ],
     );
     assert!(
-        err.contains("huge-label.csv:41:5: label 4000000000 is not below 3"),
+        err.contains("huge-label.csv:41:5: label `4000000000` is too large")
+            && err.contains("below 3"),
         "{err}"
     );
 }

@@ -2,13 +2,14 @@
 //!
 //! Each data row holds numbers only: the features and one label column, an integer class
 //! `0, 1, 2, ...`. Leading header lines are skipped with [`CsvOptions::skip_rows`]; blank
-//! lines are ignored; cells may be wrapped in double quotes. Gzip input is detected from the
-//! content. Errors name the file, the 1-based line and column, and the offending cell.
+//! lines are ignored. Cells are read by the `csv` crate, so they may be quoted as RFC 4180 has
+//! it: `"1.5"` is the number 1.5 and `"radius, mean"` one header cell. Gzip input is detected
+//! from the content. Errors name the file, the 1-based line and column, and the offending cell.
 
 use std::path::Path;
 
 use entente_core::manifest::MAX_CLASSES;
-use entente_core::text::excerpt;
+use entente_core::text::{excerpt, printable};
 
 use super::limits::{FileKind, decompress_maybe_gzip, read_data_file};
 use super::{DataError, DataLimits, Dataset, Features, num_classes_from_labels};
@@ -76,7 +77,9 @@ pub fn parse_csv_bytes(
     parse_csv(origin, &bytes, options, limits)
 }
 
-/// Parses decompressed CSV bytes.
+/// Parses decompressed CSV bytes with the `csv` crate: RFC 4180 quoting, so a quoted cell may
+/// hold the delimiter (`"radius, mean"`) or a doubled quote. The first `skip_rows` lines are cut
+/// off before parsing, as lines: a header is skipped even if its quotes do not balance.
 fn parse_csv(
     path: &Path,
     bytes: &[u8],
@@ -91,34 +94,52 @@ fn parse_csv(
             line: bytes[..offset].iter().filter(|&&b| b == b'\n').count() + 1,
         }
     })?;
-    let delimiter = char::from(options.delimiter);
+    let header_bytes: usize = text
+        .split_inclusive('\n')
+        .take(options.skip_rows)
+        .map(str::len)
+        .sum();
+    let body = &text[header_bytes..];
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .delimiter(options.delimiter)
+        .flexible(true)
+        .trim(::csv::Trim::All)
+        .from_reader(body.as_bytes());
     let mut features = Vec::new();
     let mut labels = Vec::new();
     // (columns, label column, 1-based line) of the first data row.
     let mut layout: Option<(usize, usize, usize)> = None;
-    let mut cells: Vec<&str> = Vec::new();
+    let mut record = ::csv::StringRecord::new();
 
-    for (line_index, raw_line) in text.lines().enumerate().skip(options.skip_rows) {
-        let line = line_index + 1;
-        let trimmed = raw_line.trim();
-        if trimmed.is_empty() {
-            continue;
+    loop {
+        // Reading from memory, with rows of any length allowed and the text checked as UTF-8
+        // above, the reader has no error left to give; should it give one, it is reported.
+        let more = reader
+            .read_record(&mut record)
+            .map_err(|e| DataError::Invalid {
+                reason: format!("{}: {e}; check the file's quoting", path.display()),
+            })?;
+        if !more {
+            break;
         }
-        cells.clear();
-        cells.extend(trimmed.split(delimiter).map(unquote));
+        let line = options.skip_rows + record_line(body, &record);
+        if record.len() == 1 && record[0].is_empty() {
+            continue; // a line of spaces
+        }
         let (columns, label_col, first_line) = match layout {
             Some(l) => l,
             None => {
-                let l = first_layout(path, line, cells.len(), options.label_column)?;
+                let l = first_layout(path, line, record.len(), options.label_column)?;
                 layout = Some(l);
                 l
             }
         };
-        if cells.len() != columns {
+        if record.len() != columns {
             return Err(DataError::Ragged {
                 path: path.to_path_buf(),
                 line,
-                found: cells.len(),
+                found: record.len(),
                 expected: columns,
                 first_line,
             });
@@ -129,16 +150,9 @@ fn parse_csv(
                 limit: limits.max_rows,
             });
         }
-        for (col, cell) in cells.iter().enumerate() {
+        for (col, cell) in record.iter().enumerate() {
             if col == label_col {
-                let label = parse_label(cell).ok_or_else(|| DataError::BadLabel {
-                    path: path.to_path_buf(),
-                    line,
-                    column: col + 1,
-                    cell: excerpt(cell).into_owned(),
-                })?;
-                check_label(path, line, col + 1, label, limits)?;
-                labels.push(label);
+                labels.push(parse_label(path, line, col + 1, cell, limits)?);
             } else {
                 let value = cell.parse::<f32>().ok().filter(|v| v.is_finite());
                 let Some(value) = value else {
@@ -146,7 +160,7 @@ fn parse_csv(
                         path: path.to_path_buf(),
                         line,
                         column: col + 1,
-                        cell: excerpt(cell).into_owned(),
+                        cell: quote(cell),
                         hint: feature_hint(cell, line == first_line && options.skip_rows == 0),
                     });
                 };
@@ -287,44 +301,72 @@ fn first_layout(
     Ok((columns, label_col, line))
 }
 
-/// A label must be below the schema's `data.classes`, else below [`MAX_CLASSES`].
-fn check_label(
+/// The 1-based line of `body` on which `record` starts. The reader's position of a record is
+/// where reading it began, before the blank lines it passed over, so those are counted here.
+fn record_line(body: &str, record: &::csv::StringRecord) -> usize {
+    let Some(position) = record.position() else {
+        return 1;
+    };
+    let start = usize::try_from(position.byte()).unwrap_or(usize::MAX);
+    let blank = body
+        .as_bytes()
+        .get(start..)
+        .unwrap_or_default()
+        .iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .filter(|&&b| b == b'\n')
+        .count();
+    usize::try_from(position.line())
+        .unwrap_or(usize::MAX)
+        .saturating_add(blank)
+}
+
+/// The class a label cell names: a whole number below the schema's `data.classes`, else
+/// below [`MAX_CLASSES`]. `1.0` is class 1; anything else is a [`DataError::BadLabel`] that
+/// says what is wrong and which labels are allowed.
+fn parse_label(
     path: &Path,
     line: usize,
     column: usize,
-    label: u32,
+    cell: &str,
     limits: &DataLimits,
-) -> Result<(), DataError> {
-    if (label as usize) < limits.classes {
-        return Ok(());
-    }
-    Err(DataError::LabelTooLarge {
+) -> Result<u32, DataError> {
+    let classes = limits.classes;
+    let problem = match cell.parse::<i128>() {
+        Ok(v) if v < 0 => "is negative",
+        Ok(v) => match u32::try_from(v) {
+            Ok(label) if (label as usize) < classes => return Ok(label),
+            _ => "is too large",
+        },
+        Err(_) => match cell.parse::<f64>() {
+            Ok(v) if !v.is_finite() => "is not a number",
+            Ok(v) if v.fract() != 0.0 => "is not a whole number",
+            Ok(v) if v < 0.0 => "is negative",
+            // Below `classes`, so a u32 exactly: the cast neither wraps nor cuts.
+            Ok(v) if v < classes as f64 => return Ok(v as u32),
+            Ok(_) => "is too large",
+            Err(_) => "is not a number",
+        },
+    };
+    Err(DataError::BadLabel {
         path: path.to_path_buf(),
         line,
         column,
-        label,
-        classes: limits.classes,
-        why: if limits.classes < MAX_CLASSES {
+        cell: quote(cell),
+        problem,
+        classes,
+        why: if classes < MAX_CLASSES {
             "the manifest's data.classes"
         } else {
-            "the most classes a federation may have (data.classes is at most 10000)"
+            "the most a federation may have; the manifest states no data.classes"
         },
     })
 }
 
-fn unquote(cell: &str) -> &str {
-    let cell = cell.trim();
-    cell.strip_prefix('"')
-        .and_then(|c| c.strip_suffix('"'))
-        .map_or(cell, str::trim)
-}
-
-fn parse_label(cell: &str) -> Option<u32> {
-    if let Ok(v) = cell.parse::<u32>() {
-        return Some(v);
-    }
-    let v = cell.parse::<f64>().ok()?;
-    (v.is_finite() && v >= 0.0 && v.fract() == 0.0 && v <= f64::from(u32::MAX)).then_some(v as u32)
+/// A cell as an error message quotes it: shortened, and with control characters (a quoted
+/// cell may hold a line break) escaped.
+fn quote(cell: &str) -> String {
+    printable(&excerpt(cell)).into_owned()
 }
 
 fn feature_hint(cell: &str, first_row_without_skip: bool) -> &'static str {
@@ -334,6 +376,11 @@ fn feature_hint(cell: &str, first_row_without_skip: bool) -> &'static str {
         "if the first line is a header, skip it: set skip_rows = 1 under [data] in the manifest"
     } else if cell.parse::<f32>().is_ok() {
         "use finite numbers; NaN and infinity are not allowed"
+    } else if cell.starts_with('"') {
+        "a double quote starts a quoted value only as the cell's first character; remove the \
+         spaces before it"
+    } else if cell.contains(',') && cell.replacen(',', ".", 1).parse::<f32>().is_ok() {
+        "write decimals with a point (1.5), not a comma; a quoted cell is one value"
     } else {
         "every feature column must hold numbers; remove or encode text columns"
     }
@@ -343,6 +390,8 @@ fn feature_hint(cell: &str, first_row_without_skip: bool) -> &'static str {
 mod tests {
     use super::*;
     use crate::data::testutil::{gzip, repo_data, temp_dir};
+    use proptest::collection::vec;
+    use proptest::prelude::*;
 
     fn digits() -> Dataset {
         let options = CsvOptions {
@@ -613,19 +662,21 @@ mod tests {
         let err = load_str(b"1,2,0\n3,4,99999\n", &CsvOptions::default()).unwrap_err();
         assert!(
             matches!(
-                err,
-                DataError::LabelTooLarge {
+                &err,
+                DataError::BadLabel {
                     line: 2,
                     column: 3,
-                    label: 99999,
+                    cell,
+                    problem: "is too large",
                     classes: MAX_CLASSES,
                     ..
-                }
+                } if cell == "99999"
             ),
             "{err:?}"
         );
         assert!(
-            err.to_string().contains("table.csv:2:3: label 99999"),
+            err.to_string()
+                .contains("table.csv:2:3: label `99999` is too large"),
             "{err}"
         );
         let schema = DataLimits {
@@ -636,11 +687,214 @@ mod tests {
         let options = CsvOptions::default();
         assert!(parse_csv_bytes(origin, b"1,2,2\n", &options, &schema).is_ok());
         let err = parse_csv_bytes(origin, b"1,2,2\n1,2,3\n", &options, &schema).unwrap_err();
+        let msg = err.to_string();
         assert!(
-            err.to_string()
-                .contains("site.csv:2:3: label 3 is not below 3, the manifest's data.classes"),
-            "{err}"
+            msg.starts_with("site.csv:2:3: label `3` is too large")
+                && msg.contains("from 0 to 2, below 3, the manifest's data.classes"),
+            "{msg}"
         );
+    }
+
+    /// Every label that is not a class is an error naming the file, line, cell and the
+    /// labels allowed; none panics, wraps or is cut to a class.
+    #[test]
+    fn out_of_range_labels_name_the_allowed_range() {
+        let manifest = DataLimits {
+            classes: 10,
+            ..DataLimits::default()
+        };
+        let cases = [
+            ("4000000000", "is too large", DataLimits::default()),
+            ("4294967296", "is too large", DataLimits::default()),
+            (
+                "123456789012345678901234567890123456789012",
+                "is too large",
+                DataLimits::default(),
+            ),
+            ("1e40", "is too large", DataLimits::default()),
+            ("10", "is too large", manifest),
+            ("10.0", "is too large", manifest),
+            ("-1", "is negative", manifest),
+            ("-1.0", "is negative", manifest),
+            ("1.5", "is not a whole number", manifest),
+            ("NaN", "is not a number", manifest),
+            ("inf", "is not a number", manifest),
+            ("cat", "is not a number", manifest),
+        ];
+        for (label, problem, limits) in cases {
+            let text = format!("1,2,0\n3,4,{label}\n");
+            let err = parse_csv_bytes(
+                Path::new("dir/labels.csv"),
+                text.as_bytes(),
+                &CsvOptions::default(),
+                &limits,
+            )
+            .unwrap_err();
+            assert!(
+                matches!(
+                    &err,
+                    DataError::BadLabel { line: 2, column: 3, cell, problem: p, .. }
+                        if cell == label && *p == problem
+                ),
+                "{label}: {err:?}"
+            );
+            let msg = err.to_string();
+            let range = format!("from 0 to {}, below {}", limits.classes - 1, limits.classes);
+            assert!(
+                msg.starts_with(&format!("dir/labels.csv:2:3: label `{label}` {problem}"))
+                    && msg.contains(&range),
+                "{msg}"
+            );
+        }
+        // Quoted, signed or written as a float, a class is still that class.
+        let d = load_str(b"1,\"2\"\n3,+1\n5, 0.0 \n7,-0\n", &CsvOptions::default()).unwrap();
+        assert_eq!(d.labels, vec![2, 1, 0, 0]);
+    }
+
+    #[test]
+    fn quoted_cells_are_one_value() {
+        let header = b"\"radius, mean\",\"the \"\"x\"\" value\",label\n\"1.5\",2,0\n\" 2.5 \",\"-3e1\",\"1\"\n";
+        let options = CsvOptions {
+            skip_rows: 1,
+            ..CsvOptions::default()
+        };
+        let d = load_str(header, &options).unwrap();
+        assert_eq!(d.dim, 2);
+        assert_eq!(d.features.to_f32(), vec![1.5, 2.0, 2.5, -30.0]);
+        assert_eq!(d.labels, vec![0, 1]);
+        // Not skipped, the header's first cell is the whole quoted name, not `"radius`.
+        let err = load_str(header, &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, DataError::NotNumeric { line: 1, column: 1, cell, .. } if cell == "radius, mean"),
+            "{err:?}"
+        );
+        // A decimal comma inside quotes is one cell that is not a number: no ragged row.
+        let err = load_str(b"1,2,0\n3,\"1,5\",1\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(&err, DataError::NotNumeric { line: 2, column: 2, cell, .. } if cell == "1,5"),
+            "{err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains("table.csv:2:2") && msg.contains("with a point (1.5)"),
+            "{msg}"
+        );
+        // Same for a semicolon-separated table, where such a cell needs no quotes.
+        let semicolons = CsvOptions {
+            delimiter: b';',
+            ..CsvOptions::default()
+        };
+        let msg = load_str(b"1;2;0\n1;2,5;0\n", &semicolons)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("`2,5`") && msg.contains("with a point"),
+            "{msg}"
+        );
+        // A quote after a space is text, as RFC 4180 has it; the message says so.
+        let msg = load_str(b"1,2,0\n1, \"2\",0\n", &CsvOptions::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("table.csv:2:2") && msg.contains("remove the spaces before it"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn quoted_line_breaks_keep_line_numbers_right() {
+        // The first row spans lines 1 and 2, so the bad label is on line 3.
+        let err = load_str(b"\"1\n\",2,0\n3,4,x\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                DataError::BadLabel {
+                    line: 3,
+                    column: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // A line break inside a bad cell is escaped in the message.
+        let err = load_str(b"1,\"2\n3\",0\n", &CsvOptions::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("table.csv:1:2") && !msg.contains('\n'),
+            "{msg}"
+        );
+        // A quote never closed takes the rest of the file into its cell: a ragged row.
+        let err = load_str(b"1,2,0\n3,\"4,1\n5,6,0\n", &CsvOptions::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DataError::Ragged {
+                    line: 2,
+                    found: 2,
+                    expected: 3,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        // A header line is skipped as a line, even with a quote it does not close.
+        let options = CsvOptions {
+            skip_rows: 1,
+            ..CsvOptions::default()
+        };
+        let d = load_str(b"\"open,b,label\n1,2,0\n", &options).unwrap();
+        assert_eq!(d.labels, vec![0]);
+    }
+
+    /// One data row of the property test: three features, a label, and how each of the four
+    /// cells is written (plain, quoted, spaced, spaced inside quotes).
+    type Row = (Vec<f32>, u32, Vec<u8>);
+
+    /// `rows` as a table under a header with quoted names, cells written as each row says.
+    fn render(rows: &[Row], delimiter: char) -> String {
+        let sep = delimiter.to_string();
+        let mut text = ["\"a, b\"", "\"c\"\"d\"", "e", "label"].join(&sep) + "\n";
+        for (values, label, styles) in rows {
+            let cells: Vec<String> = values
+                .iter()
+                .map(ToString::to_string)
+                .chain(std::iter::once(label.to_string()))
+                .zip(styles)
+                .map(|(cell, style)| match style {
+                    0 => cell,
+                    1 => format!("\"{cell}\""),
+                    2 => format!("  {cell}\t"),
+                    _ => format!("\" {cell} \"  "),
+                })
+                .collect();
+            text.push_str(&cells.join(&sep));
+            text.push_str("\r\n");
+        }
+        text
+    }
+
+    proptest! {
+        /// Any table of numbers reads back as written, whatever quoting and spacing its
+        /// cells have and whichever separator it uses.
+        #[test]
+        fn tables_read_back_however_cells_are_quoted(
+            rows in vec((vec(-1e6f32..1e6, 3), 0u32..10, vec(0u8..4, 4)), 1..20),
+            delimiter in prop_oneof![Just(','), Just(';')],
+        ) {
+            let text = render(&rows, delimiter);
+            let options = CsvOptions {
+                skip_rows: 1,
+                delimiter: delimiter as u8,
+                ..CsvOptions::default()
+            };
+            let limits = DataLimits::default();
+            let d = parse_csv_bytes(Path::new("p.csv"), text.as_bytes(), &options, &limits)
+                .map_err(|e| TestCaseError::fail(format!("{e}\n{text}")))?;
+            let values: Vec<f32> = rows.iter().flat_map(|r| r.0.clone()).collect();
+            let labels: Vec<u32> = rows.iter().map(|r| r.1).collect();
+            prop_assert_eq!(d.features.to_f32(), values);
+            prop_assert_eq!(d.labels, labels);
+        }
     }
 
     #[test]

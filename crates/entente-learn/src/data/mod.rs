@@ -237,26 +237,6 @@ pub enum DataError {
         /// The most examples it may hold.
         limit: usize,
     },
-    /// A CSV label is a class the federation does not have.
-    #[error(
-        "{}:{line}:{column}: label {label} is not below {classes}, {why}; encode classes as \
-         0, 1, 2, ... or pick the right label column",
-        path.display()
-    )]
-    LabelTooLarge {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// 1-based column (field) number.
-        column: usize,
-        /// The label.
-        label: u32,
-        /// Every label must be below this.
-        classes: usize,
-        /// Where that bound comes from.
-        why: &'static str,
-    },
     /// A required file is missing.
     #[error("{what} not found: looked for {}; {hint}", list_paths(tried))]
     NotFound {
@@ -391,11 +371,14 @@ pub enum DataError {
         /// How to fix it.
         hint: &'static str,
     },
-    /// A CSV label cell is not a non-negative integer.
+    /// A CSV label cell is not a class the federation has: not a whole number, negative, or
+    /// not below the number of classes.
     #[error(
-        "{}:{line}:{column}: label `{cell}` is not a non-negative integer (line {line}, column {column}); \
-         encode classes as 0, 1, 2, ... or pick the right label column",
-        path.display()
+        "{}:{line}:{column}: label `{cell}` {problem} (line {line}, column {column}); labels are \
+         whole numbers from 0 to {}, below {classes}, {why}: encode classes as 0, 1, 2, ... or \
+         pick the right label column",
+        path.display(),
+        classes.saturating_sub(1)
     )]
     BadLabel {
         /// The file.
@@ -406,6 +389,12 @@ pub enum DataError {
         column: usize,
         /// The cell's text.
         cell: String,
+        /// What is wrong with it, e.g. "is negative".
+        problem: &'static str,
+        /// Every label must be below this.
+        classes: usize,
+        /// Where that bound comes from.
+        why: &'static str,
     },
     /// A CSV row has a different number of columns than the first data row.
     #[error(
