@@ -5,6 +5,7 @@ pub mod aggregators;
 pub mod audit_heads;
 pub mod digest;
 pub mod engine;
+pub mod f32_bytes;
 pub mod files;
 pub mod manifest;
 pub mod metrics;

@@ -314,11 +314,7 @@ impl ParamSet {
                 });
             }
             let offset = view.data().as_ptr() as usize - bytes.as_ptr() as usize;
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let values = crate::f32_bytes::from_le_bytes(view.data());
             tensors.push((offset, name, view.shape().to_vec(), values));
         }
         tensors.sort_by_key(|t| {
@@ -360,11 +356,7 @@ impl View for F32View<'_> {
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        if cfg!(target_endian = "little") {
-            Cow::Borrowed(bytemuck::cast_slice(self.values))
-        } else {
-            Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
-        }
+        crate::f32_bytes::as_le_bytes(self.values)
     }
 
     fn data_len(&self) -> usize {

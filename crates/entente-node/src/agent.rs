@@ -239,21 +239,27 @@ pub fn leaf_site_name(pem: &[u8]) -> Result<String, NodeError> {
 }
 
 /// The host part of `https://HOST:PORT`, the name the coordinator's certificate must carry.
+/// The address is parsed as a URI (`http::Uri`), so a bracketed IPv6 literal, a path and a
+/// missing port are all read as a URI reader would.
 fn url_host(url: &str) -> Result<String, NodeError> {
-    let rest = url.strip_prefix("https://").ok_or_else(|| {
-        NodeError::Setup(format!(
-            "the coordinator address `{url}` must start with https://"
+    let bad = |why: &str| NodeError::Setup(format!("the coordinator address `{url}` {why}"));
+    let uri: http::Uri = url.parse().map_err(|e| {
+        bad(&format!(
+            "is not a URL ({e}); write it as https://HOST:PORT"
         ))
     })?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(v6),
-        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
-    };
+    if uri.scheme_str() != Some("https") {
+        return Err(bad(
+            "must start with https:// (nodes speak only mutual TLS)",
+        ));
+    }
+    let host = uri.host().unwrap_or_default();
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
-        return Err(NodeError::Setup(format!(
-            "the coordinator address `{url}` has no host"
-        )));
+        return Err(bad("has no host; write it as https://HOST:PORT"));
     }
     Ok(host.to_string())
 }
@@ -695,7 +701,25 @@ mod tests {
             "coord.example.org"
         );
         assert_eq!(url_host("https://[::1]:7443").unwrap(), "::1");
-        assert!(url_host("http://127.0.0.1:7443").is_err());
-        assert!(url_host("https://:7443").is_err());
+        assert_eq!(
+            url_host("https://coord.example.org").unwrap(),
+            "coord.example.org"
+        );
+        assert_eq!(
+            url_host("https://user@coord.example.org:7443/x?y").unwrap(),
+            "coord.example.org"
+        );
+        for (bad, names) in [
+            ("http://127.0.0.1:7443", "https://"),
+            ("ftp://127.0.0.1:7443", "https://"),
+            ("127.0.0.1:7443", "https://"),
+            ("https://:7443", "no host"),
+            ("https://[::1:7443", "not a URL"),
+            ("https://a b:7443", "not a URL"),
+            ("", "not a URL"),
+        ] {
+            let err = url_host(bad).unwrap_err().to_string();
+            assert!(err.contains(names), "{bad}: {err}");
+        }
     }
 }

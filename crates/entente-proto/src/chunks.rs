@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use entente_core::f32_bytes;
 use entente_core::params::ParamSet;
 
 use crate::WireError;
@@ -22,13 +23,9 @@ pub fn chunk_at(values: &[f32], index: usize) -> Option<Chunk> {
         return None;
     }
     let end = (start + CHUNK_VALUES).min(values.len());
-    let mut bytes = Vec::with_capacity((end - start) * 4);
-    for v in &values[start..end] {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
     Some(Chunk {
         offset: start as u64,
-        values: bytes,
+        values: f32_bytes::as_le_bytes(&values[start..end]).into_owned(),
     })
 }
 
@@ -87,12 +84,7 @@ impl Assembler {
             let want = (len * 2).clamp(need, self.expected);
             self.values.reserve_exact(want - len);
         }
-        self.values.extend(
-            chunk
-                .values
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        );
+        f32_bytes::extend_from_le_bytes(&mut self.values, &chunk.values);
         Ok(())
     }
 

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use entente_core::f32_bytes;
 use entente_core::params::ParamSet;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -25,13 +26,7 @@ pub fn save_params(
         .into_iter()
         .zip(shapes)
         .zip(blobs)
-        .map(|((name, shape), bytes)| {
-            let values = bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect::<Vec<f32>>();
-            (name, shape, values)
-        });
+        .map(|((name, shape), bytes)| (name, shape, f32_bytes::from_le_bytes(&bytes)));
     let params =
         ParamSet::from_tensors(tensors).map_err(|e| PyValueError::new_err(e.to_string()))?;
     params
@@ -53,7 +48,7 @@ pub fn load_params(py: Python<'_>, path: PathBuf) -> PyResult<Vec<PyTensor>> {
             (
                 spec.name.clone(),
                 spec.shape.clone(),
-                PyBytes::new(py, bytemuck::cast_slice(values)).unbind(),
+                PyBytes::new(py, &f32_bytes::as_le_bytes(values)).unbind(),
             )
         })
         .collect())

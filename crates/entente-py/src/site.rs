@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use entente_core::engine::{LocalOptimizer, Site, SiteError, TrainTask};
+use entente_core::f32_bytes;
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::{MAX_CLAIMED_EXAMPLES, SiteUpdate};
@@ -129,7 +130,7 @@ fn tensors<'py>(
     for (spec, values) in params.iter() {
         names.append(&spec.name)?;
         shapes.append(spec.shape.clone())?;
-        blobs.append(PyBytes::new(py, bytemuck::cast_slice(values)))?;
+        blobs.append(PyBytes::new(py, &f32_bytes::as_le_bytes(values)))?;
     }
     Ok((names, shapes, blobs))
 }
@@ -151,14 +152,6 @@ fn train_config<'py>(py: Python<'py>, task: &TrainTask) -> PyResult<Bound<'py, P
     config.set_item("fedprox_mu", t.fedprox_mu)?;
     config.set_item("seed", task.seed)?;
     Ok(config)
-}
-
-/// f32 values from the bridge's little-endian bytes.
-fn values(bytes: &[u8]) -> Vec<f32> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 impl Site for PySite {
@@ -193,7 +186,7 @@ impl Site for PySite {
                     spec.numel()
                 )));
             }
-            flat.extend(values(blob));
+            f32_bytes::extend_from_le_bytes(&mut flat, blob);
         }
         let params = ParamSet::from_flat(Arc::clone(layout), flat)
             .map_err(|e| self.fail(format!("fit returned a bad model: {e}")))?;
