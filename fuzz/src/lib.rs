@@ -115,10 +115,10 @@ impl Site for PatternSite {
     }
 
     fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        Err(SiteError {
-            site: self.name.clone(),
-            reason: "evaluation is not fuzzed".into(),
-        })
+        Err(SiteError::refused(
+            self.name.clone(),
+            "evaluation is not fuzzed",
+        ))
     }
 }
 

@@ -12,6 +12,7 @@ use common::MANIFEST;
 use entente_coordinator::audit::kind;
 use entente_coordinator::store::Store;
 use entente_coordinator::{CoordinatorConfig, CoordinatorError, NoReport, RunSummary, run};
+use entente_core::engine::ErrorKind;
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_proto::chunks::Assembler;
@@ -96,15 +97,24 @@ fn register_request(dir: &Path) -> RegisterRequest {
     }
 }
 
+/// How a fake node answers a training task.
+#[derive(Clone, Copy)]
+enum Answer {
+    /// With the parameters it was sent, claiming this many examples.
+    Train(u64),
+    /// With a refusal of this kind; `None` names no kind, as nodes older than kinds do.
+    Refuse(Option<ErrorKind>),
+}
+
 /// Registers, keeps its session alive, and answers every task until the run is finished:
-/// train tasks with the parameters it was sent and `claim` examples, evaluations with a fixed
-/// result. Returns the rounds the coordinator says the run completed.
+/// train tasks as `answer` says, evaluations with a fixed result. Returns the rounds the
+/// coordinator says the run completed.
 async fn fake_node(
     dir: &Path,
     keys: &KeyDir,
     addr: std::net::SocketAddr,
     site: &str,
-    claim: u64,
+    answer: Answer,
 ) -> u32 {
     let mut client = connect(keys, addr, site).await;
     let session = client
@@ -137,12 +147,19 @@ async fn fake_node(
         else {
             continue;
         };
-        let outcome = match header.kind {
-            Some(task_header::Kind::Finished(f)) => {
+        let outcome = match (header.kind, answer) {
+            (Some(task_header::Kind::Finished(f)), _) => {
                 beating.abort();
                 return f.rounds;
             }
-            Some(task_header::Kind::Train(_)) => {
+            (Some(task_header::Kind::Train(_)), Answer::Refuse(kind)) => {
+                let refusal =
+                    result_header::Outcome::Refused("refuses round: over its budget".into());
+                let (frame, chunks) = upload::result_frames(header.task_id, refusal, kind, None);
+                let _ = upload::submit(&mut client, frame, chunks).await;
+                continue;
+            }
+            (Some(task_header::Kind::Train(_)), Answer::Train(claim)) => {
                 let layout = Arc::new(layout_from_wire(&header.layout).unwrap());
                 let mut assembler = Assembler::new(layout.total());
                 while let Some(v1::TaskFrame {
@@ -173,7 +190,7 @@ async fn fake_node(
                 None,
             ),
         };
-        let (frame, chunks) = upload::result_frames(header.task_id, head, params);
+        let (frame, chunks) = upload::result_frames(header.task_id, head, None, params);
         // A result the coordinator no longer waits for is not this test's concern.
         let _ = upload::submit(&mut client, frame, chunks).await;
     }
@@ -213,23 +230,105 @@ async fn audit_entries(dir: &Path) -> Vec<entente_coordinator::audit::AuditEntry
         .unwrap()
 }
 
-#[tokio::test]
-async fn a_site_claiming_two_to_the_63_examples_is_left_out_and_the_run_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = with_keys(dir.path());
+/// Runs the three rounds with site-a answering as `a` and the others training honestly;
+/// returns the rounds' records and the audit log.
+async fn run_with_site_a(
+    dir: &Path,
+    a: Answer,
+) -> (
+    Vec<entente_core::engine::RoundRecord>,
+    Vec<entente_coordinator::audit::AuditEntry>,
+) {
+    let keys = with_keys(dir);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let d = dir.path();
     let (summary, a, b, c) = tokio::join!(
-        coordinator(d, &keys, listener, std::future::pending()),
-        fake_node(d, &keys, addr, "site-a", 1 << 63),
-        fake_node(d, &keys, addr, "site-b", 100),
-        fake_node(d, &keys, addr, "site-c", 200),
+        coordinator(dir, &keys, listener, std::future::pending()),
+        fake_node(dir, &keys, addr, "site-a", a),
+        fake_node(dir, &keys, addr, "site-b", Answer::Train(100)),
+        fake_node(dir, &keys, addr, "site-c", Answer::Train(200)),
     );
     let summary = summary.expect("the run finishes");
     assert_eq!(summary.rounds.len(), 3);
     assert_eq!((a, b, c), (3, 3, 3));
-    let entries = audit_entries(d).await;
+    (summary.rounds, audit_entries(dir).await)
+}
+
+/// The kinds the store's participant rows give site-a, round by round.
+async fn site_a_kinds(dir: &Path) -> Vec<Option<String>> {
+    let url = format!("sqlite://{}", dir.join("run.db").display());
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let rows = sqlx::query("SELECT kind FROM participants WHERE site = 'site-a' ORDER BY round")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.iter()
+        .map(|r| sqlx::Row::try_get(r, 0).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_over_budget_refusal_is_recorded_as_over_budget_not_as_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (rounds, entries) = run_with_site_a(d, Answer::Refuse(Some(ErrorKind::OverBudget))).await;
+    for r in &rounds {
+        assert_eq!(r.accepted, ["site-b", "site-c"]);
+        assert_eq!(r.excluded.len(), 1, "{:?}", r.excluded);
+        assert_eq!(
+            r.excluded[0].kind,
+            ErrorKind::OverBudget,
+            "{:?}",
+            r.excluded
+        );
+        assert!(
+            r.excluded[0].reason.contains("over its budget"),
+            "{:?}",
+            r.excluded
+        );
+    }
+    assert_eq!(
+        site_a_kinds(d).await,
+        vec![Some("over_budget".to_string()); 3]
+    );
+    let rejected: Vec<serde_json::Value> = entries
+        .iter()
+        .filter(|e| e.kind == kind::UPDATE_REJECTED)
+        .map(|e| serde_json::from_str(&e.detail).unwrap())
+        .collect();
+    assert_eq!(rejected.len(), 3);
+    assert!(
+        rejected.iter().all(|d| d["kind"] == "over_budget"),
+        "{rejected:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refusal_from_a_node_that_names_no_kind_is_internal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rounds, _) = run_with_site_a(dir.path(), Answer::Refuse(None)).await;
+    for r in &rounds {
+        assert_eq!(r.excluded.len(), 1, "{:?}", r.excluded);
+        assert_eq!(r.excluded[0].kind, ErrorKind::Internal);
+    }
+    assert_eq!(
+        site_a_kinds(dir.path()).await,
+        vec![Some("internal".to_string()); 3]
+    );
+}
+
+#[tokio::test]
+async fn a_site_claiming_two_to_the_63_examples_is_left_out_and_the_run_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (rounds, entries) = run_with_site_a(d, Answer::Train(1 << 63)).await;
+    assert!(
+        rounds
+            .iter()
+            .all(|r| r.excluded.len() == 1 && r.excluded[0].kind == ErrorKind::MalformedReply),
+        "{rounds:?}"
+    );
     let rejected: Vec<_> = entries
         .iter()
         .filter(|e| e.kind == kind::UPDATE_REJECTED)

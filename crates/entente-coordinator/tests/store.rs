@@ -12,8 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use entente_coordinator::audit::{AuditEvent, AuditReport, GENESIS_PREV_HASH, kind};
+use entente_coordinator::audit::{
+    AuditEntry, AuditEvent, AuditReport, GENESIS_PREV_HASH, entry_hash, kind,
+};
 use entente_coordinator::store::{FinishedRound, Participant, Store, StoreError};
+use entente_core::engine::ErrorKind;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 use tempfile::TempDir;
@@ -186,6 +189,7 @@ both!(
     concurrent_appends_keep_one_chain,
     one_owner_at_a_time,
     reading_creates_migrates_and_writes_nothing,
+    a_store_written_before_kinds_migrates_and_its_chain_verifies,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -202,6 +206,7 @@ fn participant(site: &str, accepted: bool, reason: Option<&str>) -> Participant 
         site: site.into(),
         accepted,
         reason: reason.map(str::to_string),
+        kind: (!accepted).then_some(ErrorKind::Internal),
         examples: 100,
         loss: 0.5,
     }
@@ -277,7 +282,7 @@ async fn open_migrates_once_and_keeps_data(db: &TestDb) {
         .collect();
     assert_eq!(
         versions,
-        vec![1, 2],
+        vec![1, 2, 3],
         "each migration is recorded exactly once"
     );
     if db.backend == Backend::Sqlite {
@@ -387,6 +392,7 @@ async fn rounds_are_applied_once_and_in_order(db: &TestDb) {
             site: "b".into(),
             accepted: false,
             reason: Some("update norm 9.1 above clip 5".into()),
+            kind: Some(ErrorKind::MalformedReply),
             examples: 40,
             loss: f64::NAN,
         },
@@ -1019,4 +1025,180 @@ async fn default_database_sits_beside_the_manifest() {
     let url = Store::sqlite_url_beside(&manifest);
     Store::open(&url).await.unwrap();
     assert!(dir.path().join("trial.entente.db").exists());
+}
+
+/// Schema version 2, as a coordinator before error kinds left it: migrations 1 and 2 only.
+async fn open_schema_version_2(db: &TestDb) -> AnyPool {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = match db.backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    };
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    for file in ["0001_initial.sql", "0002_checkpoint_pieces.sql"] {
+        std::fs::copy(source.join(file), dir.path().join(file)).unwrap();
+    }
+    let url = match db.backend {
+        Backend::Sqlite => format!("{}?mode=rwc", db.url),
+        Backend::Postgres => db.url.clone(),
+    };
+    let raw = raw_pool(&url).await;
+    sqlx::migrate::Migrator::new(dir.path())
+        .await
+        .unwrap()
+        .run(&raw)
+        .await
+        .unwrap();
+    raw
+}
+
+/// Appends `(kind, site, detail)` entries to the audit log as the old code did: hashed
+/// over the detail as written, with no `kind` of failure in it.
+async fn append_old_entries(raw: &AnyPool, run: i64, entries: &[(&str, Option<&str>, &str)]) {
+    let mut prev = GENESIS_PREV_HASH.to_string();
+    for (i, (what, site, detail)) in entries.iter().enumerate() {
+        let mut entry = AuditEntry {
+            seq: i as u64 + 1,
+            at_unix_ms: 1_700_000_000_000 + i as i64,
+            kind: what.to_string(),
+            run: Some(run),
+            round: site.map(|_| 1),
+            site: site.map(str::to_string),
+            detail: detail.to_string(),
+            prev_hash: prev.clone(),
+            hash: String::new(),
+        };
+        entry.hash = entry_hash(&entry);
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_unix_ms, kind, run_id, round, site, detail, \
+             prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(entry.seq as i64)
+        .bind(entry.at_unix_ms)
+        .bind(&entry.kind)
+        .bind(entry.run)
+        .bind(entry.round.map(i64::from))
+        .bind(&entry.site)
+        .bind(&entry.detail)
+        .bind(&entry.prev_hash)
+        .bind(&entry.hash)
+        .execute(raw)
+        .await
+        .unwrap();
+        prev = entry.hash;
+    }
+}
+
+async fn a_store_written_before_kinds_migrates_and_its_chain_verifies(db: &TestDb) {
+    // A round of schema version 2: a rejected participant with a reason and no kind, and the
+    // audit entries of the time.
+    let raw = open_schema_version_2(db).await;
+    let old: i64 = sqlx::query(
+        "INSERT INTO runs (federation, manifest_sha256, total_rounds, started_unix_ms, \
+         finished_unix_ms) VALUES ('fed', 'old', 1, 0, 1) RETURNING id",
+    )
+    .fetch_one(&raw)
+    .await
+    .unwrap()
+    .try_get(0)
+    .unwrap();
+    for sql in [
+        "INSERT INTO rounds (run_id, round, selected, started_unix_ms, completed_unix_ms) \
+         VALUES ($1, 1, '[\"a\",\"b\"]', 0, 1)",
+        "INSERT INTO participants (run_id, round, site, accepted, reason, examples, loss) \
+         VALUES ($1, 1, 'b', 0, 'missed the deadline', 0, NULL)",
+    ] {
+        sqlx::query(sql).bind(old).execute(&raw).await.unwrap();
+    }
+    append_old_entries(
+        &raw,
+        old,
+        &[
+            (kind::RUN_STARTED, None, r#"{"rounds":1}"#),
+            (
+                kind::UPDATE_REJECTED,
+                Some("b"),
+                r#"{"examples":0,"loss":null,"reason":"missed the deadline"}"#,
+            ),
+        ],
+    )
+    .await;
+    raw.close().await;
+
+    // Opened by this version: migrated, the old chain intact, the old row without a kind.
+    let store = Store::open(&db.url).await.expect("an old store opens");
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditReport::Intact { entries: 2 }
+    );
+    let raw = db.raw().await;
+    let old_kind: Option<String> = sqlx::query("SELECT kind FROM participants WHERE run_id = $1")
+        .bind(old)
+        .fetch_one(&raw)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    assert_eq!(old_kind, None);
+
+    // A new round records the kind in its row and in its audit entry, on the same chain.
+    let run = store.open_run("fed", "new", 1).await.unwrap().run;
+    store
+        .round_started(run, 1, &sites(&["a", "b"]))
+        .await
+        .unwrap();
+    let participants = [
+        participant("a", true, None),
+        Participant {
+            kind: Some(ErrorKind::OverBudget),
+            ..participant("b", false, Some("refuses round 1: over its budget"))
+        },
+    ];
+    store
+        .round_finished(
+            run,
+            &FinishedRound {
+                round: 1,
+                participants: &participants,
+                metrics_json: "{}",
+                checkpoint: b"w",
+                optimizer_state: None,
+            },
+        )
+        .await
+        .unwrap();
+    let kinds: Vec<(String, Option<String>)> =
+        sqlx::query("SELECT site, kind FROM participants WHERE run_id = $1 ORDER BY site")
+            .bind(run)
+            .fetch_all(&raw)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.try_get(0).unwrap(), r.try_get(1).unwrap()))
+            .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("a".to_string(), None),
+            ("b".to_string(), Some("over_budget".to_string()))
+        ]
+    );
+    let entries = store.audit_entries().await.unwrap();
+    let details: Vec<serde_json::Value> = entries
+        .iter()
+        .filter(|e| e.kind == kind::UPDATE_REJECTED)
+        .map(|e| serde_json::from_str(&e.detail).unwrap())
+        .collect();
+    assert_eq!(details.len(), 2);
+    assert_eq!(details[0].get("kind"), None, "the old entry is as it was");
+    assert_eq!(details[1]["kind"], "over_budget");
+    assert_eq!(
+        store.verify_audit().await.unwrap(),
+        AuditReport::Intact {
+            entries: entries.len() as u64
+        }
+    );
+    raw.close().await;
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use entente_core::aggregators::{self, Strategy};
 use entente_core::engine::selection;
 use entente_core::engine::{
-    EngineError, Evaluator, LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundObserver,
-    RoundRecord, RoundRules, Site, SiteError, TrainTask,
+    EngineError, ErrorKind, Evaluator, Failure, LocalOptimizer, LocalTraining, NoObserver,
+    RoundEngine, RoundObserver, RoundRecord, RoundRules, Site, SiteError, TrainTask,
 };
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -28,8 +28,8 @@ enum Behaviour {
     WrongShape,
     /// Returns `global` with one value replaced by NaN.
     Nan,
-    /// Fails with a `SiteError`.
-    Fail,
+    /// Fails with a `SiteError` of this kind.
+    Fail(ErrorKind),
     /// Returns a valid update that claims to come from the named site.
     Impersonate(String),
 }
@@ -113,11 +113,8 @@ impl Site for FakeSite {
                 p
             }
             Behaviour::Impersonate(_) => (**global).clone(),
-            Behaviour::Fail => {
-                return Err(SiteError {
-                    site: self.name.clone(),
-                    reason: "disk full".to_string(),
-                });
+            Behaviour::Fail(kind) => {
+                return Err(SiteError::new(self.name.clone(), *kind, "disk full"));
             }
         };
         let site = match &self.behaviour {
@@ -140,10 +137,7 @@ impl Site for FakeSite {
                 per_class_accuracy: vec![],
                 num_examples,
             }),
-            None => Err(SiteError {
-                site: self.name.clone(),
-                reason: "no test split".to_string(),
-            }),
+            None => Err(SiteError::refused(self.name.clone(), "no test split")),
         }
     }
 }
@@ -153,7 +147,7 @@ impl Site for FakeSite {
 struct MeanEvaluator;
 
 impl Evaluator for MeanEvaluator {
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String> {
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, Failure> {
         let flat = params.as_flat();
         let mean = flat.iter().map(|v| f64::from(*v)).sum::<f64>() / flat.len() as f64;
         Ok(EvalMetrics {
@@ -168,8 +162,8 @@ impl Evaluator for MeanEvaluator {
 struct FailingEvaluator;
 
 impl Evaluator for FailingEvaluator {
-    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, String> {
-        Err("test set unreadable".to_string())
+    fn evaluate(&self, _params: &ParamSet) -> Result<EvalMetrics, Failure> {
+        Err(Failure::internal("test set unreadable"))
     }
 }
 
@@ -301,12 +295,14 @@ fn wrong_shape_and_nan_updates_are_excluded_and_the_round_completes() {
     assert_eq!(r.accepted, ["good-1", "good-2"]);
     assert_eq!(r.excluded.len(), 2, "{:?}", r.excluded);
     assert_eq!(r.excluded[0].site, "shape");
+    assert_eq!(r.excluded[0].kind, ErrorKind::MalformedReply);
     assert!(
         r.excluded[0].reason.contains("`w`") && r.excluded[0].reason.contains("shape"),
         "{}",
         r.excluded[0].reason
     );
     assert_eq!(r.excluded[1].site, "nan");
+    assert_eq!(r.excluded[1].kind, ErrorKind::MalformedReply);
     assert!(
         r.excluded[1].reason.contains("non-finite") && r.excluded[1].reason.contains("NaN"),
         "{}",
@@ -329,6 +325,7 @@ fn an_update_under_another_sites_name_is_excluded_under_the_callers_name() {
     assert_eq!(r.accepted, ["honest"]);
     assert_eq!(r.excluded.len(), 1);
     assert_eq!(r.excluded[0].site, "mallory");
+    assert_eq!(r.excluded[0].kind, ErrorKind::MalformedReply);
     assert!(
         r.excluded[0].reason.contains("claims"),
         "{}",
@@ -353,13 +350,14 @@ fn an_update_with_a_nan_training_loss_is_excluded() {
 fn a_failing_site_is_excluded_with_its_reason() {
     let sites = shared(vec![
         FakeSite::new("ok", 2, Behaviour::Offset(vec![1.0; 6])),
-        FakeSite::new("broken", 2, Behaviour::Fail),
+        FakeSite::new("broken", 2, Behaviour::Fail(ErrorKind::Internal)),
     ]);
     let mut e = engine(sites, rules(1, 1.0, 1, 3), initial());
     let r = e.run_round(1, &mut NoObserver).unwrap();
     assert_eq!(r.accepted, ["ok"]);
     assert_eq!(r.excluded.len(), 1);
     assert_eq!(r.excluded[0].site, "broken");
+    assert_eq!(r.excluded[0].kind, ErrorKind::Internal);
     assert!(
         r.excluded[0].reason.contains("disk full"),
         "{}",
@@ -370,10 +368,39 @@ fn a_failing_site_is_excluded_with_its_reason() {
 }
 
 #[test]
+fn each_site_is_excluded_with_the_kind_of_its_failure() {
+    let kinds = [
+        ErrorKind::Refused,
+        ErrorKind::OverBudget,
+        ErrorKind::TimedOut,
+        ErrorKind::Transport,
+    ];
+    let mut sites = vec![FakeSite::new("ok", 2, Behaviour::Offset(vec![1.0; 6]))];
+    sites.extend(
+        kinds
+            .iter()
+            .map(|&k| FakeSite::new(k.as_str(), 2, Behaviour::Fail(k))),
+    );
+    let mut e = engine(shared(sites), rules(1, 1.0, 1, 3), initial());
+    let r = e.run_round(1, &mut NoObserver).unwrap();
+    let seen: Vec<(&str, ErrorKind)> = r
+        .excluded
+        .iter()
+        .map(|x| (x.site.as_str(), x.kind))
+        .collect();
+    let want: Vec<(&str, ErrorKind)> = kinds.iter().map(|&k| (k.as_str(), k)).collect();
+    assert_eq!(seen, want);
+    // The record says the kind in the stable name that the store and dashboards read.
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(json["excluded"][1]["kind"], "over_budget");
+    assert_eq!(json["excluded"][2]["kind"], "timed_out");
+}
+
+#[test]
 fn quorum_not_met_is_an_error_and_leaves_the_global_model_unchanged() {
     let sites = shared(vec![
         FakeSite::new("ok-1", 2, Behaviour::Offset(vec![1.0; 6])),
-        FakeSite::new("broken", 2, Behaviour::Fail),
+        FakeSite::new("broken", 2, Behaviour::Fail(ErrorKind::OverBudget)),
         FakeSite::new("nan", 2, Behaviour::Nan),
         FakeSite::new("ok-2", 2, Behaviour::Offset(vec![1.0; 6])),
     ]);
@@ -396,6 +423,11 @@ fn quorum_not_met_is_an_error_and_leaves_the_global_model_unchanged() {
     assert_eq!(bits(e.global()), before);
     let message = e.run_round(1, &mut NoObserver).unwrap_err().to_string();
     assert!(message.contains("min_sites"), "{message}");
+    assert!(
+        message.contains("broken (over_budget): disk full"),
+        "{message}"
+    );
+    assert!(message.contains("nan (malformed_reply): "), "{message}");
     assert_eq!(bits(e.global()), before);
 }
 
@@ -405,7 +437,7 @@ fn a_round_after_a_failed_quorum_starts_from_the_unchanged_model() {
     // aggregate only the new round's updates on top of the original model.
     let sites = shared(vec![
         FakeSite::new("ok", 1, Behaviour::Offset(vec![2.0; 6])),
-        FakeSite::new("broken", 1, Behaviour::Fail),
+        FakeSite::new("broken", 1, Behaviour::Fail(ErrorKind::Internal)),
     ]);
     let mut strict = engine(sites.clone(), rules(1, 1.0, 2, 3), initial());
     assert!(matches!(
@@ -665,8 +697,9 @@ fn a_failing_central_evaluator_stops_the_round() {
         initial(),
     );
     match e.run(&mut NoObserver) {
-        Err(EngineError::Evaluate { round: 1, reason }) => {
-            assert!(reason.contains("unreadable"), "{reason}");
+        Err(EngineError::Evaluate { round: 1, source }) => {
+            assert_eq!(source.kind, ErrorKind::Internal);
+            assert!(source.reason().contains("unreadable"), "{source}");
         }
         other => panic!("expected an Evaluate error, got {other:?}"),
     }
@@ -701,10 +734,7 @@ impl Site for SeedSite {
     }
 
     fn evaluate(&self, _: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        Err(SiteError {
-            site: self.name.to_string(),
-            reason: "no test split".into(),
-        })
+        Err(SiteError::refused(self.name, "no test split"))
     }
 }
 
@@ -770,10 +800,51 @@ fn the_observer_sees_every_round_and_not_a_failed_one() {
     );
     assert_eq!(log.finished, [1, 2]);
 
-    let failing = shared(vec![FakeSite::new("z", 1, Behaviour::Fail)]);
+    let failing = shared(vec![FakeSite::new(
+        "z",
+        1,
+        Behaviour::Fail(ErrorKind::Internal),
+    )]);
     let mut log = Log::default();
     let mut e = engine(failing, rules(2, 1.0, 1, 4), initial());
     assert!(e.run(&mut log).is_err());
     assert_eq!(log.started.len(), 1);
     assert!(log.finished.is_empty());
+}
+
+/// An observer whose store has gone away.
+struct Unreachable;
+
+impl RoundObserver for Unreachable {
+    fn commit(
+        &mut self,
+        _: &RoundRecord,
+        _: &ParamSet,
+        _: &dyn aggregators::Aggregator,
+    ) -> Result<(), Failure> {
+        Err(Failure::new(ErrorKind::Transport, "the database went away")
+            .with_source(std::io::Error::other("connection reset")))
+    }
+}
+
+#[test]
+fn a_failed_commit_stops_the_run_with_its_kind_and_cause() {
+    let sites = shared(vec![FakeSite::new("a", 1, Behaviour::Offset(vec![1.0; 6]))]);
+    let mut e = engine(sites, rules(2, 1.0, 1, 4), initial());
+    let before = bits(e.global());
+    let err = e.run(&mut Unreachable).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "round 1: could not record the round (transport): the database went away: \
+         connection reset"
+    );
+    assert!(matches!(
+        err,
+        EngineError::Commit { round: 1, ref source } if source.kind == ErrorKind::Transport
+    ));
+    assert_eq!(
+        bits(e.global()),
+        before,
+        "an uncommitted round is not applied"
+    );
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use entente_core::aggregators::{Strategy, build};
 use entente_core::engine::{
-    EngineError, Envelope, LocalOptimizer, LocalTraining, NoObserver, RoundEngine, RoundRules,
-    SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
+    EngineError, Envelope, ErrorKind, LocalOptimizer, LocalTraining, NoObserver, RoundEngine,
+    RoundRules, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
 };
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -74,18 +74,12 @@ impl Site for ToySite {
     }
 
     fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        Err(SiteError {
-            site: self.name.clone(),
-            reason: "no test split".into(),
-        })
+        Err(SiteError::refused(self.name.clone(), "no test split"))
     }
 
     fn secure_exchange(&self, _round: u32, _message: &Envelope) -> Result<Envelope, SiteError> {
         if self.drops_out {
-            return Err(SiteError {
-                site: self.name.clone(),
-                reason: "connection lost".into(),
-            });
+            return Err(SiteError::transport(self.name.clone(), "connection lost"));
         }
         let delta = self.pending.lock().unwrap().take().unwrap_or_default();
         let w = self.examples as f32;
@@ -135,7 +129,7 @@ impl SecureAggregation for ToyProtocol {
 
     fn finish(&mut self) -> Result<SecureResult, SecureError> {
         if self.answers.len() < self.threshold {
-            return Err(SecureError(format!(
+            return Err(SecureError::internal(format!(
                 "{} sites answered, the threshold is {}",
                 self.answers.len(),
                 self.threshold
@@ -220,6 +214,12 @@ fn a_site_that_drops_out_mid_protocol_is_excluded_and_the_round_completes() {
     assert_eq!(r.accepted, ["a", "b"]);
     assert_eq!(r.excluded.len(), 1);
     assert_eq!(r.excluded[0].site, "gone");
+    // The kind of the failed exchange survives the protocol's dropout.
+    assert_eq!(r.excluded[0].kind, ErrorKind::Transport);
+    assert_eq!(
+        r.excluded[0].reason,
+        "dropped out during secure aggregation: connection lost"
+    );
     assert_eq!(e.global().as_flat(), &[-1.0, 0.0, 1.0]);
 }
 
@@ -236,7 +236,7 @@ fn an_abort_below_threshold_is_an_error_and_changes_nothing() {
     );
     let err = e.run_round(1, &mut NoObserver).unwrap_err();
     assert!(
-        matches!(err, EngineError::SecureAggregation { round: 1, ref reason } if reason.contains("threshold")),
+        matches!(err, EngineError::SecureAggregation { round: 1, ref source } if source.message.contains("threshold")),
         "{err}"
     );
     assert_eq!(e.global().as_flat(), &[1.0, 2.0, 3.0]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use entente_core::engine::{Excluded, RoundRecord};
+use entente_core::engine::{ErrorKind, Excluded, RoundRecord};
 use entente_core::metrics::EvalMetrics;
 use entente_dashboard::{AuditLine, AuditView, Board, Bytes, RunState, router};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +42,7 @@ fn round(n: u32) -> RoundRecord {
         excluded: vec![Excluded {
             site: HOSTILE.into(),
             reason: "tensor `<img src=x>` holds NaN".into(),
+            kind: ErrorKind::MalformedReply,
         }],
         secure_aggregation: None,
         train_loss: 1.5 / f64::from(n),

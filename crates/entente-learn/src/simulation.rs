@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use entente_core::engine::Evaluator;
+use entente_core::engine::{Evaluator, Failure};
 use entente_core::manifest::{DataFormat, DataSchema, Manifest, PartitionChoice};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -53,9 +53,9 @@ impl CentralTest {
 }
 
 impl Evaluator for CentralTest {
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String> {
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, Failure> {
         crate::trainer::evaluate(&self.spec, params, &self.data, crate::trainer::EVAL_BATCH)
-            .map_err(|e| e.to_string())
+            .map_err(|e| Failure::internal("the held-out evaluation failed").with_source(e))
     }
 }
 

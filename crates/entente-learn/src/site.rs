@@ -42,11 +42,9 @@ impl LocalSite {
         &self.test
     }
 
-    fn fail(&self, e: TrainError) -> SiteError {
-        SiteError {
-            site: self.name.clone(),
-            reason: e.to_string(),
-        }
+    /// Training or evaluation failed inside the site.
+    fn fail(&self, what: &str, e: TrainError) -> SiteError {
+        SiteError::internal(self.name.clone(), what).with_source(e)
     }
 }
 
@@ -63,7 +61,7 @@ impl Site for LocalSite {
             &task.training,
             task.seed,
         )
-        .map_err(|e| self.fail(e))?;
+        .map_err(|e| self.fail("local training failed", e))?;
         // Under DP-SGD the loss is a function of the records that the accountant does not
         // cover, so it does not leave the site.
         let train_loss = if task.training.dp_sgd.is_some() {
@@ -81,6 +79,6 @@ impl Site for LocalSite {
 
     fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         trainer::evaluate(&self.spec, params, &self.test, trainer::EVAL_BATCH)
-            .map_err(|e| self.fail(e))
+            .map_err(|e| self.fail("evaluation failed", e))
     }
 }

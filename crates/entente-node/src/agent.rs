@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord, HeadRecordError};
-use entente_core::engine::{Envelope, TrainTask};
+use entente_core::engine::{Envelope, ErrorKind, SiteError, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_proto::MAX_MESSAGE;
@@ -471,7 +471,7 @@ async fn serve_tasks(
         let outcome = match check {
             Err(reason) => {
                 tracing::warn!(%reason, "task refused");
-                Outcome::Refused(reason)
+                Outcome::Refused(ErrorKind::Refused, reason)
             }
             Ok(()) => {
                 let (agreement, local) = (Arc::clone(agreement), Arc::clone(local));
@@ -479,7 +479,9 @@ async fn serve_tasks(
                     execute(&agreement, &local, header, params, corrupt)
                 })
                 .await
-                .unwrap_or_else(|e| Outcome::Refused(format!("the task failed: {e}")))
+                .unwrap_or_else(|e| {
+                    Outcome::Refused(ErrorKind::Internal, format!("the task failed: {e}"))
+                })
             }
         };
         let done = Done::of(&outcome);
@@ -525,7 +527,7 @@ impl Done {
             Outcome::Evaluated(m) => Self::Evaluated {
                 accuracy: m.accuracy,
             },
-            Outcome::Refused(reason) => Self::Refused(reason.clone()),
+            Outcome::Refused(_, reason) => Self::Refused(reason.clone()),
             Outcome::Secure(_) => Self::Quiet,
         }
     }
@@ -549,7 +551,8 @@ enum Outcome {
     },
     Evaluated(v1::EvalResult),
     Secure(Vec<u8>),
-    Refused(String),
+    /// Not done, with the kind of failure the coordinator records.
+    Refused(ErrorKind, String),
 }
 
 /// Runs one checked task on the local site.
@@ -560,7 +563,10 @@ fn execute(
     params: Option<Arc<ParamSet>>,
     corrupt: Option<Corruption>,
 ) -> Outcome {
-    let refused = |e: String| Outcome::Refused(e);
+    // The task breaks what the site agreed to: the site's policy refuses it.
+    let refused = |e: String| Outcome::Refused(ErrorKind::Refused, e);
+    // The site itself failed, with its own kind (over budget, internal, ...).
+    let failed = |e: SiteError| Outcome::Refused(e.kind, e.reason());
     match header.kind {
         Some(task_header::Kind::Train(spec)) => {
             if let Err(e) = agreement.check_training(&spec) {
@@ -593,13 +599,13 @@ fn execute(
                     loss: update.train_loss,
                     params: corrupted(update.params, corrupt),
                 },
-                Err(e) => refused(e.reason),
+                Err(e) => failed(e),
             }
         }
         Some(task_header::Kind::Evaluate(_)) => match params {
             Some(p) => match local.site.evaluate(&p) {
                 Ok(m) => Outcome::Evaluated(metrics_to_wire(&m)),
-                Err(e) => refused(e.reason),
+                Err(e) => failed(e),
             },
             None => refused("an evaluation task without parameters".into()),
         },
@@ -609,7 +615,7 @@ fn execute(
                 .secure_exchange(header.round, &Envelope(s.envelope))
             {
                 Ok(reply) => Outcome::Secure(reply.0),
-                Err(e) => refused(e.reason),
+                Err(e) => failed(e),
             }
         }
         Some(task_header::Kind::Finished(_)) | None => refused("a task of no known kind".into()),
@@ -654,7 +660,7 @@ async fn submit(
     task_id: u64,
     outcome: Outcome,
 ) -> Result<(), Status> {
-    let (outcome, params) = match outcome {
+    let (outcome, kind, params) = match outcome {
         Outcome::Trained {
             examples,
             loss,
@@ -664,16 +670,20 @@ async fn submit(
                 num_examples: examples,
                 train_loss: loss,
             }),
+            None,
             Some(params),
         ),
-        Outcome::Evaluated(m) => (result_header::Outcome::Evaluate(m), None),
+        Outcome::Evaluated(m) => (result_header::Outcome::Evaluate(m), None, None),
         Outcome::Secure(bytes) => (
             result_header::Outcome::Secure(v1::SecureSpec { envelope: bytes }),
             None,
+            None,
         ),
-        Outcome::Refused(reason) => (result_header::Outcome::Refused(reason), None),
+        Outcome::Refused(kind, reason) => {
+            (result_header::Outcome::Refused(reason), Some(kind), None)
+        }
     };
-    let (head, chunks) = upload::result_frames(task_id, outcome, params);
+    let (head, chunks) = upload::result_frames(task_id, outcome, kind, params);
     upload::submit(client, head, chunks).await
 }
 

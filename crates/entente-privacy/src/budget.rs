@@ -386,10 +386,7 @@ impl BudgetedSite {
     }
 
     fn refuse(&self, reason: String) -> SiteError {
-        SiteError {
-            site: self.inner.name().to_string(),
-            reason,
-        }
+        SiteError::refused(self.inner.name(), reason)
     }
 
     /// Sampling rate, noise multiplier and steps that `task` would charge.
@@ -428,17 +425,19 @@ impl Site for BudgetedSite {
     fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
         let (q, sigma, steps) = self.price_of(task)?;
         {
+            let site = self.inner.name();
             let mut ledger = self
                 .ledger
                 .lock()
-                .map_err(|_| self.refuse("ledger lock poisoned".into()))?;
+                .map_err(|_| SiteError::internal(site, "ledger lock poisoned"))?;
             ledger
                 .charge_within(self.budget, &self.federation, task.round, q, sigma, steps)
                 .map_err(|e| match e {
                     LedgerError::OverBudget { .. } => {
-                        self.refuse(format!("refuses round {}: {e}", task.round))
+                        SiteError::over_budget(site, format!("refuses round {}: {e}", task.round))
                     }
-                    other => self.refuse(other.to_string()),
+                    other => SiteError::internal(site, "could not charge the privacy ledger")
+                        .with_source(other),
                 })?;
         }
         self.inner.train(task)

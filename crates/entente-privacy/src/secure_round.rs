@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use entente_core::engine::{
-    Envelope, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
+    Envelope, ErrorKind, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
 };
 use entente_core::manifest::PrivacyMechanism;
 use entente_core::metrics::EvalMetrics;
@@ -263,14 +263,14 @@ impl SecAggCoordinator {
     fn server(&mut self) -> Result<&mut SecAggServer, SecureError> {
         self.server
             .as_mut()
-            .ok_or_else(|| SecureError("no round in progress".into()))
+            .ok_or_else(|| SecureError::internal("no round in progress"))
     }
 
     fn name(&self, id: SiteId) -> Result<String, SecureError> {
         self.names
             .get(&id)
             .cloned()
-            .ok_or_else(|| SecureError(format!("unknown site id {id}")))
+            .ok_or_else(|| SecureError::internal(format!("unknown site id {id}")))
     }
 
     fn addressed<T: Serialize>(
@@ -283,14 +283,20 @@ impl SecAggCoordinator {
             .into_iter()
             .map(|m| {
                 let name = self.name(recipient(&m))?;
-                Ok((name, encode(&wrap(m)).map_err(SecureError)?))
+                Ok((name, encode(&wrap(m)).map_err(SecureError::internal)?))
             })
             .collect()
     }
 }
 
+/// The protocol's own state failed (a phase could not close, for example below threshold).
 fn fail(e: impl std::fmt::Display) -> SecureError {
-    SecureError(e.to_string())
+    SecureError::internal(e.to_string())
+}
+
+/// A site's message that the protocol could not use.
+fn malformed(e: impl std::fmt::Display) -> SecureError {
+    SecureError::new(ErrorKind::MalformedReply, e.to_string())
 }
 
 impl SecureAggregation for SecAggCoordinator {
@@ -311,10 +317,9 @@ impl SecureAggregation for SecAggCoordinator {
         let ids = sites
             .iter()
             .map(|s| {
-                self.ids
-                    .get(s)
-                    .copied()
-                    .ok_or_else(|| SecureError(format!("site `{s}` is not in the manifest")))
+                self.ids.get(s).copied().ok_or_else(|| {
+                    SecureError::internal(format!("site `{s}` is not in the manifest"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let config = self.settings.config(round, ids, num_values);
@@ -331,9 +336,10 @@ impl SecureAggregation for SecAggCoordinator {
                 let config = self
                     .config
                     .clone()
-                    .ok_or_else(|| SecureError("no round in progress".into()))?;
+                    .ok_or_else(|| SecureError::internal("no round in progress"))?;
                 self.stage = Stage::Share;
-                let envelope = encode(&ToSite::Start(config.clone())).map_err(SecureError)?;
+                let envelope =
+                    encode(&ToSite::Start(config.clone())).map_err(SecureError::internal)?;
                 config
                     .sites
                     .iter()
@@ -364,8 +370,8 @@ impl SecureAggregation for SecAggCoordinator {
             .ids
             .get(site)
             .copied()
-            .ok_or_else(|| SecureError(format!("site `{site}` is not in the manifest")))?;
-        let message: FromSite = decode(&reply).map_err(SecureError)?;
+            .ok_or_else(|| malformed(format!("site `{site}` is not in the manifest")))?;
+        let message: FromSite = decode(&reply).map_err(malformed)?;
         let sender = match &message {
             FromSite::Keys(m) => m.keys.site,
             FromSite::Shares(m) => m.sender,
@@ -373,7 +379,7 @@ impl SecureAggregation for SecAggCoordinator {
             FromSite::Unmask(m) => m.sender,
         };
         if sender != expected {
-            return Err(SecureError(format!(
+            return Err(malformed(format!(
                 "site `{site}` sent a message signed as site id {sender}"
             )));
         }
@@ -384,7 +390,7 @@ impl SecureAggregation for SecAggCoordinator {
             FromSite::Masked(m) => server.receive_masked(&m),
             FromSite::Unmask(m) => server.receive_unmask(&m),
         }
-        .map_err(fail)
+        .map_err(malformed)
     }
 
     fn finish(&mut self) -> Result<SecureResult, SecureError> {
@@ -452,11 +458,8 @@ impl SecureSite {
         }
     }
 
-    fn error(&self, reason: impl Into<String>) -> SiteError {
-        SiteError {
-            site: self.inner.name().to_string(),
-            reason: reason.into(),
-        }
+    fn error(&self, kind: ErrorKind, reason: impl Into<String>) -> SiteError {
+        SiteError::new(self.inner.name(), kind, reason)
     }
 
     fn key_seed(&self, round: u32) -> [u8; 32] {
@@ -488,7 +491,8 @@ impl SecureSite {
                 Stream::NoiseShare { site: self.id },
             )))
         } else {
-            os_noise_rng().map_err(|e| self.error(format!("distributed DP: {e}")))
+            os_noise_rng()
+                .map_err(|e| self.error(ErrorKind::Internal, format!("distributed DP: {e}")))
         }
     }
 }
@@ -502,15 +506,20 @@ impl Site for SecureSite {
         let update = self.inner.train(task)?;
         let (site, examples, loss) = (update.site.clone(), update.num_examples, update.train_loss);
         if let Some(dp) = &self.settings.distributed_dp {
-            self.settings.check_dp(dp).map_err(|e| self.error(e))?;
+            self.settings
+                .check_dp(dp)
+                .map_err(|e| self.error(ErrorKind::Refused, e))?;
         } else if examples > self.settings.max_examples {
-            return Err(self.error(format!(
-                "holds {examples} examples, more than secure_aggregation.max_examples ({})",
-                self.settings.max_examples
-            )));
+            return Err(self.error(
+                ErrorKind::Refused,
+                format!(
+                    "holds {examples} examples, more than secure_aggregation.max_examples ({})",
+                    self.settings.max_examples
+                ),
+            ));
         }
-        let valid =
-            validate(&task.global, update, &self.policy).map_err(|e| self.error(e.to_string()))?;
+        let valid = validate(&task.global, update, &self.policy)
+            .map_err(|e| self.error(ErrorKind::MalformedReply, e.to_string()))?;
         let clip = self.settings.clip;
         let mut delta: Vec<f32> = valid
             .params
@@ -522,7 +531,7 @@ impl Site for SecureSite {
         let (weight, reported_loss) = match &self.settings.distributed_dp {
             Some(dp) => {
                 dp.privatize(&mut delta, &mut self.noise_rng(task.round)?)
-                    .map_err(|e| self.error(format!("distributed DP: {e}")))?;
+                    .map_err(|e| self.error(ErrorKind::Internal, format!("distributed DP: {e}")))?;
                 (1, 0.0)
             }
             None => (examples, loss),
@@ -533,7 +542,7 @@ impl Site for SecureSite {
         let mut pending = self
             .pending
             .lock()
-            .map_err(|_| self.error("state lock poisoned"))?;
+            .map_err(|_| self.error(ErrorKind::Internal, "state lock poisoned"))?;
         *pending = Pending {
             delta: Some((task.round, delta, weight)),
             client: None,
@@ -541,7 +550,8 @@ impl Site for SecureSite {
         Ok(SiteUpdate {
             site,
             num_examples: weight,
-            params: ParamSet::from_tensors(Vec::new()).map_err(|e| self.error(e.to_string()))?,
+            params: ParamSet::from_tensors(Vec::new())
+                .map_err(|e| self.error(ErrorKind::Internal, e.to_string()))?,
             train_loss: reported_loss,
         })
     }
@@ -551,11 +561,11 @@ impl Site for SecureSite {
     }
 
     fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
-        let message: ToSite = decode(message).map_err(|e| self.error(e))?;
+        let message: ToSite = decode(message).map_err(|e| self.error(ErrorKind::Refused, e))?;
         let mut pending = self
             .pending
             .lock()
-            .map_err(|_| self.error("state lock poisoned"))?;
+            .map_err(|_| self.error(ErrorKind::Internal, "state lock poisoned"))?;
         let reply = match message {
             ToSite::Start(config) => {
                 let floor = self.settings.min_sites.max(3);
@@ -566,31 +576,35 @@ impl Site for SecureSite {
                         .any(|&id| id as usize >= self.settings.num_sites)
                     || !config.sites.contains(&self.id)
                 {
-                    return Err(self.error(format!(
+                    return Err(self.error(ErrorKind::Refused, format!(
                         "refuses a secure-aggregation round over sites {:?}: it needs at least {floor} \
                          of the manifest's {} sites, itself included",
                         config.sites, self.settings.num_sites
                     )));
                 }
                 if config.round != u64::from(round) {
-                    return Err(self.error(format!(
-                        "secure aggregation settings for round {} arrived in round {round}",
-                        config.round
-                    )));
+                    return Err(self.error(
+                        ErrorKind::Refused,
+                        format!(
+                            "secure aggregation settings for round {} arrived in round {round}",
+                            config.round
+                        ),
+                    ));
                 }
                 let expected = self
                     .settings
                     .config(round, config.sites.clone(), config.dimension);
                 if config != expected {
                     return Err(self.error(
+                        ErrorKind::Refused,
                         "the coordinator's secure-aggregation settings differ from the manifest's",
                     ));
                 }
                 let mut client = SecAggClient::new(config, self.id, self.key_seed(round))
-                    .map_err(|e| self.error(e.to_string()))?;
+                    .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?;
                 let keys = client
                     .advertise_keys()
-                    .map_err(|e| self.error(e.to_string()))?;
+                    .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?;
                 pending.client = Some(client);
                 FromSite::Keys(keys)
             }
@@ -598,41 +612,46 @@ impl Site for SecureSite {
                 let client = pending
                     .client
                     .as_mut()
-                    .ok_or_else(|| self.error("no round started"))?;
+                    .ok_or_else(|| self.error(ErrorKind::Refused, "no round started"))?;
                 FromSite::Shares(
                     client
                         .share_keys(&m)
-                        .map_err(|e| self.error(e.to_string()))?,
+                        .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?,
                 )
             }
             ToSite::Shares(m) => {
                 let (trained_in, delta, weight) = pending
                     .delta
                     .take()
-                    .ok_or_else(|| self.error("no trained update to send"))?;
+                    .ok_or_else(|| self.error(ErrorKind::Refused, "no trained update to send"))?;
                 if trained_in != round {
-                    return Err(self.error(format!(
-                        "its update is from round {trained_in}, not round {round}"
-                    )));
+                    return Err(self.error(
+                        ErrorKind::Refused,
+                        format!("its update is from round {trained_in}, not round {round}"),
+                    ));
                 }
                 let client = pending
                     .client
                     .as_mut()
-                    .ok_or_else(|| self.error("no round started"))?;
+                    .ok_or_else(|| self.error(ErrorKind::Refused, "no round started"))?;
                 FromSite::Masked(
                     client
                         .masked_input(&m, &delta, weight)
-                        .map_err(|e| self.error(e.to_string()))?,
+                        .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?,
                 )
             }
             ToSite::Unmask(m) => {
                 let client = pending
                     .client
                     .as_mut()
-                    .ok_or_else(|| self.error("no round started"))?;
-                FromSite::Unmask(client.unmask(&m).map_err(|e| self.error(e.to_string()))?)
+                    .ok_or_else(|| self.error(ErrorKind::Refused, "no round started"))?;
+                FromSite::Unmask(
+                    client
+                        .unmask(&m)
+                        .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?,
+                )
             }
         };
-        encode(&reply).map_err(|e| self.error(e))
+        encode(&reply).map_err(|e| self.error(ErrorKind::Internal, e))
     }
 }

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use entente_core::engine::{DpSgd, LocalOptimizer, LocalTraining, Site, SiteError, TrainTask};
+use entente_core::engine::{
+    DpSgd, ErrorKind, LocalOptimizer, LocalTraining, Site, SiteError, TrainTask,
+};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
@@ -38,10 +40,7 @@ impl Site for CountingSite {
     }
 
     fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        Err(SiteError {
-            site: "clinic".into(),
-            reason: "none".into(),
-        })
+        Err(SiteError::refused("clinic", "none"))
     }
 }
 
@@ -140,8 +139,9 @@ fn a_site_refuses_the_round_that_would_exceed_its_budget_before_training() {
     site.train(&task(1, Some(DP))).unwrap();
     site.train(&task(2, Some(DP))).unwrap();
     let err = site.train(&task(3, Some(DP))).unwrap_err();
-    assert!(err.reason.contains("refuses round 3"), "{}", err.reason);
-    assert!(err.reason.contains("budget"), "{}", err.reason);
+    assert_eq!(err.kind, ErrorKind::OverBudget, "{err}");
+    assert!(err.message.contains("refuses round 3"), "{}", err.message);
+    assert!(err.message.contains("budget"), "{}", err.message);
     assert_eq!(
         inner.0.load(Ordering::SeqCst),
         2,
@@ -172,7 +172,8 @@ fn a_budgeted_site_refuses_to_train_without_dp_sgd() {
         Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap(),
     );
     let err = site.train(&task(1, None)).unwrap_err();
-    assert!(err.reason.contains("without DP-SGD"), "{}", err.reason);
+    assert_eq!(err.kind, ErrorKind::Refused, "{err}");
+    assert!(err.message.contains("without DP-SGD"), "{}", err.message);
     assert_eq!(inner.0.load(Ordering::SeqCst), 0);
 }
 
@@ -200,7 +201,8 @@ fn client_level_rounds_are_charged_one_unamplified_step_each() {
         site.train(&task(round, None)).unwrap();
     }
     let err = site.train(&task(4, None)).unwrap_err();
-    assert!(err.reason.contains("refuses round 4"), "{}", err.reason);
+    assert_eq!(err.kind, ErrorKind::OverBudget, "{err}");
+    assert!(err.message.contains("refuses round 4"), "{}", err.message);
     assert_eq!(inner.0.load(Ordering::SeqCst), 3);
     let ledger = Ledger::open(&dir, "clinic", "digits", 1e-5).unwrap();
     assert_eq!(ledger.charges().len(), 3);
@@ -229,9 +231,9 @@ fn a_budgeted_site_refuses_federated_evaluation() {
     let model = Arc::new(ParamSet::from_tensors([("w".to_string(), vec![1], vec![0.0])]).unwrap());
     let err = site.evaluate(&model).unwrap_err();
     assert!(
-        err.reason.contains("federated evaluation"),
+        err.kind == ErrorKind::Refused && err.message.contains("federated evaluation"),
         "{}",
-        err.reason
+        err
     );
     assert_eq!(inner.0.load(Ordering::SeqCst), 0);
 }

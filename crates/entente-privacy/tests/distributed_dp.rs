@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use common::{PatternSite, initial, rules, secure_sites};
 use entente_core::aggregators::{Strategy, build};
-use entente_core::engine::{NoObserver, RoundEngine, RoundRecord, Site, TrainTask};
+use entente_core::engine::{ErrorKind, NoObserver, RoundEngine, RoundRecord, Site, TrainTask};
 use entente_core::update::UpdatePolicy;
 use entente_privacy::dp::client::DpFedAvg;
 use entente_privacy::dp::{DistributedDp, clip_l2, l2_norm, noise_rng};
@@ -223,9 +223,8 @@ fn the_fixed_point_range_must_hold_the_noisy_coordinates() {
     };
     let err = site.train(&task).unwrap_err();
     assert!(
-        err.reason.contains("secure_aggregation.clip"),
-        "{}",
-        err.reason
+        err.kind == ErrorKind::Refused && err.message.contains("secure_aggregation.clip"),
+        "{err}"
     );
 
     // The noise may not be split over more sites than a released sum must hold.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use entente_core::engine::ErrorKind;
 use entente_core::params::ParamSet;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -17,10 +18,11 @@ use crate::v1::coordinator_client::CoordinatorClient;
 use crate::v1::{ResultFrame, ResultHeader, result_frame, result_header, upload_reply};
 
 /// The frames of a result to task `task_id`: its header (with the layout of `params`, if the
-/// result has any), then the parameters' chunks.
+/// result has any, and the `kind` of a refusal), then the parameters' chunks.
 pub fn result_frames(
     task_id: u64,
     outcome: result_header::Outcome,
+    kind: Option<ErrorKind>,
     params: Option<ParamSet>,
 ) -> (ResultFrame, impl Iterator<Item = ResultFrame> + Send) {
     let header = ResultFrame {
@@ -31,6 +33,7 @@ pub fn result_frames(
                 .map(|p| layout_to_wire(p.layout()))
                 .unwrap_or_default(),
             outcome: Some(outcome),
+            kind: kind.map(|k| k.as_str().to_string()).unwrap_or_default(),
         })),
     };
     let chunks = params

@@ -137,6 +137,7 @@ async fn parameters_leave_only_after_proceed_and_arrive_whole() {
                 num_examples: 1,
                 train_loss: 0.0,
             })),
+            kind: String::new(),
         })),
     };
     let chunks = (0..chunk_count(values.len())).map(|i| ResultFrame {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use entente_core::engine::{LocalOptimizer, Site, SiteError, TrainTask};
+use entente_core::engine::{ErrorKind, LocalOptimizer, Site, SiteError, TrainTask};
 use entente_core::f32_bytes;
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -51,7 +51,7 @@ impl PySite {
         }
     }
 
-    fn fail(&self, reason: impl Into<String>) -> SiteError {
+    fn fail(&self, kind: ErrorKind, reason: impl Into<String>) -> SiteError {
         let mut reason = reason.into();
         if reason.len() > MAX_REASON {
             let mut cut = MAX_REASON;
@@ -61,10 +61,7 @@ impl PySite {
             reason.truncate(cut);
             reason.push_str("...");
         }
-        SiteError {
-            site: self.name.clone(),
-            reason,
-        }
+        SiteError::new(self.name.clone(), kind, reason)
     }
 
     /// The failure of a Python call: its traceback goes to the site's log (stderr), its message
@@ -72,7 +69,10 @@ impl PySite {
     fn python_error(&self, py: Python<'_>, method: &str, e: PyErr) -> SiteError {
         if e.is_instance_of::<PyKeyboardInterrupt>(py) {
             self.interrupted.set();
-            return self.fail(format!("{method} was interrupted (Ctrl-C)"));
+            return self.fail(
+                ErrorKind::Internal,
+                format!("{method} was interrupted (Ctrl-C)"),
+            );
         }
         let kind = e
             .get_type(py)
@@ -87,16 +87,20 @@ impl PySite {
                     "site {}: {method} returned a model entente refuses: {message}",
                     self.name
                 );
-                self.fail(format!(
-                    "{method} returned a model entente refuses: {message}"
-                ))
+                self.fail(
+                    ErrorKind::MalformedReply,
+                    format!("{method} returned a model entente refuses: {message}"),
+                )
             }
             // Raised in a worker process, which printed the traceback; the message keeps the
             // original exception's kind.
-            "ClientFailed" => self.fail(format!("{method} raised {message}")),
+            "ClientFailed" => self.fail(ErrorKind::Internal, format!("{method} raised {message}")),
             _ => {
                 e.display(py);
-                self.fail(format!("{method} raised {kind}: {message}"))
+                self.fail(
+                    ErrorKind::Internal,
+                    format!("{method} raised {kind}: {message}"),
+                )
             }
         }
     }
@@ -108,7 +112,7 @@ impl PySite {
         call: impl FnOnce(Python<'_>, &Bound<'_, PyModule>) -> PyResult<T>,
     ) -> Result<T, SiteError> {
         if self.interrupted.is_set() {
-            return Err(self.fail("the run was interrupted (Ctrl-C)"));
+            return Err(self.fail(ErrorKind::Internal, "the run was interrupted (Ctrl-C)"));
         }
         Python::attach(|py| {
             let bridge = py
@@ -170,26 +174,36 @@ impl Site for PySite {
         })?;
         let layout = task.global.layout();
         if blobs.len() != layout.specs().len() {
-            return Err(self.fail(format!(
-                "fit returned {} tensors, the model has {}",
-                blobs.len(),
-                layout.specs().len()
-            )));
+            return Err(self.fail(
+                ErrorKind::MalformedReply,
+                format!(
+                    "fit returned {} tensors, the model has {}",
+                    blobs.len(),
+                    layout.specs().len()
+                ),
+            ));
         }
         let mut flat = Vec::with_capacity(layout.total());
         for (spec, blob) in layout.specs().iter().zip(&blobs) {
             if blob.len() != 4 * spec.numel() {
-                return Err(self.fail(format!(
-                    "fit returned {} bytes for tensor `{}`, which needs {} float32 values",
-                    blob.len(),
-                    spec.name,
-                    spec.numel()
-                )));
+                return Err(self.fail(
+                    ErrorKind::MalformedReply,
+                    format!(
+                        "fit returned {} bytes for tensor `{}`, which needs {} float32 values",
+                        blob.len(),
+                        spec.name,
+                        spec.numel()
+                    ),
+                ));
             }
             f32_bytes::extend_from_le_bytes(&mut flat, blob);
         }
-        let params = ParamSet::from_flat(Arc::clone(layout), flat)
-            .map_err(|e| self.fail(format!("fit returned a bad model: {e}")))?;
+        let params = ParamSet::from_flat(Arc::clone(layout), flat).map_err(|e| {
+            self.fail(
+                ErrorKind::MalformedReply,
+                format!("fit returned a bad model: {e}"),
+            )
+        })?;
         Ok(SiteUpdate {
             site: self.name.clone(),
             num_examples,
@@ -210,15 +224,18 @@ impl Site for PySite {
         })?;
         // The site's figures join a weighted mean: bounded here as the wire bounds them.
         if !loss.is_finite() || !(accuracy.is_nan() || (0.0..=1.0).contains(&accuracy)) {
-            return Err(self.fail(format!(
+            return Err(self.fail(ErrorKind::MalformedReply, format!(
                 "evaluate returned loss {loss} and accuracy {accuracy}; the loss must be finite \
                  and the accuracy a fraction in [0, 1]"
             )));
         }
         if num_examples as u64 > MAX_CLAIMED_EXAMPLES {
-            return Err(self.fail(format!(
-                "evaluate claims {num_examples} examples, more than {MAX_CLAIMED_EXAMPLES}"
-            )));
+            return Err(self.fail(
+                ErrorKind::MalformedReply,
+                format!(
+                    "evaluate claims {num_examples} examples, more than {MAX_CLAIMED_EXAMPLES}"
+                ),
+            ));
         }
         Ok(EvalMetrics {
             loss,

@@ -187,8 +187,9 @@ impl RoundObserver for RoundPrinter<'_> {
         ));
         for e in &r.excluded {
             self.progress.println(&format!(
-                "       left out {}: {}",
+                "       left out {} ({}): {}",
                 e.site,
+                e.kind,
                 printable(&e.reason)
             ));
         }

@@ -157,6 +157,7 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
                 task_id: header.task_id,
                 layout: params.as_ref().map(|p| p.0.clone()).unwrap_or_default(),
                 outcome: Some(outcome),
+                kind: String::new(),
             })),
         };
         let values = params.map(|p| p.1).unwrap_or_default();

@@ -346,7 +346,14 @@ impl Report for Printed {
             record
                 .excluded
                 .iter()
-                .map(|e| format!("\n  left out {}: {}", e.site, printable(&e.reason)))
+                .map(|e| {
+                    format!(
+                        "\n  left out {} ({}): {}",
+                        e.site,
+                        e.kind,
+                        printable(&e.reason)
+                    )
+                })
                 .collect::<String>()
         );
     }

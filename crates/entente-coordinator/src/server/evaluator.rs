@@ -1,6 +1,6 @@
 //! [`CoreBoundEvaluator`]: the coordinator's held-out evaluation on threads of its own.
 
-use entente_core::engine::Evaluator;
+use entente_core::engine::{Evaluator, Failure};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 
@@ -29,7 +29,7 @@ impl<E: Evaluator> CoreBoundEvaluator<E> {
 }
 
 impl<E: Evaluator> Evaluator for CoreBoundEvaluator<E> {
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String> {
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, Failure> {
         self.pool.install(|| self.inner.evaluate(params))
     }
 }

@@ -1,7 +1,7 @@
 //! [`StoreObserver`]: the round engine's observer that makes every round durable and audited.
 
 use entente_core::aggregators::Aggregator;
-use entente_core::engine::{RoundObserver, RoundRecord};
+use entente_core::engine::{Failure, RoundObserver, RoundRecord};
 use entente_core::manifest::{Manifest, PrivacySpec};
 use entente_core::params::ParamSet;
 use entente_privacy::budget::{CLIENT_ROUND_COST, RoundPrice, round_cost};
@@ -97,14 +97,18 @@ impl RoundObserver for StoreObserver {
         record: &RoundRecord,
         global: &ParamSet,
         aggregator: &dyn Aggregator,
-    ) -> Result<(), String> {
-        let checkpoint = global.to_safetensors().map_err(|e| e.to_string())?;
+    ) -> Result<(), Failure> {
+        let checkpoint = global
+            .to_safetensors()
+            .map_err(|e| Failure::internal("could not encode the checkpoint").with_source(e))?;
         let state = aggregator
             .state()
             .as_ref()
             .map(ParamSet::to_safetensors)
             .transpose()
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| {
+                Failure::internal("could not encode the aggregator's state").with_source(e)
+            })?;
         let mut participants: Vec<Participant> = record
             .accepted
             .iter()
@@ -113,6 +117,7 @@ impl RoundObserver for StoreObserver {
                 site: site.clone(),
                 accepted: true,
                 reason: None,
+                kind: None,
                 examples: record.accepted_examples.get(i).copied().unwrap_or(0),
                 loss: record.accepted_losses.get(i).copied().unwrap_or(f64::NAN),
             })
@@ -121,10 +126,12 @@ impl RoundObserver for StoreObserver {
             site: e.site.clone(),
             accepted: false,
             reason: Some(e.reason.clone()),
+            kind: Some(e.kind),
             examples: 0,
             loss: f64::NAN,
         }));
-        let metrics = serde_json::to_string(record).map_err(|e| e.to_string())?;
+        let metrics = serde_json::to_string(record)
+            .map_err(|e| Failure::internal("could not encode the round record").with_source(e))?;
         self.handle
             .block_on(self.store.round_finished(
                 self.run,
@@ -137,7 +144,7 @@ impl RoundObserver for StoreObserver {
                 },
             ))
             .map(|_| ())
-            .map_err(|e| e.to_string())
+            .map_err(|e| Failure::internal("the store did not take the round").with_source(e))
     }
 
     fn round_finished(&mut self, record: &RoundRecord) {

@@ -44,6 +44,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use entente_core::audit_heads::AuditHead;
+use entente_core::engine::ErrorKind;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyConnection, AnyPool, Connection, Row};
@@ -146,6 +147,8 @@ pub struct Participant {
     pub accepted: bool,
     /// Why it was excluded (or any note on acceptance).
     pub reason: Option<String>,
+    /// Which kind of failure excluded it; `None` for an accepted update.
+    pub kind: Option<ErrorKind>,
     /// Training examples the site reported.
     pub examples: u64,
     /// Training loss the site reported; a non-finite loss is stored as NULL.
@@ -526,8 +529,9 @@ impl Store {
             })?;
             let loss = p.loss.is_finite().then_some(p.loss);
             sqlx::query(
-                "INSERT INTO participants (run_id, round, site, accepted, reason, examples, loss) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO participants \
+                 (run_id, round, site, accepted, reason, examples, loss, kind) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(run)
             .bind(i64::from(round))
@@ -536,6 +540,7 @@ impl Store {
             .bind(&p.reason)
             .bind(examples)
             .bind(loss)
+            .bind(p.kind.map(ErrorKind::as_str))
             .execute(&mut *tx)
             .await
             .map_err(query_err("recording a round participant"))?;
@@ -544,11 +549,16 @@ impl Store {
             } else {
                 kind::UPDATE_REJECTED
             };
-            let detail = serde_json::json!({
+            let mut detail = serde_json::json!({
                 "examples": p.examples,
                 "loss": loss,
                 "reason": p.reason,
             });
+            // Entries written before kinds were recorded have none; their hashes cover the
+            // detail as it was written, so they verify as before.
+            if let Some(kind) = p.kind {
+                detail["kind"] = kind.as_str().into();
+            }
             append(&mut tx, kind, run, Some(round), Some(&p.site), &detail, now).await?;
         }
 

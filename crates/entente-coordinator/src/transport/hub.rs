@@ -12,7 +12,7 @@ use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use entente_core::engine::{LocalTraining, Turn};
+use entente_core::engine::{ErrorKind, LocalTraining, Turn};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use rand::RngCore;
@@ -75,7 +75,12 @@ pub enum TaskResult {
     /// A secure-aggregation reply.
     Secure(Vec<u8>),
     /// The node would not or could not do it.
-    Refused(String),
+    Refused {
+        /// Which kind of failure (an older node that names none: [`ErrorKind::Internal`]).
+        kind: ErrorKind,
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// The state of one site's mailbox.
@@ -427,6 +432,13 @@ impl Hub {
 mod tests {
     use super::*;
 
+    fn refused(reason: &str) -> TaskResult {
+        TaskResult::Refused {
+            kind: ErrorKind::OverBudget,
+            reason: reason.into(),
+        }
+    }
+
     fn task(id: u64) -> Arc<Task> {
         Arc::new(Task {
             id,
@@ -458,21 +470,20 @@ mod tests {
         assert_eq!(hub.claim("a", 7).unwrap_err(), RouteError::UnknownTask(7));
         // Site b cannot answer a's task; a stale session cannot poll.
         assert_eq!(
-            hub.complete("b", 7, TaskResult::Refused("x".into())),
+            hub.complete("b", 7, refused("x")),
             Err(RouteError::UnknownTask(7))
         );
         assert!(matches!(
             hub.next_task("a", s1 + 1, Duration::ZERO).await,
             Err(RouteError::StaleSession(_))
         ));
-        hub.complete("a", 7, TaskResult::Refused("no".into()))
-            .unwrap();
-        assert!(matches!(rx.recv().unwrap(), TaskResult::Refused(r) if r == "no"));
+        hub.complete("a", 7, refused("no")).unwrap();
+        assert!(matches!(
+            rx.recv().unwrap(),
+            TaskResult::Refused { kind: ErrorKind::OverBudget, reason } if reason == "no"
+        ));
         // Answered once: a second answer is refused.
-        assert!(
-            hub.complete("a", 7, TaskResult::Refused("again".into()))
-                .is_err()
-        );
+        assert!(hub.complete("a", 7, refused("again")).is_err());
     }
 
     #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant, SystemTime};
 
-use entente_core::engine::{Envelope, Site, SiteError, TrainTask, Turn};
+use entente_core::engine::{Envelope, ErrorKind, Site, SiteError, TrainTask, Turn};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
@@ -46,11 +46,8 @@ impl RemoteSite {
         }
     }
 
-    fn fail(&self, reason: impl Into<String>) -> SiteError {
-        SiteError {
-            site: self.name.clone(),
-            reason: reason.into(),
-        }
+    fn fail(&self, kind: ErrorKind, reason: impl Into<String>) -> SiteError {
+        SiteError::new(self.name.clone(), kind, reason)
     }
 
     /// Posts a task and waits for its result.
@@ -62,10 +59,10 @@ impl RemoteSite {
         turn: Option<Turn>,
     ) -> Result<TaskResult, SiteError> {
         if self.hub.is_closed() {
-            return Err(self.fail(SHUTTING_DOWN));
+            return Err(self.fail(ErrorKind::Internal, SHUTTING_DOWN));
         }
         if !self.hub.is_alive(&self.name) {
-            return Err(self.fail("not connected"));
+            return Err(self.fail(ErrorKind::Transport, "not connected"));
         }
         let started = Instant::now();
         let task = Arc::new(Task {
@@ -78,42 +75,51 @@ impl RemoteSite {
         });
         let id = task.id;
         let (tx, rx) = sync_channel(1);
-        self.hub
-            .post(&self.name, task, tx)
-            .map_err(|e| self.fail(e.to_string()))?;
+        self.hub.post(&self.name, task, tx).map_err(|e| {
+            self.fail(ErrorKind::Transport, "could not post the task")
+                .with_source(e)
+        })?;
         loop {
             match rx.recv_timeout(CHECK_EVERY) {
-                Ok(TaskResult::Refused(reason)) => return Err(self.fail(reason)),
+                Ok(TaskResult::Refused { kind, reason }) => return Err(self.fail(kind, reason)),
                 Ok(result) => return Ok(result),
                 Err(RecvTimeoutError::Disconnected) => {
-                    return Err(self.fail("the task was dropped"));
+                    return Err(self.fail(ErrorKind::Internal, "the task was dropped"));
                 }
                 Err(RecvTimeoutError::Timeout) => {
                     let late = started.elapsed() >= self.deadline;
                     let gone = if self.hub.is_closed() {
-                        Some(SHUTTING_DOWN.to_string())
+                        Some((ErrorKind::Internal, SHUTTING_DOWN.to_string()))
                     } else if late && !self.hub.is_receiving(&self.name, id) {
-                        Some(format!(
-                            "missed the deadline of {} s (selection.deadline_secs)",
-                            self.deadline.as_secs_f64()
+                        Some((
+                            ErrorKind::TimedOut,
+                            format!(
+                                "missed the deadline of {} s (selection.deadline_secs)",
+                                self.deadline.as_secs_f64()
+                            ),
                         ))
                     } else if !self.hub.is_alive(&self.name) {
-                        Some(format!(
-                            "lost contact: no heartbeat for {} s",
-                            self.hub.contact_timeout().as_secs_f64()
+                        Some((
+                            ErrorKind::Transport,
+                            format!(
+                                "lost contact: no heartbeat for {} s",
+                                self.hub.contact_timeout().as_secs_f64()
+                            ),
                         ))
                     } else {
                         None
                     };
                     // Withdrawn only if no upload holds it at this moment (one lock), and a
                     // result that arrived in between is still taken.
-                    if let Some(reason) = gone
+                    if let Some((why, reason)) = gone
                         && self.hub.withdraw_unless_receiving(&self.name, id)
                     {
                         return match rx.try_recv() {
-                            Ok(TaskResult::Refused(r)) => Err(self.fail(r)),
+                            Ok(TaskResult::Refused { kind, reason }) => {
+                                Err(self.fail(kind, reason))
+                            }
                             Ok(result) => Ok(result),
-                            Err(_) => Err(self.fail(reason)),
+                            Err(_) => Err(self.fail(why, reason)),
                         };
                     }
                 }
@@ -149,21 +155,30 @@ impl Site for RemoteSite {
                 params,
                 train_loss: loss,
             }),
-            _ => Err(self.fail("answered a training task with something else")),
+            _ => Err(self.fail(
+                ErrorKind::MalformedReply,
+                "answered a training task with something else",
+            )),
         }
     }
 
     fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         match self.call(0, TaskKind::Evaluate, Some(Arc::clone(params)), None)? {
             TaskResult::Evaluated(m) => Ok(m),
-            _ => Err(self.fail("answered an evaluation task with something else")),
+            _ => Err(self.fail(
+                ErrorKind::MalformedReply,
+                "answered an evaluation task with something else",
+            )),
         }
     }
 
     fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
         match self.call(round, TaskKind::Secure(message.0.clone()), None, None)? {
             TaskResult::Secure(bytes) => Ok(Envelope(bytes)),
-            _ => Err(self.fail("answered a secure-aggregation message with something else")),
+            _ => Err(self.fail(
+                ErrorKind::MalformedReply,
+                "answered a secure-aggregation message with something else",
+            )),
         }
     }
 }

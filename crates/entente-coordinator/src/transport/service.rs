@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use entente_core::digest::sha256_hex;
+use entente_core::engine::ErrorKind;
 use entente_core::manifest::compare_terms;
 use entente_core::params::ParamSet;
 use entente_core::text::{excerpt, truncate};
@@ -381,7 +382,10 @@ impl Coordinator for CoordinatorService {
                 Ok(None) => return,
                 Err(Failure::Invalid(status)) => {
                     let reason = format!("sent an invalid result: {}", status.message());
-                    let _ = claim.settle(TaskResult::Refused(reason));
+                    let _ = claim.settle(TaskResult::Refused {
+                        kind: ErrorKind::MalformedReply,
+                        reason,
+                    });
                     Err(status)
                 }
                 Err(Failure::Transport(status)) => {
@@ -568,8 +572,12 @@ async fn receive(
         Some(result_header::Outcome::Refused(reason)) => {
             // The reason goes to the audit log and the round's record: kept short.
             let reason = truncate(&reason, MAX_REASON);
-            tracing::warn!(site = %claim.site, round = task.round, %reason, "the site refused a task");
-            TaskResult::Refused(format!("the site refused: {reason}"))
+            let kind = ErrorKind::from_name_or_internal(&head.kind);
+            tracing::warn!(site = %claim.site, round = task.round, %kind, %reason, "the site refused a task");
+            TaskResult::Refused {
+                kind,
+                reason: format!("the site refused: {reason}"),
+            }
         }
         None => return Err(bad("the result header has no outcome".into())),
     };

@@ -2,6 +2,7 @@
 //! aggregate, evaluate, record. Written once over the [`Site`] trait, so simulation and
 //! network deployments run the same round logic.
 
+pub mod error;
 pub mod secure;
 pub mod selection;
 pub mod site;
@@ -21,6 +22,7 @@ use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
 use crate::seeds::{self, Stream};
 use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, check_claims, validate};
+pub use error::{ErrorKind, Failure, Source, UnknownKind};
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
 pub use task::{DpSgd, LocalOptimizer, LocalTraining, TrainTask, dp_sgd_sampling};
@@ -49,7 +51,7 @@ pub struct RoundRules {
 /// Evaluates the global model on a held-out test set the coordinator holds (benchmarks).
 pub trait Evaluator: Send + Sync {
     /// Metrics of `params` on the held-out set.
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, String>;
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, Failure>;
 }
 
 /// Why a round could not complete.
@@ -59,7 +61,7 @@ pub enum EngineError {
     #[error(
         "round {round}: only {accepted} of {selected} selected sites returned a valid update, \
          the quorum (selection.min_sites) is {min_sites}{}",
-        excluded.iter().map(|e| format!("\n  {}: {}", e.site, e.reason)).collect::<String>()
+        excluded.iter().map(|e| format!("\n  {} ({}): {}", e.site, e.kind, e.reason)).collect::<String>()
     )]
     QuorumNotMet {
         /// Round number.
@@ -83,28 +85,28 @@ pub enum EngineError {
     },
     /// Secure aggregation aborted (for example, fewer sites than its threshold remained);
     /// no partial sum was released and the global model is unchanged.
-    #[error("round {round}: secure aggregation aborted: {reason}")]
+    #[error("round {round}: secure aggregation aborted ({}): {}", source.kind, source.reason())]
     SecureAggregation {
         /// Round number.
         round: u32,
-        /// Why.
-        reason: String,
+        /// Why, with its kind.
+        source: SecureError,
     },
     /// The round's result could not be recorded; the run stops before the next round.
-    #[error("round {round}: could not record the round: {reason}")]
+    #[error("round {round}: could not record the round ({}): {}", source.kind, source.reason())]
     Commit {
         /// Round number.
         round: u32,
-        /// Cause.
-        reason: String,
+        /// Cause, with its kind.
+        source: Failure,
     },
     /// Central evaluation failed.
-    #[error("round {round}: evaluation failed: {reason}")]
+    #[error("round {round}: evaluation failed ({}): {}", source.kind, source.reason())]
     Evaluate {
         /// Round number.
         round: u32,
-        /// Cause.
-        reason: String,
+        /// Cause, with its kind.
+        source: Failure,
     },
 }
 
@@ -115,6 +117,8 @@ pub struct Excluded {
     pub site: String,
     /// Why its update was not used.
     pub reason: String,
+    /// Which kind of failure left it out.
+    pub kind: ErrorKind,
 }
 
 /// What happened in one round.
@@ -158,7 +162,7 @@ pub trait RoundObserver {
         _record: &RoundRecord,
         _global: &ParamSet,
         _aggregator: &dyn Aggregator,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failure> {
         Ok(())
     }
     /// A round completed.
@@ -185,11 +189,12 @@ impl Tally {
         self.losses.push(loss);
     }
 
-    fn exclude(&mut self, round: u32, site: &str, reason: String) {
-        tracing::warn!(round, site = %site, %reason, "update excluded");
+    fn exclude(&mut self, round: u32, site: &str, kind: ErrorKind, reason: String) {
+        tracing::warn!(round, site = %site, %kind, %reason, "update excluded");
         self.excluded.push(Excluded {
             site: site.to_string(),
             reason,
+            kind,
         });
     }
 
@@ -213,15 +218,28 @@ impl Tally {
     }
 }
 
+/// Why a site's update is left out: the kind, and the reason in words.
+type Rejection = (ErrorKind, String);
+
+/// A site's own error, as a rejection.
+fn rejection(e: SiteError) -> Rejection {
+    (e.kind, e.reason())
+}
+
+/// An update that failed the coordinator's checks, as a rejection.
+fn malformed(reason: impl ToString) -> Rejection {
+    (ErrorKind::MalformedReply, reason.to_string())
+}
+
 /// An update or error must come under the name of the site that was called.
-fn check_sender(site: &str, update: &SiteUpdate) -> Result<(), String> {
+fn check_sender(site: &str, update: &SiteUpdate) -> Result<(), Rejection> {
     if update.site == site {
         Ok(())
     } else {
-        Err(format!(
+        Err(malformed(format!(
             "the update claims to come from site `{}`",
             update.site
-        ))
+        )))
     }
 }
 
@@ -237,9 +255,9 @@ fn fold_plain(
     result: Result<SiteUpdate, SiteError>,
     tally: &mut Tally,
 ) -> Result<(), EngineError> {
-    let outcome = result.map_err(|e| e.reason).and_then(|u| {
+    let outcome = result.map_err(rejection).and_then(|u| {
         check_sender(site, &u)?;
-        validate(global, u, policy).map_err(|e| e.problem.to_string())
+        validate(global, u, policy).map_err(|e| malformed(e.problem))
     });
     match outcome {
         Ok(valid) => {
@@ -248,8 +266,8 @@ fn fold_plain(
                 .add(valid)
                 .map_err(|source| EngineError::Aggregate { round, source })
         }
-        Err(reason) => {
-            tally.exclude(round, site, reason);
+        Err((kind, reason)) => {
+            tally.exclude(round, site, kind, reason);
             Ok(())
         }
     }
@@ -423,7 +441,7 @@ impl RoundEngine {
         let test = match &self.evaluator {
             Some(e) => Some(
                 e.evaluate(&next)
-                    .map_err(|reason| EngineError::Evaluate { round, reason })?,
+                    .map_err(|source| EngineError::Evaluate { round, source })?,
             ),
             None => None,
         };
@@ -451,7 +469,7 @@ impl RoundEngine {
         };
         observer
             .commit(&record, &next, self.aggregator.as_ref())
-            .map_err(|reason| EngineError::Commit { round, reason })?;
+            .map_err(|source| EngineError::Commit { round, source })?;
         self.global = next;
         observer.round_finished(&record);
         Ok(record)
@@ -470,37 +488,39 @@ impl RoundEngine {
     ) -> Result<(), EngineError> {
         let mut trained = Tally::default();
         for (site, result) in selected.iter().zip(results) {
-            let outcome = result.map_err(|e| e.reason).and_then(|u| {
+            let outcome = result.map_err(rejection).and_then(|u| {
                 check_sender(site, &u)?;
-                check_claims(&u, &self.rules.policy).map_err(|p| p.to_string())?;
+                check_claims(&u, &self.rules.policy).map_err(malformed)?;
                 Ok(u)
             });
             match outcome {
                 Ok(u) => trained.accept(site, u.num_examples, u.train_loss),
-                Err(reason) => tally.exclude(round, site, reason),
+                Err((kind, reason)) => tally.exclude(round, site, kind, reason),
             }
         }
         let by_name: HashMap<&str, &Arc<dyn Site>> = chosen
             .iter()
             .map(|&i| (self.sites[i].name(), &self.sites[i]))
             .collect();
-        let failed = |reason: String| EngineError::SecureAggregation { round, reason };
+        let failed = |source: SecureError| EngineError::SecureAggregation { round, source };
         let Some(secure) = self.secure.as_mut() else {
             return Ok(());
         };
         secure
             .begin(round, &trained.accepted, self.global.num_values())
-            .map_err(|e| failed(e.0))?;
-        while let Some(messages) = secure.next_messages().map_err(|e| failed(e.0))? {
+            .map_err(failed)?;
+        // Why each site that dropped out of a phase did: its record keeps the kind.
+        let mut dropped: HashMap<String, Rejection> = HashMap::new();
+        while let Some(messages) = secure.next_messages().map_err(failed)? {
             let replies: Vec<(String, Result<Envelope, SiteError>)> = messages
                 .par_iter()
                 .map(|(name, message)| {
                     let reply = match by_name.get(name.as_str()) {
                         Some(site) => site.secure_exchange(round, message),
-                        None => Err(SiteError {
-                            site: name.clone(),
-                            reason: "not selected this round".to_string(),
-                        }),
+                        None => Err(SiteError::internal(
+                            name.clone(),
+                            "the protocol addressed a site not selected this round",
+                        )),
                     };
                     (name.clone(), reply)
                 })
@@ -509,23 +529,30 @@ impl RoundEngine {
                 // A malformed or rejected reply counts as a dropout: one bad site must not stop
                 // the round for everyone (the protocol's own threshold decides).
                 let outcome = reply
-                    .map_err(|e| e.reason)
-                    .and_then(|r| secure.receive(&name, r).map_err(|e| e.0));
-                if let Err(reason) = outcome {
-                    tracing::warn!(round, site = %name, %reason, "dropped out of secure aggregation");
+                    .map_err(rejection)
+                    .and_then(|r| secure.receive(&name, r).map_err(|e| (e.kind, e.reason())));
+                if let Err((kind, reason)) = outcome {
+                    tracing::warn!(round, site = %name, %kind, %reason, "dropped out of secure aggregation");
+                    dropped.insert(name, (kind, reason));
                 }
             }
         }
-        let result = secure.finish().map_err(|e| failed(e.0))?;
+        let result = secure.finish().map_err(failed)?;
         for (site, examples, loss) in trained.entries() {
             if result.included.iter().any(|s| s == site) {
                 tally.accept(site, examples, loss);
             } else {
-                tally.exclude(
-                    round,
-                    site,
-                    "dropped out during secure aggregation".to_string(),
-                );
+                let (kind, reason) = match dropped.remove(site) {
+                    Some((kind, why)) => (
+                        kind,
+                        format!("dropped out during secure aggregation: {why}"),
+                    ),
+                    None => (
+                        ErrorKind::Internal,
+                        "dropped out during secure aggregation".to_string(),
+                    ),
+                };
+                tally.exclude(round, site, kind, reason);
             }
         }
         if tally.accepted.is_empty() {

@@ -4,14 +4,16 @@
 //! Bonawitz et al.'s SecAgg in `entente-privacy`) decides what the messages mean; the engine
 //! only routes them, so the same code runs in simulation and over a network.
 
+use crate::engine::error::Failure;
+
 /// One protocol message, serialized by the protocol; opaque to the engine and to transports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope(pub Vec<u8>);
 
-/// Secure aggregation stopped; no partial result is released.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct SecureError(pub String);
+/// Secure aggregation stopped, or a site's message was rejected; no partial result is
+/// released. Its kind says why: for example [`MalformedReply`](crate::engine::ErrorKind::MalformedReply) for a site's
+/// message the protocol could not use, [`Internal`](crate::engine::ErrorKind::Internal) for the protocol's own state.
+pub type SecureError = Failure;
 
 /// The result of a secure-aggregation round.
 #[derive(Debug, Clone, PartialEq)]

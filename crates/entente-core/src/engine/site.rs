@@ -3,21 +3,12 @@
 
 use std::sync::Arc;
 
+pub use crate::engine::error::SiteError;
 use crate::engine::secure::Envelope;
 use crate::engine::task::TrainTask;
 use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
 use crate::update::SiteUpdate;
-
-/// A site could not do what it was asked.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("site `{site}` failed: {reason}")]
-pub struct SiteError {
-    /// The site's name.
-    pub site: String,
-    /// What went wrong, in words.
-    pub reason: String,
-}
 
 /// One institution taking part in the federation.
 pub trait Site: Send + Sync {
@@ -32,9 +23,9 @@ pub trait Site: Send + Sync {
     /// Sites that do not take part in secure aggregation refuse.
     fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
         let _ = (round, message);
-        Err(SiteError {
-            site: self.name().to_string(),
-            reason: "this site does not take part in secure aggregation".to_string(),
-        })
+        Err(SiteError::refused(
+            self.name(),
+            "this site does not take part in secure aggregation",
+        ))
     }
 }

@@ -37,10 +37,7 @@ impl Site for Dropping {
 
     fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
         if self.phase.fetch_add(1, Ordering::SeqCst) >= self.drop_at {
-            return Err(SiteError {
-                site: self.name().to_string(),
-                reason: "connection lost".into(),
-            });
+            return Err(SiteError::transport(self.name(), "connection lost"));
         }
         self.inner.secure_exchange(round, message)
     }
@@ -134,9 +131,6 @@ impl Site for PatternSite {
     }
 
     fn evaluate(&self, _params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
-        Err(SiteError {
-            site: self.name.clone(),
-            reason: "no test split".into(),
-        })
+        Err(SiteError::refused(self.name.clone(), "no test split"))
     }
 }
