@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::ops::{Deref, DerefMut};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use entente_core::engine::RoundRecord;
+use entente_core::engine::{ErrorKind, RoundRecord};
 use serde::Serialize;
 
 /// Where the run is.
@@ -58,8 +58,8 @@ pub struct SiteView {
     pub last_seen: Option<f64>,
     /// Rounds its update was used in.
     pub rounds_used: u32,
-    /// The last round it was left out of, and why.
-    pub last_excluded: Option<(u32, String)>,
+    /// The last round it was left out of, why, and the kind of failure.
+    pub last_excluded: Option<(u32, String, ErrorKind)>,
     /// Privacy spent and the budget, when the run keeps a ledger for it.
     pub privacy: Option<(f64, f64)>,
     /// Bytes received from its node (deployments).
@@ -112,8 +112,8 @@ pub struct AuditLine {
 pub struct Counters {
     /// Rounds completed.
     pub rounds_completed: u64,
-    /// Updates left out, by reason's first words.
-    pub excluded_by_reason: BTreeMap<String, u64>,
+    /// Updates left out, by the kind of failure.
+    pub excluded_by_kind: BTreeMap<ErrorKind, u64>,
     /// Handshakes refused (deployments).
     pub refused_handshakes: u64,
 }
@@ -208,11 +208,8 @@ impl Board {
         }
         for e in &r.excluded {
             s.sites.entry(e.site.clone()).or_default().last_excluded =
-                Some((r.round, e.reason.clone()));
-            *s.counters
-                .excluded_by_reason
-                .entry(reason_kind(&e.reason))
-                .or_default() += 1;
+                Some((r.round, e.reason.clone(), e.kind));
+            *s.counters.excluded_by_kind.entry(e.kind).or_default() += 1;
         }
         s.rounds.push(RoundLine {
             round: r.round,
@@ -287,26 +284,5 @@ impl Deref for Changing<'_> {
 impl DerefMut for Changing<'_> {
     fn deref_mut(&mut self) -> &mut Snapshot {
         &mut self.0.snapshot
-    }
-}
-
-/// A label for an exclusion reason: its first three words, lower case, letters only, so that
-/// the metric has few label values however the reasons vary.
-fn reason_kind(reason: &str) -> String {
-    let words: Vec<String> = reason
-        .split_whitespace()
-        .take(3)
-        .map(|w| {
-            w.chars()
-                .filter(char::is_ascii_alphabetic)
-                .collect::<String>()
-                .to_ascii_lowercase()
-        })
-        .filter(|w| !w.is_empty())
-        .collect();
-    if words.is_empty() {
-        "other".to_string()
-    } else {
-        words.join("_")
     }
 }

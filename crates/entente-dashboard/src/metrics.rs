@@ -38,16 +38,18 @@ pub fn render(s: &Snapshot) -> String {
         "Connections refused during the TLS handshake.",
         &one(s.counters.refused_handshakes as f64),
     );
+    // Kind names are fixed snake_case words: no label escaping needed.
     let excluded: Vec<(String, f64)> = s
         .counters
-        .excluded_by_reason
+        .excluded_by_kind
         .iter()
-        .map(|(reason, n)| (format!("{{reason=\"{}\"}}", label(reason)), *n as f64))
+        .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), *n as f64))
         .collect();
     metric(
-        "entente_excluded_updates_total",
+        "entente_excluded_updates_by_kind_total",
         "counter",
-        "Updates left out of a round, by the first words of the reason.",
+        "Updates left out of a round, by the kind of failure (refused, over_budget, timed_out, \
+         transport, malformed_reply, internal).",
         &excluded,
     );
     metric(
@@ -63,11 +65,4 @@ pub fn render(s: &Snapshot) -> String {
         &one(s.sites.values().map(|v| v.bytes_sent as f64).sum()),
     );
     out
-}
-
-/// A label value with Prometheus' escapes (backslash, double quote, newline).
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

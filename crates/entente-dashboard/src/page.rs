@@ -84,7 +84,9 @@ pub fn panel(s: &Snapshot) -> String {
         let excluded = v
             .last_excluded
             .as_ref()
-            .map_or("-".to_string(), |(r, why)| format!("round {r}: {why}"));
+            .map_or("-".to_string(), |(r, why, kind)| {
+                format!("round {r} ({kind}): {why}")
+            });
         let privacy = v.privacy.map_or("-".to_string(), |(spent, budget)| {
             format!("{spent:.3} / {budget:.3}")
         });

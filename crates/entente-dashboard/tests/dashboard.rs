@@ -99,6 +99,10 @@ async fn the_routes_show_the_rounds_and_escape_what_sites_sent() {
     assert_eq!(state["run"]["state"], "running");
     assert_eq!(state["sites"]["site-a"]["rounds_used"], 2);
     assert_eq!(state["sites"][HOSTILE]["last_excluded"][0], 2);
+    assert_eq!(
+        state["sites"][HOSTILE]["last_excluded"][2],
+        "malformed_reply"
+    );
 
     let (_, metrics) = get(app.clone(), "/metrics", None).await;
     assert!(
@@ -107,9 +111,10 @@ async fn the_routes_show_the_rounds_and_escape_what_sites_sent() {
     );
     assert!(metrics.contains("entente_connected_sites 1"), "{metrics}");
     assert!(
-        metrics.contains("entente_excluded_updates_total{reason=\"tensor_img_srcx\"} 2"),
+        metrics.contains("entente_excluded_updates_by_kind_total{kind=\"malformed_reply\"} 2"),
         "{metrics}"
     );
+    assert!(!metrics.contains("kind=\"over_budget\""), "{metrics}");
 
     board.set_state(RunState::Stopped {
         reason: "quorum <lost>".into(),
