@@ -131,6 +131,8 @@ def test_an_exception_in_fit_fails_only_that_sites_round(federation, tmp_path):
     assert second["accepted"] == ["site-a", "site-c"]
     (excluded,) = second["excluded"]
     assert excluded["site"] == "site-b"
+    # A client that raises is the site's own failure, not a refusal or a bad reply.
+    assert excluded["kind"] == "internal", excluded
     assert "boom at round 2" in excluded["reason"]
     assert "ValueError" in excluded["reason"]
     # The failing client was asked every round, and tried again after its failure.
@@ -186,6 +188,7 @@ def test_a_bad_model_from_fit_is_refused_at_the_site(federation, tmp_path, spoil
     assert record["accepted"] == ["site-a", "site-b"]
     (excluded,) = record["excluded"]
     assert excluded["site"] == "site-c"
+    assert excluded["kind"] == "malformed_reply", excluded
     assert f"`{tensor}`" in excluded["reason"]
     assert words in excluded["reason"]
     # The round went on with the other two: the model moved.
@@ -460,6 +463,7 @@ def test_an_absurd_example_count_leaves_the_site_out(federation, tmp_path):
         (excluded,) = record["excluded"]
         assert excluded["site"] == "site-a"
         assert "num_examples" in excluded["reason"], excluded
+        assert excluded["kind"] == "malformed_reply", excluded
 
 
 def test_target_accuracy_names_the_first_round_that_reached_it(federation, tmp_path):

@@ -468,6 +468,11 @@ fn central_dp_nodes_spend_their_budget_then_refuse_the_next_run() {
         log.contains(&format!("over its budget of {budget}")),
         "{log}"
     );
+    // Each node's refusal keeps its kind across the wire: over budget, never a timeout.
+    for site in SITES {
+        assert!(log.contains(&format!("{site} (over_budget): ")), "{log}");
+    }
+    assert!(!log.contains("timed_out"), "{log}");
     drop(nodes);
     assert_eq!(fed.finished_rounds(), vec![1, 2]);
     // Nothing was charged for the refused round: two charges per ledger.
