@@ -697,9 +697,9 @@ fn a_failing_central_evaluator_stops_the_round() {
         initial(),
     );
     match e.run(&mut NoObserver) {
-        Err(EngineError::Evaluate { round: 1, source }) => {
-            assert_eq!(source.kind, ErrorKind::Internal);
-            assert!(source.reason().contains("unreadable"), "{source}");
+        Err(EngineError::Evaluate { round: 1, failure }) => {
+            assert_eq!(failure.kind, ErrorKind::Internal);
+            assert!(failure.reason().contains("unreadable"), "{failure}");
         }
         other => panic!("expected an Evaluate error, got {other:?}"),
     }
@@ -840,8 +840,13 @@ fn a_failed_commit_stops_the_run_with_its_kind_and_cause() {
     );
     assert!(matches!(
         err,
-        EngineError::Commit { round: 1, ref source } if source.kind == ErrorKind::Transport
+        EngineError::Commit { round: 1, ref failure } if failure.kind == ErrorKind::Transport
     ));
+    // The message holds the causes, so a printed error chain tells each cause once.
+    assert!(
+        std::error::Error::source(&err).is_none(),
+        "the causes would print twice"
+    );
     assert_eq!(
         bits(e.global()),
         before,

@@ -236,7 +236,7 @@ fn an_abort_below_threshold_is_an_error_and_changes_nothing() {
     );
     let err = e.run_round(1, &mut NoObserver).unwrap_err();
     assert!(
-        matches!(err, EngineError::SecureAggregation { round: 1, ref source } if source.message.contains("threshold")),
+        matches!(err, EngineError::SecureAggregation { round: 1, ref failure } if failure.message.contains("threshold")),
         "{err}"
     );
     assert_eq!(e.global().as_flat(), &[1.0, 2.0, 3.0]);

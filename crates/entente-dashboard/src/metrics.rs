@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+use entente_core::engine::ErrorKind;
+
 use crate::board::Snapshot;
 
 /// The board's figures in Prometheus' text format.
@@ -38,15 +40,17 @@ pub fn render(s: &Snapshot) -> String {
         "Connections refused during the TLS handshake.",
         &one(s.counters.refused_handshakes as f64),
     );
-    // Kind names are fixed snake_case words: no label escaping needed.
-    let excluded: Vec<(String, f64)> = s
-        .counters
-        .excluded_by_kind
+    // Every kind has a series from the start (at 0), so rate() and absent() alerts work
+    // before its first exclusion. Kind names are fixed snake_case words: no label escaping.
+    let excluded: Vec<(String, f64)> = ErrorKind::ALL
         .iter()
-        .map(|(kind, n)| (format!("{{kind=\"{kind}\"}}"), *n as f64))
+        .map(|kind| {
+            let n = s.counters.excluded_by_kind.get(kind).copied().unwrap_or(0);
+            (format!("{{kind=\"{kind}\"}}"), n as f64)
+        })
         .collect();
     metric(
-        "entente_excluded_updates_by_kind_total",
+        "entente_excluded_updates_total",
         "counter",
         "Updates left out of a round, by the kind of failure (refused, over_budget, timed_out, \
          transport, malformed_reply, internal).",

@@ -527,7 +527,7 @@ impl Done {
             Outcome::Evaluated(m) => Self::Evaluated {
                 accuracy: m.accuracy,
             },
-            Outcome::Refused(_, reason) => Self::Refused(reason.clone()),
+            Outcome::Refused(kind, reason) => Self::Refused(format!("({kind}) {reason}")),
             Outcome::Secure(_) => Self::Quiet,
         }
     }

@@ -572,7 +572,7 @@ async fn receive(
         Some(result_header::Outcome::Refused(reason)) => {
             // The reason goes to the audit log and the round's record: kept short.
             let reason = truncate(&reason, MAX_REASON);
-            let kind = ErrorKind::from_name_or_internal(&head.kind);
+            let kind = ErrorKind::claimed_by_site(&head.kind);
             tracing::warn!(site = %claim.site, round = task.round, %kind, %reason, "the site refused a task");
             TaskResult::Refused {
                 kind,

@@ -58,10 +58,16 @@ impl ErrorKind {
         }
     }
 
-    /// The kind named `name`, or [`ErrorKind::Internal`] for a name this version does not
-    /// know (a newer peer's) or none at all (an older peer's).
-    pub fn from_name_or_internal(name: &str) -> ErrorKind {
-        name.parse().unwrap_or(ErrorKind::Internal)
+    /// The kind a remote site claims for its own refusal. A site can honestly report only
+    /// what happened inside it (`refused`, `over_budget`, `malformed_reply`, `internal`);
+    /// `timed_out` and `transport` are what the coordinator observes of a site, so a site that
+    /// claims them, names a kind this version does not know (a newer peer's) or none at all
+    /// (an older peer's) is read as [`ErrorKind::Internal`].
+    pub fn claimed_by_site(name: &str) -> ErrorKind {
+        match name.parse() {
+            Ok(ErrorKind::TimedOut | ErrorKind::Transport) | Err(_) => ErrorKind::Internal,
+            Ok(kind) => kind,
+        }
     }
 }
 
@@ -177,19 +183,9 @@ impl SiteError {
         Self::new(site, ErrorKind::OverBudget, message)
     }
 
-    /// No answer before the deadline ([`ErrorKind::TimedOut`]).
-    pub fn timed_out(site: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(site, ErrorKind::TimedOut, message)
-    }
-
     /// The connection failed ([`ErrorKind::Transport`]).
     pub fn transport(site: impl Into<String>, message: impl Into<String>) -> Self {
         Self::new(site, ErrorKind::Transport, message)
-    }
-
-    /// The answer could not be used ([`ErrorKind::MalformedReply`]).
-    pub fn malformed_reply(site: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(site, ErrorKind::MalformedReply, message)
     }
 
     /// Anything else ([`ErrorKind::Internal`]).
@@ -237,16 +233,20 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_missing_names_are_internal() {
-        assert_eq!(
-            ErrorKind::from_name_or_internal("over_budget"),
-            ErrorKind::OverBudget
-        );
-        assert_eq!(ErrorKind::from_name_or_internal(""), ErrorKind::Internal);
-        assert_eq!(
-            ErrorKind::from_name_or_internal("out_of_coffee"),
-            ErrorKind::Internal
-        );
+    fn a_site_claims_only_kinds_it_can_know() {
+        for (claimed, read) in [
+            ("refused", ErrorKind::Refused),
+            ("over_budget", ErrorKind::OverBudget),
+            ("malformed_reply", ErrorKind::MalformedReply),
+            ("internal", ErrorKind::Internal),
+            // What only the coordinator observes, an older peer's silence, a newer peer's name.
+            ("timed_out", ErrorKind::Internal),
+            ("transport", ErrorKind::Internal),
+            ("", ErrorKind::Internal),
+            ("out_of_coffee", ErrorKind::Internal),
+        ] {
+            assert_eq!(ErrorKind::claimed_by_site(claimed), read, "{claimed}");
+        }
         assert!("Over_Budget".parse::<ErrorKind>().is_err());
     }
 

@@ -85,28 +85,29 @@ pub enum EngineError {
     },
     /// Secure aggregation aborted (for example, fewer sites than its threshold remained);
     /// no partial sum was released and the global model is unchanged.
-    #[error("round {round}: secure aggregation aborted ({}): {}", source.kind, source.reason())]
+    #[error("round {round}: secure aggregation aborted ({}): {}", failure.kind, failure.reason())]
     SecureAggregation {
         /// Round number.
         round: u32,
-        /// Why, with its kind.
-        source: SecureError,
+        /// Why, with its kind (named `failure`, not `source`: the message already holds its
+        /// causes, so an error chain tells them once).
+        failure: SecureError,
     },
     /// The round's result could not be recorded; the run stops before the next round.
-    #[error("round {round}: could not record the round ({}): {}", source.kind, source.reason())]
+    #[error("round {round}: could not record the round ({}): {}", failure.kind, failure.reason())]
     Commit {
         /// Round number.
         round: u32,
-        /// Cause, with its kind.
-        source: Failure,
+        /// Cause, with its kind (held, not a `source`: the message holds its causes).
+        failure: Failure,
     },
     /// Central evaluation failed.
-    #[error("round {round}: evaluation failed ({}): {}", source.kind, source.reason())]
+    #[error("round {round}: evaluation failed ({}): {}", failure.kind, failure.reason())]
     Evaluate {
         /// Round number.
         round: u32,
-        /// Cause, with its kind.
-        source: Failure,
+        /// Cause, with its kind (held, not a `source`: the message holds its causes).
+        failure: Failure,
     },
 }
 
@@ -441,7 +442,7 @@ impl RoundEngine {
         let test = match &self.evaluator {
             Some(e) => Some(
                 e.evaluate(&next)
-                    .map_err(|source| EngineError::Evaluate { round, source })?,
+                    .map_err(|failure| EngineError::Evaluate { round, failure })?,
             ),
             None => None,
         };
@@ -469,7 +470,7 @@ impl RoundEngine {
         };
         observer
             .commit(&record, &next, self.aggregator.as_ref())
-            .map_err(|source| EngineError::Commit { round, source })?;
+            .map_err(|failure| EngineError::Commit { round, failure })?;
         self.global = next;
         observer.round_finished(&record);
         Ok(record)
@@ -502,7 +503,7 @@ impl RoundEngine {
             .iter()
             .map(|&i| (self.sites[i].name(), &self.sites[i]))
             .collect();
-        let failed = |source: SecureError| EngineError::SecureAggregation { round, source };
+        let failed = |failure: SecureError| EngineError::SecureAggregation { round, failure };
         let Some(secure) = self.secure.as_mut() else {
             return Ok(());
         };
