@@ -8,6 +8,6 @@ pub mod store;
 pub mod transport;
 
 pub use server::{
-    AuditCheck, CoordinatorConfig, CoordinatorError, CoreBoundEvaluator, FederationStatus,
-    LATEST_AUDIT_ENTRIES, NoReport, Report, RunStart, RunSummary, SitePrivacy, SiteStatus, run,
+    AuditCheck, CoordinatorConfig, CoordinatorError, FederationStatus, LATEST_AUDIT_ENTRIES,
+    NoReport, Report, RunStart, RunSummary, SitePrivacy, SiteStatus, run,
 };

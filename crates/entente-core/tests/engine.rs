@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use entente_core::aggregators::{self, Strategy};
 use entente_core::engine::selection;
 use entente_core::engine::{
-    EngineError, ErrorKind, Evaluator, Failure, LocalOptimizer, LocalTraining, NoObserver,
-    RoundEngine, RoundObserver, RoundRecord, RoundRules, Site, SiteError, TrainTask,
+    Dispatch, EngineError, ErrorKind, Evaluator, Failure, LocalOptimizer, LocalTraining,
+    NoObserver, RoundEngine, RoundObserver, RoundRecord, RoundRules, Site, SiteError, TrainTask,
 };
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -556,6 +556,14 @@ fn the_norm_bound_rejects_the_update_that_moves_too_far() {
 
 /// Runs `rounds` rounds over 7 seeded-noise sites and a 10 000-value model with `strategy`.
 fn noisy_run(strategy: &Strategy, rounds: u32) -> (ParamSet, Vec<RoundRecord>) {
+    noisy_run_dispatched(strategy, rounds, Dispatch::Pool)
+}
+
+fn noisy_run_dispatched(
+    strategy: &Strategy,
+    rounds: u32,
+    dispatch: Dispatch,
+) -> (ParamSet, Vec<RoundRecord>) {
     let start = ParamSet::from_tensors([
         (
             "big".to_string(),
@@ -580,7 +588,8 @@ fn noisy_run(strategy: &Strategy, rounds: u32) -> (ParamSet, Vec<RoundRecord>) {
         Some(Arc::new(MeanEvaluator)),
         rules(rounds, 0.7, 2, 2024),
         start,
-    );
+    )
+    .with_dispatch(dispatch);
     let records = e.run(&mut NoObserver).unwrap();
     (e.global().clone(), records)
 }
@@ -608,6 +617,15 @@ fn results_do_not_depend_on_the_number_of_threads() {
         assert_eq!(bits(&one), bits(&two), "{strategy:?}");
         let (three, _) = run_in(3);
         assert_eq!(bits(&one), bits(&three), "{strategy:?}");
+        // A thread per call, as a coordinator runs its remote sites: the same rounds.
+        let (own_threads, rec_own) = noisy_run_dispatched(&strategy, 4, Dispatch::ThreadPerCall);
+        assert_eq!(bits(&one), bits(&own_threads), "{strategy:?}");
+        for (a, b) in rec_one.iter().zip(&rec_own) {
+            assert_eq!(
+                (&a.accepted, &a.test, &a.federated),
+                (&b.accepted, &b.test, &b.federated)
+            );
+        }
         for (a, b) in rec_one.iter().zip(&rec_two) {
             assert_eq!(a.selected, b.selected);
             assert_eq!(a.accepted, b.accepted);

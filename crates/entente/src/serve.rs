@@ -15,9 +15,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use entente_coordinator::audit::AuditReport;
 use entente_coordinator::store::Store;
-use entente_coordinator::{
-    AuditCheck, CoordinatorConfig, CoreBoundEvaluator, FederationStatus, Report, RunStart,
-};
+use entente_coordinator::{AuditCheck, CoordinatorConfig, FederationStatus, Report, RunStart};
 use entente_core::engine::{Evaluator, RoundRecord};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
@@ -201,9 +199,7 @@ fn central(
         .with_context(|| format!("could not read the test set {}", path.display()))?;
     let test =
         CentralTest::new(spec, data).with_context(|| format!("--eval-data {}", path.display()))?;
-    let evaluator =
-        CoreBoundEvaluator::new(test).context("could not start the evaluation threads")?;
-    Ok((model.initial, Some(Arc::new(evaluator))))
+    Ok((model.initial, Some(Arc::new(test))))
 }
 
 /// Resolves at the first Ctrl-C (or SIGTERM): the run stops, resumable. A second one ends the

@@ -97,13 +97,6 @@ pub enum CoordinatorError {
         /// Why, and what to change.
         reason: String,
     },
-    /// The round engine's threads could not be started.
-    #[error("could not start the round engine's threads")]
-    Threads {
-        /// What rayon reported.
-        #[source]
-        source: rayon::ThreadPoolBuildError,
-    },
     /// A thread of the coordinator (the round engine's, or the one writing the model)
     /// panicked.
     #[error("a coordinator thread stopped unexpectedly")]

@@ -9,7 +9,6 @@
 
 mod engine;
 mod error;
-mod evaluator;
 mod observer;
 mod report;
 
@@ -18,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use entente_core::engine::{Evaluator, RoundEngine, RoundRecord};
+use entente_core::engine::{Dispatch, Evaluator, RoundEngine, RoundRecord};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
@@ -28,7 +27,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use error::CoordinatorError;
-pub use evaluator::CoreBoundEvaluator;
 pub use report::{
     AuditCheck, FederationStatus, LATEST_AUDIT_ENTRIES, NoReport, Report, RunStart, SitePrivacy,
     SiteStatus,
@@ -70,8 +68,7 @@ pub struct CoordinatorConfig {
     pub key: PathBuf,
     /// The model of round 1, used when the store holds no checkpoint of this run.
     pub initial: ParamSet,
-    /// Evaluates every new global model on the coordinator's held-out test set, if it has one
-    /// (wrap it in a [`CoreBoundEvaluator`] to keep it off the engine's threads).
+    /// Evaluates every new global model on the coordinator's held-out test set, if it has one.
     pub evaluator: Option<Arc<dyn Evaluator>>,
     /// Where the final model is written (safetensors).
     pub out: PathBuf,
@@ -313,7 +310,8 @@ async fn drive_owned(
         evaluator,
         manifest.round_rules(),
         initial,
-    );
+    )
+    .with_dispatch(Dispatch::ThreadPerCall);
     if let Some(settings) = SecAggSettings::from_manifest(&manifest) {
         settings
             .check(engine.global().num_values())
@@ -354,19 +352,15 @@ async fn drive_owned(
         }
     }
 
-    // The engine blocks while it waits for sites, so it runs on its own threads: one per site,
-    // so that every selected site's call is in flight at once.
+    // The engine blocks while it waits for sites, so it runs on a thread of its own; each call
+    // to a site gets one too (`Dispatch::ThreadPerCall`), and its computing shares the rayon
+    // pool of one thread per core.
     let first = state.completed + 1;
-    let threads = manifest.sites.len() + 2;
     let (finished, mut records) = tokio::sync::mpsc::unbounded_channel();
     let mut observer = StoreObserver::new(store.clone(), run, &manifest, finished);
     let mut engine_thread = tokio::task::spawn_blocking(move || {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|source| CoordinatorError::Threads { source })?;
-        let result = pool.install(|| engine.run_from(first, &mut observer));
-        Ok::<_, CoordinatorError>((result, engine))
+        let result = engine.run_from(first, &mut observer);
+        (result, engine)
     });
     let mut stopping = false;
     let mut lost_store = None;
@@ -396,9 +390,7 @@ async fn drive_owned(
         report.round_finished(&record, manifest.rounds);
     }
     report.status(&engine::status(&hub, &manifest));
-    let joined = joined
-        .map_err(|source| CoordinatorError::EngineThread { source })
-        .and_then(|threads| threads);
+    let joined = joined.map_err(|source| CoordinatorError::EngineThread { source });
     let (result, engine) = match (joined, lost_store) {
         (_, Some(source)) => {
             let lost = CoordinatorError::StoreLost { source };

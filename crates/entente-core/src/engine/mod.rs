@@ -2,6 +2,7 @@
 //! aggregate, evaluate, record. Written once over the [`Site`] trait, so simulation and
 //! network deployments run the same round logic.
 
+pub mod dispatch;
 pub mod error;
 pub mod secure;
 pub mod selection;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::sync::mpsc::channel;
 use std::time::Instant;
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::aggregators::{AggregateError, Aggregator};
@@ -22,6 +22,7 @@ use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
 use crate::seeds::{self, Stream};
 use crate::update::{SiteUpdate, UpdatePolicy, ValidUpdate, check_claims, validate};
+pub use dispatch::Dispatch;
 pub use error::{ErrorKind, Failure, Source, UnknownKind};
 pub use secure::{Envelope, SecureAggregation, SecureError, SecureResult};
 pub use site::{Site, SiteError};
@@ -282,6 +283,7 @@ pub struct RoundEngine {
     secure: Option<Box<dyn SecureAggregation>>,
     rules: RoundRules,
     global: Arc<ParamSet>,
+    dispatch: Dispatch,
 }
 
 impl RoundEngine {
@@ -300,7 +302,14 @@ impl RoundEngine {
             secure: None,
             rules,
             global: Arc::new(initial),
+            dispatch: Dispatch::default(),
         }
+    }
+
+    /// Runs the calls to sites as `dispatch` says (by default on the rayon pool).
+    pub fn with_dispatch(mut self, dispatch: Dispatch) -> Self {
+        self.dispatch = dispatch;
+        self
     }
 
     /// Aggregates through `protocol`: the coordinator learns only the weighted mean of the
@@ -371,10 +380,9 @@ impl RoundEngine {
         let mut tally = Tally::default();
         self.aggregator.begin(&self.global);
         if self.secure.is_some() {
-            let results: Vec<_> = chosen
-                .par_iter()
-                .map(|&i| self.sites[i].train(&task(0, i, None)))
-                .collect();
+            let results = self
+                .dispatch
+                .map(&chosen, |_, &i| self.sites[i].train(&task(0, i, None)));
             self.collect_secure(round, &chosen, &selected, results, &mut tally)?;
         } else {
             // Sites train in parallel; their updates are folded in selection order as they
@@ -383,6 +391,7 @@ impl RoundEngine {
             let gate = FoldGate::new();
             let (tx, rx) = channel();
             let (sites, aggregator, policy) = (&self.sites, &mut self.aggregator, &rules.policy);
+            let dispatch = self.dispatch;
             std::thread::scope(|scope| {
                 let folder = scope.spawn(|| {
                     let mut waiting = BTreeMap::new();
@@ -409,14 +418,12 @@ impl RoundEngine {
                     }
                     outcome
                 });
-                chosen
-                    .par_iter()
-                    .enumerate()
-                    .for_each_with(tx, |tx, (position, &i)| {
-                        let result = sites[i].train(&task(position, i, Some(&gate)));
-                        // The folder only stops reading once every sender is gone.
-                        let _ = tx.send((position, result));
-                    });
+                dispatch.map(&chosen, |position, &i| {
+                    let result = sites[i].train(&task(position, i, Some(&gate)));
+                    // The folder stops reading only once the sender is gone (below).
+                    let _ = tx.send((position, result));
+                });
+                drop(tx);
                 folder
                     .join()
                     .unwrap_or_else(|e| std::panic::resume_unwind(e))
@@ -447,9 +454,10 @@ impl RoundEngine {
             None => None,
         };
         let site_metrics: Vec<EvalMetrics> = if self.rules.federated_evaluation {
-            self.sites
-                .par_iter()
-                .filter_map(|s| s.evaluate(&next).ok())
+            self.dispatch
+                .map(&self.sites, |_, s| s.evaluate(&next).ok())
+                .into_iter()
+                .flatten()
                 .collect()
         } else {
             Vec::new()
@@ -513,9 +521,8 @@ impl RoundEngine {
         // Why each site that dropped out of a phase did: its record keeps the kind.
         let mut dropped: HashMap<String, Rejection> = HashMap::new();
         while let Some(messages) = secure.next_messages().map_err(failed)? {
-            let replies: Vec<(String, Result<Envelope, SiteError>)> = messages
-                .par_iter()
-                .map(|(name, message)| {
+            let replies: Vec<(String, Result<Envelope, SiteError>)> =
+                self.dispatch.map(&messages, |_, (name, message)| {
                     let reply = match by_name.get(name.as_str()) {
                         Some(site) => site.secure_exchange(round, message),
                         None => Err(SiteError::internal(
@@ -524,8 +531,7 @@ impl RoundEngine {
                         )),
                     };
                     (name.clone(), reply)
-                })
-                .collect();
+                });
             for (name, reply) in replies {
                 // A malformed or rejected reply counts as a dropout: one bad site must not stop
                 // the round for everyone (the protocol's own threshold decides).

@@ -1,0 +1,97 @@
+//! How the engine runs its calls to sites. A site in the same process computes, so its calls
+//! share the rayon pool of one thread per core. A site reached over a network mostly waits on
+//! its node, so every selected site's call should be in flight at once; a work-stealing pool of
+//! one thread per site does that at a cost that grows with the square of the sites (every idle
+//! worker scans every other one's queue: with 1,000 sites that scan took most of a round's CPU),
+//! so such calls get a plain thread each instead, which costs nothing while it waits.
+
+use rayon::prelude::*;
+
+/// The stack of a thread that waits on a remote site's call: its frames are small, and a
+/// thousand of them should not reserve the two megabytes a thread gets by default.
+const WAITING_STACK: usize = 256 * 1024;
+
+/// Where the engine runs its calls to sites.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Dispatch {
+    /// On the current rayon pool: for sites that train in this process (simulation).
+    #[default]
+    Pool,
+    /// One thread of its own per call, with a small stack: for sites that wait on a remote
+    /// node, so that every call is in flight at once however many sites a round selects.
+    ThreadPerCall,
+}
+
+impl Dispatch {
+    /// `call(position, item)` for every item, results in the items' order.
+    pub(crate) fn map<I, T>(self, items: &[I], call: impl Fn(usize, &I) -> T + Sync) -> Vec<T>
+    where
+        I: Sync,
+        T: Send,
+    {
+        match self {
+            Self::Pool => items
+                .par_iter()
+                .enumerate()
+                .map(|(position, item)| call(position, item))
+                .collect(),
+            Self::ThreadPerCall => std::thread::scope(|scope| {
+                let call = &call;
+                let running: Vec<_> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(position, item)| {
+                        std::thread::Builder::new()
+                            .name("entente-site-call".into())
+                            .stack_size(WAITING_STACK)
+                            .spawn_scoped(scope, move || call(position, item))
+                            // Out of threads: this call runs here, after those before it.
+                            .map_err(|error| {
+                                tracing::warn!(%error, "could not start a thread for a site call; it runs in turn");
+                                call(position, item)
+                            })
+                    })
+                    .collect();
+                running
+                    .into_iter()
+                    .map(|started| match started {
+                        Ok(thread) => thread
+                            .join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                        Err(done) => done,
+                    })
+                    .collect()
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Barrier};
+
+    use super::*;
+
+    #[test]
+    fn results_keep_the_items_order() {
+        let items: Vec<u32> = (0..50).collect();
+        for dispatch in [Dispatch::Pool, Dispatch::ThreadPerCall] {
+            let out = dispatch.map(&items, |position, item| (position, item * 2));
+            let expected: Vec<_> = (0..50).map(|i| (i as usize, i * 2)).collect();
+            assert_eq!(out, expected, "{dispatch:?}");
+        }
+    }
+
+    /// Every call is in flight at once: 64 calls that each wait for all the others finish only
+    /// if none waits for a thread (a pool of one thread per core would deadlock here).
+    #[test]
+    fn thread_per_call_runs_every_call_at_once() {
+        let items = vec![(); 64];
+        let all = Arc::new(Barrier::new(items.len()));
+        let out = Dispatch::ThreadPerCall.map(&items, |position, ()| {
+            all.wait();
+            position
+        });
+        assert_eq!(out, (0..64).collect::<Vec<_>>());
+    }
+}
