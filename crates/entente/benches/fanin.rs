@@ -10,7 +10,9 @@
 //!
 //! Run: `cargo bench -p entente --bench fanin` (needs Fashion-MNIST for the coordinator's test
 //! set; `ENTENTE_FANIN_SITES`, `ENTENTE_FANIN_ROUNDS` and `ENTENTE_FANIN_HIDDEN` change the
-//! defaults of 200 sites, 3 rounds and a hidden layer of 1262 units, 1M parameters).
+//! defaults of 200 sites, 3 rounds and a hidden layer of 1262 units, 1M parameters;
+//! `ENTENTE_FANIN_BIN` runs another build of `entente` as the coordinator, to compare two
+//! builds in one run).
 //!
 //! With `ENTENTE_FANIN_DASHBOARD=N` it runs N pairs of runs instead, alternating one without
 //! and one with the dashboard (`--http`) whose page (`/panel`) and `/api/state` are fetched
@@ -69,6 +71,60 @@ fn rss(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// A step of a round as a node saw it, for the phase breakdown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    /// A training task's header arrived.
+    TaskIn,
+    /// The update was uploaded.
+    UpdateOut,
+    /// An evaluation task's header arrived.
+    EvalIn,
+    /// The evaluation was answered.
+    EvalOut,
+}
+
+/// Every node's steps: (round, step, when). Evaluation counts to the round last trained.
+static STEPS: std::sync::Mutex<Vec<(u32, Step, Instant)>> = std::sync::Mutex::new(Vec::new());
+
+fn step(round: u32, step: Step) {
+    STEPS.lock().unwrap().push((round, step, Instant::now()));
+}
+
+/// The last round's phases, in seconds from its first training task reaching a node.
+fn phases() -> Option<String> {
+    let steps = STEPS.lock().unwrap();
+    let round = steps.iter().map(|s| s.0).max()?;
+    let of = |which: Step| {
+        let mut t: Vec<Instant> = steps
+            .iter()
+            .filter(|s| s.0 == round && s.1 == which)
+            .map(|s| s.2)
+            .collect();
+        t.sort();
+        Some((*t.first()?, *t.last()?))
+    };
+    let (start, tasks_end) = of(Step::TaskIn)?;
+    let at = |t: Instant| t.duration_since(start).as_secs_f64();
+    let (_, updates_end) = of(Step::UpdateOut)?;
+    let mut line = format!(
+        "round {round}: training tasks reached the nodes over {:.2} s, the last update left at {:.2} s",
+        at(tasks_end),
+        at(updates_end)
+    );
+    if let (Some((eval_start, eval_in_end)), Some((_, eval_end))) =
+        (of(Step::EvalIn), of(Step::EvalOut))
+    {
+        line.push_str(&format!(
+            "; evaluation tasks reached them from {:.2} s to {:.2} s, the last answer left at {:.2} s",
+            at(eval_start),
+            at(eval_in_end),
+            at(eval_end)
+        ));
+    }
+    Some(line)
+}
+
 /// One lightweight node: answers training with the received model plus 0.001, evaluation with
 /// fixed metrics, until the run is finished.
 async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String> {
@@ -89,6 +145,7 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
         .map_err(|s| s.to_string())?
         .into_inner();
     let session = reply.session;
+    let mut round = 0;
     let mut beat = client.clone();
     let heartbeat = tokio::spawn(async move {
         loop {
@@ -114,6 +171,8 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
         let outcome = match &header.kind {
             Some(task_header::Kind::Finished(_)) => break,
             Some(task_header::Kind::Train(_)) => {
+                round = header.round;
+                step(round, Step::TaskIn);
                 let layout = layout_from_wire(&header.layout).map_err(|e| e.to_string())?;
                 let mut assembler = Assembler::new(layout.total());
                 while let Some(f) = stream.message().await.map_err(|s| s.to_string())? {
@@ -133,6 +192,7 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
                 ))
             }
             Some(task_header::Kind::Evaluate(_)) => {
+                step(round, Step::EvalIn);
                 while let Some(f) = stream.message().await.map_err(|s| s.to_string())? {
                     if let Some(task_frame::Frame::Chunk(c)) = f.frame {
                         traffic.fetch_add(c.values.len() as u64, Ordering::Relaxed);
@@ -160,6 +220,7 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
                 kind: String::new(),
             })),
         };
+        let params_sent = params.is_some();
         let values = params.map(|p| p.1).unwrap_or_default();
         let chunks: Vec<ResultFrame> = (0..chunk_count(values.len()))
             .filter_map(|i| chunk_at(&values, i))
@@ -167,9 +228,18 @@ async fn node(endpoint: Endpoint, traffic: Arc<AtomicU64>) -> Result<(), String>
                 frame: Some(result_frame::Frame::Chunk(c)),
             })
             .collect();
+        let trained = params_sent;
         upload::submit(&mut client, head, chunks.into_iter())
             .await
             .map_err(|s| s.to_string())?;
+        step(
+            round,
+            if trained {
+                Step::UpdateOut
+            } else {
+                Step::EvalOut
+            },
+        );
     }
     heartbeat.abort();
     Ok(())
@@ -293,6 +363,7 @@ fn fetch(port: u16, path: &str) -> bool {
 /// One run of `entente serve` (its own store, `run` in the name) with the lightweight nodes;
 /// with `dashboard`, `/panel` and `/api/state` are fetched every 100 ms meanwhile.
 fn run_once(setup: &Setup, run: usize, dashboard: bool) -> Figures {
+    STEPS.lock().unwrap().clear();
     let sites = setup.sites;
     let keys = &setup.keys;
     let port = free_port();
@@ -301,7 +372,9 @@ fn run_once(setup: &Setup, run: usize, dashboard: bool) -> Figures {
         "sqlite://{}",
         setup.dir.path().join(format!("run-{run}.db")).display()
     );
-    let mut command = Command::new(env!("CARGO_BIN_EXE_entente"));
+    let binary = std::env::var_os("ENTENTE_FANIN_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_entente").into());
+    let mut command = Command::new(binary);
     command
         .arg("serve")
         .arg(&setup.manifest)
@@ -505,6 +578,9 @@ fn report(figures: &Figures, sites: usize, params: usize) {
         figures.traffic as f64 / 1e6,
         figures.wall
     );
+    if let Some(phases) = phases() {
+        println!("  {phases}");
+    }
 }
 
 /// `pairs` runs without and with the polled dashboard, alternating: the medians of all
