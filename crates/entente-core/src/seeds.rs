@@ -23,13 +23,6 @@ pub enum Stream {
         /// The site's index in the manifest.
         site: u32,
     },
-    /// The training of the pooled-data baseline.
-    PooledBaseline,
-    /// The training of a site's local-only baseline.
-    LocalBaseline {
-        /// The site's index in the manifest.
-        site: u32,
-    },
     /// The SecAgg+ graph of which sites share masks in a round.
     MaskGraph,
     /// One 64-bit word of a simulated site's key seed in a round (secure aggregation).
@@ -59,8 +52,8 @@ impl Stream {
             Stream::TestHoldout => (2, 0),
             Stream::Partition => (3, 0),
             Stream::SiteTestSplit { site } => (4, site.into()),
-            Stream::PooledBaseline => (5, 0),
-            Stream::LocalBaseline { site } => (6, site.into()),
+            // 5 and 6 were the baselines' own streams; a baseline now trains with the streams
+            // of the federation it stands for (`Training`). Not reused.
             Stream::MaskGraph => (7, 0),
             Stream::KeySeed { site, word } => (8, (u64::from(site) << 8) | u64::from(word)),
             Stream::NoiseShare { site } => (9, site.into()),
@@ -100,7 +93,6 @@ mod tests {
             Stream::Selection,
             Stream::TestHoldout,
             Stream::Partition,
-            Stream::PooledBaseline,
             Stream::MaskGraph,
             Stream::CentralNoise,
         ];
@@ -108,7 +100,6 @@ mod tests {
             all.extend([
                 Stream::Training { site },
                 Stream::SiteTestSplit { site },
-                Stream::LocalBaseline { site },
                 Stream::NoiseShare { site },
             ]);
             all.extend((0..4).map(|word| Stream::KeySeed { site, word }));
@@ -136,7 +127,6 @@ mod tests {
         let ids: HashSet<u64> = [
             Stream::Training { site: last },
             Stream::SiteTestSplit { site: last },
-            Stream::LocalBaseline { site: last },
             Stream::KeySeed {
                 site: last,
                 word: u8::MAX,
@@ -148,7 +138,7 @@ mod tests {
         .iter()
         .map(|s| s.id())
         .collect();
-        assert_eq!(ids.len(), 7);
+        assert_eq!(ids.len(), 6);
     }
 
     #[test]

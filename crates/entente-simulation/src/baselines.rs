@@ -1,5 +1,10 @@
 //! The baselines that show what cooperating bought: every site training alone, and one model
-//! trained on the pooled data, each with the same number of epochs as the federation.
+//! trained on the pooled data. Each trains as a one-site federation of its data would: every
+//! round the manifest's local training from the last round's model, with that round's batch
+//! order and a fresh optimizer, so that the comparison with the federation differs in the data
+//! only. (Trained instead as one call of `rounds x local_epochs` epochs, the pooled model
+//! kept one batch order's stream and, with momentum or Adam, one optimizer state over the whole
+//! run: a different training from the federation's, and one draw of its last-epoch noise.)
 
 use anyhow::{Context, Result};
 use entente_core::manifest::Manifest;
@@ -45,10 +50,7 @@ pub fn run(
     initial: &ParamSet,
     progress: &Progress,
 ) -> Result<Baselines> {
-    let mut training = manifest.training.clone();
-    training.epochs = manifest.training.epochs * manifest.rounds as usize;
     progress.start("baselines", fed.sites.len() + 1);
-    let seed = |stream| seeds::derive(manifest.seed, 0, stream);
 
     let local_only = fed
         .sites
@@ -56,24 +58,12 @@ pub fn run(
         .enumerate()
         .map(|(i, site)| -> Result<LocalOnly> {
             let name = entente_core::engine::Site::name(site).to_string();
-            let outcome = trainer::train(
-                &fed.spec,
-                initial,
-                site.train_data(),
-                &training,
-                seed(Stream::LocalBaseline { site: i as u32 }),
-            )
-            .with_context(|| format!("local-only training of site `{name}`"))?;
-            let global_test =
-                trainer::evaluate(&fed.spec, &outcome.params, &fed.test, trainer::EVAL_BATCH)?;
+            let alone = as_one_site(fed, manifest, initial, site.train_data(), i as u32)
+                .with_context(|| format!("local-only training of site `{name}`"))?;
+            let global_test = trainer::evaluate(&fed.spec, &alone, &fed.test, trainer::EVAL_BATCH)?;
             let own_test = (!site.test_data().is_empty())
                 .then(|| {
-                    trainer::evaluate(
-                        &fed.spec,
-                        &outcome.params,
-                        site.test_data(),
-                        trainer::EVAL_BATCH,
-                    )
+                    trainer::evaluate(&fed.spec, &alone, site.test_data(), trainer::EVAL_BATCH)
                 })
                 .transpose()?;
             progress.tick(&format!("{name} alone"));
@@ -88,21 +78,33 @@ pub fn run(
 
     let parts: Vec<Dataset> = fed.sites.iter().map(|s| s.train_data().clone()).collect();
     let pooled = Dataset::concat(&parts)?;
-    let outcome = trainer::train(
-        &fed.spec,
-        initial,
-        &pooled,
-        &training,
-        seed(Stream::PooledBaseline),
-    )
-    .context("centralized training on the pooled data")?;
-    let centralized =
-        trainer::evaluate(&fed.spec, &outcome.params, &fed.test, trainer::EVAL_BATCH)?;
+    // The batch orders of site 0: those a one-site federation of the pooled data would use.
+    let pooled_model = as_one_site(fed, manifest, initial, &pooled, 0)
+        .context("centralized training on the pooled data")?;
+    let centralized = trainer::evaluate(&fed.spec, &pooled_model, &fed.test, trainer::EVAL_BATCH)?;
     progress.tick("centralized");
     progress.clear();
     Ok(Baselines {
         local_only,
         centralized,
-        epochs: training.epochs,
+        epochs: manifest.training.epochs * manifest.rounds as usize,
     })
+}
+
+/// Trains `data` from `initial` as a federation whose only site is `site` (its index in the
+/// manifest, for its seed stream) would: `manifest.rounds` rounds of the manifest's local
+/// training, each from the model the last one gave.
+fn as_one_site(
+    fed: &Federation,
+    manifest: &Manifest,
+    initial: &ParamSet,
+    data: &Dataset,
+    site: u32,
+) -> Result<ParamSet, trainer::TrainError> {
+    let mut params = initial.clone();
+    for round in 1..=manifest.rounds {
+        let seed = seeds::derive(manifest.seed, round, Stream::Training { site });
+        params = trainer::train(&fed.spec, &params, data, &manifest.training, seed)?.params;
+    }
+    Ok(params)
 }

@@ -176,6 +176,8 @@ pub struct Summary {
     pub federated_site_accuracy: Option<f64>,
     /// Pooled-data model on the global test set (with `--baselines`).
     pub centralized_accuracy: Option<f64>,
+    /// Pooled-data model's test loss (with `--baselines`).
+    pub centralized_loss: Option<f64>,
     /// Per site.
     pub sites: Vec<SiteSummary>,
     /// The test accuracy `--target-accuracy` asked for.
@@ -210,6 +212,7 @@ impl Summary {
             federated_loss: test.map(|t| t.loss),
             federated_site_accuracy: last.and_then(|r| r.federated.as_ref()).map(|f| f.accuracy),
             centralized_accuracy: baselines.map(|b| b.centralized.accuracy),
+            centralized_loss: baselines.map(|b| b.centralized.loss),
             sites: site_eval
                 .iter()
                 .enumerate()

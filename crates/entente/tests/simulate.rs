@@ -579,6 +579,45 @@ fn baselines_add_centralized_and_local_only_accuracies() {
     );
 }
 
+/// A federation of one site is its pooled baseline and its local-only one: all three train the
+/// same data the same way (round by round, with the same batch orders), so they agree exactly.
+#[test]
+fn a_one_site_federation_equals_its_pooled_and_local_only_baselines() {
+    let tmp = Scratch::new("one-site");
+    let start = DIGITS_MANIFEST.find("[[sites]]").unwrap();
+    let end = DIGITS_MANIFEST.find("[model]").unwrap();
+    let one_site = format!(
+        "{}[[sites]]\nname = \"alone\"\n\n{}",
+        &DIGITS_MANIFEST[..start],
+        &DIGITS_MANIFEST[end..]
+    )
+    .replace("min_sites = 3", "min_sites = 1");
+    let manifest = tmp.join("one.toml");
+    std::fs::write(&manifest, one_site).unwrap();
+    let out = tmp.join("run");
+    simulate_ok(
+        tmp.path(),
+        &out,
+        &[manifest.to_str().unwrap(), "--rounds", "6", "--baselines"],
+    );
+    let summary = read_json(&out.join("summary.json"));
+    let federated = summary["federated_accuracy"].as_f64().unwrap();
+    let pooled = summary["centralized_accuracy"].as_f64().unwrap();
+    let alone = summary["sites"][0]["local_only_accuracy"].as_f64().unwrap();
+    assert!(
+        federated > 0.8,
+        "the federation learned nothing: {federated}"
+    );
+    assert_eq!(federated.to_bits(), pooled.to_bits(), "{summary}");
+    assert_eq!(federated.to_bits(), alone.to_bits(), "{summary}");
+    // Equal losses: the same model, not only as many right answers.
+    assert_eq!(
+        summary["federated_loss"].as_f64().unwrap().to_bits(),
+        summary["centralized_loss"].as_f64().unwrap().to_bits(),
+        "{summary}"
+    );
+}
+
 #[test]
 fn runs_are_reproducible_and_independent_of_the_thread_count() {
     let tmp = Scratch::new("repro");
