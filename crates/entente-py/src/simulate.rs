@@ -56,10 +56,9 @@ pub fn simulate(
     let mut manifest =
         Manifest::load(&manifest).map_err(|e| PyValueError::new_err(e.to_string()))?;
     if let Some(r) = rounds {
-        if r == 0 {
-            return Err(PyValueError::new_err("rounds must be at least 1"));
-        }
-        manifest.rounds = r;
+        manifest
+            .override_rounds(r, "rounds=")
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
     }
     let interrupted = Arc::new(Interrupted::default());
     let mut trainers: Vec<Option<Arc<dyn Site>>> = Vec::with_capacity(manifest.sites.len());

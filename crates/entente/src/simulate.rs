@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use entente_core::manifest::{MAX_ROUNDS, Manifest};
+use entente_core::manifest::Manifest;
 use entente_simulation::{Options, Trainers};
 
 /// The manifest `simulate` runs when given none.
@@ -97,10 +97,7 @@ pub fn run(args: SimulateArgs) -> Result<()> {
     }
     let mut manifest = load_manifest(args.manifest.as_deref())?;
     if let Some(r) = args.rounds {
-        if !(1..=MAX_ROUNDS).contains(&r) {
-            bail!("--rounds must be between 1 and {MAX_ROUNDS}");
-        }
-        manifest.rounds = r;
+        manifest.override_rounds(r, "--rounds")?;
     }
     let options = Options {
         out: args.out,

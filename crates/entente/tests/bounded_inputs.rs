@@ -193,7 +193,7 @@ fn rounds_and_threads_are_bounded() {
     std::fs::write(&m, text).unwrap();
     let err = refused(dir.path(), &simulate(&m, &out, &["--rounds", "4294967295"]));
     assert!(
-        err.contains("--rounds must be between 1 and 1000000"),
+        err.contains("--rounds") && err.contains("allowed: 1 to 1000000"),
         "{err}"
     );
     let err = refused(dir.path(), &simulate(&m, &out, &["--threads", "100000"]));

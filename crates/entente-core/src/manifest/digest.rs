@@ -3,7 +3,7 @@
 //! nodes compare digests, so a node never works for a federation whose terms differ from its
 //! own copy, whatever paths each side uses.
 
-use super::Manifest;
+use super::{Manifest, ModelChoice};
 use crate::digest::sha256_hex;
 
 /// Keys left out of the digest: local paths and limits that may differ between sites.
@@ -24,33 +24,40 @@ impl Manifest {
     /// The manifest's terms: every table and key except local paths, in a canonical form (keys
     /// sorted, serialized as JSON). A node sends them with its digest, so that a coordinator
     /// whose terms differ can name the first key that differs ([`super::compare_terms`]).
+    /// Computed once, from the validated manifest's text (and again after an override).
     pub fn agreement_terms(&self) -> String {
-        // The source parsed once already when the manifest was checked.
-        let mut value: toml::Table = toml::from_str(&self.source).unwrap_or_default();
-        for (table, key) in LOCAL_KEYS {
-            if let Some(toml::Value::Table(t)) = value.get_mut(*table) {
-                t.remove(*key);
-            }
-        }
-        // Each site's own data path is local too.
-        if let Some(toml::Value::Array(sites)) = value.get_mut("sites") {
-            for site in sites.iter_mut() {
-                if let toml::Value::Table(t) = site {
-                    t.remove("data");
-                }
-            }
-        }
-        // An external model is agreed by its content, not by where each site keeps the file.
-        if let (super::ModelChoice::External { sha256, .. }, Some(toml::Value::Table(m))) =
-            (&self.model, value.get_mut("model"))
-        {
-            m.insert(
-                "init".into(),
-                toml::Value::String(format!("sha256:{sha256}")),
-            );
-        }
-        serde_json::to_string(&value).unwrap_or_default()
+        self.terms.clone()
     }
+}
+
+/// The terms of the manifest text `source`, whose model is `model` (see
+/// [`Manifest::agreement_terms`]); what is wrong if the text is not TOML or its values have no
+/// JSON form.
+pub(super) fn terms_of(source: &str, model: &ModelChoice) -> Result<String, String> {
+    let mut value: toml::Table = toml::from_str(source).map_err(|e| e.to_string())?;
+    for (table, key) in LOCAL_KEYS {
+        if let Some(toml::Value::Table(t)) = value.get_mut(*table) {
+            t.remove(*key);
+        }
+    }
+    // Each site's own data path is local too.
+    if let Some(toml::Value::Array(sites)) = value.get_mut("sites") {
+        for site in sites.iter_mut() {
+            if let toml::Value::Table(t) = site {
+                t.remove("data");
+            }
+        }
+    }
+    // An external model is agreed by its content, not by where each site keeps the file.
+    if let (ModelChoice::External { sha256, .. }, Some(toml::Value::Table(m))) =
+        (model, value.get_mut("model"))
+    {
+        m.insert(
+            "init".into(),
+            toml::Value::String(format!("sha256:{sha256}")),
+        );
+    }
+    serde_json::to_string(&value).map_err(|e| format!("its terms have no JSON form: {e}"))
 }
 
 #[cfg(test)]

@@ -285,8 +285,10 @@ pub struct Manifest {
     pub secure_aggregation: Option<SecureAggregationSpec>,
     /// Differential privacy and budgets, when the manifest turns them on.
     pub privacy: Option<PrivacySpec>,
-    /// The manifest text as read, kept for run records.
+    /// The manifest text as read (with any override written in), kept for run records.
     pub source: String,
+    /// What every site agrees to ([`Manifest::agreement_terms`]), from the validated text.
+    terms: String,
 }
 
 impl Manifest {
@@ -377,6 +379,7 @@ impl Manifest {
 }
 
 mod digest;
+mod overrides;
 
 #[cfg(test)]
 mod tests;

@@ -262,6 +262,10 @@ pub(super) fn check(
         )?;
     }
 
+    let terms = super::digest::terms_of(text, &model).map_err(|message| ManifestError::Syntax {
+        path: origin.to_string(),
+        message,
+    })?;
     Ok(Manifest {
         name: raw.federation.name.clone(),
         seed: raw.federation.seed,
@@ -281,6 +285,7 @@ pub(super) fn check(
         secure_aggregation,
         privacy,
         source: text.to_string(),
+        terms,
     })
 }
 
