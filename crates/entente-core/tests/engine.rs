@@ -32,6 +32,8 @@ enum Behaviour {
     Fail(ErrorKind),
     /// Returns a valid update that claims to come from the named site.
     Impersonate(String),
+    /// Panics in `train`.
+    Panic,
 }
 
 /// A site without a model: its behaviour, example count and evaluation result are given.
@@ -116,6 +118,7 @@ impl Site for FakeSite {
             Behaviour::Fail(kind) => {
                 return Err(SiteError::new(self.name.clone(), *kind, "disk full"));
             }
+            Behaviour::Panic => panic!("a bug in the site"),
         };
         let site = match &self.behaviour {
             Behaviour::Impersonate(other) => other.clone(),
@@ -323,14 +326,7 @@ fn an_update_under_another_sites_name_is_excluded_under_the_callers_name() {
     let mut e = engine(sites, rules(1, 1.0, 1, 3), initial());
     let r = e.run_round(1, &mut NoObserver).unwrap();
     assert_eq!(r.accepted, ["honest"]);
-    assert_eq!(r.excluded.len(), 1);
-    assert_eq!(r.excluded[0].site, "mallory");
-    assert_eq!(r.excluded[0].kind, ErrorKind::MalformedReply);
-    assert!(
-        r.excluded[0].reason.contains("claims"),
-        "{}",
-        r.excluded[0].reason
-    );
+    assert_only_excluded(&r, "mallory", ErrorKind::MalformedReply, "claims");
 }
 
 #[test]
@@ -355,16 +351,38 @@ fn a_failing_site_is_excluded_with_its_reason() {
     let mut e = engine(sites, rules(1, 1.0, 1, 3), initial());
     let r = e.run_round(1, &mut NoObserver).unwrap();
     assert_eq!(r.accepted, ["ok"]);
-    assert_eq!(r.excluded.len(), 1);
-    assert_eq!(r.excluded[0].site, "broken");
-    assert_eq!(r.excluded[0].kind, ErrorKind::Internal);
-    assert!(
-        r.excluded[0].reason.contains("disk full"),
-        "{}",
-        r.excluded[0].reason
-    );
+    assert_only_excluded(&r, "broken", ErrorKind::Internal, "disk full");
     let want: Vec<f32> = initial().as_flat().iter().map(|v| v + 1.0).collect();
     assert_eq!(e.global().as_flat(), want.as_slice());
+}
+
+/// The round left out exactly `site`, for a failure of `kind` whose reason says `says`.
+fn assert_only_excluded(r: &RoundRecord, site: &str, kind: ErrorKind, says: &str) {
+    assert_eq!(r.excluded.len(), 1, "{:?}", r.excluded);
+    let x = &r.excluded[0];
+    assert_eq!((x.site.as_str(), x.kind), (site, kind));
+    assert!(x.reason.contains(says), "{}", x.reason);
+}
+
+/// A site whose call panics is left out like a failing one, under either dispatch: the round
+/// neither stops nor waits for its update.
+#[test]
+fn a_panicking_site_is_excluded_and_the_round_goes_on() {
+    for dispatch in [Dispatch::Pool, Dispatch::ThreadPerCall] {
+        let sites = shared(vec![
+            FakeSite::new("first", 2, Behaviour::Panic),
+            FakeSite::new("ok", 2, Behaviour::Offset(vec![1.0; 6])),
+        ]);
+        let mut e = engine(sites, rules(1, 1.0, 1, 3), initial()).with_dispatch(dispatch);
+        let r = e.run_round(1, &mut NoObserver).unwrap();
+        assert_eq!(r.accepted, ["ok"], "{dispatch:?}");
+        assert_only_excluded(
+            &r,
+            "first",
+            ErrorKind::Internal,
+            "panicked: a bug in the site",
+        );
+    }
 }
 
 #[test]

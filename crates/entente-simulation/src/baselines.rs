@@ -1,8 +1,9 @@
 //! The baselines that show what cooperating bought: every site training alone, and one model
 //! trained on the pooled data. Each trains as a one-site federation of its data would: every
 //! round the manifest's local training from the last round's model, with that round's batch
-//! order and a fresh optimizer, so that the comparison with the federation differs in the data
-//! only. (Trained instead as one call of `rounds x local_epochs` epochs, the pooled model
+//! order and a fresh optimizer: the training each site does in the federation. What the
+//! federation adds on top (the server's rule and learning rate, sampling of sites, update
+//! checks, privacy noise) is what the comparison measures. (Trained instead as one call of `rounds x local_epochs` epochs, the pooled model
 //! kept one batch order's stream and, with momentum or Adam, one optimizer state over the whole
 //! run: a different training from the federation's, and one draw of its last-epoch noise.)
 

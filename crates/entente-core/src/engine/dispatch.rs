@@ -17,8 +17,10 @@ pub enum Dispatch {
     /// On the current rayon pool: for sites that train in this process (simulation).
     #[default]
     Pool,
-    /// One thread of its own per call, with a small stack: for sites that wait on a remote
-    /// node, so that every call is in flight at once however many sites a round selects.
+    /// One thread of its own per call, with a small stack (256 KiB): for sites that wait on a
+    /// remote node, so that every call is in flight at once however many sites a round
+    /// selects. Not for sites that train in this process: their work needs the pool, and more
+    /// stack. Where the system runs out of threads, calls wait for earlier ones to finish.
     ThreadPerCall,
 }
 
@@ -37,33 +39,53 @@ impl Dispatch {
                 .collect(),
             Self::ThreadPerCall => std::thread::scope(|scope| {
                 let call = &call;
-                let running: Vec<_> = items
-                    .iter()
-                    .enumerate()
-                    .map(|(position, item)| {
-                        std::thread::Builder::new()
+                let mut done: Vec<Option<T>> = items.iter().map(|_| None).collect();
+                // Started calls, oldest first.
+                let mut running = std::collections::VecDeque::new();
+                let mut warned = false;
+                for (position, item) in items.iter().enumerate() {
+                    loop {
+                        let started = std::thread::Builder::new()
                             .name("entente-site-call".into())
                             .stack_size(WAITING_STACK)
-                            .spawn_scoped(scope, move || call(position, item))
-                            // Out of threads: this call runs here, after those before it.
-                            .map_err(|error| {
-                                tracing::warn!(%error, "could not start a thread for a site call; it runs in turn");
-                                call(position, item)
-                            })
-                    })
-                    .collect();
-                running
-                    .into_iter()
-                    .map(|started| match started {
-                        Ok(thread) => thread
-                            .join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                        Err(done) => done,
-                    })
-                    .collect()
+                            .spawn_scoped(scope, move || call(position, item));
+                        match started {
+                            Ok(thread) => {
+                                running.push_back((position, thread));
+                                break;
+                            }
+                            // Out of threads: wait for the oldest call, which depends on no
+                            // later one, then try again; with none left running, call here.
+                            Err(error) => {
+                                if !warned {
+                                    tracing::warn!(%error, running = running.len(), "could not start a thread for a site call; calls wait for earlier ones to finish");
+                                    warned = true;
+                                }
+                                match running.pop_front() {
+                                    Some((earlier, thread)) => done[earlier] = Some(joined(thread)),
+                                    None => {
+                                        done[position] = Some(call(position, item));
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                for (position, thread) in running {
+                    done[position] = Some(joined(thread));
+                }
+                done.into_iter().flatten().collect()
             }),
         }
     }
+}
+
+/// The result of a finished call; its panic, carried on.
+fn joined<T>(thread: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    thread
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 #[cfg(test)]

@@ -275,6 +275,22 @@ fn fold_plain(
     }
 }
 
+/// Runs one call to `site`: a panic in it becomes an internal error of that site, so that one
+/// broken site neither stops the round nor leaves the fold waiting for its update.
+fn guarded<T>(site: &str, call: impl FnOnce() -> Result<T, SiteError>) -> Result<T, SiteError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(SiteError::internal(
+            site,
+            format!("the call to the site panicked: {what}"),
+        ))
+    })
+}
+
 /// Drives rounds over a fixed set of sites.
 pub struct RoundEngine {
     sites: Vec<Arc<dyn Site>>,
@@ -380,9 +396,10 @@ impl RoundEngine {
         let mut tally = Tally::default();
         self.aggregator.begin(&self.global);
         if self.secure.is_some() {
-            let results = self
-                .dispatch
-                .map(&chosen, |_, &i| self.sites[i].train(&task(0, i, None)));
+            let results = self.dispatch.map(&chosen, |_, &i| {
+                let site = &self.sites[i];
+                guarded(site.name(), || site.train(&task(0, i, None)))
+            });
             self.collect_secure(round, &chosen, &selected, results, &mut tally)?;
         } else {
             // Sites train in parallel; their updates are folded in selection order as they
@@ -419,7 +436,9 @@ impl RoundEngine {
                     outcome
                 });
                 dispatch.map(&chosen, |position, &i| {
-                    let result = sites[i].train(&task(position, i, Some(&gate)));
+                    let site = &sites[i];
+                    let result =
+                        guarded(site.name(), || site.train(&task(position, i, Some(&gate))));
                     // The folder stops reading only once the sender is gone (below).
                     let _ = tx.send((position, result));
                 });
@@ -455,7 +474,9 @@ impl RoundEngine {
         };
         let site_metrics: Vec<EvalMetrics> = if self.rules.federated_evaluation {
             self.dispatch
-                .map(&self.sites, |_, s| s.evaluate(&next).ok())
+                .map(&self.sites, |_, s| {
+                    guarded(s.name(), || s.evaluate(&next)).ok()
+                })
                 .into_iter()
                 .flatten()
                 .collect()
@@ -524,7 +545,7 @@ impl RoundEngine {
             let replies: Vec<(String, Result<Envelope, SiteError>)> =
                 self.dispatch.map(&messages, |_, (name, message)| {
                     let reply = match by_name.get(name.as_str()) {
-                        Some(site) => site.secure_exchange(round, message),
+                        Some(site) => guarded(name, || site.secure_exchange(round, message)),
                         None => Err(SiteError::internal(
                             name.clone(),
                             "the protocol addressed a site not selected this round",

@@ -25,10 +25,17 @@ impl Manifest {
             .map_err(|e: toml_edit::TomlError| invalid(format!("the manifest's text: {e}")))?;
         let training = doc
             .get_mut("training")
-            .and_then(toml_edit::Item::as_table_like_mut)
             .ok_or_else(|| invalid("the manifest has no [training] table".into()))?;
+        // The note goes after the value where a line ends there: not inside an inline table.
+        let inline = training.is_inline_table();
+        let training = training
+            .as_table_like_mut()
+            .ok_or_else(|| invalid("`training` is not a table".into()))?;
         let mut value = toml_edit::value(i64::from(rounds));
-        if let Some(decor) = value.as_value_mut().map(toml_edit::Value::decor_mut) {
+        if let (false, Some(decor)) = (
+            inline,
+            value.as_value_mut().map(toml_edit::Value::decor_mut),
+        ) {
             decor.set_suffix(format!(
                 "  # {origin} {rounds}; the file said {}",
                 self.rounds
@@ -36,6 +43,16 @@ impl Manifest {
         }
         training.insert("rounds", value);
         let source = doc.to_string();
+        // The text as written must read back with the new number, and nothing else changed.
+        let written: Option<i64> = toml::from_str::<toml::Table>(&source)
+            .ok()
+            .and_then(|t| t.get("training")?.get("rounds")?.as_integer());
+        if written != Some(i64::from(rounds)) {
+            return Err(invalid(
+                "could not be written into the manifest's text; edit training.rounds in the file"
+                    .into(),
+            ));
+        }
         self.terms = digest::terms_of(&source, &self.model).map_err(invalid)?;
         self.source = source;
         self.rounds = rounds;
@@ -84,9 +101,14 @@ learning_rate = 0.1
         let before = m.agreement_digest();
         m.override_rounds(2, "--rounds").unwrap();
         assert_eq!(m.rounds, 2);
-        assert!(m.source.starts_with("# A comment that stays."), "{}", m.source);
         assert!(
-            m.source.contains("rounds = 2  # --rounds 2; the file said 5"),
+            m.source.starts_with("# A comment that stays."),
+            "{}",
+            m.source
+        );
+        assert!(
+            m.source
+                .contains("rounds = 2  # --rounds 2; the file said 5"),
             "{}",
             m.source
         );
@@ -102,11 +124,30 @@ learning_rate = 0.1
     }
 
     #[test]
+    fn an_inline_training_table_and_dotted_keys_take_the_override() {
+        let tables = TEXT.find("[training]").unwrap();
+        for training in [
+            "training = { rounds = 5, local_epochs = 1, batch_size = 4, learning_rate = 0.1 }\n",
+            "training.rounds = 5\ntraining.local_epochs = 1\ntraining.batch_size = 4\n\
+             training.learning_rate = 0.1\n",
+        ] {
+            // Top-level keys go before the first table.
+            let text = format!("{training}{}", &TEXT[..tables]);
+            let mut m = manifest(&text);
+            m.override_rounds(3, "--rounds").unwrap();
+            assert_eq!(manifest(&m.source).rounds, 3, "{}", m.source);
+        }
+    }
+
+    #[test]
     fn an_override_out_of_range_is_refused_naming_it() {
         let mut m = manifest(TEXT);
         for bad in [0, MAX_ROUNDS + 1] {
             let e = m.override_rounds(bad, "--rounds").unwrap_err().to_string();
-            assert!(e.contains("--rounds") && e.contains("training.rounds"), "{e}");
+            assert!(
+                e.contains("--rounds") && e.contains("training.rounds"),
+                "{e}"
+            );
         }
         assert_eq!(m.rounds, 5, "a refused override changed the manifest");
     }
