@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use entente_core::engine::Site;
-use entente_core::manifest::{Manifest, PrivacyMechanism, file_label};
+use entente_core::manifest::{Manifest, file_label};
 use entente_core::params::Layout;
 use entente_learn::{simulation, site_data};
-use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
-use entente_privacy::secure_round::{SecAggSettings, SecureSite};
+use entente_privacy::policy::{self, Keys, Member, SamplingRule};
 
 use crate::agent::NodeError;
 
@@ -69,7 +68,7 @@ pub fn participant(
     let model = simulation::federation_model(manifest, None)
         .map_err(|e| NodeError::Setup(format!("the manifest's model: {e}")))?;
     let layout = model.initial.layout().as_ref().clone();
-    let (mut site, examples): (Arc<dyn Site>, Option<usize>) = match trainer {
+    let (site, examples): (Arc<dyn Site>, Option<usize>) = match trainer {
         Trainer::Builtin { data } => {
             let local = site_data::local_site(manifest, index, data.as_deref())
                 .map_err(|e| NodeError::Setup(format!("the site's data: {e}")))?;
@@ -86,47 +85,33 @@ pub fn participant(
             (Arc::clone(site), None)
         }
     };
-    // Under every mechanism the node charges its own ledger before it trains a round, and
-    // refuses the round that would exceed its budget, whatever the coordinator asks.
-    if let Some(p) = &manifest.privacy {
-        let price = match (p.mechanism, examples) {
-            (PrivacyMechanism::DpSgd, None) => {
-                return Err(NodeError::Setup(
-                    "privacy.mechanism = \"dp-sgd\" is a feature of entente's own trainer: a \
-                     site's own training loop cannot be charged for it. Use mechanism = \
-                     \"client\" or \"distributed\" (client-level DP, kept by the node), or \
-                     entente's trainer"
-                        .into(),
-                ));
-            }
-            (_, examples) => RoundPrice::of(p, examples.unwrap_or(0)),
-        };
-        // The ledger is kept per data set: the records this site trains on.
-        let dataset = match trainer {
-            Trainer::Builtin { data: Some(path) } => file_label(path),
-            _ => manifest.site_data_label(index),
-        };
-        let ledger = Ledger::open(&p.ledger, name, &dataset, p.delta)
-            .map_err(|e| NodeError::Setup(format!("privacy ledger: {e}")))?;
-        site = Arc::new(BudgetedSite::new(
-            site,
-            &manifest.name,
-            price,
-            p.budgets[index],
-            ledger,
-        ));
-    }
-    if let Some(settings) = SecAggSettings::from_manifest(manifest) {
-        // Fresh key material from the operating system: a real site's secrets never derive
-        // from anything the coordinator knows.
-        site = Arc::new(SecureSite::new(
-            site,
-            index as u32,
-            manifest.policy,
-            settings,
-            false,
-        ));
-    }
+    // The ledger is kept per data set: the records this site trains on.
+    let dataset = match trainer {
+        Trainer::Builtin { data: Some(path) } => file_label(path),
+        _ => manifest.site_data_label(index),
+    };
+    // A node cannot verify the coordinator's secret sampling of sites: under every mechanism
+    // it charges its own ledger before it trains a round (client-level DP at rate 1), and
+    // refuses the round that would exceed its budget, whatever the coordinator asks. Secure
+    // aggregation draws fresh key material from the operating system.
+    let member = Member {
+        index,
+        site,
+        examples,
+        dataset,
+    };
+    let mut stack = policy::stack_sites(
+        manifest,
+        SamplingRule::Unverified,
+        Keys::Fresh,
+        vec![member],
+    )
+    .map_err(|e| NodeError::Setup(format!("the site's privacy: {e}")))?;
+    let site = stack
+        .sites
+        .pop()
+        .map(|stacked| stacked.site)
+        .ok_or_else(|| NodeError::Setup("the site's privacy layers were not built".into()))?;
     Ok(LocalParticipant {
         site,
         layout,

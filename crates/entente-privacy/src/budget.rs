@@ -19,6 +19,7 @@ use entente_core::update::SiteUpdate;
 use serde::{Deserialize, Serialize};
 
 use crate::dp::rdp::Accountant;
+use crate::policy::{Population, SamplingRule};
 
 /// Largest ledger file read (256 MiB).
 pub const MAX_LEDGER_BYTES: u64 = 256 << 20;
@@ -213,29 +214,6 @@ impl Ledger {
             .map_err(|e| LedgerError::Accounting(e.to_string()))
     }
 
-    /// Epsilon after each of `rounds` further rounds of `steps` steps at `(q, sigma)`, in
-    /// order, without recording them: what a charge of the whole run up front spends by the
-    /// end of each round.
-    pub fn spent_after_each(
-        &self,
-        q: f64,
-        sigma: f64,
-        steps: u64,
-        rounds: u32,
-    ) -> Result<Vec<f64>, LedgerError> {
-        let accounting = |e: crate::dp::DpError| LedgerError::Accounting(e.to_string());
-        let mut accountant = self.file.accountant.clone();
-        (0..rounds)
-            .map(|_| {
-                accountant.compose(q, sigma, steps).map_err(accounting)?;
-                accountant
-                    .epsilon(self.file.delta)
-                    .map(|p| p.epsilon)
-                    .map_err(accounting)
-            })
-            .collect()
-    }
-
     /// Records a charge and writes the file, whatever the budget.
     pub fn charge(
         &mut self,
@@ -325,39 +303,62 @@ pub enum RoundPrice {
         /// Training records the site holds.
         examples: usize,
     },
-    /// Client-level DP (central or distributed): one Gaussian step at `noise_multiplier` for
-    /// every round the site's update goes into, without amplification by sampling.
+    /// Client-level DP (central or distributed): one Gaussian step at `noise_multiplier` and
+    /// sampling rate `rate` per round charged, the rate that the [`SamplingRule`] gives.
     ClientLevel {
         /// Noise multiplier of the sum's Gaussian noise.
         noise_multiplier: f64,
+        /// Sampling rate of the step: [`SamplingRule::rate`].
+        rate: f64,
     },
 }
 
 impl RoundPrice {
-    /// The price of a round under `privacy` for a site with `examples` training records.
-    pub fn of(privacy: &PrivacySpec, examples: usize) -> Self {
+    /// The price of a round under `privacy` and `rule` for a site with `examples` training
+    /// records.
+    pub fn of(privacy: &PrivacySpec, examples: usize, rule: SamplingRule) -> Self {
         match privacy.mechanism {
             PrivacyMechanism::DpSgd => Self::DpSgd { examples },
             PrivacyMechanism::ClientLevel | PrivacyMechanism::Distributed => Self::ClientLevel {
                 noise_multiplier: privacy.noise_multiplier,
+                rate: rule.rate(),
             },
+        }
+    }
+
+    /// Sampling rate and steps one round charges, with `batch_size` and `epochs` of local
+    /// training (which only DP-SGD's steps depend on).
+    pub fn cost(&self, batch_size: usize, epochs: usize) -> (f64, u64) {
+        match *self {
+            Self::DpSgd { examples } => round_cost(examples, batch_size, epochs),
+            Self::ClientLevel { rate, .. } => (rate, 1),
         }
     }
 }
 
-/// Sampling rate and steps of one round of client-level DP as a site charges it: one step at
-/// rate 1. A site cannot check that the coordinator samples sites at random and in secret, so
-/// it does not count on amplification by sampling; it charges only rounds it takes part in.
-pub const CLIENT_ROUND_COST: (f64, u64) = (1.0, 1);
+/// Where a budgeted site's rounds are charged.
+enum Account {
+    /// The site's own ledger, charged `price` before each round it trains in.
+    Own {
+        price: RoundPrice,
+        budget: f64,
+        ledger: Mutex<Ledger>,
+    },
+    /// Member `index` of a population whose every ledger is charged each round
+    /// ([`SamplingRule::Verified`]).
+    Shared {
+        population: Arc<Population>,
+        index: usize,
+    },
+}
 
 /// A privacy-protected site that refuses any round that would exceed its budget: before it
-/// trains, it charges the round to its own ledger, or refuses with the numbers.
+/// trains, it charges the round to its own ledger (or, under [`SamplingRule::Verified`], has
+/// every site's ledger charged for it), or refuses with the numbers.
 pub struct BudgetedSite {
     inner: Arc<dyn Site>,
     federation: String,
-    price: RoundPrice,
-    budget: f64,
-    ledger: Mutex<Ledger>,
+    account: Account,
 }
 
 impl BudgetedSite {
@@ -372,41 +373,91 @@ impl BudgetedSite {
         Self {
             inner,
             federation: federation.to_string(),
-            price,
-            budget,
-            ledger: Mutex::new(ledger),
+            account: Account::Own {
+                price,
+                budget,
+                ledger: Mutex::new(ledger),
+            },
+        }
+    }
+
+    /// Wraps `inner`, member `index` of `population`: each round it trains in is first
+    /// charged to every member's ledger, once.
+    pub fn shared(inner: Arc<dyn Site>, population: Arc<Population>, index: usize) -> Self {
+        Self {
+            inner,
+            federation: population.federation().to_string(),
+            account: Account::Shared { population, index },
         }
     }
 
     /// Epsilon spent on the site's data after its latest charge (0 before any), as the
     /// ledger recorded it; `None` if the ledger's lock was poisoned.
     pub fn spent(&self) -> Option<f64> {
-        let ledger = self.ledger.lock().ok()?;
-        Some(ledger.charges().last().map_or(0.0, |c| c.epsilon_after))
+        match &self.account {
+            Account::Own { ledger, .. } => {
+                let ledger = ledger.lock().ok()?;
+                Some(ledger.charges().last().map_or(0.0, |c| c.epsilon_after))
+            }
+            Account::Shared { population, index } => population.spent(*index),
+        }
     }
 
     fn refuse(&self, reason: String) -> SiteError {
         SiteError::refused(self.inner.name(), reason)
     }
 
-    /// Sampling rate, noise multiplier and steps that `task` would charge.
-    fn price_of(&self, task: &TrainTask) -> Result<(f64, f64, u64), SiteError> {
-        match self.price {
-            RoundPrice::DpSgd { examples } => {
+    /// Charges `task`'s round to the site's own ledger, within its budget.
+    fn charge_own(
+        &self,
+        task: &TrainTask,
+        price: RoundPrice,
+        budget: f64,
+        ledger: &Mutex<Ledger>,
+    ) -> Result<(), SiteError> {
+        let (q, sigma, steps) = self.price_of(task, price)?;
+        let site = self.inner.name();
+        let mut ledger = ledger
+            .lock()
+            .map_err(|_| SiteError::internal(site, "ledger lock poisoned"))?;
+        ledger
+            .charge_within(budget, &self.federation, task.round, q, sigma, steps)
+            .map(|_| ())
+            .map_err(|e| refusal(site, task.round, e))
+    }
+
+    /// Sampling rate, noise multiplier and steps that `task` would charge at `price`.
+    fn price_of(&self, task: &TrainTask, price: RoundPrice) -> Result<(f64, f64, u64), SiteError> {
+        match price {
+            RoundPrice::DpSgd { .. } => {
                 let Some(dp) = task.training.dp_sgd else {
                     return Err(self.refuse(
                         "refuses to train without DP-SGD: its manifest declares a privacy budget"
                             .to_string(),
                     ));
                 };
-                let (q, steps) =
-                    round_cost(examples, task.training.batch_size, task.training.epochs);
+                let (q, steps) = price.cost(task.training.batch_size, task.training.epochs);
                 Ok((q, dp.noise_multiplier, steps))
             }
-            RoundPrice::ClientLevel { noise_multiplier } => {
-                let (q, steps) = CLIENT_ROUND_COST;
+            RoundPrice::ClientLevel {
+                noise_multiplier, ..
+            } => {
+                let (q, steps) = price.cost(task.training.batch_size, task.training.epochs);
                 Ok((q, noise_multiplier, steps))
             }
+        }
+    }
+}
+
+/// `site`'s refusal of `round` because a ledger could not be charged: over budget, or not
+/// written.
+pub(crate) fn refusal(site: &str, round: u32, e: LedgerError) -> SiteError {
+    match e {
+        LedgerError::OverBudget { .. } => {
+            SiteError::over_budget(site, format!("refuses round {round}: {e}"))
+        }
+        other => {
+            SiteError::internal(site, "could not charge the privacy ledger").with_source(other)
         }
     }
 }
@@ -423,22 +474,15 @@ impl Site for BudgetedSite {
     }
 
     fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
-        let (q, sigma, steps) = self.price_of(task)?;
-        {
-            let site = self.inner.name();
-            let mut ledger = self
-                .ledger
-                .lock()
-                .map_err(|_| SiteError::internal(site, "ledger lock poisoned"))?;
-            ledger
-                .charge_within(self.budget, &self.federation, task.round, q, sigma, steps)
-                .map_err(|e| match e {
-                    LedgerError::OverBudget { .. } => {
-                        SiteError::over_budget(site, format!("refuses round {}: {e}", task.round))
-                    }
-                    other => SiteError::internal(site, "could not charge the privacy ledger")
-                        .with_source(other),
-                })?;
+        match &self.account {
+            Account::Own {
+                price,
+                budget,
+                ledger,
+            } => self.charge_own(task, *price, *budget, ledger)?,
+            Account::Shared { population, .. } => {
+                population.charge(self.inner.name(), task.round)?;
+            }
         }
         self.inner.train(task)
     }

@@ -7,10 +7,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use entente_core::aggregators;
 use entente_core::aggregators::Aggregator;
-use entente_core::engine::selection;
 use entente_core::engine::{Evaluator, RoundEngine, RoundRecord, Site};
+use entente_core::manifest::PrivacyMechanism;
 use entente_core::manifest::{MAX_ROUNDS, Manifest};
-use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::seeds::{self, Stream};
@@ -19,10 +18,10 @@ use entente_learn::data::{DataError, Dataset};
 use entente_learn::model::ModelSpec;
 use entente_learn::simulation::{self, CentralTest, PrepareError};
 use entente_learn::{site_data, trainer};
-use entente_privacy::budget::{BudgetedSite, Ledger, RoundPrice};
 use entente_privacy::dp;
 use entente_privacy::dp::client::DpFedAvg;
-use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
+use entente_privacy::policy::{self, Keys, Member, SamplingRule};
+use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 use entente_report::mlflow::{self, MlflowRun};
 use rayon::prelude::*;
 
@@ -280,66 +279,54 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             .map_err(|e| anyhow::anyhow!("[secure_aggregation]: {e}"))?;
     }
     let partitioned_run = setup.federation.is_some();
-    let mut track = manifest
-        .privacy
-        .as_ref()
-        .map(|p| PrivacyTrack::new(p.delta));
-    let sites: Vec<Arc<dyn Site>> = setup
+    let members = setup
         .bases
         .iter()
         .enumerate()
-        .map(|(i, base)| -> Result<Arc<dyn Site>> {
-            let mut site = Arc::clone(&base.site);
-            if let Some(p) = manifest
-                .privacy
-                .as_ref()
-                .filter(|p| p.mechanism == PrivacyMechanism::DpSgd)
-            {
-                let Some(examples) = base.examples else {
-                    bail!(
-                        "site `{}`: privacy.mechanism = \"dp-sgd\" is a feature of entente's own \
-                         trainer; a site's own training loop cannot be charged for it (use \
-                         \"client\" or \"distributed\")",
-                        site.name()
-                    );
-                };
-                // Shares of one data set, or each site's own records.
-                let dataset = if partitioned_run {
-                    manifest.data_label()
-                } else {
-                    manifest.site_data_label(i)
-                };
-                let ledger = Ledger::open(&p.ledger, site.name(), &dataset, p.delta)?;
-                let budgeted = Arc::new(BudgetedSite::new(
-                    site,
-                    &manifest.name,
-                    RoundPrice::of(p, examples),
-                    p.budgets[i],
-                    ledger,
-                ));
-                if let Some(track) = &mut track {
-                    track.ledger(budgeted.name(), p.budgets[i], Arc::clone(&budgeted));
-                }
-                site = budgeted;
-            }
-            let site = match &secagg {
-                // Simulation only: key material derives from the seed, so runs repeat exactly.
-                Some(settings) => Arc::new(SecureSite::new(
-                    site,
-                    i as u32,
-                    manifest.policy,
-                    settings.clone(),
-                    true,
-                )),
-                None => site,
-            };
-            Ok(progress.wrap(site))
+        .map(|(index, base)| Member {
+            index,
+            site: Arc::clone(&base.site),
+            examples: base.examples,
+            // Shares of one data set, or each site's own records.
+            dataset: if partitioned_run {
+                manifest.data_label()
+            } else {
+                manifest.site_data_label(index)
+            },
         })
-        .collect::<Result<_>>()?;
+        .collect();
+    // This process samples the sites itself, so the sampling is verified (see SamplingRule);
+    // key material derives from the seed, so runs repeat exactly (simulation only).
+    let sampling = SamplingRule::verified(manifest);
+    let stack = policy::stack_sites(manifest, sampling, Keys::Seeded, members)?;
+    let track = manifest.privacy.as_ref().map(|p| {
+        let mut track = PrivacyTrack::new(p.delta);
+        for (stacked, budget) in stack.sites.iter().zip(&p.budgets) {
+            if let Some(budgeted) = &stacked.budget {
+                track.ledger(budgeted.name(), *budget, Arc::clone(budgeted));
+            }
+        }
+        track
+    });
+    if let (Some(p), Some(worst)) = (&manifest.privacy, stack.forecast) {
+        println!(
+            "{} client-level DP at sampling rate {:.3}: after this run every site's data is \
+             protected at epsilon <= {worst:.3}, delta {} (each round is charged to every site's \
+             ledger before it starts)",
+            policy::variant(p.mechanism),
+            sampling.rate(),
+            p.delta
+        );
+    }
+    let sites: Vec<Arc<dyn Site>> = stack
+        .sites
+        .into_iter()
+        .map(|stacked| progress.wrap(stacked.site))
+        .collect();
     let rules = manifest.round_rules();
     let federated_evaluation = rules.federated_evaluation;
     let evaluator = setup.central.map(|c| Arc::new(c) as Arc<dyn Evaluator>);
-    let rule = aggregator(manifest, setup.bases.len(), partitioned_run, track.as_mut())?;
+    let rule = aggregator(manifest)?;
     let strategy = rule.name();
     let mut engine = RoundEngine::new(sites, rule, evaluator, rules, initial.clone());
     if let Some(settings) = secagg {
@@ -584,115 +571,19 @@ fn strategy(manifest: &Manifest) -> Result<Box<dyn Aggregator>> {
 }
 
 /// The aggregation rule: the manifest's strategy, or DP-FedAvg under central client-level DP.
-/// Client-level DP, central or distributed, is checked against every site's budget before the
-/// first round: a run that would exceed one does not start.
-/// With `track`, each site's epsilon after every round of client-level DP is added to it.
-fn aggregator(
-    manifest: &Manifest,
-    num_sites: usize,
-    partitioned: bool,
-    track: Option<&mut PrivacyTrack>,
-) -> Result<Box<dyn Aggregator>> {
-    let Some(p) = manifest.privacy.as_ref() else {
-        return strategy(manifest);
-    };
-    match p.mechanism {
-        PrivacyMechanism::DpSgd => strategy(manifest),
-        // The sites add the noise before secure aggregation masks their updates; the strategy
-        // only ever sees the noisy mean (post-processing). The accounting is the central one.
-        PrivacyMechanism::Distributed => {
-            charge_client_level(manifest, p, num_sites, partitioned, "distributed", track)?;
-            strategy(manifest)
-        }
-        PrivacyMechanism::ClientLevel => {
-            charge_client_level(manifest, p, num_sites, partitioned, "central", track)?;
-            Ok(Box::new(DpFedAvg::new(
-                p.clip,
-                p.noise_multiplier,
-                // Simulation only: the noise repeats with the seed. A real coordinator draws
-                // it from the operating system.
-                dp::noise_rng(seeds::derive(manifest.seed, 0, Stream::CentralNoise)),
-            )))
-        }
+/// (Distributed DP needs no rule of its own: the sites add the noise before secure aggregation
+/// masks their updates, and the strategy only ever sees the noisy mean.)
+fn aggregator(manifest: &Manifest) -> Result<Box<dyn Aggregator>> {
+    match &manifest.privacy {
+        Some(p) if p.mechanism == PrivacyMechanism::ClientLevel => Ok(Box::new(DpFedAvg::new(
+            p.clip,
+            p.noise_multiplier,
+            // Simulation only: the noise repeats with the seed. A real coordinator draws
+            // it from the operating system.
+            dp::noise_rng(seeds::derive(manifest.seed, 0, Stream::CentralNoise)),
+        ))),
+        _ => strategy(manifest),
     }
-}
-
-/// Charges the whole run of client-level DP (`variant`: central or distributed) to every site's
-/// ledger before round 1: each round is one step of the sampled Gaussian mechanism over sites,
-/// with noise multiplier `privacy.noise_multiplier` and rate the share of sites selected.
-/// With `track`, what each site will have spent after each round is added to it.
-fn charge_client_level(
-    manifest: &Manifest,
-    p: &PrivacySpec,
-    num_sites: usize,
-    partitioned: bool,
-    variant: &str,
-    mut track: Option<&mut PrivacyTrack>,
-) -> Result<()> {
-    let k = selection::sample_size(
-        num_sites,
-        manifest.selection.fraction,
-        manifest.selection.min_sites,
-    );
-    let q = k as f64 / num_sites as f64;
-    let rounds = u64::from(manifest.rounds);
-    // Every site checks the whole run against its own ledger first, then all are charged
-    // before the first round: privacy fails closed.
-    let mut ledgers = Vec::with_capacity(num_sites);
-    let mut worst: f64 = 0.0;
-    let mut fresh: Option<Arc<Vec<f64>>> = None;
-    for (i, (site, budget)) in manifest.sites.iter().zip(&p.budgets).enumerate() {
-        let dataset = if partitioned {
-            manifest.data_label()
-        } else {
-            manifest.site_data_label(i)
-        };
-        let ledger = Ledger::open(&p.ledger, site, &dataset, p.delta)?;
-        let spent = ledger.spent()?;
-        let after = ledger.spent_after(q, p.noise_multiplier, rounds)?;
-        if after > *budget {
-            bail!(
-                "refused before round 1: {} rounds of {variant} client-level DP (sampling rate \
-                 {q:.3}, noise multiplier {}) would raise site `{site}`'s epsilon from {spent:.3} \
-                 to {after:.3} at delta {}, over its budget of {budget}; raise \
-                 privacy.noise_multiplier or lower training.rounds",
-                manifest.rounds,
-                p.noise_multiplier,
-                p.delta
-            );
-        }
-        worst = worst.max(after);
-        if let Some(track) = track.as_deref_mut() {
-            // Fresh ledgers all spend alike: their schedule is computed once.
-            let schedule = match (&fresh, ledger.charges().is_empty()) {
-                (Some(shared), true) => Arc::clone(shared),
-                _ => {
-                    let schedule = Arc::new(ledger.spent_after_each(
-                        q,
-                        p.noise_multiplier,
-                        1,
-                        manifest.rounds,
-                    )?);
-                    if ledger.charges().is_empty() {
-                        fresh = Some(Arc::clone(&schedule));
-                    }
-                    schedule
-                }
-            };
-            track.schedule(site, *budget, schedule);
-        }
-        ledgers.push(ledger);
-    }
-    for (ledger, budget) in ledgers.iter_mut().zip(&p.budgets) {
-        // Re-checked under the ledger's lock, in case another run charged it meanwhile.
-        ledger.charge_within(*budget, &manifest.name, 0, q, p.noise_multiplier, rounds)?;
-    }
-    println!(
-        "{variant} client-level DP: after this run every site's data is protected at epsilon <= \
-         {worst:.3}, delta {} ({} rounds charged to the sites' ledgers)",
-        p.delta, manifest.rounds
-    );
-    Ok(())
 }
 
 /// The model in words, for the run's first line (`MLP 784-200-200-10`).

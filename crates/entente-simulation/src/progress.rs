@@ -195,7 +195,7 @@ impl RoundObserver for RoundPrinter<'_> {
         }
         if let Ok(writer) = &mut self.metrics
             && let Err(e) =
-                writer.append(r, self.privacy.as_ref().map(|p| p.after(r.round)).as_ref())
+                writer.append(r, self.privacy.as_ref().map(PrivacyTrack::after).as_ref())
         {
             self.metrics = Err(e);
         }

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use common::{Process, TestDatabase, entente, free_port, run_ok, spawn};
+use entente_core::engine::selection;
 use entente_core::params::ParamSet;
 use entente_privacy::dp::rdp::epsilon;
 
@@ -478,6 +480,76 @@ fn central_dp_nodes_spend_their_budget_then_refuse_the_next_run() {
     // Nothing was charged for the refused round: two charges per ledger.
     fed.assert_ledgers_charged(2);
     fed.assert_audit_intact();
+}
+
+/// What `entente privacy MANIFEST` shows: (site, data set) -> (epsilon spent, charges).
+fn privacy_report(fed: &Federation) -> HashMap<(String, String), (f64, usize)> {
+    let out = run_ok(entente().arg("privacy").arg(fed.manifest()));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("(delta "))
+        .map(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            let key = (words[0].to_string(), words[5].to_string());
+            (key, (words[2].parse().unwrap(), words[4].parse().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn simulated_and_deployed_client_level_dp_spend_what_the_sampling_rule_predicts() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    // Two of the three sites each round, three rounds, central client-level DP at sigma 1.
+    const ROUNDS: u32 = 3;
+    let (sigma, delta) = (1.0, 1e-5);
+    let text = manifest("sampled", ROUNDS, 3000, 2)
+        .replace("[selection]\n", "[selection]\nfraction = 0.5\n")
+        + "\n[privacy]\nmechanism = \"client\"\nclip = 1.0\nnoise_multiplier = 1.0\n\
+           epsilon_budget = 100\nledger = \"ledgers\"\n";
+    let fed = Federation::new("sampled", &text);
+    // The simulator samples the sites itself (the verified rule): every site pays every round
+    // at rate k/n, on its share of the data set (ledger `fashion-mnist`).
+    simulated_model(&fed);
+    // A node cannot verify the coordinator's sampling (the unverified rule): it pays rate 1
+    // for each round it trained in, on its own records (ledger `site-x`).
+    run_federation(&fed);
+    let report = privacy_report(&fed);
+    let k = selection::sample_size(SITES.len(), 0.5, 2);
+    assert_eq!(k, 2);
+    let simulated = epsilon(
+        k as f64 / SITES.len() as f64,
+        sigma,
+        u64::from(ROUNDS),
+        delta,
+    )
+    .unwrap()
+    .epsilon;
+    let mut trained_total = 0;
+    for (i, site) in SITES.iter().enumerate() {
+        let (spent, charges) = report[&(site.to_string(), "fashion-mnist".to_string())];
+        assert_eq!(charges, ROUNDS as usize, "{site}: {report:?}");
+        assert!(
+            (spent - simulated).abs() < 6e-4,
+            "{site} simulated: {spent} shown, {simulated:.3} predicted"
+        );
+        // The rounds the coordinator selected this site in, from the manifest's seed.
+        let trained = (1..=ROUNDS)
+            .filter(|&r| selection::select(SITES.len(), 0.5, 2, 7, r).contains(&i))
+            .count();
+        trained_total += trained;
+        let deployed = epsilon(1.0, sigma, trained as u64, delta).unwrap().epsilon;
+        let (spent, charges) = report[&(site.to_string(), site.to_string())];
+        assert_eq!(charges, trained, "{site}: {report:?}");
+        assert!(
+            (spent - deployed).abs() < 6e-4,
+            "{site} deployed: {spent} shown, {deployed:.3} predicted ({trained} rounds)"
+        );
+        eprintln!("{site}: simulated {simulated:.3}, deployed {deployed:.3} ({trained} rounds)");
+    }
+    assert_eq!(trained_total, k * ROUNDS as usize);
 }
 
 #[test]

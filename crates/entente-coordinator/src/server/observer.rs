@@ -4,7 +4,8 @@ use entente_core::aggregators::Aggregator;
 use entente_core::engine::{Failure, RoundObserver, RoundRecord};
 use entente_core::manifest::{Manifest, PrivacySpec};
 use entente_core::params::ParamSet;
-use entente_privacy::budget::{CLIENT_ROUND_COST, RoundPrice, round_cost};
+use entente_privacy::budget::RoundPrice;
+use entente_privacy::policy::SamplingRule;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -55,12 +56,10 @@ impl StoreObserver {
             return;
         };
         for (site, &examples) in record.accepted.iter().zip(&record.accepted_examples) {
-            let (q, steps) = match RoundPrice::of(p, examples as usize) {
-                RoundPrice::DpSgd { examples } => {
-                    round_cost(examples, self.batch_size, self.epochs)
-                }
-                RoundPrice::ClientLevel { .. } => CLIENT_ROUND_COST,
-            };
+            // A node cannot verify the coordinator's sampling, so it charges as the
+            // unverified rule says.
+            let (q, steps) = RoundPrice::of(p, examples as usize, SamplingRule::Unverified)
+                .cost(self.batch_size, self.epochs);
             let event = AuditEvent {
                 kind: kind::PRIVACY_CHARGED.into(),
                 run: Some(self.run),

@@ -5,10 +5,9 @@
 //! Every site's update (its model minus the global model) is clipped to L2 norm `clip`, the
 //! clipped updates are averaged with equal weight, and Gaussian noise of standard deviation
 //! `noise_multiplier * clip / m` is added to the mean of `m` updates: the sum's sensitivity to
-//! one site is `clip`. In simulation each round is one step of the sampled Gaussian mechanism
-//! over sites, with sampling rate the fraction of sites selected, so [`super::rdp`] accounts for
-//! the whole run; a node of a real deployment charges each round it trains as one step at rate
-//! 1 instead ([`crate::budget::RoundPrice::ClientLevel`]).
+//! one site is `clip`. Each round is one step of the sampled Gaussian mechanism over sites,
+//! accounted by [`super::rdp`] at the rate that [`crate::policy::SamplingRule`] gives: the
+//! fraction of sites selected in simulation, 1 at a node of a real deployment.
 
 use entente_core::aggregators::{AggregateError, Aggregator};
 use entente_core::params::ParamSet;
