@@ -560,7 +560,10 @@ fn baselines_add_centralized_and_local_only_accuracies() {
     assert_eq!(summary["rounds"], 5);
     // The run folder's manifest is the one that ran: the override is written in.
     let ran = std::fs::read_to_string(out.join("manifest.toml")).unwrap();
-    assert!(ran.contains("rounds = 5  # --rounds 5; the file said 20"), "{ran}");
+    assert!(
+        ran.contains("rounds = 5  # --rounds 5; the file said 20"),
+        "{ran}"
+    );
     let central = summary["centralized_accuracy"].as_f64().unwrap();
     assert!(central > 0.85, "centralized accuracy {central}");
     let sites = summary["sites"].as_array().unwrap();
