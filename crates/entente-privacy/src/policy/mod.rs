@@ -141,6 +141,12 @@ pub enum PolicyError {
         /// Sites the manifest lists.
         sites: usize,
     },
+    /// Two members name the same site.
+    #[error("site index {index} is given twice; each site is one member")]
+    DuplicateSite {
+        /// The index given twice.
+        index: usize,
+    },
     /// DP-SGD needs entente's own trainer, which knows the site's records.
     #[error(
         "site `{site}`: privacy.mechanism = \"dp-sgd\" is a feature of entente's own trainer; a \
@@ -215,6 +221,11 @@ pub fn stack_sites(
             index: m.index,
             sites,
         });
+    }
+    // Two members of one index would charge one ledger twice and read each other's spending.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(m) = members.iter().find(|m| !seen.insert(m.index)) {
+        return Err(PolicyError::DuplicateSite { index: m.index });
     }
     let (population, forecast) = match &manifest.privacy {
         Some(p) if p.mechanism != PrivacyMechanism::DpSgd && rule.charges_every_site() => {

@@ -98,6 +98,13 @@ impl Population {
     /// Charges `round` to every ledger not charged for it yet; `site` is the member about to
     /// train, named in the refusal.
     pub(crate) fn charge(&self, site: &str, round: u32) -> Result<(), SiteError> {
+        // Every ledger counts as charged for round 0: a task of round 0 would train for free.
+        if round == 0 {
+            return Err(SiteError::internal(
+                site,
+                "a training task of round 0: rounds count from 1",
+            ));
+        }
         let mut accounts = self
             .accounts
             .lock()

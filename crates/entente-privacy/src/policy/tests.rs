@@ -230,6 +230,16 @@ fn a_verified_round_is_charged_to_every_site_once_before_any_trains() {
 }
 
 #[test]
+fn a_verified_task_of_round_0_is_refused_not_trained_for_free() {
+    let dir = scratch("round-0");
+    let m = manifest(&client(&dir, 100.0));
+    let stack = stack_sites(&m, SamplingRule::verified(&m), Keys::Seeded, members(&m)).unwrap();
+    let err = stack.sites[0].site.train(&task(0)).err().unwrap();
+    assert!(err.reason().contains("round 0"), "{}", err.reason());
+    assert!(charges(&dir, "a").is_empty());
+}
+
+#[test]
 fn an_unverified_site_pays_rate_one_for_the_rounds_it_trains_only() {
     let dir = scratch("unverified");
     let m = manifest(&client(&dir, 100.0));
@@ -302,6 +312,12 @@ fn the_verified_rule_needs_every_site_and_dp_sgd_needs_entente_s_trainer() {
         matches!(err, PolicyError::NoSuchSite { index: 9, .. }),
         "{err}"
     );
+    let mut twice = members(&m);
+    twice[1].index = twice[0].index;
+    let err = stack_sites(&m, SamplingRule::Unverified, Keys::Fresh, twice)
+        .err()
+        .unwrap();
+    assert!(matches!(err, PolicyError::DuplicateSite { .. }), "{err}");
 }
 
 #[test]
