@@ -25,11 +25,13 @@ pub use population::Population;
 /// `privacy.noise_multiplier`, charged per round, before any site trains in it. The rule
 /// decides the step's sampling rate and which sites pay for it:
 ///
-/// - [`SamplingRule::Verified`]: the process samples the sites itself (`entente simulate`), so
-///   the sampling is known to be random and secret. Each round is charged to **every** site at
+/// - [`SamplingRule::Verified`]: the process samples the sites itself (`entente simulate`).
+///   Each round is charged to **every** site at
 ///   rate `k/n` (the `k` sites of `n` selected each round), whether it was selected or not:
 ///   amplification by sampling. After `R` rounds each site has spent
 ///   `epsilon(k/n, sigma, R)`. The whole run is checked against every budget before round 1.
+///   The figure is that of Poisson sampling and a draw nobody else knows; the engine draws
+///   exactly `k` of `n` from a seed every site can derive (the README says what that means).
 /// - [`SamplingRule::Unverified`]: a node cannot verify the coordinator's secret sampling, so it
 ///   does not count on amplification: it charges rate 1 for each round it trains in, and
 ///   nothing for the rounds it sits out. After training in `t` rounds it has spent
@@ -39,8 +41,8 @@ pub use population::Population;
 /// steps over its own records for each round it trains in.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SamplingRule {
-    /// The sampling of sites is done here and known to be random: rate `rate` (`k/n`),
-    /// every site charged every round.
+    /// The sampling of sites is done here: rate `rate` (`k/n`), every site charged every
+    /// round.
     Verified {
         /// Share of the sites selected each round.
         rate: f64,
@@ -245,38 +247,35 @@ pub fn stack_sites(
     let sites = members
         .into_iter()
         .map(|member| {
+            // In the order of LAYERS: the budget innermost, then secure aggregation.
             let mut stacked = Stacked {
                 site: Arc::clone(&member.site),
                 budget: None,
                 layers: Vec::new(),
             };
-            for layer in LAYERS {
-                match layer {
-                    Layer::Budget => {
-                        let Some(p) = &manifest.privacy else { continue };
-                        let budgeted = Arc::new(budgeted(
-                            manifest,
-                            p,
-                            rule,
-                            population.as_ref(),
-                            &member,
-                            stacked.site,
-                        )?);
-                        stacked.budget = Some(Arc::clone(&budgeted));
-                        stacked.site = budgeted;
-                    }
-                    Layer::SecureAggregation => {
-                        let Some(settings) = &secagg else { continue };
-                        stacked.site = Arc::new(SecureSite::new(
-                            stacked.site,
-                            member.index as u32,
-                            manifest.policy,
-                            settings.clone(),
-                            keys == Keys::Seeded,
-                        ));
-                    }
-                }
-                stacked.layers.push(layer);
+            if let Some(p) = &manifest.privacy {
+                let inner = stacked.site;
+                let budgeted = Arc::new(budgeted(
+                    manifest,
+                    p,
+                    rule,
+                    population.as_ref(),
+                    &member,
+                    inner,
+                )?);
+                stacked.budget = Some(Arc::clone(&budgeted));
+                stacked.site = budgeted;
+                stacked.layers.push(Layer::Budget);
+            }
+            if let Some(settings) = &secagg {
+                stacked.site = Arc::new(SecureSite::new(
+                    stacked.site,
+                    member.index as u32,
+                    manifest.policy,
+                    settings.clone(),
+                    keys == Keys::Seeded,
+                ));
+                stacked.layers.push(Layer::SecureAggregation);
             }
             Ok(stacked)
         })
