@@ -1,8 +1,9 @@
 //! A coordinator receiving a node's result: length-delimited `ResultFrame`s as they come off
 //! the wire, a header and then chunks, converted to the engine's types as the coordinator
 //! does (layout, at most twice the model's size buffered, parameters from the chunks,
-//! evaluation metrics) and checked as the engine checks an update. Any bytes are accepted or
-//! refused; never a panic.
+//! evaluation metrics) and checked as the engine checks an update; or a secure-aggregation
+//! reply announced in its header and streamed in parts. Any bytes are accepted or refused;
+//! never a panic.
 #![no_main]
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use entente_core::update::{SiteUpdate, UpdatePolicy, validate};
 use entente_fuzz::small_model;
 use entente_proto::chunks::Assembler;
 use entente_proto::convert::{layout_from_wire, metrics_from_wire};
+use entente_proto::envelope::EnvelopeAssembler;
 use entente_proto::v1::{ResultFrame, result_frame, result_header};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -67,6 +69,29 @@ fuzz_target!(|data: &[u8]| {
         Some(result_header::Outcome::Evaluate(metrics)) => {
             if let Ok(m) = metrics_from_wire(&metrics) {
                 assert!(m.loss.is_finite() && (0.0..=1.0).contains(&m.accuracy));
+            }
+        }
+        Some(result_header::Outcome::Secure(spec)) if spec.streamed_bytes > 0 => {
+            // As the coordinator takes a streamed reply in: the announcement checked against
+            // its limit (here 1 MiB), then the parts in order.
+            if !spec.envelope.is_empty() || spec.streamed_bytes > 1 << 20 {
+                return;
+            }
+            let expected = spec.streamed_bytes as usize;
+            let mut assembler = EnvelopeAssembler::new(expected);
+            while !rest.is_empty() {
+                let Ok(frame) = ResultFrame::decode_length_delimited(&mut rest) else {
+                    return;
+                };
+                let Some(result_frame::Frame::EnvelopePart(part)) = frame.frame else {
+                    return;
+                };
+                if assembler.push(&part).is_err() {
+                    return;
+                }
+            }
+            if let Ok(bytes) = assembler.finish() {
+                assert_eq!(bytes.len(), expected);
             }
         }
         _ => {}

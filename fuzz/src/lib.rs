@@ -209,7 +209,7 @@ impl SecureFederation {
                 let Some(message) = deliver(index, envelope.0) else {
                     continue;
                 };
-                let Ok(answer) = self.sites[index].secure_exchange(1, &Envelope(message)) else {
+                let Ok(answer) = self.sites[index].secure_exchange(1, &Envelope(message), None) else {
                     continue;
                 };
                 if let Some(answer) = reply(index, answer.0) {

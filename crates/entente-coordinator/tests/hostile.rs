@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
+mod nodes;
 
 use common::MANIFEST;
 use entente_coordinator::audit::kind;
@@ -17,29 +18,17 @@ use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_proto::chunks::Assembler;
 use entente_proto::convert::layout_from_wire;
-use entente_proto::tls::{self, KeyDir};
+use entente_proto::tls::KeyDir;
 use entente_proto::upload;
-use entente_proto::v1::coordinator_client::CoordinatorClient;
 use entente_proto::v1::{
-    self, HeartbeatRequest, PollRequest, RegisterRequest, result_header, task_frame, task_header,
+    self, HeartbeatRequest, PollRequest, result_header, task_frame, task_header,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use nodes::{connect, register_request, with_keys};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
 fn manifest(dir: &Path) -> Manifest {
     Manifest::parse(MANIFEST, "<test>", dir).unwrap()
-}
-
-/// Keys for the coordinator and every site.
-fn with_keys(dir: &Path) -> KeyDir {
-    let keys = KeyDir::new(dir.join("keys"));
-    tls::init_ca(&keys, "library-run").unwrap();
-    tls::issue_coordinator(&keys, &["127.0.0.1".into()], false).unwrap();
-    for site in SITES {
-        tls::issue_site(&keys, site, false).unwrap();
-    }
-    keys
 }
 
 async fn coordinator(
@@ -63,40 +52,6 @@ async fn coordinator(
     run(config, listener, shutdown, &mut NoReport).await
 }
 
-/// A node's connection, made with `site`'s own certificate.
-async fn connect(
-    keys: &KeyDir,
-    addr: std::net::SocketAddr,
-    site: &str,
-) -> CoordinatorClient<Channel> {
-    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(read(keys.ca_cert())))
-        .identity(Identity::from_pem(
-            read(keys.site_cert(site)),
-            read(keys.site_key(site)),
-        ))
-        .domain_name("127.0.0.1");
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    CoordinatorClient::new(channel)
-}
-
-fn register_request(dir: &Path) -> RegisterRequest {
-    let m = manifest(dir);
-    RegisterRequest {
-        manifest_sha256: m.agreement_digest(),
-        version: "hostile-test".into(),
-        manifest_terms: m.agreement_terms(),
-        previous_session: 0,
-    }
-}
-
 /// How a fake node answers a training task.
 #[derive(Clone, Copy)]
 enum Answer {
@@ -116,9 +71,9 @@ async fn fake_node(
     site: &str,
     answer: Answer,
 ) -> u32 {
-    let mut client = connect(keys, addr, site).await;
+    let mut client = connect(keys, addr, site).await.unwrap();
     let session = client
-        .register(register_request(dir))
+        .register(register_request(&manifest(dir), "hostile-test"))
         .await
         .unwrap()
         .into_inner()
@@ -239,7 +194,7 @@ async fn run_with_site_a(
     Vec<entente_core::engine::RoundRecord>,
     Vec<entente_coordinator::audit::AuditEntry>,
 ) {
-    let keys = with_keys(dir);
+    let keys = with_keys(dir, &SITES);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (summary, a, b, c) = tokio::join!(
@@ -353,13 +308,13 @@ async fn a_site_claiming_two_to_the_63_examples_is_left_out_and_the_run_finishes
 async fn a_site_that_registers_with_another_manifest_again_and_again_gets_a_bounded_log() {
     const TRIES: u64 = 60;
     let dir = tempfile::tempdir().unwrap();
-    let keys = with_keys(dir.path());
+    let keys = with_keys(dir.path(), &SITES);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let d = dir.path();
     let hostile = async {
-        let mut client = connect(&keys, addr, "site-a").await;
-        let mut request = register_request(d);
+        let mut client = connect(&keys, addr, "site-a").await.unwrap();
+        let mut request = register_request(&manifest(d), "hostile-test");
         request.manifest_terms = request.manifest_terms.replace("0.05", "0.5");
         request.manifest_sha256 = "0".repeat(64);
         for _ in 0..TRIES {
@@ -395,7 +350,7 @@ async fn a_site_that_registers_with_another_manifest_again_and_again_gets_a_boun
 #[tokio::test]
 async fn idle_connections_from_one_address_do_not_keep_the_sites_out() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = with_keys(dir.path());
+    let keys = with_keys(dir.path(), &SITES);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let d = dir.path();
@@ -420,8 +375,11 @@ async fn idle_connections_from_one_address_do_not_keep_the_sites_out() {
         // Let the idle connections fill what they can first.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let admitted = tokio::time::timeout(Duration::from_secs(5), async {
-            let mut client = connect(&keys, addr, "site-b").await;
-            client.register(register_request(d)).await.unwrap()
+            let mut client = connect(&keys, addr, "site-b").await.unwrap();
+            client
+                .register(register_request(&manifest(d), "hostile-test"))
+                .await
+                .unwrap()
         })
         .await;
         assert!(admitted.is_ok(), "a site was kept out by idle connections");

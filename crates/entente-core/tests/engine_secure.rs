@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 
 use entente_core::aggregators::{Strategy, build};
 use entente_core::engine::{
-    EngineError, Envelope, ErrorKind, LocalOptimizer, LocalTraining, NoObserver, RoundEngine,
-    RoundRules, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
+    Dispatch, EngineError, Envelope, ErrorKind, LocalOptimizer, LocalTraining, NoObserver,
+    RoundEngine, RoundRules, SecureAggregation, SecureError, SecureResult, Site, SiteError,
+    TrainTask, Turn,
 };
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -77,7 +78,12 @@ impl Site for ToySite {
         Err(SiteError::refused(self.name.clone(), "no test split"))
     }
 
-    fn secure_exchange(&self, _round: u32, _message: &Envelope) -> Result<Envelope, SiteError> {
+    fn secure_exchange(
+        &self,
+        _round: u32,
+        _message: &Envelope,
+        _turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
         if self.drops_out {
             return Err(SiteError::transport(self.name.clone(), "connection lost"));
         }
@@ -152,8 +158,8 @@ impl SecureAggregation for ToyProtocol {
     }
 }
 
-fn engine(sites: Vec<Arc<dyn Site>>, threshold: usize, min_sites: usize) -> RoundEngine {
-    let rules = RoundRules {
+fn rules(min_sites: usize) -> RoundRules {
+    RoundRules {
         rounds: 1,
         fraction: 1.0,
         min_sites,
@@ -168,22 +174,31 @@ fn engine(sites: Vec<Arc<dyn Site>>, threshold: usize, min_sites: usize) -> Roun
             dp_sgd: None,
         },
         federated_evaluation: true,
-    };
-    let initial =
-        ParamSet::from_tensors([("w".to_string(), vec![3], vec![1.0, 2.0, 3.0])]).unwrap();
-    RoundEngine::new(
-        sites,
-        build(&Strategy::FedAvg).unwrap(),
-        None,
-        rules,
-        initial,
-    )
-    .with_secure_aggregation(Box::new(ToyProtocol {
+    }
+}
+
+fn initial() -> ParamSet {
+    ParamSet::from_tensors([("w".to_string(), vec![3], vec![1.0, 2.0, 3.0])]).unwrap()
+}
+
+fn toy(threshold: usize) -> ToyProtocol {
+    ToyProtocol {
         threshold,
         asked: false,
         sites: Vec::new(),
         answers: BTreeMap::new(),
-    }))
+    }
+}
+
+fn engine(sites: Vec<Arc<dyn Site>>, threshold: usize, min_sites: usize) -> RoundEngine {
+    RoundEngine::new(
+        sites,
+        build(&Strategy::FedAvg).unwrap(),
+        None,
+        rules(min_sites),
+        initial(),
+    )
+    .with_secure_aggregation(Box::new(toy(threshold)))
 }
 
 #[test]
@@ -240,4 +255,110 @@ fn an_abort_below_threshold_is_an_error_and_changes_nothing() {
         "{err}"
     );
     assert_eq!(e.global().as_flat(), &[1.0, 2.0, 3.0]);
+}
+
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// A site that answers only in its turn, and notes when it does.
+struct TurnTaking {
+    inner: Arc<dyn Site>,
+    log: Log,
+}
+
+impl Site for TurnTaking {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        self.inner.train(task)
+    }
+
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
+        self.inner.evaluate(params)
+    }
+
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        turn.expect("the engine gives every secure reply a turn")
+            .wait();
+        self.log
+            .lock()
+            .unwrap()
+            .push(format!("{} answers", self.name()));
+        self.inner.secure_exchange(round, message, None)
+    }
+}
+
+/// The toy protocol, noting every reply it receives.
+struct Noted {
+    inner: ToyProtocol,
+    log: Log,
+}
+
+impl SecureAggregation for Noted {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn begin(&mut self, round: u32, sites: &[String], n: usize) -> Result<(), SecureError> {
+        self.inner.begin(round, sites, n)
+    }
+
+    fn next_messages(&mut self) -> Result<Option<Vec<(String, Envelope)>>, SecureError> {
+        self.inner.next_messages()
+    }
+
+    fn receive(&mut self, site: &str, reply: Envelope) -> Result<(), SecureError> {
+        self.log.lock().unwrap().push(format!("{site} received"));
+        self.inner.receive(site, reply)
+    }
+
+    fn finish(&mut self) -> Result<SecureResult, SecureError> {
+        self.inner.finish()
+    }
+}
+
+#[test]
+fn secure_replies_are_received_one_by_one_in_their_turn() {
+    let log: Log = Arc::default();
+    let sites: Vec<Arc<dyn Site>> = [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", -1.0)]
+        .into_iter()
+        .map(|(name, offset)| {
+            Arc::new(TurnTaking {
+                inner: ToySite::honest(name, 1, offset),
+                log: Arc::clone(&log),
+            }) as Arc<dyn Site>
+        })
+        .collect();
+    let mut e = RoundEngine::new(
+        sites,
+        build(&Strategy::FedAvg).unwrap(),
+        None,
+        RoundRules {
+            federated_evaluation: false,
+            ..rules(4)
+        },
+        initial(),
+    )
+    .with_dispatch(Dispatch::ThreadPerCall)
+    .with_secure_aggregation(Box::new(Noted {
+        inner: toy(4),
+        log: Arc::clone(&log),
+    }));
+    let record = e.run_round(1, &mut NoObserver).unwrap();
+    assert_eq!(record.accepted.len(), 4);
+    // Every call is in flight at once, yet each reply is received before the next site may
+    // hand its own over: the coordinator holds one reply at a time, not one per site.
+    let expected: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .flat_map(|s| [format!("{s} answers"), format!("{s} received")])
+        .collect();
+    assert_eq!(*log.lock().unwrap(), expected);
+    // The mean offset, 1.25, added to every value.
+    assert_eq!(e.global().as_flat(), &[2.25, 3.25, 4.25]);
 }

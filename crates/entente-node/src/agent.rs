@@ -612,7 +612,7 @@ fn execute(
         Some(task_header::Kind::Secure(s)) => {
             match local
                 .site
-                .secure_exchange(header.round, &Envelope(s.envelope))
+                .secure_exchange(header.round, &Envelope(s.envelope), None)
             {
                 Ok(reply) => Outcome::Secure(reply.0),
                 Err(e) => failed(e),
@@ -654,7 +654,8 @@ fn corrupted(params: ParamSet, corrupt: Option<Corruption>) -> ParamSet {
     }
 }
 
-/// Streams a result: its header, then its parameters chunk by chunk.
+/// Streams a result: its header, then its parameters chunk by chunk (or a secure-aggregation
+/// reply part by part).
 async fn submit(
     client: &mut CoordinatorClient<Channel>,
     task_id: u64,
@@ -674,11 +675,11 @@ async fn submit(
             Some(params),
         ),
         Outcome::Evaluated(m) => (result_header::Outcome::Evaluate(m), None, None),
-        Outcome::Secure(bytes) => (
-            result_header::Outcome::Secure(v1::SecureSpec { envelope: bytes }),
-            None,
-            None,
-        ),
+        Outcome::Secure(bytes) => {
+            // A masked input is as large as the model: it follows the header in parts.
+            let (head, parts) = upload::secure_reply_frames(task_id, bytes);
+            return upload::submit(client, head, parts).await;
+        }
         Outcome::Refused(kind, reason) => {
             (result_header::Outcome::Refused(reason), Some(kind), None)
         }

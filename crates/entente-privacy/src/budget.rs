@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use entente_core::engine::{Envelope, Site, SiteError, TrainTask, dp_sgd_sampling};
+use entente_core::engine::{Envelope, Site, SiteError, TrainTask, Turn, dp_sgd_sampling};
 use entente_core::files::read_bounded;
 use entente_core::manifest::{PrivacyMechanism, PrivacySpec};
 use entente_core::metrics::EvalMetrics;
@@ -497,7 +497,12 @@ impl Site for BudgetedSite {
         ))
     }
 
-    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
-        self.inner.secure_exchange(round, message)
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        self.inner.secure_exchange(round, message, turn)
     }
 }

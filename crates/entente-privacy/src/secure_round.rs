@@ -12,8 +12,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use entente_core::digest::sha256_hex;
 use entente_core::engine::{
     Envelope, ErrorKind, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
+    Turn,
 };
 use entente_core::manifest::PrivacyMechanism;
 use entente_core::metrics::EvalMetrics;
@@ -156,6 +158,18 @@ impl SecAggSettings {
         config
     }
 
+    /// Largest masked input a site can send over `dimension` values, in bytes: one word of the
+    /// ring per value and one for the weight, and a generous allowance for the framing. A
+    /// transport that streams replies bounds what it takes in by this.
+    pub fn max_masked_bytes(&self, dimension: usize) -> u64 {
+        let word: u64 = match self.modulus {
+            Modulus::Pow32 => 4,
+            Modulus::Pow64 => 8,
+        };
+        word.saturating_mul(dimension as u64 + 1)
+            .saturating_add(64 * 1024)
+    }
+
     /// Fixed-point encoding with the largest scale that cannot overflow for `n` sites.
     /// Under distributed DP every weight is 1, which leaves a much finer grid.
     pub fn encoding(&self, n: usize) -> EncodingSettings {
@@ -209,14 +223,20 @@ pub enum FromSite {
     Unmask(UnmaskResponse),
 }
 
+/// Integers at their fixed width: a masked coordinate is uniformly random, so a variable-length
+/// encoding would make a `u32` five bytes and a `u64` nine.
+fn wire_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_fixed_int_encoding()
+}
+
 fn encode<T: Serialize>(value: &T) -> Result<Envelope, String> {
-    bincode::serde::encode_to_vec(value, bincode::config::standard())
+    bincode::serde::encode_to_vec(value, wire_config())
         .map(Envelope)
         .map_err(|e| format!("could not encode a secure-aggregation message: {e}"))
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(envelope: &Envelope) -> Result<T, String> {
-    bincode::serde::decode_from_slice(&envelope.0, bincode::config::standard())
+    bincode::serde::decode_from_slice(&envelope.0, wire_config())
         .map(|(v, _)| v)
         .map_err(|e| format!("malformed secure-aggregation message: {e}"))
 }
@@ -415,6 +435,8 @@ impl SecureAggregation for SecAggCoordinator {
 struct Pending {
     delta: Option<(u32, Vec<f32>, u64)>,
     client: Option<SecAggClient>,
+    /// The last message answered (round, SHA-256 of its bytes) and the reply.
+    answered: Option<(u32, String, Envelope)>,
 }
 
 /// Wraps a site so that its update only ever leaves it masked.
@@ -546,6 +568,7 @@ impl Site for SecureSite {
         *pending = Pending {
             delta: Some((task.round, delta, weight)),
             client: None,
+            answered: None,
         };
         Ok(SiteUpdate {
             site,
@@ -560,12 +583,26 @@ impl Site for SecureSite {
         self.inner.evaluate(params)
     }
 
-    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        _turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        let digest = sha256_hex(&message.0);
         let message: ToSite = decode(message).map_err(|e| self.error(ErrorKind::Refused, e))?;
         let mut pending = self
             .pending
             .lock()
             .map_err(|_| self.error(ErrorKind::Internal, "state lock poisoned"))?;
+        // The same message again (its reply was lost on the way): the same reply, which
+        // reveals nothing the first did not.
+        if let Some((r, d, reply)) = &pending.answered
+            && *r == round
+            && *d == digest
+        {
+            return Ok(reply.clone());
+        }
         let reply = match message {
             ToSite::Start(config) => {
                 let floor = self.settings.min_sites.max(3);
@@ -652,6 +689,8 @@ impl Site for SecureSite {
                 )
             }
         };
-        encode(&reply).map_err(|e| self.error(ErrorKind::Internal, e))
+        let reply = encode(&reply).map_err(|e| self.error(ErrorKind::Internal, e))?;
+        pending.answered = Some((round, digest, reply.clone()));
+        Ok(reply)
     }
 }

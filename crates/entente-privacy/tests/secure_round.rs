@@ -4,10 +4,16 @@
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::{PatternSite, initial, rules, secure_sites};
 use entente_core::aggregators::{Strategy, build};
-use entente_core::engine::{EngineError, NoObserver, RoundEngine, Site};
+use entente_core::engine::{
+    EngineError, Envelope, NoObserver, RoundEngine, Site, SiteError, TrainTask, Turn,
+};
+use entente_core::metrics::EvalMetrics;
+use entente_core::params::ParamSet;
+use entente_core::update::SiteUpdate;
 use entente_privacy::secagg::Modulus;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 
@@ -180,4 +186,68 @@ fn settings_that_would_overflow_are_caught_before_any_round() {
     huge.max_examples = u64::MAX / 2;
     let err = huge.check(DIM).unwrap_err();
     assert!(err.contains("secure aggregation cannot run"), "{err}");
+}
+
+/// Passes everything on, noting the longest secure-aggregation reply.
+struct Measured {
+    inner: Arc<dyn Site>,
+    longest: Arc<AtomicUsize>,
+}
+
+impl Site for Measured {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        self.inner.train(task)
+    }
+
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
+        self.inner.evaluate(params)
+    }
+
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        let reply = self.inner.secure_exchange(round, message, turn)?;
+        self.longest.fetch_max(reply.0.len(), Ordering::SeqCst);
+        Ok(reply)
+    }
+}
+
+#[test]
+fn a_masked_input_takes_four_bytes_a_value_within_the_bound_a_transport_enforces() {
+    let dim = 20_000;
+    let longest = Arc::new(AtomicUsize::new(0));
+    let sites = secure_sites(plain_sites(6), &settings(), &[], true)
+        .into_iter()
+        .map(|inner| {
+            Arc::new(Measured {
+                inner,
+                longest: Arc::clone(&longest),
+            }) as Arc<dyn Site>
+        })
+        .collect();
+    let mut e = RoundEngine::new(
+        sites,
+        build(&Strategy::FedAvg).unwrap(),
+        None,
+        rules(3),
+        initial(dim),
+    )
+    .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(6))));
+    assert_eq!(e.run_round(1, &mut NoObserver).unwrap().accepted.len(), 6);
+    // The masked input is the longest reply: one 4-byte word per value and one for the
+    // weight, and a few bytes of framing (a variable-length encoding would take 5 a word).
+    let longest = longest.load(Ordering::SeqCst) as u64;
+    let words = 4 * (dim as u64 + 1);
+    assert!(
+        (words..words + 64).contains(&longest),
+        "longest reply {longest} bytes for {words} bytes of words"
+    );
+    assert!(longest <= settings().max_masked_bytes(dim));
 }

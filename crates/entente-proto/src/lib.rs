@@ -4,11 +4,12 @@
 
 pub mod chunks;
 pub mod convert;
+pub mod envelope;
 pub mod tls;
 pub mod upload;
 
-/// Largest gRPC message either side accepts or sends: a parameter chunk is 256 KiB and every
-/// other message is small, so this bounds what one message can make the other side hold.
+/// Largest gRPC message either side accepts or sends: a parameter chunk or a part of a secure-aggregation
+/// reply is 256 KiB and every other message is small, so this bounds what one message can make the other side hold.
 pub const MAX_MESSAGE: usize = 8 << 20;
 
 /// Generated protobuf messages and gRPC client and server of `entente.v1`.
@@ -48,6 +49,33 @@ pub enum WireError {
         /// Values received.
         got: u64,
         /// Values the layout holds.
+        expected: u64,
+    },
+    /// A part of a streamed secure-aggregation reply holds no bytes.
+    #[error("empty reply part: every part must carry at least one byte")]
+    EmptyPart,
+    /// A part of a streamed secure-aggregation reply is larger than a part may be.
+    #[error("a reply part of {len} bytes is larger than the {limit} bytes a part may hold")]
+    PartTooLarge {
+        /// The part's length.
+        len: usize,
+        /// The largest part allowed.
+        limit: usize,
+    },
+    /// A streamed secure-aggregation reply runs past the length its header announced.
+    #[error("the reply's parts come to {got} bytes, but its header announced {expected}")]
+    EnvelopeOverrun {
+        /// Bytes received, the offending part included.
+        got: u64,
+        /// Bytes announced.
+        expected: u64,
+    },
+    /// A streamed secure-aggregation reply ended before the length its header announced.
+    #[error("the reply ended after {got} of the {expected} bytes its header announced")]
+    EnvelopeTruncated {
+        /// Bytes received.
+        got: u64,
+        /// Bytes announced.
         expected: u64,
     },
     /// A message lacks a field it needs, or has one it should not.

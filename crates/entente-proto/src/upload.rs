@@ -1,6 +1,6 @@
-//! The node's half of `UploadResult`: the result's header first; parameters only once the
-//! coordinator says `proceed`, so an upload that waits for its turn holds nothing but its
-//! header on either side.
+//! The node's half of `UploadResult`: the result's header first; parameters (or the parts of a
+//! secure-aggregation reply) only once the coordinator says `proceed`, so an upload that waits
+//! for its turn holds nothing but its header on either side.
 
 use std::sync::Arc;
 
@@ -14,8 +14,9 @@ use tonic::transport::Channel;
 
 use crate::chunks::chunks_of;
 use crate::convert::layout_to_wire;
+use crate::envelope::parts_of;
 use crate::v1::coordinator_client::CoordinatorClient;
-use crate::v1::{ResultFrame, ResultHeader, result_frame, result_header, upload_reply};
+use crate::v1::{ResultFrame, ResultHeader, SecureSpec, result_frame, result_header, upload_reply};
 
 /// The frames of a result to task `task_id`: its header (with the layout of `params`, if the
 /// result has any, and the `kind` of a refusal), then the parameters' chunks.
@@ -44,6 +45,29 @@ pub fn result_frames(
             frame: Some(result_frame::Frame::Chunk(c)),
         });
     (header, chunks)
+}
+
+/// The frames of a secure-aggregation reply to task `task_id`: a header announcing its length,
+/// then its bytes in parts ([`crate::envelope`]), however large the reply.
+pub fn secure_reply_frames(
+    task_id: u64,
+    envelope: Vec<u8>,
+) -> (ResultFrame, impl Iterator<Item = ResultFrame> + Send) {
+    let header = ResultFrame {
+        frame: Some(result_frame::Frame::Header(ResultHeader {
+            task_id,
+            layout: Vec::new(),
+            outcome: Some(result_header::Outcome::Secure(SecureSpec {
+                envelope: Vec::new(),
+                streamed_bytes: envelope.len() as u64,
+            })),
+            kind: String::new(),
+        })),
+    };
+    let parts = parts_of(envelope).map(|p| ResultFrame {
+        frame: Some(result_frame::Frame::EnvelopePart(p)),
+    });
+    (header, parts)
 }
 
 /// Sends `header`, then `chunks` when the coordinator asks for them, and returns once it has

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use entente_core::engine::{Envelope, RoundObserver, RoundRecord, Site, SiteError, TrainTask};
+use entente_core::engine::{
+    Envelope, RoundObserver, RoundRecord, Site, SiteError, TrainTask, Turn,
+};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::text::printable;
@@ -116,8 +118,13 @@ impl Site for CountingSite {
         self.inner.evaluate(params)
     }
 
-    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
-        self.inner.secure_exchange(round, message)
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        self.inner.secure_exchange(round, message, turn)
     }
 }
 

@@ -372,6 +372,36 @@ fn secure_aggregation_over_the_network_gives_the_simulated_model() {
     fed.assert_audit_intact();
 }
 
+#[test]
+fn secure_aggregation_streams_a_model_of_ten_million_parameters() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    // 784-12800-10: 10,176,010 parameters, so each masked input (4 bytes a value) is 40.7 MB,
+    // five times the transport's 8 MiB message limit: it must stream.
+    let text = manifest("secagg-large", 1, 300, 3).replace("hidden = [64]", "hidden = [12800]")
+        + "\n[secure_aggregation]\nthreshold = 0.67\nclip = 1.0\n";
+    let fed = Federation::new("secagg-large", &text);
+    let deployed = run_federation(&fed);
+    assert_eq!(deployed.num_values(), 10_176_010);
+    assert!(deployed.as_flat().iter().all(|v| v.is_finite()));
+    assert_eq!(fed.finished_rounds(), vec![1]);
+    let audit = fed.audit_lines();
+    let finished: Vec<_> = audit
+        .iter()
+        .filter(|l| l.contains("round_finished"))
+        .collect();
+    assert!(
+        finished
+            .iter()
+            .all(|l| l.contains("\"secure_aggregation\":\"secagg\"")
+                && SITES.iter().all(|s| l.contains(s))),
+        "{finished:?}"
+    );
+    fed.assert_audit_intact();
+}
+
 /// Runs two rounds over three nodes under `privacy` (TOML after the base manifest) and checks
 /// that every node charged its own ledger for both rounds and the audit log holds each charge
 /// under `mechanism`. Returns the federation and the audit log's charges.

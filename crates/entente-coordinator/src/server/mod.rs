@@ -296,7 +296,12 @@ async fn drive_owned(
         report.started(&start);
     }
 
-    let hub = Arc::new(Hub::new(&manifest.sites, heartbeat));
+    let secure = SecAggSettings::from_manifest(&manifest);
+    let mut hub = Hub::new(&manifest.sites, heartbeat);
+    if let Some(settings) = &secure {
+        hub = hub.with_secure_reply_limit(settings.max_masked_bytes(initial.num_values()));
+    }
+    let hub = Arc::new(hub);
 
     // Everything the manifest decides is checked before any node is let in.
     let mut rule = engine::aggregation_rule(&manifest)?;
@@ -312,7 +317,7 @@ async fn drive_owned(
         initial,
     )
     .with_dispatch(Dispatch::ThreadPerCall);
-    if let Some(settings) = SecAggSettings::from_manifest(&manifest) {
+    if let Some(settings) = secure {
         settings
             .check(engine.global().num_values())
             .map_err(|reason| CoordinatorError::SecureAggregation { reason })?;

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use entente_core::engine::{ErrorKind, LocalTraining, Turn};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
+use entente_proto::MAX_MESSAGE;
 use rand::RngCore;
 use tokio::sync::Notify;
 
@@ -139,6 +140,7 @@ pub struct Hub {
     warnings: RefusalWarnings,
     traffic: Traffic,
     heartbeat: Duration,
+    secure_reply_limit: u64,
     finished: Mutex<Option<u32>>,
     closed: AtomicBool,
 }
@@ -161,9 +163,22 @@ impl Hub {
             warnings: RefusalWarnings::default(),
             traffic: Traffic::default(),
             heartbeat,
+            secure_reply_limit: MAX_MESSAGE as u64,
             finished: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
+    }
+
+    /// Lets a streamed secure-aggregation reply hold up to `bytes` (a masked input is as large
+    /// as the model); never less than [`MAX_MESSAGE`], the limit of every other message.
+    pub fn with_secure_reply_limit(mut self, bytes: u64) -> Self {
+        self.secure_reply_limit = bytes.max(MAX_MESSAGE as u64);
+        self
+    }
+
+    /// The most bytes a secure-aggregation reply may announce.
+    pub fn secure_reply_limit(&self) -> u64 {
+        self.secure_reply_limit
     }
 
     /// The open node connections (the listener counts them, sessions are bound to them).

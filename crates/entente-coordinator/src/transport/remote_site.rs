@@ -10,12 +10,17 @@ use entente_core::engine::{Envelope, ErrorKind, Site, SiteError, TrainTask, Turn
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
+use entente_proto::MAX_MESSAGE;
 use rand::RngCore;
 
 use super::hub::{Hub, Task, TaskKind, TaskResult};
 
 /// How often a waiting call checks that the node is still there.
 const CHECK_EVERY: Duration = Duration::from_millis(200);
+
+/// Largest secure-aggregation message a task may carry: the transport's message limit, less
+/// room for the rest of the task's header.
+const MAX_SECURE_MESSAGE: usize = MAX_MESSAGE - 64 * 1024;
 
 /// Why a call fails once the hub is closed.
 const SHUTTING_DOWN: &str = "the coordinator is shutting down";
@@ -172,8 +177,32 @@ impl Site for RemoteSite {
         }
     }
 
-    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
-        match self.call(round, TaskKind::Secure(message.0.clone()), None, None)? {
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        // A message to a site travels inline in its task's header, under the message limit
+        // both sides enforce; only replies stream.
+        if message.0.len() > MAX_SECURE_MESSAGE {
+            return Err(self.fail(
+                ErrorKind::Internal,
+                format!(
+                    "the secure-aggregation message for this site is {} bytes, more than the {} \
+                     a task may carry (the transport's message limit is {} bytes)",
+                    message.0.len(),
+                    MAX_SECURE_MESSAGE,
+                    MAX_MESSAGE
+                ),
+            ));
+        }
+        match self.call(
+            round,
+            TaskKind::Secure(message.0.clone()),
+            None,
+            turn.cloned(),
+        )? {
             TaskResult::Secure(bytes) => Ok(Envelope(bytes)),
             _ => Err(self.fail(
                 ErrorKind::MalformedReply,

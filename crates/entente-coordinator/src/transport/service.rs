@@ -17,6 +17,7 @@ use entente_proto::chunks::{Assembler, chunks_of};
 use entente_proto::convert::{
     layout_from_wire, layout_to_wire, metrics_from_wire, training_to_wire,
 };
+use entente_proto::envelope::EnvelopeAssembler;
 use entente_proto::tls::site_name;
 use entente_proto::v1::coordinator_server::Coordinator;
 use entente_proto::v1::{
@@ -191,6 +192,7 @@ fn header(task: &Task, digest: &str, audit_head: Option<v1::AuditHead>) -> v1::T
         TaskKind::Evaluate => task_header::Kind::Evaluate(v1::EvaluateSpec {}),
         TaskKind::Secure(bytes) => task_header::Kind::Secure(v1::SecureSpec {
             envelope: bytes.clone(),
+            streamed_bytes: 0,
         }),
     };
     v1::TaskHeader {
@@ -461,6 +463,117 @@ fn reply(r: upload_reply::Reply) -> UploadReply {
     UploadReply { reply: Some(r) }
 }
 
+/// Waits for the upload's turn, if its task has one, then asks the node for its parameters or
+/// reply parts (`proceed`). Awaited, not blocked on: a waiting upload holds no thread, and the
+/// engine's move wakes it at once; the next few take their data in while the current one
+/// folds. `false`: the node or the run went away first.
+async fn proceed(
+    claim: &Claim,
+    replies: &tokio::sync::mpsc::Sender<Result<UploadReply, Status>>,
+) -> bool {
+    if let Some(turn) = &claim.task.turn {
+        let mut ready = std::pin::pin!(turn.within(TAKEN_AHEAD));
+        loop {
+            if replies.is_closed() || claim.hub.is_closed() {
+                return false;
+            }
+            if tokio::time::timeout(GONE_CHECK, ready.as_mut())
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+    }
+    replies
+        .send(Ok(reply(upload_reply::Reply::Proceed(v1::Proceed {}))))
+        .await
+        .is_ok()
+}
+
+/// The time limits of one transfer after `proceed`: a frame at least every [`CHUNK_IDLE`], and
+/// the whole of it within `CHUNK_IDLE` plus its size at [`MIN_TRANSFER_RATE`].
+struct Transfer {
+    end: tokio::time::Instant,
+}
+
+impl Transfer {
+    /// The limits for a transfer of `bytes`.
+    fn new(bytes: u64) -> Self {
+        Self {
+            end: tokio::time::Instant::now()
+                + CHUNK_IDLE
+                + Duration::from_secs(bytes / MIN_TRANSFER_RATE),
+        }
+    }
+
+    /// The next frame, `None` once the node ended its stream.
+    async fn next(
+        &mut self,
+        stream: &mut Streaming<ResultFrame>,
+    ) -> Result<Option<result_frame::Frame>, Failure> {
+        let until = self.end.min(tokio::time::Instant::now() + CHUNK_IDLE);
+        let frame = tokio::time::timeout_at(until, stream.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the upload did not arrive in time (a frame at least every {} s, at least \
+                     {} KiB/s overall)",
+                    CHUNK_IDLE.as_secs(),
+                    MIN_TRANSFER_RATE >> 10
+                ))
+            })??;
+        let Some(frame) = frame else {
+            return Ok(None);
+        };
+        frame.frame.map(Some).ok_or_else(|| {
+            Failure::Invalid(Status::invalid_argument(
+                "a result frame with nothing in it",
+            ))
+        })
+    }
+}
+
+/// Takes in a secure-aggregation reply that follows its header in parts (a masked input is as
+/// large as the model), in its turn like an update, after checking the announced length
+/// against what a reply for this model may hold. `None`: the node went away before its turn.
+async fn receive_envelope(
+    claim: &Claim,
+    spec: v1::SecureSpec,
+    stream: &mut Streaming<ResultFrame>,
+    replies: &tokio::sync::mpsc::Sender<Result<UploadReply, Status>>,
+) -> Result<Option<Vec<u8>>, Failure> {
+    let bad = |m: String| Failure::Invalid(Status::invalid_argument(m));
+    let limit = claim.hub.secure_reply_limit();
+    if !spec.envelope.is_empty() {
+        return Err(bad(
+            "a streamed secure-aggregation reply must leave `envelope` empty".into(),
+        ));
+    }
+    if spec.streamed_bytes > limit {
+        return Err(bad(format!(
+            "the secure-aggregation reply announces {} bytes; a reply for this model holds at \
+             most {limit} (a masked input: one word of the ring a value, and framing)",
+            spec.streamed_bytes
+        )));
+    }
+    if !proceed(claim, replies).await {
+        return Ok(None);
+    }
+    let mut assembler = EnvelopeAssembler::new(spec.streamed_bytes as usize);
+    let mut transfer = Transfer::new(spec.streamed_bytes);
+    while let Some(frame) = transfer.next(stream).await? {
+        match frame {
+            result_frame::Frame::EnvelopePart(part) => {
+                claim.hub.traffic().received(&claim.site, part.len());
+                assembler.push(&part).map_err(|e| bad(e.to_string()))?;
+            }
+            _ => return Err(bad("only reply parts may follow this header".into())),
+        }
+    }
+    assembler.finish().map(Some).map_err(|e| bad(e.to_string()))
+}
+
 /// Takes in the result `head` announces for the claimed task. A training result's parameters
 /// are asked for (`proceed`) only when the engine is ready to fold them, so waiting uploads
 /// hold no parameters on either side (and the engine does not give up on a site whose upload
@@ -495,49 +608,14 @@ async fn receive(
                     global.num_values()
                 )));
             }
-            // Awaited, not blocked on: a waiting upload holds no thread, and the engine's move
-            // wakes it at once. The next few take their update in while the current one folds.
-            if let Some(turn) = &task.turn {
-                let mut ready = std::pin::pin!(turn.within(TAKEN_AHEAD));
-                loop {
-                    if replies.is_closed() || claim.hub.is_closed() {
-                        return Ok(None);
-                    }
-                    if tokio::time::timeout(GONE_CHECK, ready.as_mut())
-                        .await
-                        .is_ok()
-                    {
-                        break;
-                    }
-                }
-            }
-            if replies
-                .send(Ok(reply(upload_reply::Reply::Proceed(v1::Proceed {}))))
-                .await
-                .is_err()
-            {
+            if !proceed(claim, replies).await {
                 return Ok(None);
             }
             let mut assembler = Assembler::new(layout.total());
-            let bytes = 4 * layout.total() as u64;
-            let transfer_end = tokio::time::Instant::now()
-                + CHUNK_IDLE
-                + Duration::from_secs(bytes / MIN_TRANSFER_RATE);
-            loop {
-                let until = transfer_end.min(tokio::time::Instant::now() + CHUNK_IDLE);
-                let frame = tokio::time::timeout_at(until, stream.message())
-                    .await
-                    .map_err(|_| {
-                        Status::deadline_exceeded(format!(
-                            "the update did not arrive in time (a chunk at least every {} s, \
-                             at least {} KiB/s overall)",
-                            CHUNK_IDLE.as_secs(),
-                            MIN_TRANSFER_RATE >> 10
-                        ))
-                    })??;
-                let Some(frame) = frame else { break };
-                match frame.frame {
-                    Some(result_frame::Frame::Chunk(c)) => {
+            let mut transfer = Transfer::new(4 * layout.total() as u64);
+            while let Some(frame) = transfer.next(&mut stream).await? {
+                match frame {
+                    result_frame::Frame::Chunk(c) => {
                         claim.hub.traffic().received(&claim.site, c.encoded_len());
                         assembler.push(&c).map_err(|e| bad(e.to_string()))?;
                     }
@@ -567,7 +645,14 @@ async fn receive(
                     "a secure-aggregation reply for a task that is not one".into()
                 ));
             }
-            TaskResult::Secure(s.envelope)
+            if s.streamed_bytes == 0 {
+                TaskResult::Secure(s.envelope)
+            } else {
+                match receive_envelope(claim, s, &mut stream, replies).await? {
+                    Some(bytes) => TaskResult::Secure(bytes),
+                    None => return Ok(None),
+                }
+            }
         }
         Some(result_header::Outcome::Refused(reason)) => {
             // The reason goes to the audit log and the round's record: kept short.

@@ -5,7 +5,12 @@
 //! worker scans every other one's queue: with 1,000 sites that scan took most of a round's CPU),
 //! so such calls get a plain thread each instead, which costs nothing while it waits.
 
+use std::collections::BTreeMap;
+use std::sync::mpsc::channel;
+
 use rayon::prelude::*;
+
+use super::FoldGate;
 
 /// The stack of a thread that waits on a remote site's call: its frames are small, and a
 /// thousand of them should not reserve the two megabytes a thread gets by default.
@@ -78,6 +83,47 @@ impl Dispatch {
                 done.into_iter().flatten().collect()
             }),
         }
+    }
+}
+
+impl Dispatch {
+    /// `call(position, item)` for every item at once, each result handed to `fold` in the
+    /// items' order as soon as it and every one before it are in; after each, `gate` lets the
+    /// next position through. The caller thus holds only results that came in ahead of their
+    /// turn, and a transport that waits on its [`Turn`](super::Turn) holds back the rest, so
+    /// the outcome depends neither on which call finished first nor on the number of threads.
+    pub(crate) fn fold_in_order<I, T>(
+        self,
+        items: &[I],
+        gate: &FoldGate,
+        call: impl Fn(usize, &I) -> T + Sync,
+        mut fold: impl FnMut(usize, T) + Send,
+    ) where
+        I: Sync,
+        T: Send,
+    {
+        let (tx, rx) = channel();
+        std::thread::scope(|scope| {
+            let folder = scope.spawn(move || {
+                let mut waiting = BTreeMap::new();
+                let mut next = 0;
+                for (position, result) in rx {
+                    waiting.insert(position, result);
+                    while let Some(result) = waiting.remove(&next) {
+                        fold(next, result);
+                        next += 1;
+                        gate.advance();
+                    }
+                }
+            });
+            self.map(items, |position, item| {
+                let result = call(position, item);
+                // The folder stops reading only once the sender is gone (below).
+                let _ = tx.send((position, result));
+            });
+            drop(tx);
+            joined(folder)
+        });
     }
 }
 

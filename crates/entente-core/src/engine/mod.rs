@@ -10,9 +10,8 @@ pub mod site;
 pub mod task;
 pub mod turn;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc::channel;
 use std::time::Instant;
 
 use serde::Serialize;
@@ -406,47 +405,30 @@ impl RoundEngine {
             // arrive, so the aggregate does not depend on which finished first or on the
             // number of threads.
             let gate = FoldGate::new();
-            let (tx, rx) = channel();
             let (sites, aggregator, policy) = (&self.sites, &mut self.aggregator, &rules.policy);
-            let dispatch = self.dispatch;
-            std::thread::scope(|scope| {
-                let folder = scope.spawn(|| {
-                    let mut waiting = BTreeMap::new();
-                    let mut next = 0;
-                    let mut outcome = Ok(());
-                    for (position, result) in rx {
-                        waiting.insert(position, result);
-                        while let Some(result) = waiting.remove(&next) {
-                            if outcome.is_ok() {
-                                let site = &selected[next];
-                                outcome = fold_plain(
-                                    aggregator.as_mut(),
-                                    &global,
-                                    policy,
-                                    round,
-                                    site,
-                                    result,
-                                    &mut tally,
-                                );
-                            }
-                            next += 1;
-                            gate.advance();
-                        }
-                    }
-                    outcome
-                });
-                dispatch.map(&chosen, |position, &i| {
+            let mut outcome = Ok(());
+            self.dispatch.fold_in_order(
+                &chosen,
+                &gate,
+                |position, &i| {
                     let site = &sites[i];
-                    let result =
-                        guarded(site.name(), || site.train(&task(position, i, Some(&gate))));
-                    // The folder stops reading only once the sender is gone (below).
-                    let _ = tx.send((position, result));
-                });
-                drop(tx);
-                folder
-                    .join()
-                    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-            })?;
+                    guarded(site.name(), || site.train(&task(position, i, Some(&gate))))
+                },
+                |position, result| {
+                    if outcome.is_ok() {
+                        outcome = fold_plain(
+                            aggregator.as_mut(),
+                            &global,
+                            policy,
+                            round,
+                            &selected[position],
+                            result,
+                            &mut tally,
+                        );
+                    }
+                },
+            );
+            outcome?;
         }
         if tally.accepted.len() < rules.min_sites {
             return Err(EngineError::QuorumNotMet {
@@ -541,29 +523,37 @@ impl RoundEngine {
             .map_err(failed)?;
         // Why each site that dropped out of a phase did: its record keeps the kind.
         let mut dropped: HashMap<String, Rejection> = HashMap::new();
+        let dispatch = self.dispatch;
         while let Some(messages) = secure.next_messages().map_err(failed)? {
-            let replies: Vec<(String, Result<Envelope, SiteError>)> =
-                self.dispatch.map(&messages, |_, (name, message)| {
-                    let reply = match by_name.get(name.as_str()) {
-                        Some(site) => guarded(name, || site.secure_exchange(round, message)),
-                        None => Err(SiteError::internal(
-                            name.clone(),
-                            "the protocol addressed a site not selected this round",
-                        )),
-                    };
-                    (name.clone(), reply)
-                });
-            for (name, reply) in replies {
-                // A malformed or rejected reply counts as a dropout: one bad site must not stop
-                // the round for everyone (the protocol's own threshold decides).
-                let outcome = reply
-                    .map_err(rejection)
-                    .and_then(|r| secure.receive(&name, r).map_err(|e| (e.kind, e.reason())));
-                if let Err((kind, reason)) = outcome {
-                    tracing::warn!(round, site = %name, %kind, %reason, "dropped out of secure aggregation");
-                    dropped.insert(name, (kind, reason));
-                }
-            }
+            // Replies are taken in their turn and received as they arrive: a masked input is as
+            // large as the model, and the coordinator holds a few at a time, not one per site.
+            let gate = FoldGate::new();
+            dispatch.fold_in_order(
+                &messages,
+                &gate,
+                |position, (name, message)| match by_name.get(name.as_str()) {
+                    Some(site) => {
+                        let turn = Turn::new(Arc::clone(&gate), position);
+                        guarded(name, || site.secure_exchange(round, message, Some(&turn)))
+                    }
+                    None => Err(SiteError::internal(
+                        name.clone(),
+                        "the protocol addressed a site not selected this round",
+                    )),
+                },
+                |position, reply| {
+                    // A malformed or rejected reply counts as a dropout: one bad site must not
+                    // stop the round for everyone (the protocol's own threshold decides).
+                    let name = &messages[position].0;
+                    let outcome = reply
+                        .map_err(rejection)
+                        .and_then(|r| secure.receive(name, r).map_err(|e| (e.kind, e.reason())));
+                    if let Err((kind, reason)) = outcome {
+                        tracing::warn!(round, site = %name, %kind, %reason, "dropped out of secure aggregation");
+                        dropped.insert(name.clone(), (kind, reason));
+                    }
+                },
+            );
         }
         let result = secure.finish().map_err(failed)?;
         for (site, examples, loss) in trained.entries() {

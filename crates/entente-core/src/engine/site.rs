@@ -6,6 +6,7 @@ use std::sync::Arc;
 pub use crate::engine::error::SiteError;
 use crate::engine::secure::Envelope;
 use crate::engine::task::TrainTask;
+use crate::engine::turn::Turn;
 use crate::metrics::EvalMetrics;
 use crate::params::ParamSet;
 use crate::update::SiteUpdate;
@@ -20,9 +21,17 @@ pub trait Site: Send + Sync {
     /// a transport can send one model to every site without copying it per site.
     fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError>;
     /// Answers one phase of secure aggregation for `round` (see [`crate::engine::secure`]).
-    /// Sites that do not take part in secure aggregation refuse.
-    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
-        let _ = (round, message);
+    /// `turn` is the reply's place in the order the engine receives a phase's replies in: a
+    /// site reached over a network takes its reply in only in its turn (a masked input is as
+    /// large as the model), as with a training task's [`TrainTask::turn`]. Sites that do not
+    /// take part in secure aggregation refuse.
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        let _ = (round, message, turn);
         Err(SiteError::refused(
             self.name(),
             "this site does not take part in secure aggregation",

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use entente_core::engine::{
-    Envelope, LocalOptimizer, LocalTraining, RoundRules, Site, SiteError, TrainTask,
+    Envelope, LocalOptimizer, LocalTraining, RoundRules, Site, SiteError, TrainTask, Turn,
 };
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
@@ -35,11 +35,16 @@ impl Site for Dropping {
         self.inner.evaluate(params)
     }
 
-    fn secure_exchange(&self, round: u32, message: &Envelope) -> Result<Envelope, SiteError> {
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
         if self.phase.fetch_add(1, Ordering::SeqCst) >= self.drop_at {
             return Err(SiteError::transport(self.name(), "connection lost"));
         }
-        self.inner.secure_exchange(round, message)
+        self.inner.secure_exchange(round, message, turn)
     }
 }
 

@@ -1,0 +1,55 @@
+//! What the hostile-node suites share: keys for a federation, a node's connection made with a
+//! site's certificate, and its registration.
+
+use std::path::Path;
+
+use entente_core::manifest::Manifest;
+use entente_proto::tls::{self, KeyDir};
+use entente_proto::v1::RegisterRequest;
+use entente_proto::v1::coordinator_client::CoordinatorClient;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// Keys for the coordinator and each of `sites`.
+pub fn with_keys(dir: &Path, sites: &[&str]) -> KeyDir {
+    let keys = KeyDir::new(dir.join("keys"));
+    tls::init_ca(&keys, "library-run").unwrap();
+    tls::issue_coordinator(&keys, &["127.0.0.1".into()], false).unwrap();
+    for site in sites {
+        tls::issue_site(&keys, site, false).unwrap();
+    }
+    keys
+}
+
+/// A node's connection, made with `site`'s own certificate.
+pub async fn connect(
+    keys: &KeyDir,
+    addr: std::net::SocketAddr,
+    site: &str,
+) -> Result<CoordinatorClient<Channel>, String> {
+    let read = |p: std::path::PathBuf| std::fs::read(p).unwrap();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(keys.ca_cert())))
+        .identity(Identity::from_pem(
+            read(keys.site_cert(site)),
+            read(keys.site_key(site)),
+        ))
+        .domain_name("127.0.0.1");
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .map_err(|e| format!("{site} could not connect: {e}"))?;
+    Ok(CoordinatorClient::new(channel))
+}
+
+/// A registration for `manifest`'s terms, as a node of `version` sends it.
+pub fn register_request(manifest: &Manifest, version: &str) -> RegisterRequest {
+    RegisterRequest {
+        manifest_sha256: manifest.agreement_digest(),
+        version: version.into(),
+        manifest_terms: manifest.agreement_terms(),
+        previous_session: 0,
+    }
+}
