@@ -39,6 +39,11 @@ pub enum Stream {
     },
     /// The central DP noise a simulated coordinator adds.
     CentralNoise,
+    /// A site's fine-tuning of the final global model into its personal one.
+    Personalization {
+        /// The site's index in the manifest.
+        site: u32,
+    },
 }
 
 impl Stream {
@@ -58,6 +63,7 @@ impl Stream {
             Stream::KeySeed { site, word } => (8, (u64::from(site) << 8) | u64::from(word)),
             Stream::NoiseShare { site } => (9, site.into()),
             Stream::CentralNoise => (10, 0),
+            Stream::Personalization { site } => (11, site.into()),
         };
         (purpose << 40) | below
     }
@@ -101,6 +107,7 @@ mod tests {
                 Stream::Training { site },
                 Stream::SiteTestSplit { site },
                 Stream::NoiseShare { site },
+                Stream::Personalization { site },
             ]);
             all.extend((0..4).map(|word| Stream::KeySeed { site, word }));
         }
@@ -132,13 +139,14 @@ mod tests {
                 word: u8::MAX,
             },
             Stream::NoiseShare { site: last },
+            Stream::Personalization { site: last },
             Stream::CentralNoise,
             Stream::TestHoldout,
         ]
         .iter()
         .map(|s| s.id())
         .collect();
-        assert_eq!(ids.len(), 6);
+        assert_eq!(ids.len(), 7);
     }
 
     #[test]

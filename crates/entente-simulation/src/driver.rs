@@ -10,7 +10,6 @@ use entente_core::aggregators::Aggregator;
 use entente_core::engine::{Evaluator, RoundEngine, RoundRecord, Site};
 use entente_core::manifest::PrivacyMechanism;
 use entente_core::manifest::{MAX_ROUNDS, Manifest};
-use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::seeds::{self, Stream};
 use entente_dashboard::{Board, RunState};
@@ -26,9 +25,10 @@ use entente_report::mlflow::{self, MlflowRun};
 use rayon::prelude::*;
 
 use crate::baselines;
+use crate::personalize;
 use crate::privacy::PrivacyTrack;
 use crate::progress::Progress;
-use crate::run_dir::{self, RunDir, Summary};
+use crate::run_dir::{self, RunDir, SiteEval, Summary};
 
 /// Most threads [`Options::threads`] may start.
 const MAX_THREADS: usize = 1024;
@@ -427,7 +427,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             .unwrap_or(0)
     };
     // Not under a privacy budget: nothing is released about a site's own records.
-    let site_eval: Vec<(String, usize, Option<EvalMetrics>)> = setup
+    let mut site_eval: Vec<SiteEval> = setup
         .bases
         .par_iter()
         .map(|b| {
@@ -444,9 +444,29 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
                 }
             };
             let examples = b.examples.unwrap_or_else(|| claimed(&name));
-            (name, examples, own)
+            SiteEval {
+                site: name,
+                examples,
+                global: own,
+                personal: None,
+            }
         })
         .collect();
+    if let Some(choice) = manifest.personalization {
+        let members: Vec<personalize::Member<'_>> = setup
+            .bases
+            .iter()
+            .map(|b| personalize::Member {
+                site: &b.site,
+                own_test: b.own_test.as_ref(),
+            })
+            .collect();
+        let personal =
+            personalize::run(&members, manifest, choice, &global, out.path(), &progress)?;
+        for (e, p) in site_eval.iter_mut().zip(personal) {
+            e.personal = p;
+        }
+    }
     let baseline = match (&setup.federation, options.baselines) {
         (Some(fed), true) => Some(baselines::run(fed, manifest, &initial, &progress)?),
         _ => None,

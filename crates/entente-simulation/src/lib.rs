@@ -9,6 +9,7 @@
 mod baselines;
 mod driver;
 pub mod out_dir;
+mod personalize;
 mod privacy;
 mod progress;
 mod run_dir;

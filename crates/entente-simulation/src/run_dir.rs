@@ -144,6 +144,19 @@ struct Line<'a> {
     privacy: Option<&'a RoundPrivacy>,
 }
 
+/// What a finished run measured of one site on its own test split.
+#[derive(Debug, Clone)]
+pub struct SiteEval {
+    /// Site name.
+    pub site: String,
+    /// Training examples it holds (or last claimed).
+    pub examples: usize,
+    /// The final global model on its own test split.
+    pub global: Option<EvalMetrics>,
+    /// Its personal model on its own test split (`[personalization]`).
+    pub personal: Option<EvalMetrics>,
+}
+
 /// One site's line of the collaboration table.
 #[derive(Debug, Serialize)]
 pub struct SiteSummary {
@@ -157,6 +170,8 @@ pub struct SiteSummary {
     pub local_only_accuracy: Option<f64>,
     /// Its local-only model on its own test split (with `--baselines`).
     pub local_only_own_test_accuracy: Option<f64>,
+    /// Its personal model on its own test split (with `[personalization]`).
+    pub personalized_own_test_accuracy: Option<f64>,
 }
 
 /// `summary.json`: the figures scripts need.
@@ -180,6 +195,9 @@ pub struct Summary {
     pub centralized_loss: Option<f64>,
     /// Per site.
     pub sites: Vec<SiteSummary>,
+    /// Sites whose own test split the global or their personal model served better than
+    /// their local-only model (with `--baselines`).
+    pub sites_helped: Option<usize>,
     /// The test accuracy `--target-accuracy` asked for.
     pub target_accuracy: Option<f64>,
     /// The first round whose global model reached `target_accuracy` on the global test set
@@ -197,14 +215,14 @@ impl Summary {
         manifest: &Manifest,
         strategy: &str,
         records: &[RoundRecord],
-        site_eval: &[(String, usize, Option<EvalMetrics>)],
+        site_eval: &[SiteEval],
         baselines: Option<&Baselines>,
         federated_seconds: f64,
         started: Instant,
     ) -> Self {
         let last = records.last();
         let test = last.and_then(|r| r.test.as_ref());
-        Self {
+        let mut summary = Self {
             federation: manifest.name.clone(),
             strategy: strategy.to_string(),
             rounds: records.len() as u32,
@@ -216,12 +234,13 @@ impl Summary {
             sites: site_eval
                 .iter()
                 .enumerate()
-                .map(|(i, (site, examples, own))| {
+                .map(|(i, e)| {
                     let local = baselines.and_then(|b| b.local_only.get(i));
                     SiteSummary {
-                        site: site.clone(),
-                        examples: *examples,
-                        federated_own_test_accuracy: own.as_ref().map(|m| m.accuracy),
+                        site: e.site.clone(),
+                        examples: e.examples,
+                        federated_own_test_accuracy: e.global.as_ref().map(|m| m.accuracy),
+                        personalized_own_test_accuracy: e.personal.as_ref().map(|m| m.accuracy),
                         local_only_accuracy: local.map(|l| l.global_test.accuracy),
                         local_only_own_test_accuracy: local
                             .and_then(|l| l.own_test.as_ref())
@@ -229,10 +248,82 @@ impl Summary {
                     }
                 })
                 .collect(),
+            sites_helped: None,
             target_accuracy: None,
             rounds_to_target: None,
             federated_seconds,
             wall_seconds: started.elapsed().as_secs_f64(),
+        };
+        summary.sites_helped = summary.count_sites_helped();
+        summary
+    }
+
+    /// Sites whose own test split the federation served better than training alone did: its
+    /// global model, or its personal one, beat the local-only model there (`None` without
+    /// `--baselines`).
+    fn count_sites_helped(&self) -> Option<usize> {
+        self.centralized_accuracy?;
+        Some(
+            self.sites
+                .iter()
+                .filter(|s| {
+                    let best = s
+                        .federated_own_test_accuracy
+                        .into_iter()
+                        .chain(s.personalized_own_test_accuracy)
+                        .fold(f64::NEG_INFINITY, f64::max);
+                    s.local_only_own_test_accuracy
+                        .is_some_and(|alone| best > alone)
+                })
+                .count(),
+        )
+    }
+
+    /// With personal models: each site's own test split under its local-only model (with
+    /// `--baselines`), the global model and its personal model, and how many sites gained.
+    fn print_own_splits(&self) {
+        if self
+            .sites
+            .iter()
+            .all(|s| s.personalized_own_test_accuracy.is_none())
+        {
+            return;
+        }
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0));
+        println!();
+        println!("each site's own test split (accuracy):");
+        println!(
+            "{:<20} {:>8}  {:>8}  {:>8}  {:>8}",
+            "site", "examples", "alone", "global", "personal"
+        );
+        for s in &self.sites {
+            println!(
+                "{:<20} {:>8}  {:>8}  {:>8}  {:>8}",
+                s.site,
+                s.examples,
+                pct(s.local_only_own_test_accuracy),
+                pct(s.federated_own_test_accuracy),
+                pct(s.personalized_own_test_accuracy),
+            );
+        }
+        let n = self.sites.len();
+        let beats = |other: fn(&SiteSummary) -> Option<f64>| {
+            self.sites
+                .iter()
+                .filter(|s| match (s.personalized_own_test_accuracy, other(s)) {
+                    (Some(p), Some(o)) => p > o,
+                    _ => false,
+                })
+                .count()
+        };
+        let global = beats(|s| s.federated_own_test_accuracy);
+        match self.sites_helped {
+            Some(helped) => println!(
+                "the federation helped {helped} of {n} sites on their own data; the personal \
+                 models beat training alone on {} and the global model on {global}",
+                beats(|s| s.local_only_own_test_accuracy)
+            ),
+            None => println!("the personal models beat the global model on {global} of {n} sites"),
         }
     }
 
@@ -272,6 +363,7 @@ impl Summary {
                 ),
             }
         }
+        self.print_own_splits();
         if self.centralized_accuracy.is_none() {
             return;
         }

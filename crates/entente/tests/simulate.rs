@@ -585,6 +585,53 @@ fn baselines_add_centralized_and_local_only_accuracies() {
     );
 }
 
+/// FedAvg+FT: every site fine-tunes the final model on its own records and keeps it; on the
+/// label-skewed digits the personal models serve the sites' own splits better on average.
+#[test]
+fn personalization_fine_tunes_a_model_per_site_and_reports_it_on_each_own_split() {
+    let tmp = Scratch::new("personal");
+    let manifest = tmp.join("personal.toml");
+    std::fs::write(
+        &manifest,
+        format!("{DIGITS_MANIFEST}\n[personalization]\nmethod = \"finetune\"\nepochs = 2\n"),
+    )
+    .unwrap();
+    let out = tmp.join("run");
+    let output = simulate_ok(
+        tmp.path(),
+        &out,
+        &[manifest.to_str().unwrap(), "--baselines", "--rounds", "8"],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("each site's own test split"), "{stdout}");
+    assert!(stdout.contains("the federation helped"), "{stdout}");
+    let global = ParamSet::load(&out.join("model.safetensors")).unwrap();
+    let summary = read_json(&out.join("summary.json"));
+    assert!(summary["sites_helped"].is_u64(), "{summary}");
+    let sites = summary["sites"].as_array().unwrap();
+    let (mut personal_sum, mut global_sum) = (0.0, 0.0);
+    for s in sites {
+        let name = s["site"].as_str().unwrap();
+        let personal = ParamSet::load(&out.join("personal").join(format!("{name}.safetensors")))
+            .unwrap_or_else(|e| panic!("no personal model for {name}: {e}"));
+        assert!(personal.same_layout(&global));
+        assert_ne!(
+            personal.as_flat(),
+            global.as_flat(),
+            "{name} was not fine-tuned"
+        );
+        personal_sum += s["personalized_own_test_accuracy"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("no personalized accuracy: {s}"));
+        global_sum += s["federated_own_test_accuracy"].as_f64().unwrap();
+    }
+    assert!(
+        personal_sum > global_sum,
+        "personal {personal_sum} against global {global_sum} (sums over {} sites)",
+        sites.len()
+    );
+}
+
 /// A federation of one site is its pooled baseline and its local-only one: all three train the
 /// same data the same way (round by round, with the same batch orders), so they agree exactly.
 #[test]

@@ -175,6 +175,18 @@ pub struct Selection {
     pub deadline: std::time::Duration,
 }
 
+/// How each site turns the federation's final model into a model of its own
+/// (`[personalization]`). A personal model never leaves its site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personalization {
+    /// FedAvg+FT: after the last round each site trains the final global model for `epochs`
+    /// epochs of the manifest's local training on its own records.
+    FineTune {
+        /// Epochs of fine-tuning.
+        epochs: usize,
+    },
+}
+
 /// Secure aggregation as every site agreed to it (`[secure_aggregation]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct SecureAggregationSpec {
@@ -285,6 +297,8 @@ pub struct Manifest {
     pub secure_aggregation: Option<SecureAggregationSpec>,
     /// Differential privacy and budgets, when the manifest turns them on.
     pub privacy: Option<PrivacySpec>,
+    /// `[personalization]`: how each site makes the final model its own, if at all.
+    pub personalization: Option<Personalization>,
     /// The manifest text as read (with any override written in), kept for run records.
     pub source: String,
     /// What every site agrees to ([`Manifest::agreement_terms`]), from the validated text.

@@ -20,6 +20,20 @@ pub struct RawManifest {
     pub secure_aggregation: Option<RawSecureAggregation>,
     #[serde(default)]
     pub privacy: Option<RawPrivacy>,
+    #[serde(default)]
+    pub personalization: Option<RawPersonalization>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPersonalization {
+    pub method: String,
+    #[serde(default = "default_personal_epochs")]
+    pub epochs: usize,
+}
+
+fn default_personal_epochs() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

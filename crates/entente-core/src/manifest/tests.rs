@@ -597,3 +597,38 @@ fn long_values_are_cut_short_in_errors() {
         );
     }
 }
+
+#[test]
+fn personalization_is_fine_tuning_for_a_bounded_number_of_epochs() {
+    assert_eq!(parse(GOOD).unwrap().personalization, None);
+    let with = |table: &str| format!("{GOOD}\n[personalization]\n{table}\n");
+    let m = parse(&with("method = \"finetune\"")).unwrap();
+    assert_eq!(
+        m.personalization,
+        Some(Personalization::FineTune { epochs: 1 })
+    );
+    let m = parse(&with("method = \"finetune\"\nepochs = 5")).unwrap();
+    assert_eq!(
+        m.personalization,
+        Some(Personalization::FineTune { epochs: 5 })
+    );
+    let (line, key, msg) = invalid(&with("method = \"ditto\""));
+    assert_eq!(key, "personalization.method");
+    assert!(line.is_some());
+    assert!(
+        msg.contains("\"ditto\"") && msg.contains("\"finetune\""),
+        "{msg}"
+    );
+    for epochs in ["0", "1001"] {
+        let (_, key, msg) = invalid(&with(&format!("method = \"finetune\"\nepochs = {epochs}")));
+        assert_eq!(key, "personalization.epochs");
+        assert!(msg.contains("1 to 1000"), "{msg}");
+    }
+    // Part of what every site agrees to.
+    assert_ne!(
+        parse(GOOD).unwrap().agreement_digest(),
+        parse(&with("method = \"finetune\""))
+            .unwrap()
+            .agreement_digest()
+    );
+}

@@ -3,11 +3,13 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use super::schema::{RawData, RawManifest, RawPrivacy, RawSecureAggregation, RawStrategy};
+use super::schema::{
+    RawData, RawManifest, RawPersonalization, RawPrivacy, RawSecureAggregation, RawStrategy,
+};
 use super::{
     DEFAULT_MAX_ROWS, DataFormat, DataSchema, DataSpec, MAX_CLASSES, MAX_FEATURES, MAX_MAX_ROWS,
-    MAX_ROUNDS, Manifest, ManifestError, ModelChoice, PartitionChoice, PrivacyMechanism,
-    PrivacySpec, SecureAggregationSpec, Selection,
+    MAX_ROUNDS, Manifest, ManifestError, ModelChoice, PartitionChoice, Personalization,
+    PrivacyMechanism, PrivacySpec, SecureAggregationSpec, Selection,
 };
 use crate::aggregators::{FedOptKind, Strategy};
 use crate::engine::{DpSgd, LocalOptimizer, LocalTraining};
@@ -262,6 +264,11 @@ pub(super) fn check(
         )?;
     }
 
+    let personalization = match &raw.personalization {
+        Some(p) => Some(check_personalization(&r, p)?),
+        None => None,
+    };
+
     let terms = super::digest::terms_of(text, &model).map_err(|message| ManifestError::Syntax {
         path: origin.to_string(),
         message,
@@ -284,9 +291,37 @@ pub(super) fn check(
         policy,
         secure_aggregation,
         privacy,
+        personalization,
         source: text.to_string(),
         terms,
     })
+}
+
+/// Most epochs of fine-tuning a manifest may ask for.
+const MAX_PERSONAL_EPOCHS: usize = 1000;
+
+fn check_personalization(
+    r: &Reporter,
+    p: &RawPersonalization,
+) -> Result<Personalization, ManifestError> {
+    r.ensure(
+        p.method == "finetune",
+        "personalization.method",
+        format!(
+            "is \"{}\"; allowed: \"finetune\" (each site trains the final global model on its \
+             own records; Ditto and a shared body with personal layers are not available yet)",
+            p.method
+        ),
+    )?;
+    r.ensure(
+        (1..=MAX_PERSONAL_EPOCHS).contains(&p.epochs),
+        "personalization.epochs",
+        format!(
+            "is {}; allowed: 1 to {MAX_PERSONAL_EPOCHS} epochs of fine-tuning",
+            p.epochs
+        ),
+    )?;
+    Ok(Personalization::FineTune { epochs: p.epochs })
 }
 
 fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, ManifestError> {
