@@ -32,6 +32,11 @@ impl LocalSite {
         }
     }
 
+    /// The model it trains.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
     /// The site's training data.
     pub fn train_data(&self) -> &Dataset {
         &self.train

@@ -138,13 +138,29 @@ pub fn train(
     if let Some(dp) = &cfg.dp_sgd {
         return crate::dp_sgd::train(spec, global, data, cfg, dp, seed);
     }
+    train_toward(spec, global, global, cfg.fedprox_mu, data, cfg, seed)
+}
+
+/// Trains from `start` on `data` with `mu / 2 * ||w - anchor||^2` added to the loss (nothing
+/// with `mu = 0`): FedProx's proximal term when `start` is also the anchor, Ditto's personal
+/// update when `start` is the site's personal model and the anchor the global one. Never
+/// DP-SGD, and `cfg.fedprox_mu` is not read: `mu` is the term's weight.
+pub fn train_toward(
+    spec: &ModelSpec,
+    start: &ParamSet,
+    anchor: &ParamSet,
+    mu: f64,
+    data: &Dataset,
+    cfg: &LocalTraining,
+    seed: u64,
+) -> Result<TrainOutcome, TrainError> {
     check_input(spec, data)?;
     let device = Device::flex().autodiff();
-    let mut model = param_store::import(Net::new(spec, &device), global)?;
+    let mut model = param_store::import(Net::new(spec, &device), start)?;
     let mut optim = optimizer(cfg);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let anchor: Vec<Tensor<1>> = if cfg.fedprox_mu > 0.0 {
-        flat_params(&model)
+    let anchor: Vec<Tensor<1>> = if mu > 0.0 {
+        flat_params(&param_store::import(Net::new(spec, &device), anchor)?)
             .into_iter()
             .map(|t| t.detach())
             .collect()
@@ -164,14 +180,14 @@ pub fn train(
             if !value.is_finite() {
                 return Err(TrainError::Diverged(value));
             }
-            if cfg.fedprox_mu > 0.0 {
+            if mu > 0.0 {
                 let proximal = flat_params(&model)
                     .into_iter()
                     .zip(&anchor)
                     .map(|(w, w0)| (w - w0.clone()).powi_scalar(2).sum())
                     .reduce(|a, b| a + b);
                 if let Some(p) = proximal {
-                    loss = loss + p.mul_scalar(cfg.fedprox_mu / 2.0);
+                    loss = loss + p.mul_scalar(mu / 2.0);
                 }
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);

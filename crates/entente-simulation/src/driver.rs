@@ -9,13 +9,14 @@ use entente_core::aggregators;
 use entente_core::aggregators::Aggregator;
 use entente_core::engine::{Evaluator, RoundEngine, RoundRecord, Site};
 use entente_core::manifest::PrivacyMechanism;
-use entente_core::manifest::{MAX_ROUNDS, Manifest};
+use entente_core::manifest::{MAX_ROUNDS, Manifest, Personalization};
 use entente_core::params::ParamSet;
 use entente_core::seeds::{self, Stream};
 use entente_dashboard::{Board, RunState};
 use entente_learn::data::{DataError, Dataset};
 use entente_learn::model::ModelSpec;
 use entente_learn::simulation::{self, CentralTest, PrepareError};
+use entente_learn::site::LocalSite;
 use entente_learn::{site_data, trainer};
 use entente_privacy::dp;
 use entente_privacy::dp::client::DpFedAvg;
@@ -91,6 +92,8 @@ pub struct Outcome {
 /// it holds when entente knows (its own trainer).
 struct Base {
     site: Arc<dyn Site>,
+    /// The same site when it is entente's own trainer.
+    local: Option<Arc<LocalSite>>,
     examples: Option<usize>,
     /// Its own test split, when entente holds it (federated evaluation after the run).
     own_test: Option<(ModelSpec, Dataset)>,
@@ -135,10 +138,14 @@ fn partitioned(manifest: &Manifest, data: Option<&Path>) -> Result<Setup> {
     let bases = fed
         .sites
         .iter()
-        .map(|s| Base {
-            site: Arc::new(s.clone()),
-            examples: Some(s.train_data().len()),
-            own_test: Some((fed.spec.clone(), s.test_data().clone())),
+        .map(|s| {
+            let local = Arc::new(s.clone());
+            Base {
+                site: Arc::clone(&local) as Arc<dyn Site>,
+                local: Some(local),
+                examples: Some(s.train_data().len()),
+                own_test: Some((fed.spec.clone(), s.test_data().clone())),
+            }
         })
         .collect();
     Ok(Setup {
@@ -176,6 +183,7 @@ fn own(
                 }
                 Base {
                     site,
+                    local: None,
                     examples: None,
                     own_test: None,
                 }
@@ -183,13 +191,15 @@ fn own(
             None => {
                 let local = site_data::local_site(manifest, i, None)
                     .with_context(|| format!("site `{name}` (entente's own trainer)"))?;
+                let local = Arc::new(local);
                 Base {
                     examples: Some(local.train_data().len()),
                     own_test: Some((
                         simulation::model_spec(manifest, local.train_data())?,
                         local.test_data().clone(),
                     )),
-                    site: Arc::new(local),
+                    site: Arc::clone(&local) as Arc<dyn Site>,
+                    local: Some(local),
                 }
             }
         });
@@ -233,9 +243,24 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             manifest.rounds
         );
     }
-    let setup = match trainers {
+    let mut setup = match trainers {
         Trainers::Partitioned { data } => partitioned(manifest, data.as_deref())?,
         Trainers::Own(t) => own(manifest, t, options.eval_data.as_deref())?,
+    };
+    let dittos = match manifest.personalization {
+        Some(Personalization::Ditto { lambda }) => {
+            let locals: Vec<_> = setup
+                .bases
+                .iter()
+                .map(|b| (b.site.name().to_string(), b.local.clone()))
+                .collect();
+            let dittos = personalize::ditto_sites(&locals, lambda)?;
+            for (b, d) in setup.bases.iter_mut().zip(&dittos) {
+                b.site = Arc::clone(d) as Arc<dyn Site>;
+            }
+            Some(dittos)
+        }
+        _ => None,
     };
     if options.baselines && setup.federation.is_none() {
         bail!(
@@ -456,9 +481,11 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         let members: Vec<personalize::Member<'_>> = setup
             .bases
             .iter()
-            .map(|b| personalize::Member {
+            .enumerate()
+            .map(|(i, b)| personalize::Member {
                 site: &b.site,
                 own_test: b.own_test.as_ref(),
+                ditto: dittos.as_ref().and_then(|d| d.get(i)),
             })
             .collect();
         let personal =

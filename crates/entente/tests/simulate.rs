@@ -632,6 +632,59 @@ fn personalization_fine_tunes_a_model_per_site_and_reports_it_on_each_own_split(
     );
 }
 
+/// The digits federation under Ditto with `lambda`, 8 rounds, with baselines: its summary and
+/// run folder.
+fn ditto_run(tmp: &Scratch, lambda: &str) -> (Value, PathBuf) {
+    let manifest = tmp.join(&format!("ditto-{lambda}.toml"));
+    std::fs::write(
+        &manifest,
+        format!("{DIGITS_MANIFEST}\n[personalization]\nmethod = \"ditto\"\nlambda = {lambda}\n"),
+    )
+    .unwrap();
+    let out = tmp.join(&format!("ditto-{lambda}"));
+    simulate_ok(
+        tmp.path(),
+        &out,
+        &[manifest.to_str().unwrap(), "--baselines", "--rounds", "8"],
+    );
+    (read_json(&out.join("summary.json")), out)
+}
+
+/// Distance between a site's personal model and the final global model.
+fn personal_distance(out: &Path, site: &str) -> f64 {
+    let global = ParamSet::load(&out.join("model.safetensors")).unwrap();
+    let personal =
+        ParamSet::load(&out.join("personal").join(format!("{site}.safetensors"))).unwrap();
+    personal.l2_distance(&global)
+}
+
+/// Ditto's two ends: with lambda 0 each personal model trains alone (the local-only baseline,
+/// to the bit: same start, batches and steps); with a pull as strong as the step allows
+/// (lambda * learning rate = 1) it stays with the global model.
+#[test]
+fn ditto_with_lambda_zero_is_training_alone_and_with_a_strong_pull_is_the_global_model() {
+    let tmp = Scratch::new("ditto");
+    let (alone, alone_dir) = ditto_run(&tmp, "0.0");
+    for s in alone["sites"].as_array().unwrap() {
+        let personal = s["personalized_own_test_accuracy"].as_f64().unwrap();
+        let local = s["local_only_own_test_accuracy"].as_f64().unwrap();
+        assert_eq!(personal.to_bits(), local.to_bits(), "{s}");
+    }
+    // The manifest's learning rate is 0.05.
+    let (_, pulled_dir) = ditto_run(&tmp, "20.0");
+    for s in alone["sites"].as_array().unwrap() {
+        let name = s["site"].as_str().unwrap();
+        let (far, near) = (
+            personal_distance(&alone_dir, name),
+            personal_distance(&pulled_dir, name),
+        );
+        assert!(
+            near < 0.25 * far,
+            "{name}: {near} from the global model pulled, {far} alone"
+        );
+    }
+}
+
 /// A federation of one site is its pooled baseline and its local-only one: all three train the
 /// same data the same way (round by round, with the same batch orders), so they agree exactly.
 #[test]

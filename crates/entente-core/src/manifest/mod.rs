@@ -177,13 +177,20 @@ pub struct Selection {
 
 /// How each site turns the federation's final model into a model of its own
 /// (`[personalization]`). A personal model never leaves its site.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Personalization {
     /// FedAvg+FT: after the last round each site trains the final global model for `epochs`
     /// epochs of the manifest's local training on its own records.
     FineTune {
         /// Epochs of fine-tuning.
         epochs: usize,
+    },
+    /// Ditto (Li et al., ICML 2021): every round a selected site also trains a personal model
+    /// of its own, from where it left it, with `lambda / 2 * ||v - w||^2` pulling it toward
+    /// the round's global model `w`; the personal model is never sent.
+    Ditto {
+        /// Weight of the pull toward the global model (0: the site trains alone).
+        lambda: f64,
     },
 }
 

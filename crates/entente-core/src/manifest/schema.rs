@@ -28,12 +28,8 @@ pub struct RawManifest {
 #[serde(deny_unknown_fields)]
 pub struct RawPersonalization {
     pub method: String,
-    #[serde(default = "default_personal_epochs")]
-    pub epochs: usize,
-}
-
-fn default_personal_epochs() -> usize {
-    1
+    pub epochs: Option<usize>,
+    pub lambda: Option<f64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

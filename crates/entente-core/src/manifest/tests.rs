@@ -599,7 +599,7 @@ fn long_values_are_cut_short_in_errors() {
 }
 
 #[test]
-fn personalization_is_fine_tuning_for_a_bounded_number_of_epochs() {
+fn personalization_is_fine_tuning_or_ditto_with_bounded_settings() {
     assert_eq!(parse(GOOD).unwrap().personalization, None);
     let with = |table: &str| format!("{GOOD}\n[personalization]\n{table}\n");
     let m = parse(&with("method = \"finetune\"")).unwrap();
@@ -612,13 +612,29 @@ fn personalization_is_fine_tuning_for_a_bounded_number_of_epochs() {
         m.personalization,
         Some(Personalization::FineTune { epochs: 5 })
     );
-    let (line, key, msg) = invalid(&with("method = \"ditto\""));
+    let (line, key, msg) = invalid(&with("method = \"fedper\""));
     assert_eq!(key, "personalization.method");
     assert!(line.is_some());
     assert!(
-        msg.contains("\"ditto\"") && msg.contains("\"finetune\""),
+        msg.contains("\"fedper\"") && msg.contains("\"finetune\"") && msg.contains("\"ditto\""),
         "{msg}"
     );
+    let m = parse(&with("method = \"ditto\"\nlambda = 0.5")).unwrap();
+    assert_eq!(
+        m.personalization,
+        Some(Personalization::Ditto { lambda: 0.5 })
+    );
+    let (_, key, msg) = invalid(&with("method = \"ditto\""));
+    assert_eq!(key, "personalization");
+    assert!(msg.contains("needs `lambda`"), "{msg}");
+    for bad in ["-1.0", "nan", "inf", "2e6"] {
+        let (_, key, _) = invalid(&with(&format!("method = \"ditto\"\nlambda = {bad}")));
+        assert_eq!(key, "personalization.lambda", "{bad}");
+    }
+    let (_, key, _) = invalid(&with("method = \"ditto\"\nlambda = 1.0\nepochs = 2"));
+    assert_eq!(key, "personalization.epochs");
+    let (_, key, _) = invalid(&with("method = \"finetune\"\nlambda = 1.0"));
+    assert_eq!(key, "personalization.lambda");
     for epochs in ["0", "1001"] {
         let (_, key, msg) = invalid(&with(&format!("method = \"finetune\"\nepochs = {epochs}")));
         assert_eq!(key, "personalization.epochs");

@@ -300,28 +300,59 @@ pub(super) fn check(
 /// Most epochs of fine-tuning a manifest may ask for.
 const MAX_PERSONAL_EPOCHS: usize = 1000;
 
+/// Largest Ditto weight: far past where the personal model is the global one.
+const MAX_DITTO_LAMBDA: f64 = 1e6;
+
 fn check_personalization(
     r: &Reporter,
     p: &RawPersonalization,
 ) -> Result<Personalization, ManifestError> {
-    r.ensure(
-        p.method == "finetune",
-        "personalization.method",
-        format!(
-            "is \"{}\"; allowed: \"finetune\" (each site trains the final global model on its \
-             own records; Ditto and a shared body with personal layers are not available yet)",
-            p.method
-        ),
-    )?;
-    r.ensure(
-        (1..=MAX_PERSONAL_EPOCHS).contains(&p.epochs),
-        "personalization.epochs",
-        format!(
-            "is {}; allowed: 1 to {MAX_PERSONAL_EPOCHS} epochs of fine-tuning",
-            p.epochs
-        ),
-    )?;
-    Ok(Personalization::FineTune { epochs: p.epochs })
+    match p.method.as_str() {
+        "finetune" => {
+            r.ensure(
+                p.lambda.is_none(),
+                "personalization.lambda",
+                "belongs to method = \"ditto\"; fine-tuning takes `epochs` only",
+            )?;
+            let epochs = p.epochs.unwrap_or(1);
+            r.ensure(
+                (1..=MAX_PERSONAL_EPOCHS).contains(&epochs),
+                "personalization.epochs",
+                format!("is {epochs}; allowed: 1 to {MAX_PERSONAL_EPOCHS} epochs of fine-tuning"),
+            )?;
+            Ok(Personalization::FineTune { epochs })
+        }
+        "ditto" => {
+            r.ensure(
+                p.epochs.is_none(),
+                "personalization.epochs",
+                "belongs to method = \"finetune\"; Ditto's personal model trains \
+                 training.local_epochs each round",
+            )?;
+            let Some(lambda) = p.lambda else {
+                return Err(r.err(
+                    "personalization",
+                    "method = \"ditto\" needs `lambda`, the pull of each personal model toward \
+                     the global one (Li et al. try 0.01 to 2; 0: every site trains alone)",
+                ));
+            };
+            r.ensure(
+                lambda.is_finite() && (0.0..=MAX_DITTO_LAMBDA).contains(&lambda),
+                "personalization.lambda",
+                format!("is {lambda}; allowed: 0 to {MAX_DITTO_LAMBDA:e}"),
+            )?;
+            Ok(Personalization::Ditto { lambda })
+        }
+        other => Err(r.err(
+            "personalization.method",
+            format!(
+                "is \"{other}\"; allowed: \"finetune\" (each site trains the final global \
+                 model on its own records) or \"ditto\" (each site keeps a personal model \
+                 pulled toward the global one); a shared body with personal layers is not \
+                 available yet"
+            ),
+        )),
+    }
 }
 
 fn check_data(r: &Reporter, raw: &RawManifest, base: &Path) -> Result<DataSpec, ManifestError> {
