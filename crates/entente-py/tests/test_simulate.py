@@ -480,3 +480,29 @@ def test_target_accuracy_names_the_first_round_that_reached_it(federation, tmp_p
     assert result.summary["rounds_to_target"] == first
     with pytest.raises(ValueError, match="target_accuracy"):
         entente.simulate(manifest, torch_clients(tmp_path), quiet=True, target_accuracy=85)
+
+
+def with_personalization(manifest, table: str):
+    with manifest.open("a") as f:
+        f.write(f"\n[personalization]\n{table}\n")
+    return manifest
+
+
+def test_python_clients_fine_tune_their_personal_models(federation, tmp_path):
+    manifest = with_personalization(federation(rounds=2), 'method = "finetune"\nepochs = 2')
+    result = entente.simulate(manifest, torch_clients(tmp_path), out=tmp_path / "run", quiet=True)
+    global_model = result.load_model()
+    for s in result.summary["sites"]:
+        personal = entente.load_params(result.run_dir / "personal" / f"{s['site']}.safetensors")
+        assert list(personal) == list(global_model)
+        assert any(not np.array_equal(personal[n], global_model[n]) for n in personal), s
+        # The client's own evaluation of its personal model, checked in numpy.
+        _, _, x_test, y_test = helpers.site_data(tmp_path, s["site"])
+        expected = helpers.accuracy(personal, x_test, y_test)
+        assert s["personalized_own_test_accuracy"] == pytest.approx(expected, abs=0.02), s
+
+
+def test_ditto_with_a_python_client_is_refused_naming_the_site(federation, tmp_path):
+    manifest = with_personalization(federation(rounds=1), 'method = "ditto"\nlambda = 0.5')
+    with pytest.raises(entente.EntenteError, match=r"ditto.*site-a.*finetune"):
+        entente.simulate(manifest, torch_clients(tmp_path), out=tmp_path / "run", quiet=True)
