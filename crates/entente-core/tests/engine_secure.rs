@@ -362,3 +362,51 @@ fn secure_replies_are_received_one_by_one_in_their_turn() {
     // The mean offset, 1.25, added to every value.
     assert_eq!(e.global().as_flat(), &[2.25, 3.25, 4.25]);
 }
+
+/// A site that sends its trained model in the clear although the round is secure.
+struct Leaky(Arc<dyn Site>);
+
+impl Site for Leaky {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn train(&self, task: &TrainTask) -> Result<SiteUpdate, SiteError> {
+        let mut update = self.0.train(task)?;
+        update.params = (*task.global).clone();
+        Ok(update)
+    }
+
+    fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
+        self.0.evaluate(params)
+    }
+
+    fn secure_exchange(
+        &self,
+        round: u32,
+        message: &Envelope,
+        turn: Option<&Turn>,
+    ) -> Result<Envelope, SiteError> {
+        self.0.secure_exchange(round, message, turn)
+    }
+}
+
+#[test]
+fn an_update_sent_in_the_clear_under_secure_aggregation_is_refused() {
+    let mut e = engine(
+        vec![
+            ToySite::honest("a", 1, 4.0),
+            Arc::new(Leaky(ToySite::honest("b", 1, 2.0))),
+            ToySite::honest("c", 3, -4.0),
+        ],
+        2,
+        2,
+    );
+    let record = e.run_round(1, &mut NoObserver).unwrap();
+    assert_eq!(record.accepted, ["a", "c"]);
+    assert_eq!(record.excluded.len(), 1, "{:?}", record.excluded);
+    let excluded = &record.excluded[0];
+    assert_eq!(excluded.site, "b");
+    assert_eq!(excluded.kind, ErrorKind::MalformedReply);
+    assert!(excluded.reason.contains("in the clear"), "{excluded:?}");
+}

@@ -71,7 +71,7 @@ impl Site for Ditto {
             fedprox_mu: 0.0,
             ..task.training.clone()
         };
-        let outcome = trainer::train_toward(
+        match trainer::train_toward(
             self.local.spec(),
             &start,
             &task.global,
@@ -79,11 +79,19 @@ impl Site for Ditto {
             self.local.train_data(),
             &training,
             task.seed,
-        )
-        .map_err(|e| {
-            SiteError::internal(self.name(), "Ditto's personal update failed").with_source(e)
-        })?;
-        *personal = Some(outcome.params);
+        ) {
+            Ok(outcome) => *personal = Some(outcome.params),
+            // The round's update stands; the personal model stays as it was.
+            Err(e) => {
+                eprintln!(
+                    "warning: site `{}`: Ditto's personal update in round {} failed, the \
+                     personal model is kept as it was: {e}",
+                    self.name(),
+                    task.round
+                );
+                *personal = Some(start);
+            }
+        }
         Ok(update)
     }
 
@@ -103,8 +111,8 @@ pub(crate) struct Member<'a> {
     pub ditto: Option<&'a Arc<Ditto>>,
 }
 
-/// Each member's personal model on its own test split, in order (`None` where the site has no
-/// test split or no personal model: a warning says which and why). The models are written
+/// Each member's personal model on its own test split, in order: `None` where the site has no
+/// test split, or no personal model (a warning then says which and why). The models are written
 /// under `dir/personal/`.
 pub(crate) fn run(
     members: &[Member<'_>],

@@ -306,7 +306,12 @@ impl Summary {
                 pct(s.personalized_own_test_accuracy),
             );
         }
-        let n = self.sites.len();
+        // Sites without an own test split have nothing to compare.
+        let n = self
+            .sites
+            .iter()
+            .filter(|s| s.personalized_own_test_accuracy.is_some())
+            .count();
         let beats = |other: fn(&SiteSummary) -> Option<f64>| {
             self.sites
                 .iter()

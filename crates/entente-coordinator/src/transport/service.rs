@@ -390,6 +390,16 @@ impl Coordinator for CoordinatorService {
                     });
                     Err(status)
                 }
+                Err(Failure::Stalled(status)) => {
+                    // Not given back: a node that stalls after `proceed` and fetches the task
+                    // again could hold the round (and every upload after it) up time after time.
+                    let reason = format!("its upload stalled: {}", status.message());
+                    let _ = claim.settle(TaskResult::Refused {
+                        kind: ErrorKind::TimedOut,
+                        reason,
+                    });
+                    Err(status)
+                }
                 Err(Failure::Transport(status)) => {
                     // Given back before the node hears of it, so its retry finds the task.
                     drop(claim);
@@ -415,8 +425,9 @@ const MIN_TRANSFER_RATE: u64 = 1 << 20;
 
 /// An upload's hold on its task. Unless the upload settles it with a result, dropping it gives
 /// the task back ([`Hub::release`]): the node fetches it again, and the round's deadline
-/// applies again. With the transfer limits ([`CHUNK_IDLE`], [`MIN_TRANSFER_RATE`]) a failed or
-/// stalled upload cannot hold a round up.
+/// applies again. An upload that breaks the transfer limits ([`CHUNK_IDLE`],
+/// [`MIN_TRANSFER_RATE`]) after `proceed` leaves its site out of the task as timed out, so a
+/// stalling node cannot hold a round up more than once.
 struct Claim {
     hub: Arc<Hub>,
     site: String,
@@ -446,8 +457,10 @@ impl Drop for Claim {
 enum Failure {
     /// The node sent something that is not a valid result: the site is left out.
     Invalid(Status),
-    /// The stream broke or stalled: the task goes back to the node.
+    /// The stream broke: the task goes back to the node.
     Transport(Status),
+    /// The transfer broke its time limits after `proceed`: the site is left out of the task.
+    Stalled(Status),
 }
 
 impl From<Status> for Failure {
@@ -516,12 +529,12 @@ impl Transfer {
         let frame = tokio::time::timeout_at(until, stream.message())
             .await
             .map_err(|_| {
-                Status::deadline_exceeded(format!(
+                Failure::Stalled(Status::deadline_exceeded(format!(
                     "the upload did not arrive in time (a frame at least every {} s, at least \
                      {} KiB/s overall)",
                     CHUNK_IDLE.as_secs(),
                     MIN_TRANSFER_RATE >> 10
-                ))
+                )))
             })??;
         let Some(frame) = frame else {
             return Ok(None);
@@ -645,13 +658,18 @@ async fn receive(
                     "a secure-aggregation reply for a task that is not one".into()
                 ));
             }
+            // Always streamed, so that every reply waits for its turn: an inline one would
+            // be held ahead of it.
             if s.streamed_bytes == 0 {
-                TaskResult::Secure(s.envelope)
-            } else {
-                match receive_envelope(claim, s, &mut stream, replies).await? {
-                    Some(bytes) => TaskResult::Secure(bytes),
-                    None => return Ok(None),
-                }
+                return Err(bad(
+                    "a secure-aggregation reply must follow its header in parts \
+                     (SecureSpec.streamed_bytes): this node is older than the coordinator"
+                        .into(),
+                ));
+            }
+            match receive_envelope(claim, s, &mut stream, replies).await? {
+                Some(bytes) => TaskResult::Secure(bytes),
+                None => return Ok(None),
             }
         }
         Some(result_header::Outcome::Refused(reason)) => {

@@ -107,13 +107,25 @@ impl Dispatch {
             let folder = scope.spawn(move || {
                 let mut waiting = BTreeMap::new();
                 let mut next = 0;
+                // A panic in `fold` is carried on once every call has ended; the gate keeps
+                // moving meanwhile, or the calls waiting for their turn would wait forever.
+                let mut panicked = None;
                 for (position, result) in rx {
                     waiting.insert(position, result);
                     while let Some(result) = waiting.remove(&next) {
-                        fold(next, result);
+                        if panicked.is_none() {
+                            let folded =
+                                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    fold(next, result)
+                                }));
+                            panicked = folded.err();
+                        }
                         next += 1;
                         gate.advance();
                     }
+                }
+                if let Some(panic) = panicked {
+                    std::panic::resume_unwind(panic);
                 }
             });
             self.map(items, |position, item| {
@@ -152,6 +164,25 @@ mod tests {
 
     /// Every call is in flight at once: 64 calls that each wait for all the others finish only
     /// if none waits for a thread (a pool of one thread per core would deadlock here).
+    #[test]
+    fn a_panic_in_the_fold_reaches_the_caller_and_the_calls_waiting_their_turn_end() {
+        let gate = FoldGate::new();
+        let items = [0usize, 1, 2, 3];
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Dispatch::ThreadPerCall.fold_in_order(
+                &items,
+                &gate,
+                |position, _| {
+                    // As a transport does: a result is handed over only in its turn.
+                    super::super::Turn::new(Arc::clone(&gate), position).wait();
+                    position
+                },
+                |position, _| assert_ne!(position, 0, "the fold failed"),
+            );
+        }));
+        assert!(outcome.is_err(), "the fold's panic was lost");
+    }
+
     #[test]
     fn thread_per_call_runs_every_call_at_once() {
         let items = vec![(); 64];

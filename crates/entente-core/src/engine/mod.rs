@@ -395,10 +395,32 @@ impl RoundEngine {
         let mut tally = Tally::default();
         self.aggregator.begin(&self.global);
         if self.secure.is_some() {
-            let results = self.dispatch.map(&chosen, |_, &i| {
-                let site = &self.sites[i];
-                guarded(site.name(), || site.train(&task(0, i, None)))
-            });
+            // Taken in turn like plain updates, though an honest site sends only its count and
+            // loss: one that sends parameters is refused at once, and they are not kept.
+            let gate = FoldGate::new();
+            let mut results = Vec::with_capacity(chosen.len());
+            self.dispatch.fold_in_order(
+                &chosen,
+                &gate,
+                |position, &i| {
+                    let site = &self.sites[i];
+                    guarded(site.name(), || site.train(&task(position, i, Some(&gate))))
+                },
+                |position, result: Result<SiteUpdate, SiteError>| {
+                    results.push(result.and_then(|u| {
+                        if u.params.num_values() == 0 {
+                            Ok(u)
+                        } else {
+                            Err(SiteError::new(
+                                selected[position].clone(),
+                                ErrorKind::MalformedReply,
+                                "sent its update in the clear under secure aggregation; the \
+                                 coordinator does not use it",
+                            ))
+                        }
+                    }));
+                },
+            );
             self.collect_secure(round, &chosen, &selected, results, &mut tally)?;
         } else {
             // Sites train in parallel; their updates are folded in selection order as they

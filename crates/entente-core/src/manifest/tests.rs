@@ -631,6 +631,11 @@ fn personalization_is_fine_tuning_or_ditto_with_bounded_settings() {
         let (_, key, _) = invalid(&with(&format!("method = \"ditto\"\nlambda = {bad}")));
         assert_eq!(key, "personalization.lambda", "{bad}");
     }
+    // With SGD at learning rate 0.1 a step moves lambda / 10 of the way to the global model.
+    assert!(parse(&with("method = \"ditto\"\nlambda = 10.0")).is_ok());
+    let (_, key, msg) = invalid(&with("method = \"ditto\"\nlambda = 20.0"));
+    assert_eq!(key, "personalization.lambda");
+    assert!(msg.contains("at most 1") && msg.contains("lambda <= 10"), "{msg}");
     let (_, key, _) = invalid(&with("method = \"ditto\"\nlambda = 1.0\nepochs = 2"));
     assert_eq!(key, "personalization.epochs");
     let (_, key, _) = invalid(&with("method = \"finetune\"\nlambda = 1.0"));

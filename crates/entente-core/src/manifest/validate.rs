@@ -265,7 +265,7 @@ pub(super) fn check(
     }
 
     let personalization = match &raw.personalization {
-        Some(p) => Some(check_personalization(&r, p)?),
+        Some(p) => Some(check_personalization(&r, p, &training)?),
         None => None,
     };
 
@@ -306,6 +306,7 @@ const MAX_DITTO_LAMBDA: f64 = 1e6;
 fn check_personalization(
     r: &Reporter,
     p: &RawPersonalization,
+    training: &LocalTraining,
 ) -> Result<Personalization, ManifestError> {
     match p.method.as_str() {
         "finetune" => {
@@ -340,6 +341,20 @@ fn check_personalization(
                 lambda.is_finite() && (0.0..=MAX_DITTO_LAMBDA).contains(&lambda),
                 "personalization.lambda",
                 format!("is {lambda}; allowed: 0 to {MAX_DITTO_LAMBDA:e}"),
+            )?;
+            // Each SGD step moves the personal model `learning_rate * lambda` of the way to
+            // the global one: past all the way it overshoots, and soon diverges.
+            let step = lambda * training.learning_rate;
+            r.ensure(
+                !matches!(training.optimizer, LocalOptimizer::Sgd { .. }) || step <= 1.0,
+                "personalization.lambda",
+                format!(
+                    "is {lambda}: with SGD at training.learning_rate = {}, each step would move \
+                     a personal model {step} times the way to the global model, overshooting \
+                     it; allowed: lambda * learning_rate at most 1 (lambda <= {})",
+                    training.learning_rate,
+                    1.0 / training.learning_rate
+                ),
             )?;
             Ok(Personalization::Ditto { lambda })
         }
