@@ -635,7 +635,10 @@ fn personalization_is_fine_tuning_or_ditto_with_bounded_settings() {
     assert!(parse(&with("method = \"ditto\"\nlambda = 10.0")).is_ok());
     let (_, key, msg) = invalid(&with("method = \"ditto\"\nlambda = 20.0"));
     assert_eq!(key, "personalization.lambda");
-    assert!(msg.contains("at most 1") && msg.contains("lambda <= 10"), "{msg}");
+    assert!(
+        msg.contains("at most 1") && msg.contains("lambda <= 10"),
+        "{msg}"
+    );
     let (_, key, _) = invalid(&with("method = \"ditto\"\nlambda = 1.0\nepochs = 2"));
     assert_eq!(key, "personalization.epochs");
     let (_, key, _) = invalid(&with("method = \"finetune\"\nlambda = 1.0"));
