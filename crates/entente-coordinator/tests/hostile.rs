@@ -23,7 +23,7 @@ use entente_proto::upload;
 use entente_proto::v1::{
     self, HeartbeatRequest, PollRequest, result_header, task_frame, task_header,
 };
-use nodes::{connect, register_request, with_keys};
+use nodes::{connect, register_request, site_a_kinds, with_keys};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
@@ -207,20 +207,6 @@ async fn run_with_site_a(
     assert_eq!(summary.rounds.len(), 3);
     assert_eq!((a, b, c), (3, 3, 3));
     (summary.rounds, audit_entries(dir).await)
-}
-
-/// The kinds the store's participant rows give site-a, round by round.
-async fn site_a_kinds(dir: &Path) -> Vec<Option<String>> {
-    let url = format!("sqlite://{}", dir.join("run.db").display());
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let rows = sqlx::query("SELECT kind FROM participants WHERE site = 'site-a' ORDER BY round")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows.iter()
-        .map(|r| sqlx::Row::try_get(r, 0).unwrap())
-        .collect()
 }
 
 #[tokio::test]

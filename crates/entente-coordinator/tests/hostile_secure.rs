@@ -29,7 +29,7 @@ use entente_proto::v1::{
     task_header,
 };
 use entente_proto::{MAX_MESSAGE, upload};
-use nodes::{connect, register_request, with_keys};
+use nodes::{connect, register_request, site_a_kinds, with_keys};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
@@ -507,20 +507,6 @@ fn assert_secure_mean_applied(summary: &RunSummary) {
             e - s
         );
     }
-}
-
-/// The kinds the store's participant rows give site-a, round by round.
-async fn site_a_kinds(dir: &Path) -> Vec<Option<String>> {
-    let url = format!("sqlite://{}", dir.join("run.db").display());
-    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
-    let rows = sqlx::query("SELECT kind FROM participants WHERE site = 'site-a' ORDER BY round")
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
-    rows.iter()
-        .map(|r| sqlx::Row::try_get(r, 0).unwrap())
-        .collect()
 }
 
 /// The most a secure-aggregation reply for the initial model may announce, as the coordinator

@@ -159,7 +159,13 @@ pub fn train_toward(
     let mut model = param_store::import(Net::new(spec, &device), start)?;
     let mut optim = optimizer(cfg);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let anchor: Vec<Tensor<1>> = if mu > 0.0 {
+    let anchor: Vec<Tensor<1>> = if mu > 0.0 && std::ptr::eq(start, anchor) {
+        // FedProx: the anchor is where training starts, already in the model.
+        flat_params(&model)
+            .into_iter()
+            .map(|t| t.detach())
+            .collect()
+    } else if mu > 0.0 {
         flat_params(&param_store::import(Net::new(spec, &device), anchor)?)
             .into_iter()
             .map(|t| t.detach())

@@ -1,5 +1,5 @@
 //! What the hostile-node suites share: keys for a federation, a node's connection made with a
-//! site's certificate, and its registration.
+//! site's certificate, its registration, and what the store recorded of site-a.
 
 use std::path::Path;
 
@@ -52,4 +52,18 @@ pub fn register_request(manifest: &Manifest, version: &str) -> RegisterRequest {
         manifest_terms: manifest.agreement_terms(),
         previous_session: 0,
     }
+}
+
+/// The kinds the store's participant rows give site-a, round by round.
+pub async fn site_a_kinds(dir: &Path) -> Vec<Option<String>> {
+    let url = format!("sqlite://{}", dir.join("run.db").display());
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let rows = sqlx::query("SELECT kind FROM participants WHERE site = 'site-a' ORDER BY round")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    rows.iter()
+        .map(|r| sqlx::Row::try_get(r, 0).unwrap())
+        .collect()
 }
