@@ -20,10 +20,8 @@ use entente_proto::chunks::Assembler;
 use entente_proto::convert::layout_from_wire;
 use entente_proto::tls::KeyDir;
 use entente_proto::upload;
-use entente_proto::v1::{
-    self, HeartbeatRequest, PollRequest, result_header, task_frame, task_header,
-};
-use nodes::{connect, register_request, site_a_kinds, with_keys};
+use entente_proto::v1::{self, PollRequest, result_header, task_frame, task_header};
+use nodes::{connect, heartbeats, register_request, site_a_kinds, with_keys};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
@@ -48,6 +46,7 @@ async fn coordinator(
         out: dir.join("model.safetensors"),
         heartbeat: Duration::from_millis(500),
         wait_for_sites: Duration::from_secs(30),
+        signatures: None,
     };
     run(config, listener, shutdown, &mut NoReport).await
 }
@@ -78,15 +77,7 @@ async fn fake_node(
         .unwrap()
         .into_inner()
         .session;
-    let beating = {
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            loop {
-                let _ = client.heartbeat(HeartbeatRequest { session }).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let beating = heartbeats(&client, session);
     loop {
         let mut stream = client
             .poll_task(PollRequest {

@@ -25,11 +25,10 @@ use entente_proto::chunks::Assembler;
 use entente_proto::convert::{layout_from_wire, training_from_wire};
 use entente_proto::tls::KeyDir;
 use entente_proto::v1::{
-    self, HeartbeatRequest, PollRequest, ResultFrame, result_frame, result_header, task_frame,
-    task_header,
+    self, PollRequest, ResultFrame, result_frame, result_header, task_frame, task_header,
 };
 use entente_proto::{MAX_MESSAGE, upload};
-use nodes::{connect, register_request, site_a_kinds, with_keys};
+use nodes::{connect, heartbeats, register_request, site_a_kinds, with_keys};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
@@ -105,6 +104,7 @@ async fn coordinator(
         out: dir.join("model.safetensors"),
         heartbeat: Duration::from_millis(500),
         wait_for_sites: Duration::from_secs(30),
+        signatures: None,
     };
     run(config, listener, std::future::pending(), &mut NoReport).await
 }
@@ -200,15 +200,7 @@ async fn node(
         .map_err(|s| format!("{site_name} was not admitted: {s}"))?
         .into_inner()
         .session;
-    let beating = {
-        let mut client = client.clone();
-        tokio::spawn(async move {
-            loop {
-                let _ = client.heartbeat(HeartbeatRequest { session }).await;
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    let beating = heartbeats(&client, session);
     let mut seen = Seen::default();
     // The phase of the next secure-aggregation message: (round, tasks seen in it, last task).
     let mut phase = (0u32, 0usize, 0u64);

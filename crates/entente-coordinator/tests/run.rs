@@ -49,6 +49,7 @@ fn config(dir: &Path) -> CoordinatorConfig {
         out: dir.join("model.safetensors"),
         heartbeat: Duration::from_millis(500),
         wait_for_sites: Duration::from_secs(60),
+        signatures: None,
     }
 }
 

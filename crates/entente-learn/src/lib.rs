@@ -5,9 +5,11 @@
 
 pub mod data;
 pub mod dp_sgd;
+pub mod kept;
 pub mod model;
 pub mod param_store;
 pub mod partition;
+pub mod scaffold;
 pub mod simulation;
 pub mod site;
 pub mod site_data;

@@ -124,6 +124,14 @@ fn flat_params<M: Module>(module: &M) -> Vec<Tensor<1>> {
     f.0
 }
 
+/// A module's parameters, flattened and cut off from the gradient tape.
+fn detached<M: Module>(module: &M) -> Vec<Tensor<1>> {
+    flat_params(module)
+        .into_iter()
+        .map(|t| t.detach())
+        .collect()
+}
+
 /// Trains a model of `spec`, starting from `global`, on `data`. `seed` fixes the batch order.
 ///
 /// With `cfg.dp_sgd` set, trains with DP-SGD instead (see [`crate::dp_sgd::train`]; `seed`
@@ -138,18 +146,30 @@ pub fn train(
     if let Some(dp) = &cfg.dp_sgd {
         return crate::dp_sgd::train(spec, global, data, cfg, dp, seed);
     }
-    train_toward(spec, global, global, cfg.fedprox_mu, data, cfg, seed)
+    let objective = Objective {
+        proximal: (cfg.fedprox_mu > 0.0).then_some((global, cfg.fedprox_mu)),
+        correction: None,
+    };
+    train_with(spec, global, objective, data, cfg, seed)
 }
 
-/// Trains from `start` on `data` with `mu / 2 * ||w - anchor||^2` added to the loss (nothing
-/// with `mu = 0`): FedProx's proximal term when `start` is also the anchor, Ditto's personal
-/// update when `start` is the site's personal model and the anchor the global one. Never
-/// DP-SGD, and `cfg.fedprox_mu` is not read: `mu` is the term's weight.
-pub fn train_toward(
+/// What local training adds to the cross-entropy loss.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Objective<'a> {
+    /// `(anchor, mu)`: `mu / 2 * ||w - anchor||^2`, FedProx's proximal term when the anchor is
+    /// where training starts, Ditto's pull toward the global model when it is not.
+    pub proximal: Option<(&'a ParamSet, f64)>,
+    /// `d`, in the model's layout: `<w, d>` is added, so every gradient step moves along
+    /// `g + d` (SCAFFOLD's drift correction `c - c_i`).
+    pub correction: Option<&'a ParamSet>,
+}
+
+/// Trains from `start` on `data` on the cross-entropy loss plus `objective`'s terms. Never
+/// DP-SGD, and `cfg.fedprox_mu` is not read: `objective` says what is added.
+pub fn train_with(
     spec: &ModelSpec,
     start: &ParamSet,
-    anchor: &ParamSet,
-    mu: f64,
+    objective: Objective<'_>,
     data: &Dataset,
     cfg: &LocalTraining,
     seed: u64,
@@ -159,19 +179,19 @@ pub fn train_toward(
     let mut model = param_store::import(Net::new(spec, &device), start)?;
     let mut optim = optimizer(cfg);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    let anchor: Vec<Tensor<1>> = if mu > 0.0 && std::ptr::eq(start, anchor) {
+    let (anchor, mu) = match objective.proximal {
+        Some((anchor, mu)) if mu > 0.0 => (Some(anchor), mu),
+        _ => (None, 0.0),
+    };
+    let anchor: Vec<Tensor<1>> = match anchor {
         // FedProx: the anchor is where training starts, already in the model.
-        flat_params(&model)
-            .into_iter()
-            .map(|t| t.detach())
-            .collect()
-    } else if mu > 0.0 {
-        flat_params(&param_store::import(Net::new(spec, &device), anchor)?)
-            .into_iter()
-            .map(|t| t.detach())
-            .collect()
-    } else {
-        Vec::new()
+        Some(anchor) if std::ptr::eq(start, anchor) => detached(&model),
+        Some(anchor) => detached(&param_store::import(Net::new(spec, &device), anchor)?),
+        None => Vec::new(),
+    };
+    let correction: Vec<Tensor<1>> = match objective.correction {
+        Some(d) => detached(&param_store::import(Net::new(spec, &device), d)?),
+        None => Vec::new(),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..data.len()).collect();
@@ -195,6 +215,14 @@ pub fn train_toward(
                 if let Some(p) = proximal {
                     loss = loss + p.mul_scalar(mu / 2.0);
                 }
+            }
+            let linear = flat_params(&model)
+                .into_iter()
+                .zip(&correction)
+                .map(|(w, d)| (w * d.clone()).sum())
+                .reduce(|a, b| a + b);
+            if let Some(l) = linear {
+                loss = loss + l;
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(cfg.learning_rate, model, grads);

@@ -13,6 +13,7 @@ use entente_proto::MAX_MESSAGE;
 use entente_proto::chunks::Assembler;
 use entente_proto::convert::{metrics_to_wire, training_from_wire};
 use entente_proto::tls;
+use entente_proto::tls::signatures::{self, SignatureError};
 use entente_proto::upload;
 use entente_proto::v1::coordinator_client::CoordinatorClient;
 use entente_proto::v1::{
@@ -70,6 +71,11 @@ pub struct NodeConfig {
     /// Where to keep the audit heads the coordinator shows with every task, one JSON line
     /// each ([`entente_core::audit_heads`]); `None`: not kept.
     pub audit_record: Option<PathBuf>,
+    /// The manifest's signature file (`entente_proto::tls::signatures::signatures_path`
+    /// beside it); `None`, or a path with no file, means no signatures. Before the node
+    /// connects (and so before it trains), every signature the manifest requires
+    /// (`[agreement] require_signatures`) must verify against `ca`.
+    pub signatures: Option<PathBuf>,
 }
 
 /// Why a node stopped.
@@ -78,6 +84,10 @@ pub enum NodeError {
     /// The node could not be set up (keys, data, manifest).
     #[error("{0}")]
     Setup(String),
+    /// The manifest lacks a signature it requires (or its signature file is malformed): the
+    /// node does not take part.
+    #[error("this node will not train: {0}")]
+    Signatures(SignatureError),
     /// The coordinator refused this node; retrying would not help.
     #[error("the coordinator refused this node: {0}")]
     Refused(String),
@@ -132,6 +142,9 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
     let setup = |e: tls::TlsError| NodeError::Setup(e.to_string());
     tls::client_config(&config.ca, &config.cert, &config.key).map_err(setup)?;
     let site = tls::check_site_certificate(&config.ca, &config.cert).map_err(setup)?;
+    // The manifest's required signatures, before any data is read or any task taken.
+    signatures::check_before_run(&config.manifest, config.signatures.as_deref(), &config.ca)
+        .map_err(NodeError::Signatures)?;
     let local = {
         let (manifest, site, trainer) = (
             config.manifest.clone(),
@@ -146,6 +159,7 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
         digest: config.manifest.agreement_digest(),
         site: site.clone(),
         layout: local.layout.clone(),
+        train_layout: local.train_layout.clone(),
         manifest: config.manifest.clone(),
     });
     tracing::info!(%site, examples = ?local.examples, "node ready");
@@ -440,7 +454,8 @@ async fn serve_tasks(
         });
         let mut params = None;
         if check.is_ok() && !header.layout.is_empty() {
-            let mut assembler = Assembler::new(agreement.layout.total());
+            let layout = agreement.layout_for(&header).clone();
+            let mut assembler = Assembler::new(layout.total());
             loop {
                 match stream.message().await {
                     Ok(Some(v1::TaskFrame {
@@ -455,10 +470,11 @@ async fn serve_tasks(
                     Err(s) => return SessionEnd::Lost(s.to_string()),
                 }
             }
-            match assembler.finish().map_err(|e| e.to_string()).and_then(|v| {
-                ParamSet::from_flat(Arc::new(agreement.layout.clone()), v)
-                    .map_err(|e| e.to_string())
-            }) {
+            match assembler
+                .finish()
+                .map_err(|e| e.to_string())
+                .and_then(|v| ParamSet::from_flat(Arc::new(layout), v).map_err(|e| e.to_string()))
+            {
                 Ok(p) => params = Some(Arc::new(p)),
                 Err(e) => return SessionEnd::Lost(format!("bad parameter stream: {e}")),
             }

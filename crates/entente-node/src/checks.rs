@@ -5,7 +5,7 @@
 use entente_core::manifest::Manifest;
 use entente_core::params::Layout;
 use entente_proto::convert::{layout_from_wire, training_from_wire};
-use entente_proto::v1::{TaskHeader, TrainSpec};
+use entente_proto::v1::{TaskHeader, TrainSpec, task_header};
 
 /// The manifest a node agreed to, and what follows from it.
 #[derive(Debug, Clone)]
@@ -18,6 +18,9 @@ pub struct Agreement {
     pub site: String,
     /// The model's layout as the manifest and the local data define it.
     pub layout: Layout,
+    /// The layout of what a training task carries: the model's, and under SCAFFOLD the model
+    /// followed by the server's control variate.
+    pub train_layout: Layout,
 }
 
 impl Agreement {
@@ -39,10 +42,20 @@ impl Agreement {
         Ok(())
     }
 
-    /// Checks that parameters sent with a task have the manifest model's layout.
+    /// The layout the parameters of a task of `header`'s kind must have.
+    pub fn layout_for(&self, header: &TaskHeader) -> &Layout {
+        match header.kind {
+            Some(task_header::Kind::Train(_)) => &self.train_layout,
+            _ => &self.layout,
+        }
+    }
+
+    /// Checks that parameters sent with a task have the manifest model's layout (for a
+    /// training task, [`Agreement::train_layout`]).
     pub fn check_layout(&self, header: &TaskHeader) -> Result<(), String> {
         let layout = layout_from_wire(&header.layout).map_err(|e| e.to_string())?;
-        if layout.specs() != self.layout.specs() {
+        let expected = self.layout_for(header);
+        if layout.specs() != expected.specs() {
             let describe = |l: &Layout| {
                 l.specs()
                     .iter()
@@ -53,7 +66,7 @@ impl Agreement {
             return Err(format!(
                 "the task's model ({}) is not the manifest's model ({})",
                 describe(&layout),
-                describe(&self.layout)
+                describe(expected)
             ));
         }
         Ok(())
@@ -113,6 +126,7 @@ mod tests {
             digest: manifest.agreement_digest(),
             site: manifest.sites[0].clone(),
             manifest,
+            train_layout: layout.clone(),
             layout,
         }
     }

@@ -6,9 +6,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use entente_core::aggregators::{Strategy, scaffold};
 use entente_core::engine::Site;
 use entente_core::manifest::{Manifest, file_label};
 use entente_core::params::Layout;
+use entente_learn::scaffold::ScaffoldSite;
 use entente_learn::{simulation, site_data};
 use entente_privacy::policy::{self, Keys, Member, SamplingRule};
 
@@ -44,6 +46,9 @@ pub struct LocalParticipant {
     pub site: Arc<dyn Site>,
     /// The model's layout, from the manifest.
     pub layout: Layout,
+    /// The layout of a training task: the model's, under SCAFFOLD followed by the control
+    /// variate's.
+    pub train_layout: Layout,
     /// Training examples the site holds (`None` when its own trainer holds them).
     pub examples: Option<usize>,
 }
@@ -68,12 +73,36 @@ pub fn participant(
     let model = simulation::federation_model(manifest, None)
         .map_err(|e| NodeError::Setup(format!("the manifest's model: {e}")))?;
     let layout = model.initial.layout().as_ref().clone();
+    let scaffold = matches!(manifest.strategy, Strategy::Scaffold { .. });
+    let train_layout = if scaffold {
+        scaffold::task_layout(&layout).map_err(|e| NodeError::Setup(format!("SCAFFOLD: {e}")))?
+    } else {
+        layout.clone()
+    };
     let (site, examples): (Arc<dyn Site>, Option<usize>) = match trainer {
         Trainer::Builtin { data } => {
             let local = site_data::local_site(manifest, index, data.as_deref())
                 .map_err(|e| NodeError::Setup(format!("the site's data: {e}")))?;
             let examples = local.train_data().len();
-            (Arc::new(local), Some(examples))
+            let local = Arc::new(local);
+            if scaffold {
+                // The control variate outlives the process: a restarted node goes on from it.
+                let folder = manifest
+                    .control_dir
+                    .as_ref()
+                    .map(|dir| dir.join(&manifest.name).join(name));
+                let site = ScaffoldSite::new(local, folder)
+                    .map_err(|e| NodeError::Setup(format!("SCAFFOLD's control variate: {e}")))?;
+                (Arc::new(site), Some(examples))
+            } else {
+                (local, Some(examples))
+            }
+        }
+        Trainer::External(_) if scaffold => {
+            return Err(NodeError::Setup(format!(
+                "site `{name}` brings its own trainer, and strategy.kind = \"scaffold\" needs \
+                 entente's: the site must keep a control variate and correct every step with it"
+            )));
         }
         Trainer::External(site) => {
             if site.name() != name {
@@ -115,6 +144,7 @@ pub fn participant(
     Ok(LocalParticipant {
         site,
         layout,
+        train_layout,
         examples,
     })
 }

@@ -9,6 +9,11 @@
 //! - `full-100x100k`: 100 sites x 100,000 parameters, complete graph (threshold 51): the
 //!   scaled-down full protocol.
 //!
+//! Each scenario runs once per mask generator (AES-128-CTR and ChaCha20, `MaskPrg`), with its
+//! own plaintext baseline measured right before its coordinator time, so every ratio compares
+//! figures from the same run and the same minute; `ENTENTE_BENCH_PRG=chacha20` (or
+//! `aes128-ctr`) runs one generator only.
+//!
 //! Masking and unmasking run on the global rayon pool (one thread per core; set
 //! `RAYON_NUM_THREADS` to change it); the plaintext baseline is single-threaded.
 //!
@@ -22,8 +27,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode};
 use entente_privacy::secagg::prg::{MaskKey, expand};
 use entente_privacy::secagg::{
-    EncodingSettings, GraphSpec, MaskedInput, Modulus, RoutedShares, SecAggClient, SecAggConfig,
-    SecAggServer, SiteId, UnmaskResponse,
+    EncodingSettings, GraphSpec, MaskPrg, MaskedInput, Modulus, RoutedShares, SecAggClient,
+    SecAggConfig, SecAggServer, SiteId, UnmaskResponse,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -38,6 +43,7 @@ struct Scenario {
 
 struct Row {
     label: String,
+    prg: MaskPrg,
     site_mask_s: f64,
     coord_s: f64,
     plain_s: f64,
@@ -96,8 +102,28 @@ fn plaintext_fedavg(updates: &[Vec<f32>], weights: &[u64], sites: &[usize]) -> V
     acc
 }
 
-fn run(c: &mut Criterion, sc: &Scenario, rows: &mut Vec<Row>) {
+/// One generator's round, set up to the point where the coordinator's work begins.
+struct Setup {
+    prg: MaskPrg,
+    cfg: SecAggConfig,
+    server: SecAggServer,
+    clients: Vec<SecAggClient>,
+    masked: Vec<MaskedInput>,
+    sent: Vec<usize>,
+    site_mask_s: f64,
+}
+
+/// Rounds 0 and 1 for every site (cheap), the time of one site's masking, then every site's
+/// masked input.
+fn setup(
+    c: &mut Criterion,
+    sc: &Scenario,
+    prg: MaskPrg,
+    updates: &[Vec<f32>],
+    weights: &[u64],
+) -> Setup {
     let n = sc.sites;
+    let group = format!("{}/{prg}", sc.name);
     let mut enc = EncodingSettings {
         clip: 1.0,
         scale: 1.0,
@@ -112,18 +138,8 @@ fn run(c: &mut Criterion, sc: &Scenario, rows: &mut Vec<Row>) {
         sc.graph.clone(),
         sc.dim,
         enc,
-    );
-    let mut rng = ChaCha20Rng::seed_from_u64(42);
-    let updates: Vec<Vec<f32>> = (0..n)
-        .map(|_| {
-            (0..sc.dim)
-                .map(|_| rng.random_range(-1.0f32..1.0))
-                .collect()
-        })
-        .collect();
-    let weights: Vec<u64> = (0..n).map(|_| rng.random_range(1..=1000)).collect();
-
-    // Rounds 0 and 1 for every site (cheap), then every site's masked input.
+    )
+    .with_prg(prg);
     let mut server = SecAggServer::new(cfg.clone()).expect("config");
     let mut clients: Vec<SecAggClient> = (0..n)
         .map(|id| {
@@ -144,7 +160,7 @@ fn run(c: &mut Criterion, sc: &Scenario, rows: &mut Vec<Row>) {
         server.receive_shares(&s).expect("receive shares");
     }
     let routed: Vec<RoutedShares> = server.close_shares().expect("close shares");
-    let site_mask_s = measure(c, sc.name, "site-masking", || {
+    let site_mask_s = measure(c, &group, "site-masking", || {
         let mut client = clients[0].clone();
         let t = Instant::now();
         let y = client
@@ -165,57 +181,48 @@ fn run(c: &mut Criterion, sc: &Scenario, rows: &mut Vec<Row>) {
         })
         .collect();
     eprintln!(
-        "{}: {} masked inputs computed in {:.1} s",
-        sc.name,
+        "{group}: {} masked inputs computed in {:.1} s",
         n,
         started.elapsed().as_secs_f64()
     );
     for m in &masked {
         sent[m.sender as usize] += wire_len(m);
     }
+    Setup {
+        prg,
+        cfg,
+        server,
+        clients,
+        masked,
+        sent,
+        site_mask_s,
+    }
+}
+
+/// The scenario under every generator of `prgs`: for each dropout rate, the plaintext baseline
+/// and then each generator's coordinator time, back to back.
+fn run(c: &mut Criterion, sc: &Scenario, prgs: &[MaskPrg], rows: &mut Vec<Row>) {
+    let n = sc.sites;
+    let mut rng = ChaCha20Rng::seed_from_u64(42);
+    let updates: Vec<Vec<f32>> = (0..n)
+        .map(|_| {
+            (0..sc.dim)
+                .map(|_| rng.random_range(-1.0f32..1.0))
+                .collect()
+        })
+        .collect();
+    let weights: Vec<u64> = (0..n).map(|_| rng.random_range(1..=1000)).collect();
+    let setups: Vec<Setup> = prgs
+        .iter()
+        .map(|&prg| setup(c, sc, prg, &updates, &weights))
+        .collect();
 
     for dropout in [0.0, 0.1] {
         let dropped: Vec<SiteId> = (0..n).filter(|i| i % 10 == 5 && dropout > 0.0).collect();
         let alive: Vec<usize> = (0..n as usize)
             .filter(|i| !dropped.contains(&(*i as SiteId)))
             .collect();
-        // Unmasking responses for this survivor set, computed once on site clones.
-        let mut probe = server.clone();
-        for &i in &alive {
-            probe.receive_masked(&masked[i]).expect("receive masked");
-        }
-        let requests = probe.close_masked().expect("close masked");
-        let responses: Vec<UnmaskResponse> = requests
-            .iter()
-            .map(|r| {
-                clients[r.recipient as usize]
-                    .clone()
-                    .unmask(r)
-                    .expect("unmask")
-            })
-            .collect();
-        let site0_bytes = sent[0] + wire_len(&responses[0]);
         let label = format!("{} {:.0}% dropout", sc.name, dropout * 100.0);
-        let coord_s = measure(
-            c,
-            sc.name,
-            &format!("coordinator-{:.0}pct", dropout * 100.0),
-            || {
-                let mut s = server.clone();
-                let t = Instant::now();
-                for &i in &alive {
-                    s.receive_masked(&masked[i]).expect("receive masked");
-                }
-                s.close_masked().expect("close masked");
-                for r in &responses {
-                    s.receive_unmask(r).expect("receive unmask");
-                }
-                let agg = s.finish().expect("finish");
-                let d = t.elapsed();
-                black_box(agg);
-                d
-            },
-        );
         let plain_s = measure(
             c,
             sc.name,
@@ -228,57 +235,101 @@ fn run(c: &mut Criterion, sc: &Scenario, rows: &mut Vec<Row>) {
                 d
             },
         );
-        // Correctness of what was measured.
-        let mut s = server.clone();
-        for &i in &alive {
-            s.receive_masked(&masked[i]).expect("receive masked");
+        for st in &setups {
+            // Unmasking responses for this survivor set, computed once on site clones.
+            let mut probe = st.server.clone();
+            for &i in &alive {
+                probe.receive_masked(&st.masked[i]).expect("receive masked");
+            }
+            let requests = probe.close_masked().expect("close masked");
+            let responses: Vec<UnmaskResponse> = requests
+                .iter()
+                .map(|r| {
+                    st.clients[r.recipient as usize]
+                        .clone()
+                        .unmask(r)
+                        .expect("unmask")
+                })
+                .collect();
+            let site0_bytes = st.sent[0] + wire_len(&responses[0]);
+            let coordinate = |s: &mut SecAggServer| {
+                for &i in &alive {
+                    s.receive_masked(&st.masked[i]).expect("receive masked");
+                }
+                s.close_masked().expect("close masked");
+                for r in &responses {
+                    s.receive_unmask(r).expect("receive unmask");
+                }
+                s.finish().expect("finish")
+            };
+            let coord_s = measure(
+                c,
+                &format!("{}/{}", sc.name, st.prg),
+                &format!("coordinator-{:.0}pct", dropout * 100.0),
+                || {
+                    let mut s = st.server.clone();
+                    let t = Instant::now();
+                    let agg = coordinate(&mut s);
+                    let d = t.elapsed();
+                    black_box(agg);
+                    d
+                },
+            );
+            // Correctness of what was measured.
+            let agg = coordinate(&mut st.server.clone());
+            let want = plaintext_fedavg(&updates, &weights, &alive);
+            let max_err = agg
+                .mean
+                .iter()
+                .zip(&want)
+                .map(|(&a, &b)| (f64::from(a) - b).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                max_err
+                    <= entente_privacy::secagg::quantization_bound(&st.cfg.encoding, alive.len())
+            );
+            rows.push(Row {
+                label: label.clone(),
+                prg: st.prg,
+                site_mask_s: st.site_mask_s,
+                coord_s,
+                plain_s,
+                site_bytes: site0_bytes,
+                plain_bytes: wire_len(&(weights[0], &updates[0])),
+                max_err,
+            });
         }
-        s.close_masked().expect("close masked");
-        for r in &responses {
-            s.receive_unmask(r).expect("receive unmask");
-        }
-        let agg = s.finish().expect("finish");
-        let want = plaintext_fedavg(&updates, &weights, &alive);
-        let max_err = agg
-            .mean
-            .iter()
-            .zip(&want)
-            .map(|(&a, &b)| (f64::from(a) - b).abs())
-            .fold(0.0, f64::max);
-        assert!(max_err <= entente_privacy::secagg::quantization_bound(&cfg.encoding, alive.len()));
-        rows.push(Row {
-            label,
-            site_mask_s,
-            coord_s,
-            plain_s,
-            site_bytes: site0_bytes,
-            plain_bytes: wire_len(&(weights[0], &updates[0])),
-            max_err,
-        });
     }
 }
 
-/// ChaCha20 mask expansion on one thread, in GB of keystream per second: one model's worth of
-/// mask words (1M, 4 MB, the coordinator's unit of work), median of 31 runs after 3 warm-ups
-/// (so the allocator reuses the buffer's memory instead of faulting in fresh pages).
-fn keystream_rate() -> f64 {
+/// Mask expansion on one thread, in GB of keystream per second: one model's worth of mask
+/// words (1M, 4 MB, the coordinator's unit of work), median of 31 runs after 3 warm-ups (so
+/// the allocator reuses the buffer's memory instead of faulting in fresh pages). The
+/// generators take turns run by run, so a change in the machine's load hits them alike.
+fn keystream_rates(prgs: &[MaskPrg]) -> Vec<(MaskPrg, f64)> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
         .expect("a one-thread pool");
     let key = MaskKey::from_bytes([7; 32]);
     let words = 1usize << 20;
-    let times: Vec<f64> = (0..34)
-        .map(|_| {
-            pool.install(|| {
+    let mut times = vec![Vec::new(); prgs.len()];
+    for run in 0..34 {
+        for (&prg, t) in prgs.iter().zip(&mut times) {
+            let s = pool.install(|| {
                 let t = Instant::now();
-                black_box(expand::<u32>(&key, words));
+                black_box(expand::<u32>(prg, &key, words));
                 t.elapsed().as_secs_f64()
-            })
-        })
-        .skip(3)
-        .collect();
-    (words * 4) as f64 / median(times) / 1e9
+            });
+            if run >= 3 {
+                t.push(s);
+            }
+        }
+    }
+    prgs.iter()
+        .zip(times)
+        .map(|(&prg, t)| (prg, (words * 4) as f64 / median(t) / 1e9))
+        .collect()
 }
 
 fn main() {
@@ -302,20 +353,24 @@ fn main() {
             threshold: 51,
         },
     ];
+    let prgs: Vec<MaskPrg> = match std::env::var("ENTENTE_BENCH_PRG") {
+        Ok(name) => vec![name.parse().expect("ENTENTE_BENCH_PRG")],
+        Err(_) => MaskPrg::ALL.to_vec(),
+    };
     let mut rows = Vec::new();
     for sc in &scenarios {
-        run(&mut c, sc, &mut rows);
+        run(&mut c, sc, &prgs, &mut rows);
     }
     c.final_summary();
     println!();
     println!("rayon threads: {}", rayon::current_num_threads());
+    for (prg, rate) in keystream_rates(&prgs) {
+        println!("mask expansion ({prg}), one thread: {rate:.2} GB/s of keystream");
+    }
     println!(
-        "mask expansion (ChaCha20), one thread: {:.2} GB/s of keystream",
-        keystream_rate()
-    );
-    println!(
-        "{:<28} {:>12} {:>14} {:>12} {:>8} {:>14} {:>14} {:>10}",
+        "{:<28} {:>11} {:>12} {:>14} {:>12} {:>8} {:>14} {:>14} {:>10}",
         "scenario",
+        "prg",
         "site mask s",
         "coordinator s",
         "plaintext s",
@@ -326,8 +381,9 @@ fn main() {
     );
     for r in &rows {
         println!(
-            "{:<28} {:>12.4} {:>14.4} {:>12.4} {:>8.2} {:>14} {:>14} {:>10.2e}",
+            "{:<28} {:>11} {:>12.4} {:>14.4} {:>12.4} {:>8.2} {:>14} {:>14} {:>10.2e}",
             r.label,
+            r.prg.as_str(),
             r.site_mask_s,
             r.coord_s,
             r.plain_s,
@@ -336,5 +392,19 @@ fn main() {
             r.plain_bytes,
             r.max_err
         );
+    }
+    // The two generators side by side, where both ran.
+    for r in rows.iter().filter(|r| r.prg == MaskPrg::Aes128Ctr) {
+        if let Some(o) = rows
+            .iter()
+            .find(|o| o.prg == MaskPrg::ChaCha20 && o.label == r.label)
+        {
+            println!(
+                "{}: aes128-ctr / chacha20 = {:.2} (coordinator), {:.2} (site masking)",
+                r.label,
+                r.coord_s / o.coord_s,
+                r.site_mask_s / o.site_mask_s
+            );
+        }
     }
 }

@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::dp::DistributedDp;
 use crate::dp::mechanisms::{noise_rng, os_noise_rng};
 use crate::secagg::{
-    AdvertiseKeys, EncodingSettings, GraphSpec, MaskedInput, Modulus, PeerKeys, RoutedShares,
-    SecAggClient, SecAggConfig, SecAggServer, ShareKeys, SiteId, UnmaskRequest, UnmaskResponse,
+    AdvertiseKeys, EncodingSettings, GraphSpec, MaskPrg, MaskedInput, Modulus, PeerKeys,
+    RoutedShares, SecAggClient, SecAggConfig, SecAggServer, ShareKeys, SiteId, UnmaskRequest,
+    UnmaskResponse,
 };
 
 /// Secure-aggregation settings every site agreed to in the manifest.
@@ -58,6 +59,9 @@ pub struct SecAggSettings {
     /// Distributed DP (`privacy.mechanism = "distributed"`): each site clips its update to an
     /// L2 norm and adds its share of the noise before masking, and counts with weight 1.
     pub distributed_dp: Option<DistributedDp>,
+    /// Generator of the masks (`secure_aggregation.prg`); part of every round's settings, which
+    /// each site compares with its own manifest's.
+    pub prg: MaskPrg,
 }
 
 impl SecAggSettings {
@@ -74,6 +78,7 @@ impl SecAggSettings {
             } else {
                 Modulus::Pow32
             },
+            prg: sa.prg.into(),
             seed: manifest.seed,
             num_sites: manifest.sites.len(),
             min_sites: manifest.selection.min_sites,
@@ -155,7 +160,7 @@ impl SecAggSettings {
             self.encoding(n),
         );
         config.min_survivors = threshold.max(self.min_sites).min(n);
-        config
+        config.with_prg(self.prg)
     }
 
     /// Largest masked input a site can send over `dimension` values, in bytes: one word of the

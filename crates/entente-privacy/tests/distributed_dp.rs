@@ -51,6 +51,7 @@ fn settings(s: f64, sigma: f64, seed: u64) -> SecAggSettings {
         num_sites: SITES,
         min_sites: MIN_SITES,
         distributed_dp: Some(dp),
+        prg: Default::default(),
     }
 }
 

@@ -14,7 +14,7 @@ use entente_core::engine::{
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
-use entente_privacy::secagg::Modulus;
+use entente_privacy::secagg::{MaskPrg, Modulus};
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 
 const DIM: usize = 300;
@@ -35,6 +35,7 @@ fn settings() -> SecAggSettings {
         num_sites: 6,
         min_sites: 3,
         distributed_dp: None,
+        prg: MaskPrg::default(),
     }
 }
 
@@ -68,14 +69,18 @@ fn plain_result(sites: Vec<Arc<dyn Site>>) -> Vec<f32> {
 }
 
 fn secure_engine(n: usize, drops: &[(usize, usize)]) -> RoundEngine {
+    secure_engine_with(settings(), n, drops)
+}
+
+fn secure_engine_with(settings: SecAggSettings, n: usize, drops: &[(usize, usize)]) -> RoundEngine {
     RoundEngine::new(
-        secure_sites(plain_sites(n), &settings(), drops, true),
+        secure_sites(plain_sites(n), &settings, drops, true),
         build(&Strategy::FedAvg).unwrap(),
         None,
         rules(3),
         initial(DIM),
     )
-    .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(n))))
+    .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &names(n))))
 }
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
@@ -157,6 +162,59 @@ fn a_site_refuses_settings_that_differ_from_the_manifest() {
         matches!(err, EngineError::SecureAggregation { .. }),
         "{err}"
     );
+}
+
+/// Either mask generator gives the same model, bit for bit: the masks cancel exactly, with
+/// every site in and with one dropping out after sharing its keys (whose pairwise masks the
+/// coordinator then expands with the same generator to remove them).
+#[test]
+fn either_mask_generator_gives_the_same_aggregate() {
+    for drops in [&[][..], &[(2, 2)][..]] {
+        let results: Vec<Vec<f32>> = MaskPrg::ALL
+            .into_iter()
+            .map(|prg| {
+                let mut e = secure_engine_with(SecAggSettings { prg, ..settings() }, 6, drops);
+                let r = e.run_round(1, &mut NoObserver).unwrap();
+                assert_eq!(r.accepted.len(), 6 - drops.len(), "{prg}: {:?}", r.excluded);
+                e.global().as_flat().to_vec()
+            })
+            .collect();
+        assert_eq!(results[0], results[1], "drops {drops:?}");
+    }
+}
+
+/// The generator is part of what every site agreed to: a coordinator using the other one is
+/// refused before any key is sent.
+#[test]
+fn a_site_refuses_a_round_with_another_mask_generator() {
+    for prg in MaskPrg::ALL {
+        let other = MaskPrg::ALL.into_iter().find(|&p| p != prg).unwrap();
+        let mut e = RoundEngine::new(
+            secure_sites(
+                plain_sites(4),
+                &SecAggSettings { prg, ..settings() },
+                &[],
+                true,
+            ),
+            build(&Strategy::FedAvg).unwrap(),
+            None,
+            rules(3),
+            initial(DIM),
+        )
+        .with_secure_aggregation(Box::new(SecAggCoordinator::new(
+            SecAggSettings {
+                prg: other,
+                ..settings()
+            },
+            &names(4),
+        )));
+        let err = e.run_round(1, &mut NoObserver).unwrap_err();
+        assert!(
+            matches!(err, EngineError::SecureAggregation { .. }),
+            "{err}"
+        );
+        assert_eq!(e.global().as_flat(), initial(DIM).as_flat());
+    }
 }
 
 #[test]

@@ -79,6 +79,9 @@ pub fn join(
         trainer,
         max_retries,
         corrupt: None,
+        signatures: Some(entente_proto::tls::signatures::signatures_path(
+            &manifest_path,
+        )),
         audit_record: Some(
             audit_record
                 .unwrap_or_else(|| entente_node::default_audit_record(&manifest_path, &site)),

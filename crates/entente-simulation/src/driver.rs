@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use entente_core::aggregators;
-use entente_core::aggregators::Aggregator;
+use entente_core::aggregators::{Aggregator, Strategy};
 use entente_core::engine::{Evaluator, RoundEngine, RoundRecord, Site};
 use entente_core::manifest::PrivacyMechanism;
 use entente_core::manifest::{MAX_ROUNDS, Manifest, Personalization};
@@ -15,6 +15,7 @@ use entente_core::seeds::{self, Stream};
 use entente_dashboard::{Board, RunState};
 use entente_learn::data::{DataError, Dataset};
 use entente_learn::model::ModelSpec;
+use entente_learn::scaffold::ScaffoldSite;
 use entente_learn::simulation::{self, CentralTest, PrepareError};
 use entente_learn::site::LocalSite;
 use entente_learn::{site_data, trainer};
@@ -262,6 +263,9 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         }
         _ => None,
     };
+    if matches!(manifest.strategy, Strategy::Scaffold { .. }) {
+        scaffold_sites(&mut setup.bases)?;
+    }
     if options.baselines && setup.federation.is_none() {
         bail!(
             "baselines need one data set to partition; they are not available when every site brings its own records"
@@ -610,6 +614,23 @@ fn finish_tracking(run: MlflowRun, dir: &Path, ok: bool) {
     {
         eprintln!("warning: MLflow did not get the end of the run: {e}");
     }
+}
+
+/// Under SCAFFOLD every site keeps a control variate and corrects its steps with it, which
+/// only entente's own trainer does; in simulation the control variates live in memory.
+fn scaffold_sites(bases: &mut [Base]) -> Result<()> {
+    for base in bases {
+        let Some(local) = &base.local else {
+            bail!(
+                "site `{}` trains with its own trainer, and strategy.kind = \"scaffold\" needs \
+                 entente's: the site must keep a control variate and correct every step with it; \
+                 use another strategy, or entente's trainer for that site",
+                base.site.name()
+            );
+        };
+        base.site = Arc::new(ScaffoldSite::new(Arc::clone(local), None)?);
+    }
+    Ok(())
 }
 
 /// The aggregator of the manifest's strategy.

@@ -71,11 +71,14 @@ impl Site for Ditto {
             fedprox_mu: 0.0,
             ..task.training.clone()
         };
-        match trainer::train_toward(
+        let pull = trainer::Objective {
+            proximal: Some((&task.global, self.lambda)),
+            correction: None,
+        };
+        match trainer::train_with(
             self.local.spec(),
             &start,
-            &task.global,
-            self.lambda,
+            pull,
             self.local.train_data(),
             &training,
             task.seed,

@@ -45,6 +45,10 @@ pub struct JoinArgs {
     /// audit verify --against` [default: beside the manifest, STEM.SITE.audit-heads.jsonl].
     #[arg(long)]
     audit_record: Option<PathBuf>,
+    /// The manifest's signature file, checked against the federation CA before the node
+    /// trains (`entente manifest sign`) [default: beside the manifest, STEM.signatures.toml].
+    #[arg(long, value_name = "FILE")]
+    signatures: Option<PathBuf>,
     /// Fault injection for tests: corrupt every update.
     #[arg(long, hide = true, value_enum)]
     corrupt_updates: Option<CorruptArg>,
@@ -98,6 +102,10 @@ pub fn run(args: JoinArgs) -> Result<()> {
             CorruptArg::Shape => Corruption::Shape,
         }),
         audit_record: Some(audit_record),
+        signatures: Some(
+            args.signatures
+                .unwrap_or_else(|| tls::signatures::signatures_path(&args.manifest)),
+        ),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -3,6 +3,7 @@
 mod audit;
 mod join;
 mod keys;
+mod manifest;
 mod privacy;
 mod report;
 mod serve;
@@ -42,6 +43,8 @@ enum Command {
     /// Create the federation's certificate authority and issue site and coordinator
     /// certificates.
     Keys(keys::KeysArgs),
+    /// Sign a manifest's agreement terms with a site's key, or verify who signed it.
+    Manifest(manifest::ManifestArgs),
     /// Verify or list the coordinator's hash-chained audit log.
     Audit(audit::AuditArgs),
     /// Show each site's privacy budget: spent and remaining epsilon, from the sites' ledgers.
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Join(args) => join::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Manifest(args) => manifest::run(args),
         Command::Audit(args) => audit::run(args),
         Command::Report(args) => report::run(args),
         Command::Privacy(args) => privacy::run(args),

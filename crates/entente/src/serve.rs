@@ -23,6 +23,7 @@ use entente_core::text::printable;
 use entente_dashboard::{AuditLine, AuditView, Board, Bytes, RunState};
 use entente_learn::simulation::{self, CentralTest};
 use entente_proto::tls::KeyDir;
+use entente_proto::tls::signatures;
 
 use crate::tracking::Tracker;
 
@@ -63,6 +64,10 @@ pub struct ServeArgs {
     /// Bearer token the dashboard requires; needed when --http is not a loopback address.
     #[arg(long, value_name = "TOKEN")]
     http_token: Option<String>,
+    /// The manifest's signature file, checked against the federation CA before the run
+    /// starts (`entente manifest sign`) [default: beside the manifest, STEM.signatures.toml].
+    #[arg(long, value_name = "FILE")]
+    signatures: Option<PathBuf>,
     /// Also log the run to this MLflow tracking server (http://HOST:PORT): the manifest as
     /// parameters, each round's figures as metrics, the final model as an artifact.
     #[arg(long, value_name = "URI")]
@@ -120,6 +125,11 @@ async fn serve(args: ServeArgs, manifest: Manifest) -> Result<()> {
         out,
         heartbeat: Duration::from_secs_f64(args.heartbeat_secs),
         wait_for_sites: Duration::from_secs_f64(args.wait_secs),
+        signatures: Some(
+            args.signatures
+                .clone()
+                .unwrap_or_else(|| signatures::signatures_path(&args.manifest)),
+        ),
         manifest,
     };
     let board = match args.http {

@@ -343,6 +343,52 @@ fn three_nodes_train_the_model_simulate_trains() {
     }
 }
 
+/// SCAFFOLD over the network: every task carries the model and the server's control variate,
+/// every node keeps its own control variate on disk. The coordinator is killed after round 2
+/// and every node too; restarted, the nodes take up the control variates they kept and the
+/// final model is the simulated one, bit for bit (a node that lost its control variate would
+/// train round 3 from zero and the models would differ).
+#[test]
+fn scaffold_nodes_keep_their_control_variates_across_a_restart_and_match_simulate() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let text = manifest("scaffold", 5, 3000, 3).replace(
+        "kind = \"fedavg\"",
+        "kind = \"scaffold\"\nserver_learning_rate = 1.0",
+    );
+    let fed = Federation::new("scaffold", &text);
+    let mut serve = fed.serve();
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    serve.wait_for("round   2/5", Duration::from_secs(120));
+    serve.kill9();
+    for node in nodes {
+        node.kill9();
+    }
+    let kept = fed.dir.join("scaffold-controls/scaffold/site-a");
+    assert!(
+        std::fs::read_dir(&kept).unwrap().count() >= 1,
+        "site-a kept no control variate in {}",
+        kept.display()
+    );
+    let mut serve = fed.serve();
+    serve.wait_for("resuming run", Duration::from_secs(60));
+    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    let (ok, log) = serve.finish(Duration::from_secs(300));
+    assert!(ok, "the restarted coordinator failed:\n{log}");
+    for node in nodes {
+        let (ok, log) = node.finish(Duration::from_secs(30));
+        assert!(ok, "a node failed:\n{log}");
+    }
+    assert_eq!(fed.finished_rounds(), vec![1, 2, 3, 4, 5]);
+    let deployed = ParamSet::load(&fed.dir.join("model.safetensors")).unwrap();
+    let simulated = simulated_model(&fed);
+    assert!(deployed.same_layout(&simulated));
+    assert_eq!(deployed.as_flat(), simulated.as_flat());
+}
+
 #[test]
 fn secure_aggregation_over_the_network_gives_the_simulated_model() {
     let _serial = serial();
@@ -1291,4 +1337,228 @@ fn postgres_store_runs_and_resumes() {
     let mut fed = Federation::new("postgres", &manifest("postgres", 5, 12000, 2));
     fed.database = Some(db.url.clone());
     check_restart(&fed);
+}
+
+/// A two-site CSV federation whose manifest requires every site's signature: `serve` and
+/// `join` refuse to start while a site has not signed, naming it; once both have signed
+/// (`entente manifest sign`), `entente manifest verify` lists them and the run's first audit
+/// entry records the signed digest and both signatures. Needs no dataset.
+#[test]
+fn a_manifest_that_requires_signatures_runs_only_once_every_site_signed() {
+    let _serial = serial();
+    let sites = ["site-a", "site-b"];
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    for (i, site) in sites.iter().enumerate() {
+        let rows: String = (0..40)
+            .map(|r| {
+                let x = ((r * 7 + i * 3) % 10) as f32;
+                format!(
+                    "{x},{},{},{},{}\n",
+                    r % 3,
+                    (r * 5) % 7,
+                    r % 4,
+                    u8::from(x > 4.0)
+                )
+            })
+            .collect();
+        std::fs::write(dir.join(format!("{site}.csv")), rows).unwrap();
+    }
+    let text = r#"
+[federation]
+name = "signed"
+seed = 3
+
+[data]
+format = "csv"
+path = "site-a.csv"
+features = 4
+classes = 2
+
+[[sites]]
+name = "site-a"
+data = "site-a.csv"
+
+[[sites]]
+name = "site-b"
+data = "site-b.csv"
+
+[model]
+kind = "mlp"
+hidden = [4]
+
+[training]
+rounds = 1
+learning_rate = 0.05
+
+[strategy]
+max_examples = 1000
+
+[selection]
+min_sites = 2
+deadline_secs = 60
+
+[agreement]
+require_signatures = "all"
+"#;
+    let manifest = dir.join("federation.toml");
+    std::fs::write(&manifest, text).unwrap();
+    let keys = dir.join("keys");
+    run_ok(
+        entente()
+            .arg("keys")
+            .arg("init")
+            .args(["--federation", "signed", "--dir"])
+            .arg(&keys),
+    );
+    for site in sites {
+        run_ok(entente().args(["keys", "issue", site, "--dir"]).arg(&keys));
+    }
+    run_ok(
+        entente()
+            .args(["keys", "issue", "--coordinator", "127.0.0.1", "--dir"])
+            .arg(&keys),
+    );
+    let in_dir = |args: &[&str]| {
+        let mut c = entente();
+        c.current_dir(dir).args(args);
+        c
+    };
+    let text_of = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+
+    let out = run_ok(&mut in_dir(&[
+        "manifest",
+        "sign",
+        "federation.toml",
+        "--key",
+        "keys/sites/site-a.key",
+    ]));
+    let said = text_of(&out);
+    assert!(said.contains("site `site-a` signed"), "{said}");
+    let signatures = dir.join("federation.signatures.toml");
+    assert!(signatures.exists(), "{said}");
+
+    // Only site-a signed: verify fails, naming site-b.
+    let out = in_dir(&["manifest", "verify", "federation.toml"])
+        .output()
+        .unwrap();
+    let said = text_of(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("missing: site-b (no signature)"), "{said}");
+
+    // serve refuses before it opens a store; join refuses before it connects.
+    let port = free_port();
+    let serve = |port: u16| {
+        spawn(
+            entente()
+                .arg("serve")
+                .arg(&manifest)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .arg("--keys")
+                .arg(&keys)
+                .args(["--heartbeat-secs", "0.5", "--wait-secs", "60"]),
+        )
+    };
+    let join = |site: &str, port: u16| {
+        spawn(
+            entente()
+                .arg("join")
+                .arg(&manifest)
+                .args(["--coordinator", &format!("https://127.0.0.1:{port}")])
+                .args(["--site", site])
+                .arg("--keys")
+                .arg(&keys),
+        )
+    };
+    let (ok, log) = serve(port).finish(Duration::from_secs(60));
+    assert!(!ok, "serve started without site-b's signature:\n{log}");
+    assert!(log.contains("refusing to start the run"), "{log}");
+    assert!(log.contains("missing: site-b (no signature)"), "{log}");
+    assert!(!log.contains("site-a ("), "site-a did sign:\n{log}");
+    assert!(
+        !dir.join("federation.entente.db").exists(),
+        "a refused run wrote a store"
+    );
+    let (ok, log) = join("site-a", port).finish(Duration::from_secs(60));
+    assert!(!ok, "join went ahead without site-b's signature:\n{log}");
+    assert!(log.contains("this node will not train"), "{log}");
+    assert!(log.contains("missing: site-b"), "{log}");
+
+    // Both signed: verify lists both and succeeds.
+    run_ok(&mut in_dir(&[
+        "manifest",
+        "sign",
+        "federation.toml",
+        "--key",
+        "keys/sites/site-b.key",
+    ]));
+    let out = run_ok(&mut in_dir(&["manifest", "verify", "federation.toml"]));
+    let said = text_of(&out);
+    for site in sites {
+        assert!(
+            said.lines().any(|l| l.contains(site)
+                && l.contains("ecdsa-p256-sha256")
+                && l.ends_with("valid")),
+            "{site} not listed as valid:\n{said}"
+        );
+    }
+    assert!(
+        said.contains("required signatures: site-a, site-b"),
+        "{said}"
+    );
+    let digest = said
+        .split("agreement digest ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert_eq!(digest.len(), 64, "{said}");
+
+    // The run goes ahead, and its start in the audit log records the signed digest.
+    let port = free_port();
+    let mut server = serve(port);
+    server.wait_for("listening on", Duration::from_secs(60));
+    let nodes: Vec<Process> = sites.iter().map(|s| join(s, port)).collect();
+    let (ok, log) = server.finish(Duration::from_secs(120));
+    assert!(ok, "serve failed:\n{log}");
+    for node in nodes {
+        let (ok, log) = node.finish(Duration::from_secs(30));
+        assert!(ok, "a node failed:\n{log}");
+    }
+    let out = run_ok(entente().args(["audit", "show"]).arg(&manifest));
+    let log = String::from_utf8_lossy(&out.stdout);
+    let started = log
+        .lines()
+        .find(|l| l.contains("run_started"))
+        .unwrap_or_else(|| panic!("no run_started entry:\n{log}"));
+    let detail: serde_json::Value =
+        serde_json::from_str(&started[started.find('{').unwrap()..]).unwrap();
+    assert_eq!(detail["manifest_sha256"], digest.as_str(), "{started}");
+    let signed: Vec<&str> = detail["signatures"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no signatures in {started}"))
+        .iter()
+        .map(|s| s["site"].as_str().unwrap())
+        .collect();
+    assert_eq!(signed, sites, "{started}");
+    run_ok(entente().args(["audit", "verify"]).arg(&manifest));
+
+    // A term changed after both signed: verify says the signatures are of other terms.
+    std::fs::write(&manifest, text.replace("rounds = 1", "rounds = 2")).unwrap();
+    let out = in_dir(&["manifest", "verify", "federation.toml"])
+        .output()
+        .unwrap();
+    let said = text_of(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("signs other terms"), "{said}");
+    assert!(
+        said.contains("site-a (invalid") && said.contains("site-b (invalid"),
+        "{said}"
+    );
 }

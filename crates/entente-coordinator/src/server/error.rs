@@ -6,6 +6,7 @@ use entente_core::aggregators::AggregateError;
 use entente_core::engine::EngineError;
 use entente_core::params::ParamError;
 use entente_proto::tls::TlsError;
+use entente_proto::tls::signatures::SignatureError;
 
 use crate::store::StoreError;
 
@@ -83,6 +84,15 @@ pub enum CoordinatorError {
         /// What failed.
         #[source]
         source: TlsError,
+    },
+    /// The manifest's signatures do not allow the run: a signature the manifest requires
+    /// (`[agreement] require_signatures`) is missing or invalid, or the signature file is
+    /// malformed. Nothing was written to the store.
+    #[error("refusing to start the run")]
+    Signatures {
+        /// Whose signature is missing, or what is wrong with the file.
+        #[source]
+        source: SignatureError,
     },
     /// The listener given to [`super::run`] is not usable.
     #[error("the listener is not usable")]

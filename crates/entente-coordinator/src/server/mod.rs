@@ -22,6 +22,7 @@ use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 use entente_proto::tls;
+use entente_proto::tls::signatures::{self, Checked};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -78,6 +79,11 @@ pub struct CoordinatorConfig {
     /// Before the first round, how long to wait for every site to connect; then the run starts
     /// as soon as the quorum (`selection.min_sites`) is connected.
     pub wait_for_sites: Duration,
+    /// The manifest's signature file ([`signatures::signatures_path`] beside it); `None`, or a
+    /// path with no file, means no signatures. Checked against `ca` before the run starts:
+    /// every signature `[agreement] require_signatures` names must verify, and the valid ones
+    /// are recorded with the run's start in the audit log.
+    pub signatures: Option<PathBuf>,
 }
 
 /// What a finished run did.
@@ -126,12 +132,13 @@ pub async fn run(
         });
     }
     check_claim_bound(&config.manifest)?;
+    let signed = check_signatures(&config)?;
     let (stop, stopped) = watch::channel(false);
     let signal = AbortOnDrop(tokio::spawn(async move {
         shutdown.await;
         let _ = stop.send(true);
     }));
-    let result = drive(config, listener, stopped, report).await;
+    let result = drive(config, signed, listener, stopped, report).await;
     drop(signal);
     result
 }
@@ -152,6 +159,13 @@ fn check_claim_bound(manifest: &Manifest) -> Result<(), CoordinatorError> {
                  of the round)"
             .to_string(),
     })
+}
+
+/// The manifest's valid signatures, after checking that every one it requires is there (see
+/// [`CoordinatorConfig::signatures`]).
+fn check_signatures(config: &CoordinatorConfig) -> Result<Vec<Checked>, CoordinatorError> {
+    signatures::check_before_run(&config.manifest, config.signatures.as_deref(), &config.ca)
+        .map_err(|source| CoordinatorError::Signatures { source })
 }
 
 /// Aborts a task when dropped (a [`run`] future dropped before it ends leaves nothing behind).
@@ -196,6 +210,7 @@ async fn read_checkpoint(
 /// into the database file and gives the store up.
 async fn drive(
     config: CoordinatorConfig,
+    signed: Vec<Checked>,
     socket: TcpListener,
     stop: watch::Receiver<bool>,
     report: &mut dyn Report,
@@ -206,7 +221,11 @@ async fn drive(
         .map_err(|source| CoordinatorError::Tls { source })?;
     let hosts = tls::check_coordinator_certificate(&config.ca, &config.cert)
         .map_err(|source| CoordinatorError::Tls { source })?;
-    let identity = Identity { tls, hosts };
+    let credentials = Credentials {
+        tls,
+        hosts,
+        signatures: run_signatures(&signed),
+    };
     let (store, ownership) = Store::open_owned(&config.store_url)
         .await
         .map_err(|source| CoordinatorError::OpenStore {
@@ -216,7 +235,7 @@ async fn drive(
     let result = {
         let lost = ownership.lost(&store);
         tokio::pin!(lost);
-        drive_owned(config, identity, &store, lost, socket, stop, report).await
+        drive_owned(config, credentials, &store, lost, socket, stop, report).await
     };
     // A round that failed because the store went away is the store's loss, not the round's.
     let result = match (result, store.check_file()) {
@@ -238,17 +257,30 @@ async fn drive(
     result
 }
 
-/// The coordinator's checked TLS identity: its server configuration and the hosts its
-/// certificate is valid for.
-struct Identity {
+/// The verified signatures of the manifest, as the audit log records them.
+fn run_signatures(signed: &[Checked]) -> Vec<crate::store::RunSignature> {
+    signed
+        .iter()
+        .map(|c| crate::store::RunSignature {
+            site: c.site.clone(),
+            algorithm: c.algorithm.clone(),
+            signature: c.signature.clone(),
+        })
+        .collect()
+}
+
+/// What the coordinator checked before opening the run: its TLS server configuration, the
+/// hosts its certificate is valid for, and the manifest's verified signatures.
+struct Credentials {
     tls: Arc<rustls::ServerConfig>,
     hosts: Vec<String>,
+    signatures: Vec<crate::store::RunSignature>,
 }
 
 /// The run, on a store this coordinator owns; `lost` resolves if the store goes away.
 async fn drive_owned(
     config: CoordinatorConfig,
-    identity: Identity,
+    credentials: Credentials,
     store: &Store,
     mut lost: std::pin::Pin<&mut impl Future<Output = StoreError>>,
     socket: TcpListener,
@@ -265,10 +297,14 @@ async fn drive_owned(
         wait_for_sites,
         ..
     } = config;
-    let Identity { tls, hosts } = identity;
+    let Credentials {
+        tls,
+        hosts,
+        signatures,
+    } = credentials;
     let digest = manifest.agreement_digest();
     let state = store
-        .open_run(&manifest.name, &digest, manifest.rounds)
+        .open_run_signed(&manifest.name, &digest, manifest.rounds, &signatures)
         .await
         .map_err(store_error("open the run in the store"))?;
     let run = state.run;

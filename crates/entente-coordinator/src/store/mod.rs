@@ -95,6 +95,18 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A site's verified signature of a run's manifest digest, as the run's first audit entry
+/// records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSignature {
+    /// The signing site.
+    pub site: String,
+    /// The signature algorithm (`ecdsa-p256-sha256`).
+    pub algorithm: String,
+    /// The signature, hex.
+    pub signature: String,
+}
+
 /// Where a run stands, as returned by [`Store::open_run`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunState {
@@ -348,6 +360,33 @@ impl Store {
         manifest_sha256: &str,
         total_rounds: u32,
     ) -> Result<RunState, StoreError> {
+        self.open_run_signed(federation, manifest_sha256, total_rounds, &[])
+            .await
+    }
+
+    /// [`Store::open_run`] for a manifest that sites signed: the `run_started` or
+    /// `run_resumed` entry also records each verified signature of the digest
+    /// `manifest_sha256` (`"signatures": [{"site", "algorithm", "signature"}]`, when
+    /// there is any).
+    pub async fn open_run_signed(
+        &self,
+        federation: &str,
+        manifest_sha256: &str,
+        total_rounds: u32,
+        signatures: &[RunSignature],
+    ) -> Result<RunState, StoreError> {
+        let signed = (!signatures.is_empty()).then(|| {
+            signatures
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "site": s.site,
+                        "algorithm": s.algorithm,
+                        "signature": s.signature,
+                    })
+                })
+                .collect::<Vec<_>>()
+        });
         let _writer = self.writer.lock().await;
         let now = now_unix_ms();
         let mut tx = self.begin().await?;
@@ -374,7 +413,11 @@ impl Store {
                     });
                 }
                 let state = last_completed(&mut tx, run).await?;
-                let detail = serde_json::json!({ "completed": state.completed });
+                let mut detail = serde_json::json!({ "completed": state.completed });
+                if let Some(signed) = &signed {
+                    detail["manifest_sha256"] = manifest_sha256.into();
+                    detail["signatures"] = signed.clone().into();
+                }
                 append(&mut tx, kind::RUN_RESUMED, run, None, None, &detail, now).await?;
                 state
             }
@@ -391,11 +434,14 @@ impl Store {
                 .await
                 .map_err(query_err("starting a run"))?;
                 let run = db::read_i64(&row, "id")?;
-                let detail = serde_json::json!({
+                let mut detail = serde_json::json!({
                     "federation": federation,
                     "manifest_sha256": manifest_sha256,
                     "total_rounds": total_rounds,
                 });
+                if let Some(signed) = signed {
+                    detail["signatures"] = signed.into();
+                }
                 append(&mut tx, kind::RUN_STARTED, run, None, None, &detail, now).await?;
                 RunState {
                     run,

@@ -1,12 +1,12 @@
 //! What the hostile-node suites share: keys for a federation, a node's connection made with a
-//! site's certificate, its registration, and what the store recorded of site-a.
+//! site's certificate, its registration and heartbeats, and what the store recorded of site-a.
 
 use std::path::Path;
 
 use entente_core::manifest::Manifest;
 use entente_proto::tls::{self, KeyDir};
-use entente_proto::v1::RegisterRequest;
 use entente_proto::v1::coordinator_client::CoordinatorClient;
+use entente_proto::v1::{HeartbeatRequest, RegisterRequest};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// Keys for the coordinator and each of `sites`.
@@ -52,6 +52,20 @@ pub fn register_request(manifest: &Manifest, version: &str) -> RegisterRequest {
         manifest_terms: manifest.agreement_terms(),
         previous_session: 0,
     }
+}
+
+/// Keeps `session` alive with a heartbeat every 200 ms until the returned task is aborted.
+pub fn heartbeats(
+    client: &CoordinatorClient<Channel>,
+    session: u64,
+) -> tokio::task::JoinHandle<()> {
+    let mut client = client.clone();
+    tokio::spawn(async move {
+        loop {
+            let _ = client.heartbeat(HeartbeatRequest { session }).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
 }
 
 /// The kinds the store's participant rows give site-a, round by round.

@@ -12,6 +12,7 @@ mod fedavgm;
 mod fedopt;
 mod krum;
 mod median;
+pub mod scaffold;
 mod trimmed_mean;
 
 pub use fedavg::FedAvg;
@@ -19,7 +20,10 @@ pub use fedavgm::FedAvgM;
 pub use fedopt::FedOpt;
 pub use krum::Krum;
 pub use median::Median;
+pub use scaffold::Scaffold;
 pub use trimmed_mean::TrimmedMean;
+
+use std::sync::Arc;
 
 use crate::params::ParamSet;
 use crate::update::ValidUpdate;
@@ -72,6 +76,12 @@ pub trait Aggregator: Send {
     /// moments) as one parameter set, for checkpoints; `None` when the rule keeps none.
     fn state(&self) -> Option<ParamSet> {
         None
+    }
+    /// What the sites are sent to train from this round, once [`Aggregator::begin`] has
+    /// started it: the global model, or for SCAFFOLD the model and the server control
+    /// variate ([`scaffold::with_control`]). Updates come back in this layout.
+    fn task_model(&self, global: &Arc<ParamSet>) -> Arc<ParamSet> {
+        Arc::clone(global)
     }
     /// Restores state saved by [`Aggregator::state`] when a run resumes from a checkpoint.
     fn restore(&mut self, state: &ParamSet) -> Result<(), AggregateError> {
@@ -164,6 +174,13 @@ pub enum Strategy {
         /// Number of updates averaged (1 = Krum).
         select: usize,
     },
+    /// SCAFFOLD (Karimireddy et al., ICML 2020): FedAvg with control variates.
+    Scaffold {
+        /// Server learning rate (eta_g).
+        server_learning_rate: f64,
+        /// Number of sites in the federation (N).
+        population: usize,
+    },
 }
 
 /// The adaptive server optimizers of Reddi et al.
@@ -202,6 +219,10 @@ pub fn build(strategy: &Strategy) -> Result<Box<dyn Aggregator>, AggregateError>
         Strategy::Median => Box::new(Median::new()),
         Strategy::TrimmedMean { trim_fraction } => Box::new(TrimmedMean::new(trim_fraction)?),
         Strategy::Krum { faulty, select } => Box::new(Krum::new(faulty, select)?),
+        Strategy::Scaffold {
+            server_learning_rate,
+            population,
+        } => Box::new(Scaffold::new(server_learning_rate, population)?),
     })
 }
 

@@ -384,7 +384,10 @@ impl RoundEngine {
             .collect();
         observer.round_started(round, &selected);
 
-        let global = Arc::clone(&self.global);
+        self.aggregator.begin(&self.global);
+        // What the sites train from (for SCAFFOLD, the model and the server's control
+        // variate); their updates are checked against it.
+        let global = self.aggregator.task_model(&self.global);
         let task = |position: usize, i: usize, turn: Option<&Arc<FoldGate>>| TrainTask {
             round,
             global: Arc::clone(&global),
@@ -393,7 +396,6 @@ impl RoundEngine {
             turn: turn.map(|g| Turn::new(Arc::clone(g), position)),
         };
         let mut tally = Tally::default();
-        self.aggregator.begin(&self.global);
         if self.secure.is_some() {
             // Taken in turn like plain updates, though an honest site sends only its count and
             // loss: one that sends parameters is refused at once, and they are not kept.

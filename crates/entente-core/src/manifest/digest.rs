@@ -12,6 +12,7 @@ const LOCAL_KEYS: &[(&str, &str)] = &[
     ("data", "max_rows"),
     ("data", "split_file"),
     ("privacy", "ledger"),
+    ("strategy", "control_dir"),
 ];
 
 impl Manifest {

@@ -207,6 +207,29 @@ pub struct SecureAggregationSpec {
     pub max_examples: u64,
     /// Ring of the fixed-point encoding: 32 or 64 bits.
     pub bits: u32,
+    /// Generator that stretches each mask key into a mask (`prg`).
+    pub prg: SecAggPrg,
+}
+
+/// The pseudorandom generator of secure aggregation's masks (`secure_aggregation.prg`); the
+/// key layout of each is documented in `entente_privacy::secagg::prg`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecAggPrg {
+    /// AES-128-CTR (NIST SP 800-38A), `"aes128-ctr"`: the PRG of Bonawitz et al.
+    #[default]
+    Aes128Ctr,
+    /// The ChaCha20 keystream (RFC 8439), `"chacha20"`.
+    ChaCha20,
+}
+
+impl SecAggPrg {
+    /// The generator as the manifest spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aes128Ctr => "aes128-ctr",
+            Self::ChaCha20 => "chacha20",
+        }
+    }
 }
 
 /// Which differential-privacy mechanism protects the sites.
@@ -298,6 +321,9 @@ pub struct Manifest {
     pub strategy: Strategy,
     /// Site sampling and quorum.
     pub selection: Selection,
+    /// Under SCAFFOLD, the folder where each site keeps its control variate
+    /// (`strategy.control_dir`, a local path outside the agreement).
+    pub control_dir: Option<PathBuf>,
     /// Update checks.
     pub policy: UpdatePolicy,
     /// Secure aggregation, when the manifest turns it on.
@@ -306,6 +332,10 @@ pub struct Manifest {
     pub privacy: Option<PrivacySpec>,
     /// `[personalization]`: how each site makes the final model its own, if at all.
     pub personalization: Option<Personalization>,
+    /// `[agreement] require_signatures`: the sites whose signature over the agreement digest
+    /// must accompany the manifest before a run starts or a node trains, in manifest order
+    /// (every site for `"all"`; empty when none is required).
+    pub required_signatures: Vec<String>,
     /// The manifest text as read (with any override written in), kept for run records.
     pub source: String,
     /// What every site agrees to ([`Manifest::agreement_terms`]), from the validated text.

@@ -22,6 +22,24 @@ pub struct RawManifest {
     pub privacy: Option<RawPrivacy>,
     #[serde(default)]
     pub personalization: Option<RawPersonalization>,
+    #[serde(default)]
+    pub agreement: Option<RawAgreement>,
+}
+
+/// `[agreement]`: what the sites require of the manifest itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgreement {
+    #[serde(default)]
+    pub require_signatures: Option<RawRequiredSignatures>,
+}
+
+/// `require_signatures = "all"` or a list of site names.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum RawRequiredSignatures {
+    Word(String),
+    Sites(Vec<String>),
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -65,6 +83,8 @@ pub struct RawSecureAggregation {
     pub max_examples: u64,
     #[serde(default = "default_bits")]
     pub bits: u32,
+    #[serde(default)]
+    pub prg: Option<String>,
 }
 
 fn default_threshold() -> f64 {
@@ -198,6 +218,7 @@ pub struct RawStrategy {
     pub select: Option<usize>,
     pub max_update_norm: Option<f64>,
     pub max_examples: Option<u64>,
+    pub control_dir: Option<String>,
 }
 
 impl Default for RawStrategy {
@@ -214,6 +235,7 @@ impl Default for RawStrategy {
             select: None,
             max_update_norm: None,
             max_examples: None,
+            control_dir: None,
         }
     }
 }

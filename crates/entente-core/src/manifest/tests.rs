@@ -276,6 +276,17 @@ fn secure_aggregation_settings_are_checked() {
     assert!(msg.contains("even"), "{msg}");
     let (_, key, _) = invalid(&with("bits = 16"));
     assert_eq!(key, "secure_aggregation.bits");
+    // The mask generator: AES-128-CTR unless the manifest names ChaCha20.
+    assert_eq!(sa.prg, SecAggPrg::Aes128Ctr);
+    let prg = |name: &str| {
+        let m = parse(&with(&format!("prg = \"{name}\""))).unwrap();
+        m.secure_aggregation.unwrap().prg
+    };
+    assert_eq!(prg("chacha20"), SecAggPrg::ChaCha20);
+    assert_eq!(prg("aes128-ctr"), SecAggPrg::Aes128Ctr);
+    let (_, key, msg) = invalid(&with("prg = \"aes256\""));
+    assert_eq!(key, "secure_aggregation.prg");
+    assert!(msg.contains("aes128-ctr"), "{msg}");
 
     let median = GOOD.replace(
         "kind = \"fedadam\"\nserver_learning_rate = 0.02",
@@ -655,4 +666,141 @@ fn personalization_is_fine_tuning_or_ditto_with_bounded_settings() {
             .unwrap()
             .agreement_digest()
     );
+}
+
+#[test]
+fn scaffold_takes_a_server_rate_and_a_local_control_dir_and_refuses_what_it_cannot_cover() {
+    let scaffold = GOOD
+        .replace(
+            "kind = \"fedadam\"\nserver_learning_rate = 0.02",
+            "kind = \"scaffold\"",
+        )
+        .replace("momentum = 0.5", "momentum = 0.0");
+    let m = parse(&scaffold).unwrap();
+    assert_eq!(
+        m.strategy,
+        Strategy::Scaffold {
+            server_learning_rate: 1.0,
+            population: 3
+        }
+    );
+    assert_eq!(
+        m.control_dir.as_deref(),
+        Some(Path::new("/base/scaffold-controls"))
+    );
+    assert_eq!(parse(GOOD).unwrap().control_dir, None);
+    // Where a site keeps its control variate is its own business, not a term.
+    let elsewhere = scaffold.replace(
+        "kind = \"scaffold\"",
+        "kind = \"scaffold\"\ncontrol_dir = \"/var/lib/entente\"",
+    );
+    let moved = parse(&elsewhere).unwrap();
+    assert_eq!(
+        moved.control_dir.as_deref(),
+        Some(Path::new("/var/lib/entente"))
+    );
+    assert_eq!(moved.agreement_digest(), m.agreement_digest());
+    let (_, key, _) = invalid(&GOOD.replace(
+        "server_learning_rate = 0.02",
+        "server_learning_rate = 0.02\ncontrol_dir = \"x\"",
+    ));
+    assert_eq!(key, "strategy.control_dir");
+
+    let (_, key, msg) = invalid(&format!(
+        "{scaffold}\n[secure_aggregation]\nthreshold = 0.7\nclip = 0.5\n"
+    ));
+    assert_eq!(key, "secure_aggregation");
+    assert!(msg.contains("control variates"), "{msg}");
+    let (_, key, msg) = invalid(&format!(
+        "{scaffold}\n[privacy]\nmechanism = \"dp-sgd\"\nclip = 0.5\nnoise_multiplier = 1.0\nepsilon_budget = 5.0\n"
+    ));
+    assert_eq!(key, "privacy");
+    assert!(msg.contains("control variates"), "{msg}");
+    let (_, key, msg) = invalid(&scaffold.replace("momentum = 0.0", "momentum = 0.5"));
+    assert_eq!(key, "training.momentum");
+    assert!(msg.contains("must be 0"), "{msg}");
+    let (_, key, msg) = invalid(&scaffold.replace("momentum = 0.0", "optimizer = \"adam\""));
+    assert_eq!(key, "training.optimizer");
+    assert!(msg.contains("\"sgd\""), "{msg}");
+    let (_, key, _) = invalid(&format!(
+        "{scaffold}\n[personalization]\nmethod = \"ditto\"\nlambda = 0.1\n"
+    ));
+    assert_eq!(key, "personalization.method");
+    assert!(
+        parse(&format!(
+            "{scaffold}\n[personalization]\nmethod = \"finetune\"\n"
+        ))
+        .is_ok()
+    );
+    let (_, key, _) = invalid(&scaffold.replace(
+        "kind = \"scaffold\"",
+        "kind = \"scaffold\"\nserver_learning_rate = 0.0",
+    ));
+    assert_eq!(key, "strategy.server_learning_rate");
+}
+
+#[test]
+fn require_signatures_takes_all_none_or_a_list_of_its_sites() {
+    let with = |value: &str| format!("{GOOD}\n[agreement]\nrequire_signatures = {value}\n");
+    assert!(parse(GOOD).unwrap().required_signatures.is_empty());
+    assert_eq!(
+        parse(&with("\"all\"")).unwrap().required_signatures,
+        vec!["clinic-a", "clinic-b", "lab.c"]
+    );
+    assert!(
+        parse(&with("\"none\""))
+            .unwrap()
+            .required_signatures
+            .is_empty()
+    );
+    assert!(parse(&with("[]")).unwrap().required_signatures.is_empty());
+    assert!(
+        parse(&format!("{GOOD}\n[agreement]\n"))
+            .unwrap()
+            .required_signatures
+            .is_empty()
+    );
+    // A stated set, kept in manifest order whatever order it is listed in.
+    assert_eq!(
+        parse(&with("[\"lab.c\", \"clinic-a\"]"))
+            .unwrap()
+            .required_signatures,
+        vec!["clinic-a", "lab.c"]
+    );
+
+    let (line, key, msg) = invalid(&with("[\"clinic-a\", \"clinic-z\"]"));
+    assert_eq!(key, "agreement.require_signatures");
+    assert!(line.is_some(), "no line for {msg}");
+    assert!(
+        msg.contains("`clinic-z` is not a site of this manifest"),
+        "{msg}"
+    );
+    let (_, key, msg) = invalid(&with("[\"clinic-a\", \"clinic-a\"]"));
+    assert_eq!(key, "agreement.require_signatures");
+    assert!(msg.contains("`clinic-a` is listed twice"), "{msg}");
+    let (_, key, msg) = invalid(&with("\"every\""));
+    assert_eq!(key, "agreement.require_signatures");
+    assert!(
+        msg.contains("`every` is not allowed") && msg.contains("\"all\""),
+        "{msg}"
+    );
+    // Not a word or a list of names, or an unknown key of [agreement]: refused, not ignored.
+    assert!(matches!(
+        parse(&with("3")),
+        Err(ManifestError::Syntax { .. } | ManifestError::Invalid { .. })
+    ));
+    assert!(matches!(
+        parse(&format!(
+            "{GOOD}\n[agreement]\nrequire_signature = \"all\"\n"
+        )),
+        Err(ManifestError::Syntax { .. } | ManifestError::Invalid { .. })
+    ));
+
+    // Which signatures are required is itself a term every site agrees to.
+    let none = parse(GOOD).unwrap().agreement_digest();
+    let all = parse(&with("\"all\"")).unwrap().agreement_digest();
+    let some = parse(&with("[\"clinic-a\"]")).unwrap().agreement_digest();
+    assert_ne!(none, all);
+    assert_ne!(all, some);
+    assert_ne!(none, some);
 }

@@ -13,7 +13,7 @@ use super::messages::{
     AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
     RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
 };
-use super::prg::{MaskKey, Sign, apply_masks};
+use super::prg::{MaskKey, MaskPrg, Sign, apply_masks};
 use super::shamir::{self, SECRET_CHUNKS};
 use super::{SecAggConfig, SiteId};
 
@@ -297,7 +297,9 @@ impl SecAggClient {
         }
         let self_key = keys::self_mask_key(&self.seed, self.config.round, self.id);
         let settings = &self.config.encoding;
+        let prg = self.config.prg;
         fn masked<W: Word>(
+            prg: MaskPrg,
             update: &[f32],
             weight: u64,
             settings: &super::EncodingSettings,
@@ -309,15 +311,15 @@ impl SecAggClient {
             let masks: Vec<(&MaskKey, Sign)> = std::iter::once((self_key, Sign::Plus))
                 .chain(pair_keys.iter().map(|(k, s)| (k, *s)))
                 .collect();
-            apply_masks(&mut y, &masks);
+            apply_masks(prg, &mut y, &masks);
             y
         }
         let vector = match settings.modulus {
             Modulus::Pow32 => {
-                MaskedVector::U32(masked(update, weight, settings, &self_key, &pair_keys))
+                MaskedVector::U32(masked(prg, update, weight, settings, &self_key, &pair_keys))
             }
             Modulus::Pow64 => {
-                MaskedVector::U64(masked(update, weight, settings, &self_key, &pair_keys))
+                MaskedVector::U64(masked(prg, update, weight, settings, &self_key, &pair_keys))
             }
         };
         let own_seed_share = *own_seed_share;

@@ -17,7 +17,8 @@
 //!    `s_sk` (threshold `t` among its holders: neighbours plus itself), encrypts each pair of
 //!    shares to its holder with ChaCha20-Poly1305, and the coordinator routes the ciphertexts.
 //! 2. **MaskedInput**: each site sends `y_u = x_u + PRG(b_u) + sum_v ±PRG(s_uv) mod 2^32`,
-//!    where `x_u` is its clipped, weighted, fixed-point update with the weight appended.
+//!    where `x_u` is its clipped, weighted, fixed-point update with the weight appended and
+//!    `PRG` is the round's [`MaskPrg`] (AES-128-CTR by default, or ChaCha20; see [`prg`]).
 //! 3. **Unmasking**: the coordinator names the sites whose masked input arrived; each survivor
 //!    reveals `b` shares of those and `s_sk` shares of neighbours that dropped, never both for
 //!    one peer; the coordinator reconstructs, removes the masks and decodes the weighted mean.
@@ -49,6 +50,7 @@ pub use messages::{
     AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
     RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
 };
+pub use prg::{MaskPrg, UnknownPrg};
 pub use server::{Aggregate, SecAggServer};
 
 /// Identifier of a site within a round. The Shamir evaluation point of site `u` is `u + 1`.
@@ -74,10 +76,15 @@ pub struct SecAggConfig {
     pub dimension: usize,
     /// Clipping range, fixed-point scale, largest weight and ring.
     pub encoding: EncodingSettings,
+    /// Generator that stretches mask keys into masks (the same at every site and the
+    /// coordinator, or the masks would not cancel).
+    #[serde(default)]
+    pub prg: MaskPrg,
 }
 
 impl SecAggConfig {
-    /// Settings with `min_survivors` equal to `threshold`.
+    /// Settings with `min_survivors` equal to `threshold` and the default mask generator
+    /// ([`MaskPrg::default`]).
     pub fn new(
         round: u64,
         sites: Vec<SiteId>,
@@ -94,7 +101,14 @@ impl SecAggConfig {
             graph,
             dimension,
             encoding,
+            prg: MaskPrg::default(),
         }
+    }
+
+    /// The same settings with masks expanded by `prg`.
+    pub fn with_prg(mut self, prg: MaskPrg) -> Self {
+        self.prg = prg;
+        self
     }
 
     /// Checks the settings and builds the pairing graph.

@@ -13,7 +13,7 @@ use super::messages::{
     AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
     RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
 };
-use super::prg::{CHUNK_BYTES, MaskKey, Sign, apply_masks};
+use super::prg::{CHUNK_BYTES, MaskKey, MaskPrg, Sign, apply_masks};
 use super::shamir::{self, P, Share};
 use super::{SecAggConfig, SiteId};
 
@@ -68,10 +68,10 @@ fn add_vectors<W: Word>(acc: &mut [W], v: &[W]) {
         });
 }
 
-fn mask_vector(v: &mut MaskedVector, masks: &[(&MaskKey, Sign)]) {
+fn mask_vector(prg: MaskPrg, v: &mut MaskedVector, masks: &[(&MaskKey, Sign)]) {
     match v {
-        MaskedVector::U32(x) => apply_masks(x, masks),
-        MaskedVector::U64(x) => apply_masks(x, masks),
+        MaskedVector::U32(x) => apply_masks(prg, x, masks),
+        MaskedVector::U64(x) => apply_masks(prg, x, masks),
     }
 }
 
@@ -618,7 +618,7 @@ impl SecAggServer {
         };
         // Every stream is expanded once, chunk by chunk in parallel, straight into the sum.
         let masks: Vec<(&MaskKey, Sign)> = removals.iter().map(|(k, s)| (k, *s)).collect();
-        mask_vector(&mut sum, &masks);
+        mask_vector(self.config.prg, &mut sum, &masks);
         let (total_weight, weighted_sum, mean) = match &sum {
             MaskedVector::U32(v) => decode(v, &self.config.encoding),
             MaskedVector::U64(v) => decode(v, &self.config.encoding),

@@ -1,20 +1,32 @@
 //! Known-answer tests: Shamir over GF(2^61-1) (hand-computed), the ChaCha20 mask stream
-//! (RFC 8439 vector and recorded words), X25519 (RFC 7748) and the key-derivation composition.
+//! (RFC 8439 vector and recorded words), the AES-128-CTR mask stream (NIST SP 800-38A F.5.1
+//! and recorded words), X25519 (RFC 7748) and the key-derivation composition.
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::secagg::error::{SecAggError, ShamirError};
 use crate::secagg::keys::{self, KeyPair, SharePair};
-use crate::secagg::prg::{MaskKey, Sign, apply_mask, expand};
+use crate::secagg::prg::{MaskKey, MaskPrg, Sign, apply_mask, expand};
 use crate::secagg::shamir::{self, P, Share};
 
 fn hex32(s: &str) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
-    }
-    out
+    hex(s).try_into().unwrap()
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The bytes of a mask stream: its words, little-endian.
+fn bytes_of_u32(words: &[u32]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+fn bytes_of_u64(words: &[u64]) -> Vec<u8> {
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
 }
 
 #[test]
@@ -146,33 +158,140 @@ fn shamir_any_t_of_n_reconstructs_and_t_minus_1_does_not() {
 fn mask_stream_matches_rfc8439_keystream() {
     let key = MaskKey::from_bytes([0; 32]);
     assert_eq!(
-        expand::<u32>(&key, 4),
+        expand::<u32>(MaskPrg::ChaCha20, &key, 4),
         vec![0xade0_b876, 0x903d_f1a0, 0xe56a_5d40, 0x28bd_8653]
     );
     assert_eq!(
-        expand::<u64>(&key, 2),
+        expand::<u64>(MaskPrg::ChaCha20, &key, 2),
         vec![0x903d_f1a0_ade0_b876, 0x28bd_8653_e56a_5d40]
     );
 }
 
+/// NIST SP 800-38A, F.5.1 CTR-AES128.Encrypt: the mask key is the AES key followed by the
+/// initial counter block, and the stream is the four output blocks (plaintext XOR ciphertext of
+/// the published vector), read as little-endian words.
+#[test]
+fn mask_stream_matches_sp800_38a_ctr_aes128() {
+    let key = MaskKey::from_bytes(hex32(concat!(
+        "2b7e151628aed2a6abf7158809cf4f3c", // Key
+        "f0f1f2f3f4f5f6f7f8f9fafbfcfdfeff", // Init. Counter
+    )));
+    let plaintext = hex(concat!(
+        "6bc1bee22e409f96e93d7e117393172a",
+        "ae2d8a571e03ac9c9eb76fac45af8e51",
+        "30c81c46a35ce411e5fbc1191a0a52ef",
+        "f69f2445df4f9b17ad2b417be66c3710",
+    ));
+    let ciphertext = hex(concat!(
+        "874d6191b620e3261bef6864990db6ce",
+        "9806f66b7970fdff8617187bb9fffdff",
+        "5ae4df3edbd5d35e5b4f09020db03eab",
+        "1e031dda2fbe03d1792170a0f3009cee",
+    ));
+    let output: Vec<u8> = plaintext
+        .iter()
+        .zip(&ciphertext)
+        .map(|(p, c)| p ^ c)
+        .collect();
+    // The output blocks as the standard prints them (Block #1 to #4).
+    assert_eq!(
+        output,
+        hex(concat!(
+            "ec8cdf7398607cb0f2d21675ea9ea1e4",
+            "362b7c3c6773516318a077d7fc5073ae",
+            "6a2cc3787889374fbeb4c81b17ba6c44",
+            "e89c399ff0f198c6d40a31db156cabfe",
+        ))
+    );
+    assert_eq!(
+        bytes_of_u32(&expand::<u32>(MaskPrg::Aes128Ctr, &key, 16)),
+        output
+    );
+    assert_eq!(
+        bytes_of_u64(&expand::<u64>(MaskPrg::Aes128Ctr, &key, 8)),
+        output
+    );
+    assert_eq!(
+        expand::<u32>(MaskPrg::Aes128Ctr, &key, 1),
+        vec![0x73df_8cec]
+    );
+    // Odd lengths end inside a block, and every prefix is the same stream.
+    for len in [1, 3, 5, 13] {
+        assert_eq!(
+            bytes_of_u32(&expand::<u32>(MaskPrg::Aes128Ctr, &key, len)),
+            output[..4 * len]
+        );
+    }
+}
+
+/// The counter block is one 128-bit big-endian integer: it carries from the low 64 bits into
+/// the high ones, and wraps to zero after all ones. Recorded with OpenSSL's AES-128-CTR
+/// (Python `cryptography`, `modes.CTR`), key 000102..0f.
+#[test]
+fn aes_counter_block_carries_over_all_128_bits() {
+    for (iv, want) in [
+        (
+            "0000000000000000ffffffffffffffff",
+            concat!(
+                "39a7ef0a0a5852a8bfd2032344bf9412",
+                "13189a6ae4ab07ae70a3aabd30be99de",
+                "8f9429444c8f4b3599421235b510df3d",
+            ),
+        ),
+        (
+            "ffffffffffffffffffffffffffffffff",
+            concat!(
+                "3c441f32ce07822364d7a2990e50bb13",
+                "c6a13b37878f5b826f4f8162a1c8d879",
+                "7346139595c0b41e497bbde365f42d0a",
+            ),
+        ),
+    ] {
+        let key = MaskKey::from_bytes(hex32(&format!("000102030405060708090a0b0c0d0e0f{iv}")));
+        assert_eq!(
+            bytes_of_u32(&expand::<u32>(MaskPrg::Aes128Ctr, &key, 12)),
+            hex(want),
+            "IV {iv}"
+        );
+        assert_eq!(
+            bytes_of_u64(&expand::<u64>(MaskPrg::Aes128Ctr, &key, 6)),
+            hex(want),
+            "IV {iv}"
+        );
+    }
+}
+
 #[test]
 fn mask_stream_is_stable_across_buffer_boundaries_and_signs_cancel() {
+    for (prg, recorded) in [
+        (MaskPrg::ChaCha20, RECORDED_KEY9),
+        (MaskPrg::Aes128Ctr, RECORDED_KEY9_AES),
+    ] {
+        let key = MaskKey::from_bytes([9; 32]);
+        let long = expand::<u32>(prg, &key, 5000);
+        let short = expand::<u32>(prg, &key, 3000);
+        assert_eq!(&long[..3000], &short[..], "{prg}");
+        // Recorded first words for key [9; 32].
+        assert_eq!(&long[..4], recorded, "{prg}");
+        let mut v: Vec<u32> = (0..5000).collect();
+        apply_mask(prg, &mut v, &key, Sign::Plus);
+        assert_ne!(v, (0..5000).collect::<Vec<u32>>());
+        apply_mask(prg, &mut v, &key, Sign::Minus);
+        assert_eq!(v, (0..5000).collect::<Vec<u32>>(), "{prg}");
+    }
+    // The two generators give unrelated streams for the same key.
     let key = MaskKey::from_bytes([9; 32]);
-    let long = expand::<u32>(&key, 5000);
-    let short = expand::<u32>(&key, 3000);
-    assert_eq!(&long[..3000], &short[..]);
-    // Recorded first words for key [9; 32].
-    assert_eq!(&long[..4], RECORDED_KEY9);
-    let mut v: Vec<u32> = (0..5000).collect();
-    apply_mask(&mut v, &key, Sign::Plus);
-    assert_ne!(v, (0..5000).collect::<Vec<u32>>());
-    apply_mask(&mut v, &key, Sign::Minus);
-    assert_eq!(v, (0..5000).collect::<Vec<u32>>());
+    assert_ne!(
+        expand::<u32>(MaskPrg::ChaCha20, &key, 4),
+        expand::<u32>(MaskPrg::Aes128Ctr, &key, 4)
+    );
 }
 
 /// First words for key [9; 32], computed independently with OpenSSL's ChaCha20 (Python
 /// `cryptography`, 16-byte IV of zeros).
 const RECORDED_KEY9: &[u32] = &[2_154_407_922, 2_460_272_607, 308_949_579, 2_122_096_286];
+/// The same with OpenSSL's AES-128-CTR: key [9; 16], initial counter block [9; 16].
+const RECORDED_KEY9_AES: &[u32] = &[3_890_013_995, 47_548_145, 1_875_276_682, 2_285_866_848];
 
 /// RFC 7748 section 6.1.
 const ALICE_SK: &str = "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a";
@@ -202,7 +321,8 @@ fn x25519_matches_rfc7748() {
     );
 }
 
-/// The full composition X25519 -> HKDF-SHA256 (label, round, ids) -> ChaCha20, recorded.
+/// The full composition X25519 -> HKDF-SHA256 (label, round, ids) -> ChaCha20 or
+/// AES-128-CTR, recorded.
 #[test]
 fn key_agreement_composition_known_answers() {
     let alice = KeyPair::from_secret_bytes(hex32(ALICE_SK));
@@ -217,7 +337,14 @@ fn key_agreement_composition_known_answers() {
         [0x21, 0xbd, 0xc0, 0xe2],
         "HKDF output changed"
     );
-    assert_eq!(expand::<u32>(&k_ab, 4), RECORDED_PAIRWISE);
+    assert_eq!(
+        expand::<u32>(MaskPrg::ChaCha20, &k_ab, 4),
+        RECORDED_PAIRWISE
+    );
+    assert_eq!(
+        expand::<u32>(MaskPrg::Aes128Ctr, &k_ab, 4),
+        RECORDED_PAIRWISE_AES
+    );
     // Domain separation: round, pair and purpose all change the key.
     assert_ne!(keys::pairwise_mask_key(&ab, 8, 1, 2), k_ab);
     assert_ne!(keys::pairwise_mask_key(&ab, 7, 1, 3), k_ab);
@@ -228,18 +355,26 @@ fn key_agreement_composition_known_answers() {
     assert_ne!(*e12, *keys::share_encryption_key(&ab, 8, 1, 2));
     assert_eq!(e12[..4], RECORDED_ENC12);
     let seed = [42u8; 32];
+    let self_key = keys::self_mask_key(&seed, 7, 1);
     assert_eq!(
-        expand::<u32>(&keys::self_mask_key(&seed, 7, 1), 4),
+        expand::<u32>(MaskPrg::ChaCha20, &self_key, 4),
         RECORDED_SELF
+    );
+    assert_eq!(
+        expand::<u32>(MaskPrg::Aes128Ctr, &self_key, 4),
+        RECORDED_SELF_AES
     );
 }
 
 // Computed independently (Python hashlib/hmac HKDF-SHA256 with salt "entente/secagg/v1" and
-// info label || round (u64 BE) || ids (u32 BE); OpenSSL ChaCha20 for the stream):
-// pairwise key = 21bdc0e2..., self key (seed [42; 32], round 7, site 1) = 4c6557a2...
+// info label || round (u64 BE) || ids (u32 BE); OpenSSL ChaCha20 and AES-128-CTR for the
+// streams): pairwise key = 21bdc0e2..., self key (seed [42; 32], round 7, site 1) = 4c6557a2...
 const RECORDED_PAIRWISE: [u32; 4] = [2_839_182_370, 2_053_952_294, 4_087_687_864, 4_271_719_839];
 const RECORDED_ENC12: [u8; 4] = [193, 89, 132, 244];
 const RECORDED_SELF: [u32; 4] = [1_528_042_141, 2_676_809_792, 4_188_307_931, 3_151_430_453];
+const RECORDED_PAIRWISE_AES: [u32; 4] =
+    [2_475_448_919, 1_980_064_538, 1_899_437_969, 2_855_889_041];
+const RECORDED_SELF_AES: [u32; 4] = [3_208_983_884, 1_089_337_939, 1_365_356_001, 3_346_459_516];
 
 #[test]
 fn sealed_shares_round_trip_and_reject_tampering() {
