@@ -23,10 +23,13 @@ static AGREEMENT: LazyLock<Agreement> = LazyLock::new(|| {
     let manifest = Manifest::parse(text, "tables.toml", Path::new("/nonexistent"))
         .expect("the fuzz manifest is valid");
     let model = federation_model(&manifest, None).expect("the fuzz manifest states its model");
+    let layout = (**model.initial.layout()).clone();
     Agreement {
         digest: manifest.agreement_digest(),
         site: manifest.sites[0].clone(),
-        layout: (**model.initial.layout()).clone(),
+        // Not SCAFFOLD: a training task carries the model alone.
+        train_layout: layout.clone(),
+        layout,
         manifest,
     }
 });

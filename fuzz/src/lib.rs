@@ -9,7 +9,7 @@ use entente_core::engine::{
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::{SiteUpdate, UpdatePolicy};
-use entente_privacy::secagg::Modulus;
+use entente_privacy::secagg::{MaskPrg, Modulus};
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
 
 /// Reads the fuzz input front to back; past its end every read gives zeros.
@@ -144,6 +144,7 @@ impl SecureFederation {
             num_sites: SITES.len(),
             min_sites: 3,
             distributed_dp: None,
+            prg: MaskPrg::default(),
         };
         let names: Vec<String> = SITES.iter().map(|s| s.to_string()).collect();
         let global = Arc::new(
@@ -209,7 +210,8 @@ impl SecureFederation {
                 let Some(message) = deliver(index, envelope.0) else {
                     continue;
                 };
-                let Ok(answer) = self.sites[index].secure_exchange(1, &Envelope(message), None) else {
+                let Ok(answer) = self.sites[index].secure_exchange(1, &Envelope(message), None)
+                else {
                     continue;
                 };
                 if let Some(answer) = reply(index, answer.0) {

@@ -24,6 +24,10 @@ enum KeysCommand {
         /// Folder for the keys.
         #[arg(long, default_value = "keys")]
         dir: PathBuf,
+        /// Days the CA certificate is valid (every certificate it issued stops being accepted
+        /// when it expires).
+        #[arg(long, default_value_t = tls::Validity::CA_DEFAULT.in_days(), value_name = "N")]
+        days: u32,
     },
     /// Issue a site's certificate (sites/SITE.pem, sites/SITE.key), or with --coordinator the
     /// coordinator's (coordinator.pem, coordinator.key) for the given host names or addresses.
@@ -43,15 +47,23 @@ enum KeysCommand {
         /// Replace an existing certificate and key.
         #[arg(long)]
         overwrite: bool,
+        /// Days the certificate is valid; an expired one is refused at the handshake, and a
+        /// node or coordinator holding one refuses to start, saying so.
+        #[arg(long, default_value_t = tls::Validity::LEAF_DEFAULT.in_days(), value_name = "N")]
+        days: u32,
     },
 }
 
 /// Runs `entente keys`.
 pub fn run(args: KeysArgs) -> Result<()> {
     match args.command {
-        KeysCommand::Init { federation, dir } => {
+        KeysCommand::Init {
+            federation,
+            dir,
+            days,
+        } => {
             let keys = KeyDir::new(dir);
-            tls::init_ca(&keys, &federation)?;
+            tls::init_ca_valid_for(&keys, &federation, tls::Validity::days(days)?)?;
             println!(
                 "federation CA for `{federation}`: certificate {} (give it to every site), key {} \
                  (keep it offline: whoever holds it can admit sites)",
@@ -64,11 +76,13 @@ pub fn run(args: KeysArgs) -> Result<()> {
             coordinator,
             dir,
             overwrite,
+            days,
         } => {
             let keys = KeyDir::new(dir);
+            let validity = tls::Validity::days(days)?;
             match site {
                 Some(site) => {
-                    tls::issue_site(&keys, &site, overwrite)?;
+                    tls::issue_site_valid_for(&keys, &site, overwrite, validity)?;
                     println!(
                         "site `{site}`: certificate {}, key {} (send both, with {}, to the site)",
                         keys.site_cert(&site).display(),
@@ -77,7 +91,7 @@ pub fn run(args: KeysArgs) -> Result<()> {
                     );
                 }
                 None => {
-                    tls::issue_coordinator(&keys, &coordinator, overwrite)?;
+                    tls::issue_coordinator_valid_for(&keys, &coordinator, overwrite, validity)?;
                     println!(
                         "coordinator for {}: certificate {}, key {}",
                         coordinator.join(", "),

@@ -146,6 +146,16 @@ pub enum TlsError {
     )]
     NoHosts,
 
+    /// A certificate validity outside what is issued.
+    #[error(
+        "a certificate valid for {days} days is not issued; allowed: 1 to {} days",
+        super::Validity::MAX_DAYS
+    )]
+    InvalidValidity {
+        /// The days asked for.
+        days: u32,
+    },
+
     /// rcgen failed to generate a key or certificate (a bug, not a user error).
     #[error("cannot generate {what}: {source}; this is a bug in entente, please report it")]
     Generate {

@@ -28,8 +28,36 @@ pub const COORDINATOR_COMMON_NAME: &str = "entente coordinator";
 pub const MAX_FEDERATION_NAME_LEN: usize = 50;
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
-const CA_DAYS: u32 = 10 * 365;
-const LEAF_DAYS: u32 = 2 * 365;
+
+/// How long a certificate is valid: from a day before it is issued (clocks differ) until
+/// `days` days after.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    days: u32,
+}
+
+impl Validity {
+    /// The CA's default: ten years.
+    pub const CA_DEFAULT: Validity = Validity { days: 10 * 365 };
+    /// A site's or the coordinator's default: two years.
+    pub const LEAF_DEFAULT: Validity = Validity { days: 2 * 365 };
+    /// The longest validity issued: a hundred years.
+    pub const MAX_DAYS: u32 = 36_500;
+
+    /// A validity of `days` days, 1 to [`Validity::MAX_DAYS`].
+    pub fn days(days: u32) -> Result<Self, TlsError> {
+        if (1..=Self::MAX_DAYS).contains(&days) {
+            Ok(Validity { days })
+        } else {
+            Err(TlsError::InvalidValidity { days })
+        }
+    }
+
+    /// The validity in days.
+    pub fn in_days(self) -> u32 {
+        self.days
+    }
+}
 
 /// Checks a site name: 1 to 63 characters of `[A-Za-z0-9-_.]`, not starting with '-'.
 ///
@@ -49,6 +77,16 @@ pub fn validate_site_name(name: &str) -> Result<(), TlsError> {
 /// The certificate is CA:true with path length 0 and CN "<federation> federation CA", valid
 /// from a day ago for ten years. Refuses to overwrite an existing `ca.key` or `ca.pem`.
 pub fn init_ca(dir: &KeyDir, federation: &str) -> Result<(), TlsError> {
+    init_ca_valid_for(dir, federation, Validity::CA_DEFAULT)
+}
+
+/// [`init_ca`], with the CA valid for `validity` instead of ten years. Certificates it issues
+/// stop being accepted when it expires, whatever their own validity.
+pub fn init_ca_valid_for(
+    dir: &KeyDir,
+    federation: &str,
+    validity: Validity,
+) -> Result<(), TlsError> {
     validate_federation_name(federation)?;
     for path in [dir.ca_key(), dir.ca_cert()] {
         if files::exists(&path) {
@@ -68,7 +106,7 @@ pub fn init_ca(dir: &KeyDir, federation: &str) -> Result<(), TlsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    set_validity(&mut params, SystemTime::now(), CA_DAYS)?;
+    set_validity(&mut params, SystemTime::now(), validity.days)?;
     let cert = params
         .self_signed(&key)
         .map_err(|source| TlsError::Generate {
@@ -94,12 +132,37 @@ pub fn init_ca(dir: &KeyDir, federation: &str) -> Result<(), TlsError> {
 /// site's certificate followed by the CA certificate). Refuses to overwrite an existing key
 /// unless `overwrite` is true.
 pub fn issue_site(dir: &KeyDir, site: &str, overwrite: bool) -> Result<(), TlsError> {
+    issue_site_valid_for(dir, site, overwrite, Validity::LEAF_DEFAULT)
+}
+
+/// [`issue_site`], with the certificate valid for `validity` instead of two years.
+pub fn issue_site_valid_for(
+    dir: &KeyDir,
+    site: &str,
+    overwrite: bool,
+    validity: Validity,
+) -> Result<(), TlsError> {
+    issue_site_at(dir, site, overwrite, SystemTime::now(), validity)
+}
+
+fn issue_site_at(
+    dir: &KeyDir,
+    site: &str,
+    overwrite: bool,
+    now: SystemTime,
+    validity: Validity,
+) -> Result<(), TlsError> {
     validate_site_name(site)?;
     let san = SanType::DnsName(site.try_into().map_err(|source| TlsError::Generate {
         what: "the site's subjectAltName",
         source,
     })?);
-    let mut params = leaf_params(vec![san], ExtendedKeyUsagePurpose::ClientAuth)?;
+    let mut params = leaf_params(
+        vec![san],
+        ExtendedKeyUsagePurpose::ClientAuth,
+        now,
+        validity,
+    )?;
     params.distinguished_name = common_name(site);
     issue_leaf(
         dir,
@@ -117,6 +180,16 @@ pub fn issue_site(dir: &KeyDir, site: &str, overwrite: bool) -> Result<(), TlsEr
 /// `coordinator.key` (mode 0600) and `coordinator.pem` (certificate then CA certificate).
 /// Refuses to overwrite an existing key unless `overwrite` is true.
 pub fn issue_coordinator(dir: &KeyDir, hosts: &[String], overwrite: bool) -> Result<(), TlsError> {
+    issue_coordinator_valid_for(dir, hosts, overwrite, Validity::LEAF_DEFAULT)
+}
+
+/// [`issue_coordinator`], with the certificate valid for `validity` instead of two years.
+pub fn issue_coordinator_valid_for(
+    dir: &KeyDir,
+    hosts: &[String],
+    overwrite: bool,
+    validity: Validity,
+) -> Result<(), TlsError> {
     if hosts.is_empty() {
         return Err(TlsError::NoHosts);
     }
@@ -127,7 +200,12 @@ pub fn issue_coordinator(dir: &KeyDir, hosts: &[String], overwrite: bool) -> Res
             sans.push(san);
         }
     }
-    let mut params = leaf_params(sans, ExtendedKeyUsagePurpose::ServerAuth)?;
+    let mut params = leaf_params(
+        sans,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        SystemTime::now(),
+        validity,
+    )?;
     params.distinguished_name = common_name(COORDINATOR_COMMON_NAME);
     issue_leaf(
         dir,
@@ -177,13 +255,15 @@ fn common_name(cn: &str) -> DistinguishedName {
 fn leaf_params(
     subject_alt_names: Vec<SanType>,
     usage: ExtendedKeyUsagePurpose,
+    now: SystemTime,
+    validity: Validity,
 ) -> Result<CertificateParams, TlsError> {
     let mut params = CertificateParams::default();
     params.subject_alt_names = subject_alt_names;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
-    set_validity(&mut params, SystemTime::now(), LEAF_DAYS)?;
+    set_validity(&mut params, now, validity.days)?;
     Ok(params)
 }
 
@@ -385,5 +465,36 @@ mod tests {
             1_709_294_400 + 730 * 86_400
         );
         assert!(set_validity(&mut params, SystemTime::UNIX_EPOCH - DAY, 1).is_err());
+    }
+
+    #[test]
+    fn validity_is_one_day_to_a_hundred_years() {
+        assert_eq!(Validity::days(1).unwrap(), Validity { days: 1 });
+        assert!(Validity::days(Validity::MAX_DAYS).is_ok());
+        for bad in [0, Validity::MAX_DAYS + 1, u32::MAX] {
+            let e = Validity::days(bad).unwrap_err();
+            assert!(
+                matches!(e, TlsError::InvalidValidity { days } if days == bad),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_expired_site_certificate_is_refused_saying_it_expired() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyDir::new(dir.path());
+        init_ca(&keys, "expiry").unwrap();
+        // Issued three days ago for one day: it expired yesterday.
+        let then = SystemTime::now() - 3 * DAY;
+        issue_site_at(&keys, "old", false, then, Validity::days(1).unwrap()).unwrap();
+        let e = super::super::check_site_certificate(&keys.ca_cert(), &keys.site_cert("old"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expired"), "{e}");
+        // The same site, issued now for a day, is accepted.
+        issue_site_valid_for(&keys, "old", true, Validity::days(1).unwrap()).unwrap();
+        let site = super::super::check_site_certificate(&keys.ca_cert(), &keys.site_cert("old"));
+        assert_eq!(site.unwrap(), "old");
     }
 }

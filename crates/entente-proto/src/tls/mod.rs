@@ -26,8 +26,9 @@ pub use error::{SiteCertError, TlsError};
 pub use files::read_pem;
 pub use identity::{check_coordinator_certificate, check_site_certificate};
 pub use issue::{
-    COORDINATOR_COMMON_NAME, MAX_FEDERATION_NAME_LEN, MAX_SITE_NAME_LEN, init_ca,
-    issue_coordinator, issue_site, validate_site_name,
+    COORDINATOR_COMMON_NAME, MAX_FEDERATION_NAME_LEN, MAX_SITE_NAME_LEN, Validity, init_ca,
+    init_ca_valid_for, issue_coordinator, issue_coordinator_valid_for, issue_site,
+    issue_site_valid_for, validate_site_name,
 };
 pub use peer::site_name;
 
