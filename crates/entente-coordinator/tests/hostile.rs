@@ -3,7 +3,6 @@
 //! without bound (issue 11, items 1 and 5).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 mod common;
@@ -11,17 +10,15 @@ mod nodes;
 
 use common::MANIFEST;
 use entente_coordinator::audit::kind;
-use entente_coordinator::store::Store;
-use entente_coordinator::{CoordinatorConfig, CoordinatorError, NoReport, RunSummary, run};
+use entente_coordinator::{CoordinatorError, NoReport, RunSummary, run};
 use entente_core::engine::ErrorKind;
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
-use entente_proto::chunks::Assembler;
-use entente_proto::convert::layout_from_wire;
 use entente_proto::tls::KeyDir;
-use entente_proto::upload;
-use entente_proto::v1::{self, PollRequest, result_header, task_frame, task_header};
-use nodes::{connect, heartbeats, register_request, site_a_kinds, with_keys};
+use nodes::{
+    Reply, answer_tasks, audit_entries, connect, coordinator_config, register_request,
+    site_a_kinds, with_keys,
+};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
@@ -35,19 +32,8 @@ async fn coordinator(
     listener: tokio::net::TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<RunSummary, CoordinatorError> {
-    let config = CoordinatorConfig {
-        manifest: manifest(dir),
-        store_url: format!("sqlite://{}", dir.join("run.db").display()),
-        ca: keys.ca_cert(),
-        cert: keys.coordinator_cert(),
-        key: keys.coordinator_key(),
-        initial: ParamSet::from_tensors([("w".to_string(), vec![2, 3], vec![0.5; 6])]).unwrap(),
-        evaluator: None,
-        out: dir.join("model.safetensors"),
-        heartbeat: Duration::from_millis(500),
-        wait_for_sites: Duration::from_secs(30),
-        signatures: None,
-    };
+    let initial = ParamSet::from_tensors([("w".to_string(), vec![2, 3], vec![0.5; 6])]).unwrap();
+    let config = coordinator_config(dir, keys, manifest(dir), initial);
     run(config, listener, shutdown, &mut NoReport).await
 }
 
@@ -60,9 +46,8 @@ enum Answer {
     Refuse(Option<ErrorKind>),
 }
 
-/// Registers, keeps its session alive, and answers every task until the run is finished:
-/// train tasks as `answer` says, evaluations with a fixed result. Returns the rounds the
-/// coordinator says the run completed.
+/// Registers and answers every task until the run is finished (see [`answer_tasks`]):
+/// training tasks as `answer` says. Returns the rounds the coordinator says the run completed.
 async fn fake_node(
     dir: &Path,
     keys: &KeyDir,
@@ -77,69 +62,11 @@ async fn fake_node(
         .unwrap()
         .into_inner()
         .session;
-    let beating = heartbeats(&client, session);
-    loop {
-        let mut stream = client
-            .poll_task(PollRequest {
-                session,
-                wait_ms: 1000,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(v1::TaskFrame {
-            frame: Some(task_frame::Frame::Header(header)),
-        }) = stream.message().await.unwrap()
-        else {
-            continue;
-        };
-        let outcome = match (header.kind, answer) {
-            (Some(task_header::Kind::Finished(f)), _) => {
-                beating.abort();
-                return f.rounds;
-            }
-            (Some(task_header::Kind::Train(_)), Answer::Refuse(kind)) => {
-                let refusal =
-                    result_header::Outcome::Refused("refuses round: over its budget".into());
-                let (frame, chunks) = upload::result_frames(header.task_id, refusal, kind, None);
-                let _ = upload::submit(&mut client, frame, chunks).await;
-                continue;
-            }
-            (Some(task_header::Kind::Train(_)), Answer::Train(claim)) => {
-                let layout = Arc::new(layout_from_wire(&header.layout).unwrap());
-                let mut assembler = Assembler::new(layout.total());
-                while let Some(v1::TaskFrame {
-                    frame: Some(task_frame::Frame::Chunk(c)),
-                }) = stream.message().await.unwrap()
-                {
-                    assembler.push(&c).unwrap();
-                }
-                let params = ParamSet::from_flat(layout, assembler.finish().unwrap()).unwrap();
-                Some((claim, params))
-            }
-            _ => None,
-        };
-        let (head, params) = match outcome {
-            Some((claim, params)) => (
-                result_header::Outcome::Train(v1::TrainResult {
-                    num_examples: claim,
-                    train_loss: 0.5,
-                }),
-                Some(params),
-            ),
-            None => (
-                result_header::Outcome::Evaluate(v1::EvalResult {
-                    loss: 1.0,
-                    accuracy: 0.5,
-                    num_examples: 10,
-                }),
-                None,
-            ),
-        };
-        let (frame, chunks) = upload::result_frames(header.task_id, head, None, params);
-        // A result the coordinator no longer waits for is not this test's concern.
-        let _ = upload::submit(&mut client, frame, chunks).await;
-    }
+    answer_tasks(client, session, |task| match answer {
+        Answer::Train(claim) => Reply::Train(claim, task),
+        Answer::Refuse(kind) => Reply::Refuse(kind),
+    })
+    .await
 }
 
 /// Runs the coordinator while `client` runs, then shuts it down: it must end as shut down.
@@ -164,16 +91,6 @@ async fn serve_while(
         matches!(result, Err(CoordinatorError::ShutDown)),
         "{result:?}"
     );
-}
-
-async fn audit_entries(dir: &Path) -> Vec<entente_coordinator::audit::AuditEntry> {
-    let url = format!("sqlite://{}", dir.join("run.db").display());
-    Store::open_read_only(&url)
-        .await
-        .unwrap()
-        .audit_entries()
-        .await
-        .unwrap()
 }
 
 /// Runs the three rounds with site-a answering as `a` and the others training honestly;

@@ -14,7 +14,7 @@ use std::time::Duration;
 mod common;
 mod nodes;
 
-use entente_coordinator::{CoordinatorConfig, CoordinatorError, NoReport, RunSummary, run};
+use entente_coordinator::{CoordinatorError, NoReport, RunSummary, run};
 use entente_core::engine::{Envelope, ErrorKind, RoundRecord, Site, SiteError, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::metrics::EvalMetrics;
@@ -28,7 +28,7 @@ use entente_proto::v1::{
     self, PollRequest, ResultFrame, result_frame, result_header, task_frame, task_header,
 };
 use entente_proto::{MAX_MESSAGE, upload};
-use nodes::{connect, heartbeats, register_request, site_a_kinds, with_keys};
+use nodes::{connect, coordinator_config, heartbeats, register_request, site_a_kinds, with_keys};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
@@ -93,19 +93,7 @@ async fn coordinator(
     keys: &KeyDir,
     listener: tokio::net::TcpListener,
 ) -> Result<RunSummary, CoordinatorError> {
-    let config = CoordinatorConfig {
-        manifest: manifest(dir),
-        store_url: format!("sqlite://{}", dir.join("run.db").display()),
-        ca: keys.ca_cert(),
-        cert: keys.coordinator_cert(),
-        key: keys.coordinator_key(),
-        initial: initial_model(),
-        evaluator: None,
-        out: dir.join("model.safetensors"),
-        heartbeat: Duration::from_millis(500),
-        wait_for_sites: Duration::from_secs(30),
-        signatures: None,
-    };
+    let config = coordinator_config(dir, keys, manifest(dir), initial_model());
     run(config, listener, std::future::pending(), &mut NoReport).await
 }
 

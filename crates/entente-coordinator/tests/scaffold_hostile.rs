@@ -5,26 +5,22 @@
 //! any round whose answer is malformed, and every task must carry a finite control variate.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
 
 mod common;
 mod nodes;
 
 use common::MANIFEST;
 use entente_coordinator::audit::kind;
-use entente_coordinator::store::Store;
-use entente_coordinator::{CoordinatorConfig, NoReport, RunSummary, run};
+use entente_coordinator::{NoReport, RunSummary, run};
 use entente_core::aggregators::scaffold::CONTROL_PREFIX;
 use entente_core::engine::ErrorKind;
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
-use entente_proto::chunks::Assembler;
-use entente_proto::convert::layout_from_wire;
 use entente_proto::tls::KeyDir;
-use entente_proto::upload;
-use entente_proto::v1::{self, PollRequest, result_header, task_frame, task_header};
-use nodes::{connect, heartbeats, register_request, site_a_kinds, with_keys};
+use nodes::{
+    Reply, answer_tasks, audit_entries, connect, coordinator_config, register_request,
+    site_a_kinds, with_keys,
+};
 
 const SITES: [&str; 3] = ["site-a", "site-b", "site-c"];
 
@@ -38,19 +34,8 @@ async fn coordinator(
     keys: &KeyDir,
     listener: tokio::net::TcpListener,
 ) -> Result<RunSummary, entente_coordinator::CoordinatorError> {
-    let config = CoordinatorConfig {
-        manifest: manifest(dir),
-        store_url: format!("sqlite://{}", dir.join("run.db").display()),
-        ca: keys.ca_cert(),
-        cert: keys.coordinator_cert(),
-        key: keys.coordinator_key(),
-        initial: ParamSet::from_tensors([("w".to_string(), vec![2, 3], vec![0.5; 6])]).unwrap(),
-        evaluator: None,
-        out: dir.join("model.safetensors"),
-        heartbeat: Duration::from_millis(500),
-        wait_for_sites: Duration::from_secs(30),
-        signatures: None,
-    };
+    let initial = ParamSet::from_tensors([("w".to_string(), vec![2, 3], vec![0.5; 6])]).unwrap();
+    let config = coordinator_config(dir, keys, manifest(dir), initial);
     run(config, listener, std::future::pending(), &mut NoReport).await
 }
 
@@ -90,8 +75,9 @@ struct Seen {
     finite_tasks: bool,
 }
 
-/// Registers, keeps its session alive, and answers every task until the run is finished:
-/// train tasks with `answer` of the parameters sent, evaluations with a fixed result.
+/// Registers and answers every task until the run is finished (see [`answer_tasks`]):
+/// training tasks with `answer` of the parameters sent, checking each carries a control
+/// variate.
 async fn fake_node(
     dir: &Path,
     keys: &KeyDir,
@@ -106,68 +92,22 @@ async fn fake_node(
         .unwrap()
         .into_inner()
         .session;
-    let beating = heartbeats(&client, session);
     let mut finite_tasks = true;
-    loop {
-        let mut stream = client
-            .poll_task(PollRequest {
-                session,
-                wait_ms: 1000,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let Some(v1::TaskFrame {
-            frame: Some(task_frame::Frame::Header(header)),
-        }) = stream.message().await.unwrap()
-        else {
-            continue;
-        };
-        let (head, params) = match header.kind {
-            Some(task_header::Kind::Finished(f)) => {
-                beating.abort();
-                return Seen {
-                    rounds: f.rounds,
-                    finite_tasks,
-                };
-            }
-            Some(task_header::Kind::Train(_)) => {
-                let layout = Arc::new(layout_from_wire(&header.layout).unwrap());
-                let mut assembler = Assembler::new(layout.total());
-                while let Some(v1::TaskFrame {
-                    frame: Some(task_frame::Frame::Chunk(c)),
-                }) = stream.message().await.unwrap()
-                {
-                    assembler.push(&c).unwrap();
-                }
-                let task = ParamSet::from_flat(layout, assembler.finish().unwrap()).unwrap();
-                assert!(
-                    task.layout()
-                        .specs()
-                        .iter()
-                        .any(|s| s.name.starts_with(CONTROL_PREFIX)),
-                    "a SCAFFOLD task without its control variate"
-                );
-                finite_tasks &= task.as_flat().iter().all(|v| v.is_finite());
-                (
-                    result_header::Outcome::Train(v1::TrainResult {
-                        num_examples: 100,
-                        train_loss: 0.5,
-                    }),
-                    Some(answer(&task)),
-                )
-            }
-            _ => (
-                result_header::Outcome::Evaluate(v1::EvalResult {
-                    loss: 1.0,
-                    accuracy: 0.5,
-                    num_examples: 10,
-                }),
-                None,
-            ),
-        };
-        let (frame, chunks) = upload::result_frames(header.task_id, head, None, params);
-        let _ = upload::submit(&mut client, frame, chunks).await;
+    let rounds = answer_tasks(client, session, |task| {
+        assert!(
+            task.layout()
+                .specs()
+                .iter()
+                .any(|s| s.name.starts_with(CONTROL_PREFIX)),
+            "a SCAFFOLD task without its control variate"
+        );
+        finite_tasks &= task.as_flat().iter().all(|v| v.is_finite());
+        Reply::Train(100, answer(&task))
+    })
+    .await;
+    Seen {
+        rounds,
+        finite_tasks,
     }
 }
 
@@ -197,13 +137,7 @@ async fn run_with_site_a(
         a.finite_tasks && b.finite_tasks && c.finite_tasks,
         "a task carried a non-finite value"
     );
-    let url = format!("sqlite://{}", dir.join("run.db").display());
-    let entries = Store::open_read_only(&url)
-        .await
-        .unwrap()
-        .audit_entries()
-        .await
-        .unwrap();
+    let entries = audit_entries(dir).await;
     let model = ParamSet::load(&dir.join("model.safetensors")).unwrap();
     (summary.rounds, entries, model)
 }

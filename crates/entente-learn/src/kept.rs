@@ -19,6 +19,14 @@ pub enum KeptError {
         /// The operating system's error.
         source: std::io::Error,
     },
+    /// A version could not be written.
+    #[error("{path}: could not be written: {reason}")]
+    Unwritable {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A kept file is not a parameter file.
     #[error("{path}: {reason}; remove the file only if this site should start over")]
     Unreadable {
@@ -126,7 +134,7 @@ impl PerRound {
         if let Some(dir) = &self.folder {
             let path = dir.join(file_name(round));
             let tmp = dir.join(format!("{}.tmp", file_name(round)));
-            control.save(&tmp).map_err(|e| KeptError::Unreadable {
+            control.save(&tmp).map_err(|e| KeptError::Unwritable {
                 path: tmp.display().to_string(),
                 reason: e.to_string(),
             })?;

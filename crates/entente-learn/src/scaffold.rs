@@ -98,7 +98,7 @@ impl Site for ScaffoldSite {
         )
         .map_err(|e| SiteError::internal(name, "local training failed").with_source(e))?;
         let y = outcome.params;
-        // (x - y) / (K * eta): the mean corrected-free gradient along the way.
+        // (x - y) / (K * eta): the mean step direction along the way, correction included.
         let scale = 1.0 / (outcome.steps.max(1) as f64 * task.training.learning_rate);
         let answer: Vec<f32> = x
             .as_flat()

@@ -464,50 +464,26 @@ fn a_certificate_validity_outside_one_day_to_a_hundred_years_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     let keys = keys.to_str().unwrap();
-    let init = |days: &str| {
+    // `entente keys WHAT... --dir KEYS --days DAYS`.
+    let keys_cmd = |what: &[&str], days: &str| {
         entente()
-            .args([
-                "keys",
-                "init",
-                "--federation",
-                "days",
-                "--dir",
-                keys,
-                "--days",
-                days,
-            ])
+            .arg("keys")
+            .args(what)
+            .args(["--dir", keys, "--days", days])
             .output()
             .unwrap()
     };
-    failed_saying(&init("0"), "allowed: 1 to 36500 days");
-    failed_saying(&init("36501"), "allowed: 1 to 36500 days");
-    run_ok(entente().args([
-        "keys",
-        "init",
-        "--federation",
-        "days",
-        "--dir",
-        keys,
-        "--days",
-        "1",
-    ]));
-    let issue = |days: &str| {
-        entente()
-            .args(["keys", "issue", "site-a", "--dir", keys, "--days", days])
-            .output()
-            .unwrap()
-    };
-    failed_saying(&issue("0"), "valid for 0 days is not issued");
+    let init = ["init", "--federation", "days"];
+    failed_saying(&keys_cmd(&init, "0"), "allowed: 1 to 36500 days");
+    failed_saying(&keys_cmd(&init, "36501"), "allowed: 1 to 36500 days");
+    assert!(keys_cmd(&init, "1").status.success());
+    let site = ["issue", "site-a"];
+    failed_saying(&keys_cmd(&site, "0"), "valid for 0 days is not issued");
     assert!(!dir.path().join("keys/sites/site-a.pem").exists());
-    run_ok(entente().args(["keys", "issue", "site-a", "--dir", keys, "--days", "30"]));
-    run_ok(entente().args([
-        "keys",
-        "issue",
-        "--coordinator",
-        "127.0.0.1",
-        "--dir",
-        keys,
-        "--days",
-        "30",
-    ]));
+    assert!(keys_cmd(&site, "30").status.success());
+    assert!(
+        keys_cmd(&["issue", "--coordinator", "127.0.0.1"], "30")
+            .status
+            .success()
+    );
 }
