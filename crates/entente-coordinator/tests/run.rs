@@ -50,6 +50,7 @@ fn config(dir: &Path) -> CoordinatorConfig {
         heartbeat: Duration::from_millis(500),
         wait_for_sites: Duration::from_secs(60),
         signatures: None,
+        revocations: None,
     }
 }
 

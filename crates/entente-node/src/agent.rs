@@ -20,10 +20,11 @@ use entente_proto::v1::{
     self, HeartbeatRequest, PollRequest, RegisterRequest, TaskHeader, result_header, task_frame,
     task_header,
 };
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
 use crate::checks::Agreement;
+use crate::connector::{CoordinatorConnector, revoked_reason};
 use crate::local::{LocalParticipant, Trainer, participant};
 use crate::report::{NodeReport, Quiet};
 
@@ -76,6 +77,11 @@ pub struct NodeConfig {
     /// connects (and so before it trains), every signature the manifest requires
     /// (`[agreement] require_signatures`) must verify against `ca`.
     pub signatures: Option<PathBuf>,
+    /// The federation's revocation list (`revoked.crl`, from the CA): a coordinator whose
+    /// certificate it revokes is refused, and a node whose own certificate it revokes does not
+    /// start. Read again before every connection; no file means nothing is revoked. `None`: no
+    /// revocation list is used.
+    pub revocations: Option<PathBuf>,
 }
 
 /// Why a node stopped.
@@ -91,6 +97,9 @@ pub enum NodeError {
     /// The coordinator refused this node; retrying would not help.
     #[error("the coordinator refused this node: {0}")]
     Refused(String),
+    /// A certificate is revoked (this site's, or the coordinator's): retrying cannot help.
+    #[error("{0}")]
+    Revoked(String),
     /// The node was asked to stop before the run ended.
     #[error("the node was stopped before the run ended")]
     ShutDown,
@@ -136,11 +145,20 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
     let read = |p: &PathBuf| {
         std::fs::read(p).map_err(|e| NodeError::Setup(format!("cannot read {}: {e}", p.display())))
     };
-    let (ca, cert, key) = (read(&config.ca)?, read(&config.cert)?, read(&config.key)?);
+    for path in [&config.ca, &config.cert, &config.key] {
+        read(path)?;
+    }
     // The identity is checked now, not at the first handshake: the key must belong to the
-    // certificate, and the certificate must be a site's, issued by the federation CA.
+    // certificate, the certificate must be a site's, issued by the federation CA, and not
+    // revoked.
     let setup = |e: tls::TlsError| NodeError::Setup(e.to_string());
-    tls::client_config(&config.ca, &config.cert, &config.key).map_err(setup)?;
+    let revocations =
+        Arc::new(tls::Revocations::load(&config.ca, config.revocations.as_deref()).map_err(setup)?);
+    revocations
+        .check_own(&config.cert)
+        .map_err(|e| NodeError::Revoked(e.to_string()))?;
+    let tls_config =
+        tls::client_config(&config.ca, &config.cert, &config.key, &revocations).map_err(setup)?;
     let site = tls::check_site_certificate(&config.ca, &config.cert).map_err(setup)?;
     // The manifest's required signatures, before any data is read or any task taken.
     signatures::check_before_run(&config.manifest, config.signatures.as_deref(), &config.ca)
@@ -165,21 +183,22 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
     tracing::info!(%site, examples = ?local.examples, "node ready");
     report.ready(&site, local.examples);
     let local = Arc::new(local);
-    let host = url_host(&config.coordinator)?;
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .identity(Identity::from_pem(cert, key))
-        .domain_name(host);
-    let endpoint = Endpoint::from_shared(config.coordinator.clone())
+    let (host, port) = coordinator_address(&config.coordinator)?;
+    let connector =
+        CoordinatorConnector::new(tls_config, &host, port, TCP_TIMEOUT).map_err(|e| {
+            NodeError::Setup(format!(
+                "bad coordinator address `{}`: {e}",
+                config.coordinator
+            ))
+        })?;
+    // The connector speaks TLS itself, so the channel's own address is plain.
+    let endpoint = Endpoint::from_shared(format!("http://{}", connector.address()))
         .map_err(|e| {
             NodeError::Setup(format!(
                 "bad coordinator address `{}`: {e}",
                 config.coordinator
             ))
         })?
-        .tls_config(tls)
-        .map_err(|e| NodeError::Setup(format!("TLS set-up failed: {e}")))?
-        .connect_timeout(TCP_TIMEOUT)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20));
 
@@ -189,6 +208,8 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
     };
     let link = Link {
         endpoint,
+        connector,
+        revocations,
         coordinator: config.coordinator.clone(),
         agreement,
         terms: config.manifest.agreement_terms(),
@@ -252,10 +273,10 @@ pub fn leaf_site_name(pem: &[u8]) -> Result<String, NodeError> {
         .map_err(|e| NodeError::Setup(format!("the site certificate: {e}")))
 }
 
-/// The host part of `https://HOST:PORT`, the name the coordinator's certificate must carry.
-/// The address is parsed as a URI (`http::Uri`), so a bracketed IPv6 literal, a path and a
-/// missing port are all read as a URI reader would.
-fn url_host(url: &str) -> Result<String, NodeError> {
+/// The host and port of `https://HOST:PORT` (443 when no port is given); the host is the name
+/// the coordinator's certificate must carry. The address is parsed as a URI (`http::Uri`), so
+/// a bracketed IPv6 literal, a path and a missing port are all read as a URI reader would.
+fn coordinator_address(url: &str) -> Result<(String, u16), NodeError> {
     let bad = |why: &str| NodeError::Setup(format!("the coordinator address `{url}` {why}"));
     let uri: http::Uri = url.parse().map_err(|e| {
         bad(&format!(
@@ -275,7 +296,7 @@ fn url_host(url: &str) -> Result<String, NodeError> {
     if host.is_empty() {
         return Err(bad("has no host; write it as https://HOST:PORT"));
     }
-    Ok(host.to_string())
+    Ok((host.to_string(), uri.port_u16().unwrap_or(443)))
 }
 
 /// Whether a status from `register` means this node is not welcome (rather than a fault):
@@ -293,6 +314,10 @@ fn is_refusal(status: &Status) -> bool {
 /// What every connection to the coordinator needs.
 struct Link {
     endpoint: Endpoint,
+    /// Opens the TLS connections the channel runs on.
+    connector: CoordinatorConnector,
+    /// The revocation list the coordinator's certificate is checked against.
+    revocations: Arc<tls::Revocations>,
     /// The coordinator's address, as given.
     coordinator: String,
     agreement: Arc<Agreement>,
@@ -349,11 +374,19 @@ async fn session(
     previous: &mut Option<u64>,
     failures: &mut u32,
 ) -> Result<SessionEnd, NodeError> {
-    let channel: Channel = match tokio::time::timeout(CONNECT_TIMEOUT, link.endpoint.connect())
-        .await
-    {
+    // A newer revocation list applies from this connection on; a bad one leaves the last.
+    if let Err(e) = link.revocations.reload() {
+        tracing::warn!(error = %e, "revocation list not reloaded");
+    }
+    let connect = link.endpoint.connect_with_connector(link.connector.clone());
+    let channel: Channel = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Ok(SessionEnd::Lost(describe_transport(&e))),
+        Ok(Err(e)) => {
+            if let Some(reason) = revoked_reason(&e) {
+                return Err(NodeError::Revoked(reason.to_string()));
+            }
+            return Ok(SessionEnd::Lost(describe_transport(&e)));
+        }
         Err(_) => {
             return Ok(SessionEnd::Lost(format!(
                 "{} did not complete a TLS handshake within {} s: something accepts connections \
@@ -377,7 +410,12 @@ async fn session(
     let reply = match client.register(request).await {
         Ok(r) => r.into_inner(),
         Err(s) if is_refusal(&s) => return Err(NodeError::Refused(s.message().to_string())),
-        Err(s) => return Ok(SessionEnd::Lost(s.to_string())),
+        // In TLS 1.3 the coordinator refuses a revoked certificate after the node's half of
+        // the handshake, so the refusal can surface at the first call.
+        Err(s) => match revoked_reason(&s) {
+            Some(reason) => return Err(NodeError::Revoked(reason.to_string())),
+            None => return Ok(SessionEnd::Lost(s.to_string())),
+        },
     };
     *failures = 0;
     if let Some(reason) = link.keep_head(reply.audit_head.as_ref(), 0) {
@@ -722,19 +760,23 @@ mod tests {
 
     #[test]
     fn coordinator_hosts_are_read_from_urls() {
-        assert_eq!(url_host("https://127.0.0.1:7443").unwrap(), "127.0.0.1");
+        let address = |url| coordinator_address(url).unwrap();
         assert_eq!(
-            url_host("https://coord.example.org:443/").unwrap(),
-            "coord.example.org"
-        );
-        assert_eq!(url_host("https://[::1]:7443").unwrap(), "::1");
-        assert_eq!(
-            url_host("https://coord.example.org").unwrap(),
-            "coord.example.org"
+            address("https://127.0.0.1:7443"),
+            ("127.0.0.1".into(), 7443)
         );
         assert_eq!(
-            url_host("https://user@coord.example.org:7443/x?y").unwrap(),
-            "coord.example.org"
+            address("https://coord.example.org:443/"),
+            ("coord.example.org".into(), 443)
+        );
+        assert_eq!(address("https://[::1]:7443"), ("::1".into(), 7443));
+        assert_eq!(
+            address("https://coord.example.org"),
+            ("coord.example.org".into(), 443)
+        );
+        assert_eq!(
+            address("https://user@coord.example.org:7443/x?y"),
+            ("coord.example.org".into(), 7443)
         );
         for (bad, names) in [
             ("http://127.0.0.1:7443", "https://"),
@@ -745,7 +787,7 @@ mod tests {
             ("https://a b:7443", "not a URL"),
             ("", "not a URL"),
         ] {
-            let err = url_host(bad).unwrap_err().to_string();
+            let err = coordinator_address(bad).unwrap_err().to_string();
             assert!(err.contains(names), "{bad}: {err}");
         }
     }

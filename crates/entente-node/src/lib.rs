@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod checks;
+mod connector;
 pub mod local;
 pub mod report;
 

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use entente_proto::tls::{
-    KeyDir, SiteCertError, TlsError, check_coordinator_certificate, check_site_certificate,
-    client_config, init_ca, issue_coordinator, issue_site, read_pem, server_config, site_name,
+    KeyDir, Revocations, Revokee, SiteCertError, TlsError, check_coordinator_certificate,
+    check_site_certificate, client_config, init_ca, issue_coordinator, issue_site, read_pem,
+    revoke, serial_hex, serial_of, server_config, site_name,
 };
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ServerConnection};
@@ -37,9 +38,15 @@ fn server(dir: &KeyDir) -> ServerConnection {
         &dir.ca_cert(),
         &dir.coordinator_cert(),
         &dir.coordinator_key(),
+        &no_revocations(),
     )
     .unwrap();
     ServerConnection::new(config).unwrap()
+}
+
+/// A revocation list that revokes nothing.
+fn no_revocations() -> Arc<Revocations> {
+    Arc::new(Revocations::none())
 }
 
 fn client(config: Arc<rustls::ClientConfig>, host: &str) -> ClientConnection {
@@ -47,7 +54,13 @@ fn client(config: Arc<rustls::ClientConfig>, host: &str) -> ClientConnection {
 }
 
 fn site_client(dir: &KeyDir, site: &str, host: &str) -> ClientConnection {
-    let config = client_config(&dir.ca_cert(), &dir.site_cert(site), &dir.site_key(site)).unwrap();
+    let config = client_config(
+        &dir.ca_cert(),
+        &dir.site_cert(site),
+        &dir.site_key(site),
+        &no_revocations(),
+    )
+    .unwrap();
     client(config, host)
 }
 
@@ -224,6 +237,7 @@ fn present_foreign_site(dir: &KeyDir, other: &KeyDir) -> rustls::Error {
         &dir.ca_cert(),
         &other.site_cert("clinic-a"),
         &other.site_key("clinic-a"),
+        &no_revocations(),
     )
     .unwrap();
     let mut server = server(dir);
@@ -304,6 +318,7 @@ fn a_site_cannot_pose_as_the_coordinator() {
         &dir.ca_cert(),
         &dir.site_cert("clinic-a"),
         &dir.site_key("clinic-a"),
+        &no_revocations(),
     )
     .unwrap();
     let mut server = ServerConnection::new(config).unwrap();
@@ -339,6 +354,7 @@ fn configs_refuse_wrong_files_with_the_file_named() {
         &dir.site_cert("clinic-a"),
         &dir.coordinator_cert(),
         &dir.coordinator_key(),
+        &no_revocations(),
     )
     .unwrap_err();
     assert!(matches!(err, TlsError::NotCa { .. }), "{err}");
@@ -348,6 +364,7 @@ fn configs_refuse_wrong_files_with_the_file_named() {
         &dir.ca_cert(),
         &dir.site_cert("clinic-a"),
         &dir.coordinator_key(),
+        &no_revocations(),
     )
     .unwrap_err();
     assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
@@ -360,12 +377,18 @@ fn configs_refuse_wrong_files_with_the_file_named() {
         &dir.ca_cert(),
         &dir.coordinator_cert(),
         &dir.site_key("clinic-a"),
+        &no_revocations(),
     )
     .unwrap_err();
     assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
     // A certificate where the key belongs.
-    let err =
-        client_config(&dir.ca_cert(), &dir.site_cert("clinic-a"), &dir.ca_cert()).unwrap_err();
+    let err = client_config(
+        &dir.ca_cert(),
+        &dir.site_cert("clinic-a"),
+        &dir.ca_cert(),
+        &no_revocations(),
+    )
+    .unwrap_err();
     assert!(matches!(err, TlsError::Pem { .. }), "{err}");
     assert!(err.to_string().contains("ca.pem"), "{err}");
     // A file that is not there.
@@ -373,6 +396,7 @@ fn configs_refuse_wrong_files_with_the_file_named() {
         &dir.root.join("nope.pem"),
         &dir.coordinator_cert(),
         &dir.ca_key(),
+        &no_revocations(),
     )
     .unwrap_err();
     assert!(matches!(err, TlsError::Read { .. }) && err.to_string().contains("nope.pem"));
@@ -452,4 +476,218 @@ proptest::proptest! {
         proptest::prop_assert!(refused, "{:?} was not refused", site);
         proptest::prop_assert!(!tmp.path().join("sites").exists());
     }
+}
+
+/// The coordinator of `dir`, refusing what `revocations` revokes.
+fn revoking_server(dir: &KeyDir, revocations: &Arc<Revocations>) -> ServerConnection {
+    let config = server_config(
+        &dir.ca_cert(),
+        &dir.coordinator_cert(),
+        &dir.coordinator_key(),
+        revocations,
+    )
+    .unwrap();
+    ServerConnection::new(config).unwrap()
+}
+
+fn revocations_of(dir: &KeyDir) -> Arc<Revocations> {
+    Arc::new(Revocations::load(&dir.ca_cert(), Some(&dir.revocation_list())).unwrap())
+}
+
+#[test]
+fn a_revoked_site_is_refused_at_the_next_handshake_after_a_reload() {
+    let (_tmp, dir) = federation();
+    issue_site(&dir, "clinic-b", false).unwrap();
+    // No list yet: nothing is revoked, and both sites get in.
+    let revocations = revocations_of(&dir);
+    assert!(revocations.current().is_empty());
+    let server = |r| revoking_server(&dir, r);
+    for site in ["clinic-a", "clinic-b"] {
+        handshake(
+            &mut site_client(&dir, site, "localhost"),
+            &mut server(&revocations),
+        )
+        .unwrap();
+    }
+
+    let revoked = revoke(&dir, &Revokee::Site("clinic-a".into())).unwrap();
+    assert_eq!((revoked.number, revoked.revoked), (1, 1));
+    assert_eq!(revoked.list, dir.revocation_list());
+    // The server's configuration is not rebuilt: the reloaded list applies at once.
+    let reloaded = revocations.reload().unwrap().unwrap();
+    assert_eq!(reloaded.number, 1);
+    let serial = serial_of(&first_cert(&dir.site_cert("clinic-a"))).unwrap();
+    assert_eq!(reloaded.newly_revoked, std::slice::from_ref(&serial));
+    assert_eq!(serial_hex(&serial), revoked.serial);
+    assert_eq!(revocations.reload().unwrap(), None, "unchanged file");
+    let err = server_error(handshake(
+        &mut site_client(&dir, "clinic-a", "localhost"),
+        &mut server(&revocations),
+    ));
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+    );
+    handshake(
+        &mut site_client(&dir, "clinic-b", "localhost"),
+        &mut server(&revocations),
+    )
+    .unwrap();
+
+    // A new certificate admits the site again; revoking twice is refused, naming the cure.
+    let again = revoke(&dir, &Revokee::Site("clinic-a".into())).unwrap_err();
+    assert!(matches!(again, TlsError::AlreadyRevoked { .. }), "{again}");
+    assert!(again.to_string().contains("--overwrite"), "{again}");
+    issue_site(&dir, "clinic-a", true).unwrap();
+    handshake(
+        &mut site_client(&dir, "clinic-a", "localhost"),
+        &mut server(&revocations),
+    )
+    .unwrap();
+    // The list grows: revoking the second site keeps the first revocation.
+    let second = revoke(&dir, &Revokee::Site("clinic-b".into())).unwrap();
+    assert_eq!((second.number, second.revoked), (2, 2));
+    assert_eq!(
+        revocations.reload().unwrap().unwrap().newly_revoked.len(),
+        1
+    );
+    assert!(revocations.current().revokes(&serial));
+}
+
+#[test]
+fn a_node_refuses_a_revoked_coordinator() {
+    let (_tmp, dir) = federation();
+    revoke(&dir, &Revokee::Coordinator).unwrap();
+    let revocations = revocations_of(&dir);
+    let config = client_config(
+        &dir.ca_cert(),
+        &dir.site_cert("clinic-a"),
+        &dir.site_key("clinic-a"),
+        &revocations,
+    )
+    .unwrap();
+    match handshake(&mut client(config, "localhost"), &mut server(&dir)) {
+        Err(Failure::Client(e)) => assert_eq!(
+            e,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+        ),
+        other => panic!("expected the node to refuse the coordinator, got {other:?}"),
+    }
+    // The coordinator itself refuses to start with a revoked certificate, saying so.
+    let err = revocations.check_own(&dir.coordinator_cert()).unwrap_err();
+    assert!(
+        matches!(err, TlsError::OwnCertificateRevoked { .. }),
+        "{err}"
+    );
+    revocations.check_own(&dir.site_cert("clinic-a")).unwrap();
+}
+
+#[test]
+fn a_forged_old_or_removed_revocation_list_is_refused_and_the_list_in_force_stays() {
+    let (_tmp, dir) = federation();
+    issue_site(&dir, "clinic-b", false).unwrap();
+    revoke(&dir, &Revokee::Site("clinic-a".into())).unwrap();
+    let first_list = fs::read(dir.revocation_list()).unwrap();
+    revoke(&dir, &Revokee::Site("clinic-b".into())).unwrap();
+    let revocations = revocations_of(&dir);
+    assert_eq!(revocations.current().number, 2);
+
+    // A list signed by another CA with the same name.
+    let (_other_tmp, other) = federation_named("hospitals");
+    revoke(&other, &Revokee::Coordinator).unwrap();
+    fs::copy(other.revocation_list(), dir.revocation_list()).unwrap();
+    let err = revocations.reload().unwrap_err();
+    assert!(matches!(err, TlsError::BadRevocationList { .. }), "{err}");
+    assert!(err.to_string().contains("signature"), "{err}");
+    let err = Revocations::load(&dir.ca_cert(), Some(&dir.revocation_list())).unwrap_err();
+    assert!(matches!(err, TlsError::BadRevocationList { .. }), "{err}");
+
+    // An older list of this CA would re-admit clinic-b.
+    fs::write(dir.revocation_list(), &first_list).unwrap();
+    let err = revocations.reload().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TlsError::RevocationRollback {
+                number: 1,
+                loaded: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+
+    // Garbage, and then no file at all.
+    fs::write(
+        dir.revocation_list(),
+        b"-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    assert!(matches!(
+        revocations.reload(),
+        Err(TlsError::BadRevocationList { .. })
+    ));
+    fs::remove_file(dir.revocation_list()).unwrap();
+    assert!(matches!(
+        revocations.reload(),
+        Err(TlsError::RevocationListRemoved { number: 2, .. })
+    ));
+    assert_eq!(revocations.current().number, 2);
+    assert_eq!(revocations.current().len(), 2);
+}
+
+fn first_cert(path: &Path) -> Vec<u8> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+#[test]
+fn a_revoked_site_cannot_resume_an_earlier_session() {
+    let (_tmp, dir) = federation();
+    let revocations = revocations_of(&dir);
+    let config = client_config(
+        &dir.ca_cert(),
+        &dir.site_cert("clinic-a"),
+        &dir.site_key("clinic-a"),
+        &no_revocations(),
+    )
+    .unwrap();
+    let server_config = server_config(
+        &dir.ca_cert(),
+        &dir.coordinator_cert(),
+        &dir.coordinator_key(),
+        &revocations,
+    )
+    .unwrap();
+    let connect = || {
+        let mut server = ServerConnection::new(Arc::clone(&server_config)).unwrap();
+        let mut site = client(Arc::clone(&config), "localhost");
+        let result = handshake(&mut site, &mut server);
+        // Let the client take any session ticket the server sends after the handshake.
+        let mut buf = Vec::new();
+        while server.wants_write() {
+            server.write_tls(&mut buf).unwrap();
+        }
+        if !buf.is_empty() {
+            site.read_tls(&mut buf.as_slice()).unwrap();
+            let _ = site.process_new_packets();
+        }
+        result
+    };
+    connect().unwrap();
+    revoke(&dir, &Revokee::Site("clinic-a".into())).unwrap();
+    revocations.reload().unwrap();
+    // The same client configuration (and so its session cache) connects again.
+    let err = server_error(connect());
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked)
+    );
 }

@@ -86,6 +86,7 @@ pub fn join(
             audit_record
                 .unwrap_or_else(|| entente_node::default_audit_record(&manifest_path, &site)),
         ),
+        revocations: Some(keys.revocation_list()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

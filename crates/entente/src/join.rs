@@ -49,6 +49,10 @@ pub struct JoinArgs {
     /// trains (`entente manifest sign`) [default: beside the manifest, STEM.signatures.toml].
     #[arg(long, value_name = "FILE")]
     signatures: Option<PathBuf>,
+    /// The federation's revocation list: a coordinator whose certificate it revokes is
+    /// refused [default: KEYS/revoked.crl; no file means nothing is revoked].
+    #[arg(long, value_name = "FILE")]
+    revocations: Option<PathBuf>,
     /// Fault injection for tests: corrupt every update.
     #[arg(long, hide = true, value_enum)]
     corrupt_updates: Option<CorruptArg>,
@@ -106,6 +110,7 @@ pub fn run(args: JoinArgs) -> Result<()> {
             args.signatures
                 .unwrap_or_else(|| tls::signatures::signatures_path(&args.manifest)),
         ),
+        revocations: Some(args.revocations.unwrap_or_else(|| keys.revocation_list())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

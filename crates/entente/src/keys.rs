@@ -52,6 +52,24 @@ enum KeysCommand {
         #[arg(long, default_value_t = tls::Validity::LEAF_DEFAULT.in_days(), value_name = "N")]
         days: u32,
     },
+    /// Revoke a site's certificate (or with --coordinator the coordinator's): adds it to the
+    /// revocation list revoked.crl in --dir, signed by the CA. A running coordinator reads the
+    /// list again within a second and refuses the site from then on; give the new list to the
+    /// coordinator and every site.
+    Revoke {
+        /// The site whose certificate (sites/SITE.pem) is revoked.
+        #[arg(
+            required_unless_present = "coordinator",
+            conflicts_with = "coordinator"
+        )]
+        site: Option<String>,
+        /// Revoke the coordinator's certificate (coordinator.pem) instead.
+        #[arg(long)]
+        coordinator: bool,
+        /// Folder holding the CA.
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+    },
 }
 
 /// Runs `entente keys`.
@@ -100,6 +118,28 @@ pub fn run(args: KeysArgs) -> Result<()> {
                     );
                 }
             }
+        }
+        KeysCommand::Revoke {
+            site,
+            coordinator: _,
+            dir,
+        } => {
+            let keys = KeyDir::new(dir);
+            let whom = match site {
+                Some(site) => tls::Revokee::Site(site),
+                None => tls::Revokee::Coordinator,
+            };
+            let revoked = tls::revoke(&keys, &whom)?;
+            println!(
+                "revoked the certificate in {} (serial {}): revocation list {} is number {}, \
+                 revoking {} certificate(s); copy it to the coordinator's key folder and to every \
+                 site",
+                revoked.cert.display(),
+                revoked.serial,
+                revoked.list.display(),
+                revoked.number,
+                revoked.revoked
+            );
         }
     }
     Ok(())

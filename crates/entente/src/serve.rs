@@ -68,6 +68,10 @@ pub struct ServeArgs {
     /// starts (`entente manifest sign`) [default: beside the manifest, STEM.signatures.toml].
     #[arg(long, value_name = "FILE")]
     signatures: Option<PathBuf>,
+    /// The federation's revocation list (default: revoked.crl in --keys): certificates it
+    /// revokes are refused; the file is read again whenever it changes, without a restart.
+    #[arg(long, value_name = "FILE")]
+    revocations: Option<PathBuf>,
     /// Also log the run to this MLflow tracking server (http://HOST:PORT): the manifest as
     /// parameters, each round's figures as metrics, the final model as an artifact.
     #[arg(long, value_name = "URI")]
@@ -129,6 +133,11 @@ async fn serve(args: ServeArgs, manifest: Manifest) -> Result<()> {
             args.signatures
                 .clone()
                 .unwrap_or_else(|| signatures::signatures_path(&args.manifest)),
+        ),
+        revocations: Some(
+            args.revocations
+                .clone()
+                .unwrap_or_else(|| keys.revocation_list()),
         ),
         manifest,
     };

@@ -1562,3 +1562,121 @@ require_signatures = "all"
         "{said}"
     );
 }
+
+#[test]
+fn a_site_revoked_mid_run_is_refused_and_the_run_goes_on_without_it() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    // Rounds long enough (a wider model, two epochs) that the revocation lands mid-run.
+    let text = format!(
+        "{}\n[agreement]\nrequire_signatures = \"all\"\n",
+        manifest_with_epochs("revoked", 6, 30000, 2, 2).replace("[64]", "[512]")
+    );
+    let fed = Federation::new("revoked", &text);
+    let keys = fed.keys();
+    for site in SITES {
+        run_ok(
+            entente()
+                .args(["manifest", "sign"])
+                .arg(fed.manifest())
+                .arg("--key")
+                .arg(keys.join("sites").join(format!("{site}.key"))),
+        );
+    }
+    let mut serve = fed.serve();
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let _a = fed.join("site-a", &[]);
+    let _b = fed.join("site-b", &[]);
+    let c = fed.join("site-c", &[]);
+    serve.wait_for("round   2/6", Duration::from_secs(180));
+    // The CA revokes site-c; the coordinator (same key folder) reads the list within a second,
+    // without a restart.
+    let out = run_ok(
+        entente()
+            .args(["keys", "revoke", "site-c", "--dir"])
+            .arg(&keys),
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("number 1, revoking 1 certificate"), "{said}");
+    let (ok, node_log) = c.finish(Duration::from_secs(60));
+    assert!(!ok, "the revoked node kept going:\n{node_log}");
+    let error = node_log
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error from the revoked node:\n{node_log}"));
+    assert!(error.contains("revoked"), "{node_log}");
+    let (ok, log) = serve.finish(Duration::from_secs(300));
+    assert!(ok, "serve failed:\n{log}");
+    assert_eq!(fed.finished_rounds(), (1..=6).collect::<Vec<u32>>());
+    // After the revocation every round went on with the two others.
+    let revoked_at = log
+        .lines()
+        .position(|l| l.contains("left out site-c"))
+        .unwrap_or_else(|| panic!("site-c was never left out:\n{log}"));
+    assert!(
+        log.lines().nth(revoked_at).unwrap().contains("revoked"),
+        "{log}"
+    );
+    let last = log.lines().rfind(|l| l.contains("sites accepted")).unwrap();
+    assert!(last.contains("round   6/6: 2 of"), "{log}");
+
+    let audit = fed.audit_lines();
+    let find = |needle: &str| {
+        audit
+            .iter()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no `{needle}` entry:\n{}", audit.join("\n")))
+    };
+    assert!(
+        find("revocations_loaded").contains("\"number\":1"),
+        "{audit:?}"
+    );
+    assert!(find("site_revoked").contains("site-c"), "{audit:?}");
+    let refused = audit
+        .iter()
+        .filter(|l| l.contains("refusal") && l.contains("evoked"))
+        .count();
+    assert!(
+        refused >= 1,
+        "no refusal of the revoked site:\n{}",
+        audit.join("\n")
+    );
+    fed.assert_audit_intact();
+
+    // A node refuses a coordinator whose certificate its list revokes, and says so; the
+    // coordinator itself refuses to start with a revoked certificate.
+    run_ok(
+        entente()
+            .args(["keys", "revoke", "--coordinator", "--dir"])
+            .arg(&keys),
+    );
+    let (ok, log) = fed.serve().finish(Duration::from_secs(60));
+    assert!(!ok, "serve started with a revoked certificate:\n{log}");
+    assert!(log.contains("is revoked by"), "{log}");
+    let unaware = fed.dir.join("keys-without-list");
+    std::fs::create_dir_all(unaware.join("sites")).unwrap();
+    for file in ["ca.pem", "coordinator.pem", "coordinator.key"] {
+        std::fs::copy(keys.join(file), unaware.join(file)).unwrap();
+    }
+    let mut serve = spawn(
+        entente()
+            .arg("serve")
+            .arg(fed.manifest())
+            .args(["--listen", &format!("127.0.0.1:{}", fed.port)])
+            .arg("--keys")
+            .arg(&unaware)
+            .arg("--database")
+            .arg(format!("sqlite://{}", fed.dir.join("second.db").display()))
+            .args(["--heartbeat-secs", "0.5", "--wait-secs", "30"]),
+    );
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let (ok, log) = fed.join("site-a", &[]).finish(Duration::from_secs(60));
+    assert!(!ok, "the node connected to a revoked coordinator:\n{log}");
+    assert!(
+        log.contains("the coordinator's certificate is revoked"),
+        "{log}"
+    );
+    serve.terminate();
+}

@@ -51,6 +51,12 @@ pub mod kind {
     pub const RUN_STOPPED: &str = "run_stopped";
     /// A site's ledger was charged for a round (mechanism, rate, noise multiplier, steps).
     pub const PRIVACY_CHARGED: &str = "privacy_charged";
+    /// The coordinator went by a new revocation list (its number, what it newly revokes).
+    pub const REVOCATIONS_LOADED: &str = "revocations_loaded";
+    /// A revocation list file was refused (forged, older, removed); the one in force stays.
+    pub const REVOCATIONS_REFUSED: &str = "revocations_refused";
+    /// A connected site's certificate was revoked: its session ended.
+    pub const SITE_REVOKED: &str = "site_revoked";
 }
 
 /// Something to record in the audit log.

@@ -38,6 +38,7 @@ use crate::audit::{AuditEvent, ChainWatch, kind};
 use crate::store::{Store, StoreError, redact};
 use crate::transport::hub::Hub;
 use crate::transport::listener;
+use crate::transport::revocation::RevocationGuard;
 use crate::transport::service::CoordinatorService;
 use observer::StoreObserver;
 
@@ -84,6 +85,11 @@ pub struct CoordinatorConfig {
     /// every signature `[agreement] require_signatures` names must verify, and the valid ones
     /// are recorded with the run's start in the audit log.
     pub signatures: Option<PathBuf>,
+    /// The federation's revocation list (`revoked.crl`, written by `entente keys revoke`):
+    /// certificates it revokes are refused at the handshake and in every call. Read again
+    /// whenever the file changes, without a restart; no file yet means nothing is revoked.
+    /// `None`: no revocation list is used.
+    pub revocations: Option<PathBuf>,
 }
 
 /// What a finished run did.
@@ -217,12 +223,17 @@ async fn drive(
 ) -> Result<RunSummary, CoordinatorError> {
     // The identity first: a certificate the nodes could not use, or a key that is not its own,
     // stops the coordinator before it touches the store.
-    let tls = tls::server_config(&config.ca, &config.cert, &config.key)
-        .map_err(|source| CoordinatorError::Tls { source })?;
-    let hosts = tls::check_coordinator_certificate(&config.ca, &config.cert)
-        .map_err(|source| CoordinatorError::Tls { source })?;
+    let tls_error = |source| CoordinatorError::Tls { source };
+    let revocations = Arc::new(
+        tls::Revocations::load(&config.ca, config.revocations.as_deref()).map_err(tls_error)?,
+    );
+    revocations.check_own(&config.cert).map_err(tls_error)?;
+    let tls = tls::server_config(&config.ca, &config.cert, &config.key, &revocations)
+        .map_err(tls_error)?;
+    let hosts = tls::check_coordinator_certificate(&config.ca, &config.cert).map_err(tls_error)?;
     let credentials = Credentials {
         tls,
+        revocations,
         hosts,
         signatures: run_signatures(&signed),
     };
@@ -269,10 +280,12 @@ fn run_signatures(signed: &[Checked]) -> Vec<crate::store::RunSignature> {
         .collect()
 }
 
-/// What the coordinator checked before opening the run: its TLS server configuration, the
-/// hosts its certificate is valid for, and the manifest's verified signatures.
+/// What the coordinator checked before opening the run: its TLS server configuration and the
+/// revocation list it checks, the hosts its certificate is valid for, and the manifest's
+/// verified signatures.
 struct Credentials {
     tls: Arc<rustls::ServerConfig>,
+    revocations: Arc<tls::Revocations>,
     hosts: Vec<String>,
     signatures: Vec<crate::store::RunSignature>,
 }
@@ -299,6 +312,7 @@ async fn drive_owned(
     } = config;
     let Credentials {
         tls,
+        revocations,
         hosts,
         signatures,
     } = credentials;
@@ -364,12 +378,16 @@ async fn drive_owned(
     let addr = socket
         .local_addr()
         .map_err(|source| CoordinatorError::Listener { source })?;
+    let revocations = Arc::new(RevocationGuard::new(revocations));
+    let _revocation_watch =
+        AbortOnDrop(revocations.spawn_watch(Arc::clone(&hub), store.clone(), run));
     let service = CoordinatorService::new(
         Arc::clone(&hub),
         store.clone(),
         run,
         manifest.name.clone(),
         manifest.agreement_terms(),
+        revocations,
     );
     let serving = Serving::start(socket, tls, service, Arc::clone(&hub));
     report.listening(addr);

@@ -98,6 +98,8 @@ struct Mailbox {
     receiving: HashMap<u64, Arc<Task>>,
     /// Where each pending task's result goes.
     replies: HashMap<u64, SyncSender<TaskResult>>,
+    /// Why the coordinator ended the last session ([`Hub::end_session`]), until the next one.
+    ended: Option<String>,
 }
 
 /// Why a result could not be delivered.
@@ -248,6 +250,7 @@ impl Hub {
         b.session = Some(session);
         b.peer = peer;
         b.last_seen = Some(Instant::now());
+        b.ended = None;
         let mut back: Vec<Arc<Task>> = b.delivered.drain().map(|(_, t)| t).collect();
         back.sort_by_key(|t| std::cmp::Reverse(t.id));
         for t in back {
@@ -256,6 +259,27 @@ impl Hub {
         drop(b);
         notify.notify_one();
         Ok(session)
+    }
+
+    /// Ends `site`'s session now, for `reason` (its certificate was revoked): its polls and
+    /// heartbeats fail, and a call waiting for its answer fails with `reason` at its next look.
+    pub fn end_session(&self, site: &str, reason: &str) {
+        if let Ok((m, notify)) = self.mailbox(site) {
+            let mut b = lock(m);
+            b.session = None;
+            b.peer = None;
+            b.last_seen = None;
+            b.ended = Some(reason.to_string());
+            drop(b);
+            notify.notify_waiters();
+        }
+    }
+
+    /// Why the coordinator ended `site`'s last session, if it did and no new one began.
+    pub fn ended(&self, site: &str) -> Option<String> {
+        self.mailbox(site)
+            .ok()
+            .and_then(|(m, _)| lock(m).ended.clone())
     }
 
     /// Records that the node of `session` is alive.

@@ -66,6 +66,9 @@ impl RemoteSite {
         if self.hub.is_closed() {
             return Err(self.fail(ErrorKind::Internal, SHUTTING_DOWN));
         }
+        if let Some(reason) = self.hub.ended(&self.name) {
+            return Err(self.fail(ErrorKind::Refused, reason));
+        }
         if !self.hub.is_alive(&self.name) {
             return Err(self.fail(ErrorKind::Transport, "not connected"));
         }
@@ -103,6 +106,8 @@ impl RemoteSite {
                                 self.deadline.as_secs_f64()
                             ),
                         ))
+                    } else if let Some(reason) = self.hub.ended(&self.name) {
+                        Some((ErrorKind::Refused, reason))
                     } else if !self.hub.is_alive(&self.name) {
                         Some((
                             ErrorKind::Transport,

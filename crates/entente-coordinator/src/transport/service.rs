@@ -33,6 +33,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::hub::{Hub, RouteError, Task, TaskKind, TaskResult};
 use super::refusals::{Refusal, RefusalLog};
+use super::revocation::RevocationGuard;
 use crate::audit::{AuditEvent, kind};
 use crate::store::Store;
 
@@ -68,11 +69,21 @@ pub struct CoordinatorService {
     transfers: Arc<Semaphore>,
     /// Refusals of calls, shared with the listener's refusals of handshakes.
     refusals: Arc<RefusalLog>,
+    /// The revocation list every call is checked against.
+    revocations: Arc<RevocationGuard>,
 }
 
 impl CoordinatorService {
-    /// The service of run `run` of `federation`, whose manifest has the terms `terms`.
-    pub fn new(hub: Arc<Hub>, store: Store, run: i64, federation: String, terms: String) -> Self {
+    /// The service of run `run` of `federation`, whose manifest has the terms `terms`,
+    /// refusing the calls of certificates `revocations` revokes.
+    pub fn new(
+        hub: Arc<Hub>,
+        store: Store,
+        run: i64,
+        federation: String,
+        terms: String,
+        revocations: Arc<RevocationGuard>,
+    ) -> Self {
         let refusals = Arc::new(RefusalLog::new(store.clone(), run, Arc::clone(&hub)));
         Self {
             hub,
@@ -83,6 +94,7 @@ impl CoordinatorService {
             terms,
             transfers: Arc::new(Semaphore::new(MAX_TRANSFERS)),
             refusals,
+            revocations,
         }
     }
 
@@ -140,16 +152,30 @@ impl CoordinatorService {
         }
     }
 
-    /// The manifest site the caller's certificate names; anyone else is refused (and the
-    /// refusal recorded) before the call does anything.
+    /// The manifest site the caller's certificate names; anyone else, and a site whose
+    /// certificate is revoked, is refused (and the refusal recorded) before the call does
+    /// anything.
     async fn site_of<T>(&self, request: &Request<T>, call: &str) -> Result<String, Status> {
         let addr = request.remote_addr();
         let peer = addr.map_or_else(|| "unknown address".to_string(), |a| a.to_string());
-        let named = request
+        let leaf = request
             .peer_certs()
-            .and_then(|certs| certs.first().map(|c| site_name(c.as_ref())));
+            .and_then(|certs| certs.first().map(|c| c.as_ref().to_vec()));
+        let named = leaf.as_deref().map(site_name);
+        let mut site_refused = None;
         let refusal = match named {
-            Some(Ok(site)) if self.hub.knows(&site) => return Ok(site),
+            Some(Ok(site)) if self.hub.knows(&site) => {
+                match leaf
+                    .as_deref()
+                    .and_then(|cert| self.revocations.refusal(&site, cert))
+                {
+                    None => return Ok(site),
+                    Some(reason) => {
+                        site_refused = Some(site);
+                        reason
+                    }
+                }
+            }
             Some(Ok(site)) => format!(
                 "certificate names `{site}`, which is not a site of this federation's manifest"
             ),
@@ -159,7 +185,7 @@ impl CoordinatorService {
         let ip = addr.map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip());
         let refused = Refusal {
             peer,
-            site: None,
+            site: site_refused,
             stage: call.to_string(),
             reason: refusal.clone(),
         };

@@ -119,6 +119,7 @@ pub fn coordinator_config(
         heartbeat: Duration::from_millis(500),
         wait_for_sites: Duration::from_secs(30),
         signatures: None,
+        revocations: None,
     }
 }
 

@@ -174,8 +174,8 @@ pub enum TlsError {
         source: rustls::Error,
     },
 
-    /// The client-certificate verifier could not be built from the CA file.
-    #[error("cannot verify site certificates with {}: {source}; pass the federation's ca.pem", path.display())]
+    /// The certificate verifier could not be built from the CA file.
+    #[error("cannot verify certificates with {}: {source}; pass the federation's ca.pem", path.display())]
     Verifier {
         /// The CA file.
         path: PathBuf,
@@ -188,6 +188,55 @@ pub enum TlsError {
         "the system clock is set before 1970 or thousands of years ahead; set the clock and retry"
     )]
     Clock,
+
+    /// A revocation list file is not one the federation CA wrote.
+    #[error("{} is not a revocation list of this federation: {problem}; write it with `entente keys revoke` in the CA's key folder and copy that revoked.crl", path.display())]
+    BadRevocationList {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// A revocation list older than the one in force would re-admit revoked certificates.
+    #[error("{} holds revocation list number {number}, older than number {loaded} already in force: refusing to forget revocations; copy the newest revoked.crl from the CA's key folder", path.display())]
+    RevocationRollback {
+        /// The file.
+        path: PathBuf,
+        /// The number of the list in the file.
+        number: u64,
+        /// The number of the list in force.
+        loaded: u64,
+    },
+
+    /// The revocation list file disappeared after a list was read from it.
+    #[error("{} was removed: revocation list number {number} stays in force; copy the newest revoked.crl back", path.display())]
+    RevocationListRemoved {
+        /// The file.
+        path: PathBuf,
+        /// The number of the list in force.
+        number: u64,
+    },
+
+    /// `entente keys revoke` of a certificate the list already revokes.
+    #[error("the certificate in {} (serial {serial}) is already revoked; to admit the site again, issue it a new certificate with `entente keys issue SITE --overwrite`", cert.display())]
+    AlreadyRevoked {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Its serial number, as hex.
+        serial: String,
+    },
+
+    /// A coordinator's or node's own certificate is revoked: it must not take part.
+    #[error("the certificate in {} (serial {serial}) is revoked by {}: this identity may no longer take part; ask the federation's CA for a new certificate (`entente keys issue`)", cert.display(), list.display())]
+    OwnCertificateRevoked {
+        /// The certificate file.
+        cert: PathBuf,
+        /// Its serial number, as hex.
+        serial: String,
+        /// The revocation list that revokes it.
+        list: PathBuf,
+    },
 
     /// A peer certificate is not a site certificate.
     #[error(

@@ -27,7 +27,7 @@ pub const COORDINATOR_COMMON_NAME: &str = "entente coordinator";
 /// of RFC 5280 (ub-common-name).
 pub const MAX_FEDERATION_NAME_LEN: usize = 50;
 
-const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+pub(super) const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long a certificate is valid: from a day before it is issued (clocks differ) until
 /// `days` days after.
@@ -316,13 +316,13 @@ fn issue_leaf(
 }
 
 /// The federation CA, loaded to sign.
-struct LoadedCa {
-    issuer: Issuer<'static, KeyPair>,
+pub(super) struct LoadedCa {
+    pub(super) issuer: Issuer<'static, KeyPair>,
     /// `ca.pem` as read, to append to issued chains.
     pem: String,
 }
 
-fn load_ca(dir: &KeyDir) -> Result<LoadedCa, TlsError> {
+pub(super) fn load_ca(dir: &KeyDir) -> Result<LoadedCa, TlsError> {
     let (cert_path, key_path) = (dir.ca_cert(), dir.ca_key());
     for path in [&cert_path, &key_path] {
         if !files::exists(path) {
@@ -375,17 +375,23 @@ fn set_validity(
     now: SystemTime,
     days: u32,
 ) -> Result<(), TlsError> {
-    let since_epoch = now
+    let now = x509_time(now)?;
+    params.not_before = now - DAY;
+    params.not_after = now + DAY * days;
+    Ok(())
+}
+
+/// `t` as the time an X.509 certificate or revocation list carries; a clock before 1970 or
+/// past year 9000 is refused ([`TlsError::Clock`]).
+pub(super) fn x509_time(t: SystemTime) -> Result<time::OffsetDateTime, TlsError> {
+    let since_epoch = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_err(|_| TlsError::Clock)?;
     // `time` panics past year 9999; a clock there is as wrong as one before 1970.
     if since_epoch > DAY * (365 * 7_000) {
         return Err(TlsError::Clock);
     }
-    let now = rcgen::date_time_ymd(1970, 1, 1) + since_epoch;
-    params.not_before = now - DAY;
-    params.not_after = now + DAY * days;
-    Ok(())
+    Ok(rcgen::date_time_ymd(1970, 1, 1) + since_epoch)
 }
 
 #[cfg(test)]

@@ -17,7 +17,10 @@ mod files;
 mod identity;
 mod issue;
 mod peer;
+mod revocation;
+mod revoke;
 pub mod signatures;
+mod verifiers;
 
 use std::path::PathBuf;
 
@@ -31,6 +34,8 @@ pub use issue::{
     issue_site_valid_for, validate_site_name,
 };
 pub use peer::site_name;
+pub use revocation::{Reloaded, RevocationList, Revocations, RevokedCert, serial_hex, serial_of};
+pub use revoke::{Revoked, Revokee, revoke};
 
 /// The paths of a federation's key folder.
 ///
@@ -38,6 +43,7 @@ pub use peer::site_name;
 /// ca.pem, ca.key                      the federation CA
 /// sites/<NAME>.pem, sites/<NAME>.key  a site's certificate chain and key
 /// coordinator.pem, coordinator.key    the coordinator's certificate chain and key
+/// revoked.crl                         the certificates the CA revoked (`entente keys revoke`)
 /// ```
 ///
 /// The paths are only joined, not checked; pass names through [`validate_site_name`] first
@@ -82,5 +88,10 @@ impl KeyDir {
     /// The coordinator's private key: `coordinator.key`.
     pub fn coordinator_key(&self) -> PathBuf {
         self.root.join("coordinator.key")
+    }
+
+    /// The federation's revocation list (a CRL the CA signed): `revoked.crl`.
+    pub fn revocation_list(&self) -> PathBuf {
+        self.root.join("revoked.crl")
     }
 }

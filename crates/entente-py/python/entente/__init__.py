@@ -85,6 +85,9 @@ def join(
     released while Rust waits, so heartbeats go on while the client trains. The audit-log
     heads the coordinator shows with every task are kept in ``audit_record`` (default: beside
     the manifest, ``STEM.SITE.audit-heads.jsonl``), for ``entente audit verify --against``.
+    The federation's revocation list ``keys/revoked.crl`` (``entente keys revoke``), if there,
+    is checked before every connection: a revoked coordinator is refused, and a revoked site
+    does not start.
     """
     return _native.join(
         str(manifest),
