@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use entente_core::engine::{LocalTraining, Site, SiteError, TrainTask};
+use entente_core::engine::{Evaluator, Failure, LocalTraining, Site, SiteError, TrainTask};
 use entente_core::manifest::Personalization;
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::{Layout, ParamError, ParamSet};
@@ -243,5 +243,38 @@ impl Site for PersonalHeadSite {
     fn evaluate(&self, params: &Arc<ParamSet>) -> Result<EvalMetrics, SiteError> {
         let model = self.personal_model(params)?;
         self.local.evaluate(&Arc::new(model))
+    }
+}
+
+/// A central evaluator of global models that hold the shared tensors only: each is evaluated
+/// whole, with the initial model's personal tensors (a coordinator never holds a site's).
+pub struct WithInitialHead {
+    central: Arc<dyn Evaluator>,
+    full: Arc<Layout>,
+    initial: ParamSet,
+}
+
+impl WithInitialHead {
+    /// `central` evaluating shared tensors joined with the tensors of `initial` (the whole
+    /// initial model) named in `personal`.
+    pub fn new(
+        central: Arc<dyn Evaluator>,
+        initial: &ParamSet,
+        personal: &[String],
+    ) -> Result<Self, ParamError> {
+        Ok(Self {
+            central,
+            full: Arc::clone(initial.layout()),
+            initial: personal::split(initial, personal)?.1,
+        })
+    }
+}
+
+impl Evaluator for WithInitialHead {
+    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, Failure> {
+        let whole = personal::join(&self.full, params, &self.initial).map_err(|e| {
+            Failure::internal(format!("the global model does not fit the manifest's: {e}"))
+        })?;
+        self.central.evaluate(&whole)
     }
 }

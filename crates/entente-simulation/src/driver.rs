@@ -259,7 +259,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         }
         _ => None,
     };
-    let body = SharedBody::of(manifest, &setup.initial)?.map(Arc::new);
+    let body = SharedBody::of(manifest, &setup.initial)?;
     let heads = match &body {
         Some(body) => {
             let heads = body.sites(manifest, &locals(&setup.bases))?;
@@ -361,13 +361,11 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         .collect();
     let rules = manifest.round_rules();
     let federated_evaluation = rules.federated_evaluation;
-    let evaluator = setup.central.map(|c| {
-        let central = Arc::new(c) as Arc<dyn Evaluator>;
-        match &body {
-            Some(body) => body.evaluator(central),
-            None => central,
-        }
-    });
+    let evaluator = match (setup.central, &body) {
+        (Some(c), Some(body)) => Some(body.evaluator(Arc::new(c))?),
+        (Some(c), None) => Some(Arc::new(c) as Arc<dyn Evaluator>),
+        (None, _) => None,
+    };
     let rule = aggregator(manifest)?;
     let strategy = rule.name();
     // Under FedPer and FedRep the global model is the shared tensors only.

@@ -8,12 +8,11 @@
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use entente_core::engine::{Evaluator, Failure};
+use entente_core::engine::Evaluator;
 use entente_core::manifest::Manifest;
-use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::personal;
-use entente_learn::personal_head::PersonalHeadSite;
+use entente_learn::personal_head::{PersonalHeadSite, WithInitialHead};
 use entente_learn::site::LocalSite;
 
 /// The split of the federation's model into what the sites share and what each keeps.
@@ -78,27 +77,11 @@ impl SharedBody {
     }
 
     /// `central` evaluating the shared tensors it is given with the initial personal ones.
-    pub(crate) fn evaluator(self: &Arc<Self>, central: Arc<dyn Evaluator>) -> Arc<dyn Evaluator> {
-        Arc::new(WithInitialHead {
-            body: Arc::clone(self),
+    pub(crate) fn evaluator(&self, central: Arc<dyn Evaluator>) -> Result<Arc<dyn Evaluator>> {
+        Ok(Arc::new(WithInitialHead::new(
             central,
-        })
-    }
-}
-
-/// A central evaluator of the whole model made of a global model's shared tensors and the
-/// initial personal ones.
-struct WithInitialHead {
-    body: Arc<SharedBody>,
-    central: Arc<dyn Evaluator>,
-}
-
-impl Evaluator for WithInitialHead {
-    fn evaluate(&self, params: &ParamSet) -> Result<EvalMetrics, Failure> {
-        let whole = self
-            .body
-            .whole(params)
-            .map_err(|e| Failure::internal(format!("{e:#}")))?;
-        self.central.evaluate(&whole)
+            &self.initial,
+            &self.personal,
+        )?))
     }
 }
