@@ -10,6 +10,7 @@ pub mod files;
 pub mod manifest;
 pub mod metrics;
 pub mod params;
+pub mod personal;
 pub mod seeds;
 pub mod text;
 pub mod update;

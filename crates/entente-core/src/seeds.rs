@@ -44,6 +44,9 @@ pub enum Stream {
         /// The site's index in the manifest.
         site: u32,
     },
+    /// FedRep's training of a site's personal tensors in a round, before its shared ones
+    /// (derived from that round's training seed of the site, which is the site's own).
+    PersonalHead,
 }
 
 impl Stream {
@@ -64,6 +67,7 @@ impl Stream {
             Stream::NoiseShare { site } => (9, site.into()),
             Stream::CentralNoise => (10, 0),
             Stream::Personalization { site } => (11, site.into()),
+            Stream::PersonalHead => (12, 0),
         };
         (purpose << 40) | below
     }
@@ -101,6 +105,7 @@ mod tests {
             Stream::Partition,
             Stream::MaskGraph,
             Stream::CentralNoise,
+            Stream::PersonalHead,
         ];
         for site in 0..sites {
             all.extend([

@@ -9,6 +9,7 @@ pub mod kept;
 pub mod model;
 pub mod param_store;
 pub mod partition;
+pub mod personal_head;
 pub mod scaffold;
 pub mod simulation;
 pub mod site;

@@ -6,6 +6,7 @@
 //! PyTorch's `[out, in]`, so a saved parameter set loads into the equivalent PyTorch module.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, TensorData};
 use entente_core::params::{ParamError, ParamSet};
 
@@ -111,6 +112,39 @@ impl ModuleVisitor for Exporter {
         }
         self.tensors.push((name, shape, values));
     }
+}
+
+/// Removes from `grads` the gradients of `module`'s tensors named in `frozen`, so that an
+/// optimizer step leaves those tensors as they are.
+pub(crate) fn drop_grads<M: Module>(module: &M, grads: &mut GradientsParams, frozen: &[String]) {
+    struct Dropper<'a> {
+        path: PathTracker,
+        grads: &'a mut GradientsParams,
+        frozen: &'a [String],
+    }
+    impl ModuleVisitor for Dropper<'_> {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.enter(name, container_type);
+        }
+
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.exit();
+        }
+
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if self.frozen.contains(&self.path.name()) {
+                self.grads.remove::<D>(param.id);
+            }
+        }
+    }
+    if frozen.is_empty() {
+        return;
+    }
+    module.visit(&mut Dropper {
+        path: PathTracker::default(),
+        grads,
+        frozen,
+    });
 }
 
 /// Reads every float parameter of `module` into a [`ParamSet`] (PyTorch layout).

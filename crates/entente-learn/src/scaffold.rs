@@ -87,6 +87,7 @@ impl Site for ScaffoldSite {
         let objective = Objective {
             proximal: (mu > 0.0).then_some((&x, mu)),
             correction: Some(&correction),
+            frozen: &[],
         };
         let outcome = trainer::train_with(
             self.local.spec(),

@@ -149,6 +149,7 @@ pub fn train(
     let objective = Objective {
         proximal: (cfg.fedprox_mu > 0.0).then_some((global, cfg.fedprox_mu)),
         correction: None,
+        frozen: &[],
     };
     train_with(spec, global, objective, data, cfg, seed)
 }
@@ -162,6 +163,9 @@ pub struct Objective<'a> {
     /// `d`, in the model's layout: `<w, d>` is added, so every gradient step moves along
     /// `g + d` (SCAFFOLD's drift correction `c - c_i`).
     pub correction: Option<&'a ParamSet>,
+    /// Tensors, by name, that training leaves as they start (FedRep trains its personal
+    /// tensors with the shared ones frozen, then the other way round).
+    pub frozen: &'a [String],
 }
 
 /// Trains from `start` on `data` on the cross-entropy loss plus `objective`'s terms. Never
@@ -224,7 +228,8 @@ pub fn train_with(
             if let Some(l) = linear {
                 loss = loss + l;
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            param_store::drop_grads(&model, &mut grads, objective.frozen);
             model = optim.step(cfg.learning_rate, model, grads);
             loss_sum += value;
             steps += 1;

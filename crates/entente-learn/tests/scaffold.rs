@@ -79,6 +79,7 @@ fn the_correction_moves_an_sgd_step_by_minus_eta_times_d() {
         Objective {
             proximal: None,
             correction: Some(&d),
+            frozen: &[],
         },
         site.train_data(),
         &cfg,

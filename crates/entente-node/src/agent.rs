@@ -9,6 +9,7 @@ use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord, HeadRecordError}
 use entente_core::engine::{Envelope, ErrorKind, SiteError, TrainTask};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
+use entente_core::personal::carried;
 use entente_proto::MAX_MESSAGE;
 use entente_proto::chunks::Assembler;
 use entente_proto::convert::{metrics_to_wire, training_from_wire};
@@ -648,6 +649,21 @@ fn execute(
                 turn: None,
             };
             match local.site.train(&task) {
+                // A personal tensor never leaves the site, whatever its trainer answered.
+                Ok(update)
+                    if let Some(name) = carried(
+                        update.params.layout(),
+                        agreement.manifest.personal_tensors(),
+                    ) =>
+                {
+                    Outcome::Refused(
+                        ErrorKind::Internal,
+                        format!(
+                            "the site's update holds `{name}`, a personal tensor \
+                             ([personalization] personal); it was not sent"
+                        ),
+                    )
+                }
                 Ok(update) => Outcome::Trained {
                     examples: update.num_examples,
                     loss: update.train_loss,
@@ -753,6 +769,10 @@ fn describe_transport(e: &tonic::transport::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+#[path = "personal_tests.rs"]
+mod personal_tests;
 
 #[cfg(test)]
 mod tests {

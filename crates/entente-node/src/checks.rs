@@ -4,6 +4,7 @@
 
 use entente_core::manifest::Manifest;
 use entente_core::params::Layout;
+use entente_core::personal::carried;
 use entente_proto::convert::{layout_from_wire, training_from_wire};
 use entente_proto::v1::{TaskHeader, TrainSpec, task_header};
 
@@ -54,6 +55,12 @@ impl Agreement {
     /// training task, [`Agreement::train_layout`]).
     pub fn check_layout(&self, header: &TaskHeader) -> Result<(), String> {
         let layout = layout_from_wire(&header.layout).map_err(|e| e.to_string())?;
+        if let Some(name) = carried(&layout, self.manifest.personal_tensors()) {
+            return Err(format!(
+                "the task carries `{name}`, a personal tensor ([personalization] personal): \
+                 personal tensors never leave a site, so this node takes no task that holds one"
+            ));
+        }
         let expected = self.layout_for(header);
         if layout.specs() != expected.specs() {
             let describe = |l: &Layout| {

@@ -10,6 +10,8 @@ use entente_core::aggregators::{Strategy, scaffold};
 use entente_core::engine::Site;
 use entente_core::manifest::{Manifest, file_label};
 use entente_core::params::Layout;
+use entente_core::personal;
+use entente_learn::personal_head::PersonalHeadSite;
 use entente_learn::scaffold::ScaffoldSite;
 use entente_learn::{simulation, site_data};
 use entente_privacy::policy::{self, Keys, Member, SamplingRule};
@@ -72,7 +74,14 @@ pub fn participant(
         })?;
     let model = simulation::federation_model(manifest, None)
         .map_err(|e| NodeError::Setup(format!("the manifest's model: {e}")))?;
-    let layout = model.initial.layout().as_ref().clone();
+    let personal = manifest.personal_tensors();
+    // Under FedPer and FedRep tasks carry, and updates hold, the shared tensors only.
+    let layout = personal::split(&model.initial, personal)
+        .map_err(|e| NodeError::Setup(format!("the manifest's model: {e}")))?
+        .0
+        .layout()
+        .as_ref()
+        .clone();
     let scaffold = matches!(manifest.strategy, Strategy::Scaffold { .. });
     let train_layout = if scaffold {
         scaffold::task_layout(&layout).map_err(|e| NodeError::Setup(format!("SCAFFOLD: {e}")))?
@@ -94,9 +103,29 @@ pub fn participant(
                 let site = ScaffoldSite::new(local, folder)
                     .map_err(|e| NodeError::Setup(format!("SCAFFOLD's control variate: {e}")))?;
                 (Arc::new(site), Some(examples))
+            } else if let Some(choice) = manifest
+                .personalization
+                .as_ref()
+                .filter(|_| !personal.is_empty())
+            {
+                // The personal tensors outlive the process, beside the personal model.
+                let folder = manifest
+                    .personal_dir
+                    .as_ref()
+                    .map(|dir| dir.join(&manifest.name).join(name));
+                let site = PersonalHeadSite::new(local, choice, &model.initial, folder)
+                    .map_err(|e| NodeError::Setup(format!("the personal tensors: {e}")))?;
+                (Arc::new(site), Some(examples))
             } else {
                 (local, Some(examples))
             }
+        }
+        Trainer::External(_) if !personal.is_empty() => {
+            return Err(NodeError::Setup(format!(
+                "site `{name}` brings its own trainer, and [personalization] method = \
+                 \"fedper\" / \"fedrep\" needs entente's: the site keeps its personal tensors \
+                 and trains them with the shared ones"
+            )));
         }
         Trainer::External(_) if scaffold => {
             return Err(NodeError::Setup(format!(

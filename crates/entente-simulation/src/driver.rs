@@ -31,6 +31,7 @@ use crate::personalize;
 use crate::privacy::PrivacyTrack;
 use crate::progress::Progress;
 use crate::run_dir::{self, RunDir, SiteEval, Summary};
+use crate::shared_body::SharedBody;
 
 /// Most threads [`Options::threads`] may start.
 const MAX_THREADS: usize = 1024;
@@ -250,18 +251,24 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
     };
     let dittos = match manifest.personalization {
         Some(Personalization::Ditto { lambda }) => {
-            let locals: Vec<_> = setup
-                .bases
-                .iter()
-                .map(|b| (b.site.name().to_string(), b.local.clone()))
-                .collect();
-            let dittos = personalize::ditto_sites(&locals, lambda)?;
+            let dittos = personalize::ditto_sites(&locals(&setup.bases), lambda)?;
             for (b, d) in setup.bases.iter_mut().zip(&dittos) {
                 b.site = Arc::clone(d) as Arc<dyn Site>;
             }
             Some(dittos)
         }
         _ => None,
+    };
+    let body = SharedBody::of(manifest, &setup.initial)?;
+    let heads = match &body {
+        Some(body) => {
+            let heads = body.sites(manifest, &locals(&setup.bases))?;
+            for (b, h) in setup.bases.iter_mut().zip(&heads) {
+                b.site = Arc::clone(h) as Arc<dyn Site>;
+            }
+            Some(heads)
+        }
+        None => None,
     };
     if matches!(manifest.strategy, Strategy::Scaffold { .. }) {
         scaffold_sites(&mut setup.bases)?;
@@ -354,10 +361,19 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
         .collect();
     let rules = manifest.round_rules();
     let federated_evaluation = rules.federated_evaluation;
-    let evaluator = setup.central.map(|c| Arc::new(c) as Arc<dyn Evaluator>);
+    let evaluator = match (setup.central, &body) {
+        (Some(c), Some(body)) => Some(body.evaluator(Arc::new(c))?),
+        (Some(c), None) => Some(Arc::new(c) as Arc<dyn Evaluator>),
+        (None, _) => None,
+    };
     let rule = aggregator(manifest)?;
     let strategy = rule.name();
-    let mut engine = RoundEngine::new(sites, rule, evaluator, rules, initial.clone());
+    // Under FedPer and FedRep the global model is the shared tensors only.
+    let start = match &body {
+        Some(body) => body.shared(&initial)?,
+        None => initial.clone(),
+    };
+    let mut engine = RoundEngine::new(sites, rule, evaluator, rules, start);
     if let Some(settings) = secagg {
         engine = engine
             .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings, &manifest.sites)));
@@ -407,7 +423,11 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
     };
     let (records, tracking) = observer.finish()?;
     let fed_seconds = started.elapsed().as_secs_f64();
-    let model = engine.global().clone();
+    let shared = engine.global().clone();
+    let model = match &body {
+        Some(body) => body.whole(&shared)?,
+        None => shared.clone(),
+    };
     model
         .save(&out.path().join("model.safetensors"))
         .context("could not write the final model")?;
@@ -481,7 +501,7 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             }
         })
         .collect();
-    if let Some(choice) = manifest.personalization {
+    if let Some(choice) = &manifest.personalization {
         let members: Vec<personalize::Member<'_>> = setup
             .bases
             .iter()
@@ -490,10 +510,14 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
                 site: &b.site,
                 own_test: b.own_test.as_ref(),
                 ditto: dittos.as_ref().and_then(|d| d.get(i)),
+                head: heads.as_ref().and_then(|h| h.get(i)),
             })
             .collect();
-        let personal =
-            personalize::run(&members, manifest, choice, &global, out.path(), &progress)?;
+        let models = personalize::Models {
+            global: &global,
+            shared: &shared,
+        };
+        let personal = personalize::run(&members, manifest, choice, models, out.path(), &progress)?;
         for (e, p) in site_eval.iter_mut().zip(personal) {
             e.personal = p;
         }
@@ -614,6 +638,14 @@ fn finish_tracking(run: MlflowRun, dir: &Path, ok: bool) {
     {
         eprintln!("warning: MLflow did not get the end of the run: {e}");
     }
+}
+
+/// Each base site's name, with the site itself when it is entente's own trainer.
+fn locals(bases: &[Base]) -> Vec<(String, Option<Arc<LocalSite>>)> {
+    bases
+        .iter()
+        .map(|b| (b.site.name().to_string(), b.local.clone()))
+        .collect()
 }
 
 /// Under SCAFFOLD every site keeps a control variate and corrects its steps with it, which

@@ -13,6 +13,7 @@ mod personalize;
 mod privacy;
 mod progress;
 mod run_dir;
+mod shared_body;
 
 pub use driver::{Options, Outcome, Trainers, describe, open_mlflow_run, run};
 pub use run_dir::{SiteSummary, Summary};

@@ -10,6 +10,9 @@
 //!   batch order, with `lambda / 2 * ||v - w||^2` pulling it toward the round's global model
 //!   `w` ([`Ditto`]). With `lambda = 0` that is training alone; as `lambda` grows the personal
 //!   model stays with the global one.
+//! - `method = "fedper"` / `"fedrep"`: every site keeps the manifest's personal tensors in a
+//!   [`PersonalHeadSite`] across rounds; its personal model is the final shared tensors with
+//!   its own personal ones ([`crate::shared_body`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,7 @@ use entente_core::seeds::{self, Stream};
 use entente_core::update::SiteUpdate;
 use entente_learn::data::Dataset;
 use entente_learn::model::ModelSpec;
+use entente_learn::personal_head::PersonalHeadSite;
 use entente_learn::site::LocalSite;
 use entente_learn::trainer;
 use rayon::prelude::*;
@@ -74,6 +78,7 @@ impl Site for Ditto {
         let pull = trainer::Objective {
             proximal: Some((&task.global, self.lambda)),
             correction: None,
+            frozen: &[],
         };
         match trainer::train_with(
             self.local.spec(),
@@ -112,6 +117,18 @@ pub(crate) struct Member<'a> {
     pub own_test: Option<&'a (ModelSpec, Dataset)>,
     /// Under Ditto, the site's personal-model keeper.
     pub ditto: Option<&'a Arc<Ditto>>,
+    /// Under FedPer and FedRep, the keeper of the site's personal tensors.
+    pub head: Option<&'a Arc<PersonalHeadSite>>,
+}
+
+/// The final global model, whole and as the round engine holds it (under FedPer and FedRep the
+/// shared tensors only; otherwise the same model).
+#[derive(Clone, Copy)]
+pub(crate) struct Models<'a> {
+    /// The whole model (under FedPer and FedRep with the initial personal tensors).
+    pub global: &'a Arc<ParamSet>,
+    /// What the sites share of it.
+    pub shared: &'a ParamSet,
 }
 
 /// Each member's personal model on its own test split, in order: `None` where the site has no
@@ -120,8 +137,8 @@ pub(crate) struct Member<'a> {
 pub(crate) fn run(
     members: &[Member<'_>],
     manifest: &Manifest,
-    choice: Personalization,
-    global: &Arc<ParamSet>,
+    choice: &Personalization,
+    models: Models<'_>,
     dir: &Path,
     progress: &Progress,
 ) -> anyhow::Result<Vec<Option<EvalMetrics>>> {
@@ -138,7 +155,7 @@ pub(crate) fn run(
         .enumerate()
         .map(|(i, m)| {
             let name = m.site.name().to_string();
-            let outcome = personal_model(m, i as u32, manifest, choice, global).and_then(|p| {
+            let outcome = personal_model(m, i as u32, manifest, choice, models).and_then(|p| {
                 let path = folder.join(format!("{name}.safetensors"));
                 p.save(&path)
                     .map_err(|e| format!("could not write {}: {e}", path.display()))?;
@@ -155,15 +172,17 @@ pub(crate) fn run(
     Ok(results)
 }
 
-/// Member `index`'s personal model: the global one fine-tuned, or the one Ditto kept (the
-/// global model if the site never took part).
+/// Member `index`'s personal model: the global one fine-tuned, the one Ditto kept (the
+/// global model if the site never took part), or the final shared tensors with the site's own
+/// personal ones (FedPer, FedRep).
 fn personal_model(
     m: &Member<'_>,
     index: u32,
     manifest: &Manifest,
-    choice: Personalization,
-    global: &Arc<ParamSet>,
+    choice: &Personalization,
+    models: Models<'_>,
 ) -> Result<ParamSet, String> {
+    let global = models.global;
     let personal = match choice {
         Personalization::FineTune { epochs } => {
             let round = manifest.rounds + 1;
@@ -171,7 +190,7 @@ fn personal_model(
                 round,
                 global: Arc::clone(global),
                 training: LocalTraining {
-                    epochs,
+                    epochs: *epochs,
                     ..manifest.training.clone()
                 },
                 seed: seeds::derive(
@@ -187,6 +206,11 @@ fn personal_model(
             .ditto
             .and_then(|d| d.personal())
             .unwrap_or_else(|| (**global).clone()),
+        Personalization::FedPer { .. } | Personalization::FedRep { .. } => m
+            .head
+            .ok_or("it keeps no personal tensors")?
+            .personal_model(models.shared)
+            .map_err(|e| e.reason())?,
     };
     if personal.same_layout(global) {
         Ok(personal)

@@ -21,6 +21,7 @@ use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
 use entente_core::text::printable;
 use entente_dashboard::{AuditLine, AuditView, Board, Bytes, RunState};
+use entente_learn::personal_head::WithInitialHead;
 use entente_learn::simulation::{self, CentralTest};
 use entente_proto::tls::KeyDir;
 use entente_proto::tls::signatures;
@@ -218,7 +219,14 @@ fn central(
         .with_context(|| format!("could not read the test set {}", path.display()))?;
     let test =
         CentralTest::new(spec, data).with_context(|| format!("--eval-data {}", path.display()))?;
-    Ok((model.initial, Some(Arc::new(test))))
+    let personal = manifest.personal_tensors();
+    if personal.is_empty() {
+        return Ok((model.initial, Some(Arc::new(test))));
+    }
+    // Under FedPer and FedRep the global model is the shared tensors only.
+    let whole = WithInitialHead::new(Arc::new(test), &model.initial, personal)
+        .context("the manifest's personal tensors")?;
+    Ok((model.initial, Some(Arc::new(whole))))
 }
 
 /// Resolves at the first Ctrl-C (or SIGTERM): the run stops, resumable. A second one ends the

@@ -343,6 +343,34 @@ fn three_nodes_train_the_model_simulate_trains() {
     }
 }
 
+/// Starts the coordinator and every node of a five-round run, and kills them all (SIGKILL)
+/// once round 2 is under way.
+fn start_and_kill_in_round_2(fed: &Federation) {
+    let mut serve = fed.serve();
+    serve.wait_for("listening on", Duration::from_secs(60));
+    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    serve.wait_for("round   2/5", Duration::from_secs(120));
+    serve.kill9();
+    for node in nodes {
+        node.kill9();
+    }
+}
+
+/// Restarts the coordinator and every node of a killed five-round run; they resume it and
+/// finish all five rounds.
+fn resume_to_round_5(fed: &Federation) {
+    let mut serve = fed.serve();
+    serve.wait_for("resuming run", Duration::from_secs(60));
+    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
+    let (ok, log) = serve.finish(Duration::from_secs(300));
+    assert!(ok, "the restarted coordinator failed:\n{log}");
+    for node in nodes {
+        let (ok, log) = node.finish(Duration::from_secs(30));
+        assert!(ok, "a node failed:\n{log}");
+    }
+    assert_eq!(fed.finished_rounds(), vec![1, 2, 3, 4, 5]);
+}
+
 /// SCAFFOLD over the network: every task carries the model and the server's control variate,
 /// every node keeps its own control variate on disk. The coordinator is killed after round 2
 /// and every node too; restarted, the nodes take up the control variates they kept and the
@@ -359,34 +387,71 @@ fn scaffold_nodes_keep_their_control_variates_across_a_restart_and_match_simulat
         "kind = \"scaffold\"\nserver_learning_rate = 1.0",
     );
     let fed = Federation::new("scaffold", &text);
-    let mut serve = fed.serve();
-    serve.wait_for("listening on", Duration::from_secs(60));
-    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
-    serve.wait_for("round   2/5", Duration::from_secs(120));
-    serve.kill9();
-    for node in nodes {
-        node.kill9();
-    }
+    start_and_kill_in_round_2(&fed);
     let kept = fed.dir.join("scaffold-controls/scaffold/site-a");
     assert!(
         std::fs::read_dir(&kept).unwrap().count() >= 1,
         "site-a kept no control variate in {}",
         kept.display()
     );
-    let mut serve = fed.serve();
-    serve.wait_for("resuming run", Duration::from_secs(60));
-    let nodes: Vec<Process> = SITES.iter().map(|s| fed.join(s, &[])).collect();
-    let (ok, log) = serve.finish(Duration::from_secs(300));
-    assert!(ok, "the restarted coordinator failed:\n{log}");
-    for node in nodes {
-        let (ok, log) = node.finish(Duration::from_secs(30));
-        assert!(ok, "a node failed:\n{log}");
-    }
-    assert_eq!(fed.finished_rounds(), vec![1, 2, 3, 4, 5]);
+    resume_to_round_5(&fed);
     let deployed = ParamSet::load(&fed.dir.join("model.safetensors")).unwrap();
     let simulated = simulated_model(&fed);
     assert!(deployed.same_layout(&simulated));
     assert_eq!(deployed.as_flat(), simulated.as_flat());
+}
+
+/// FedRep over the network: tasks carry the shared tensors only and every node keeps its
+/// personal last layer on disk. The coordinator and every node are killed after round 2;
+/// restarted, the nodes take up the personal tensors they kept, and the coordinator's final
+/// model is the simulated model's shared part and every node's personal layer the simulated
+/// site's, bit for bit (a node that lost its personal tensors would start round 3 from the
+/// initial ones, and both would differ).
+#[test]
+fn fedrep_nodes_keep_their_personal_layer_across_a_restart_and_match_simulate() {
+    let _serial = serial();
+    if !have_fashion_mnist() {
+        return;
+    }
+    let head = ["layers.1.weight", "layers.1.bias"];
+    let text = format!(
+        "{}\n[personalization]\nmethod = \"fedrep\"\npersonal = [\"{}\", \"{}\"]\nhead_epochs = 1\n",
+        manifest("fedrep", 5, 3000, 3),
+        head[0],
+        head[1]
+    );
+    let fed = Federation::new("fedrep", &text);
+    start_and_kill_in_round_2(&fed);
+    let kept = |site: &str| fed.dir.join("personal-models/fedrep").join(site);
+    assert!(
+        std::fs::read_dir(kept("site-a")).unwrap().count() >= 2,
+        "site-a kept no personal tensors in {}",
+        kept("site-a").display()
+    );
+    resume_to_round_5(&fed);
+    let deployed = ParamSet::load(&fed.dir.join("model.safetensors")).unwrap();
+    for name in head {
+        assert!(
+            deployed.get(name).is_none(),
+            "the coordinator holds `{name}`"
+        );
+    }
+    let simulated = simulated_model(&fed);
+    for (spec, values) in deployed.iter() {
+        assert_eq!(Some(values), simulated.get(&spec.name), "{}", spec.name);
+    }
+    for site in SITES {
+        let node = ParamSet::load(&kept(site).join("model.safetensors")).unwrap();
+        let personal = ParamSet::load(
+            &fed.dir
+                .join("simulated/personal")
+                .join(format!("{site}.safetensors")),
+        )
+        .unwrap();
+        for name in head {
+            assert_eq!(node.get(name), personal.get(name), "{site}: {name}");
+        }
+    }
 }
 
 #[test]

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use entente_core::engine::{Dispatch, Evaluator, RoundEngine, RoundRecord};
 use entente_core::manifest::Manifest;
 use entente_core::params::ParamSet;
+use entente_core::personal;
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 use entente_proto::tls;
 use entente_proto::tls::signatures::{self, Checked};
@@ -326,6 +327,13 @@ async fn drive_owned(
         Some(sha) => read_checkpoint(store, sha, "checkpoint").await?,
         None => initial,
     };
+    // Under FedPer and FedRep every task carries, and the model holds, the shared tensors
+    // only: personal tensors never leave a site, and none starts here.
+    let initial = personal::split(&initial, manifest.personal_tensors())
+        .map_err(|e| CoordinatorError::Config {
+            reason: format!("the initial model: {e}"),
+        })?
+        .0;
     let server_state = match &state.optimizer_state {
         Some(sha) => Some(read_checkpoint(store, sha, "server-optimizer state").await?),
         None => None,

@@ -13,6 +13,7 @@ const LOCAL_KEYS: &[(&str, &str)] = &[
     ("data", "split_file"),
     ("privacy", "ledger"),
     ("strategy", "control_dir"),
+    ("personalization", "dir"),
 ];
 
 impl Manifest {

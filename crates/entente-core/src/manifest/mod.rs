@@ -2,6 +2,7 @@
 //! how, and by which rules. [`Manifest::parse`] turns it into checked, typed settings; every
 //! error names the file, the key, its line and what is allowed.
 
+mod personal_layers;
 mod schema;
 mod site_name;
 mod syntax;
@@ -14,6 +15,7 @@ use crate::aggregators::Strategy;
 use crate::engine::LocalTraining;
 use crate::update::UpdatePolicy;
 
+pub use personal_layers::model_tensor_names;
 pub use site_name::{MAX_SITE_NAME_LEN, site_name_problem};
 pub use terms::{TermDifference, compare_terms};
 
@@ -177,7 +179,7 @@ pub struct Selection {
 
 /// How each site turns the federation's final model into a model of its own
 /// (`[personalization]`). A personal model never leaves its site.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Personalization {
     /// FedAvg+FT: after the last round each site trains the final global model for `epochs`
     /// epochs of the manifest's local training on its own records.
@@ -192,6 +194,33 @@ pub enum Personalization {
         /// Weight of the pull toward the global model (0: the site trains alone).
         lambda: f64,
     },
+    /// FedPer (Arivazhagan et al. 2019): a shared body and personal tensors. Every round a
+    /// selected site trains its whole model (the round's shared tensors and its own personal
+    /// ones) and sends only the shared tensors back; the personal ones never leave it.
+    FedPer {
+        /// The personal tensors, by name (for example the last layer's weight and bias).
+        personal: Vec<String>,
+    },
+    /// FedRep (Collins et al., ICML 2021): like FedPer, but each round a site first trains its
+    /// personal tensors for `head_epochs` with the shared ones frozen, then the shared ones for
+    /// the round's local epochs with its personal ones frozen.
+    FedRep {
+        /// The personal tensors, by name.
+        personal: Vec<String>,
+        /// Epochs of training the personal tensors each round, before the shared ones.
+        head_epochs: usize,
+    },
+}
+
+impl Personalization {
+    /// The tensors a site keeps to itself (FedPer, FedRep); empty for the other methods, whose
+    /// sites send the whole model.
+    pub fn personal_tensors(&self) -> &[String] {
+        match self {
+            Self::FedPer { personal } | Self::FedRep { personal, .. } => personal,
+            Self::FineTune { .. } | Self::Ditto { .. } => &[],
+        }
+    }
 }
 
 /// Secure aggregation as every site agreed to it (`[secure_aggregation]`).
@@ -332,6 +361,9 @@ pub struct Manifest {
     pub privacy: Option<PrivacySpec>,
     /// `[personalization]`: how each site makes the final model its own, if at all.
     pub personalization: Option<Personalization>,
+    /// Under FedPer or FedRep, the folder where each node keeps its personal tensors and
+    /// writes its personal model (`personalization.dir`, a local path outside the agreement).
+    pub personal_dir: Option<PathBuf>,
     /// `[agreement] require_signatures`: the sites whose signature over the agreement digest
     /// must accompany the manifest before a run starts or a node trains, in manifest order
     /// (every site for `"all"`; empty when none is required).
@@ -343,6 +375,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The tensors each site keeps to itself and never sends (FedPer, FedRep); empty when
+    /// every site sends the whole model.
+    pub fn personal_tensors(&self) -> &[String] {
+        self.personalization
+            .as_ref()
+            .map_or(&[], Personalization::personal_tensors)
+    }
+
     /// Reads and checks a manifest file; relative data paths resolve against its folder.
     pub fn load(path: &Path) -> Result<Self, ManifestError> {
         let origin = path.display().to_string();

@@ -48,6 +48,9 @@ pub struct RawPersonalization {
     pub method: String,
     pub epochs: Option<usize>,
     pub lambda: Option<f64>,
+    pub personal: Option<Vec<String>>,
+    pub head_epochs: Option<usize>,
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -623,7 +623,7 @@ fn personalization_is_fine_tuning_or_ditto_with_bounded_settings() {
         m.personalization,
         Some(Personalization::FineTune { epochs: 5 })
     );
-    let (line, key, msg) = invalid(&with("method = \"fedper\""));
+    let (line, key, msg) = invalid(&with("method = \"fedavg\""));
     assert_eq!(key, "personalization.method");
     assert!(line.is_some());
     assert!(
@@ -665,6 +665,133 @@ fn personalization_is_fine_tuning_or_ditto_with_bounded_settings() {
         parse(&with("method = \"finetune\""))
             .unwrap()
             .agreement_digest()
+    );
+}
+
+#[test]
+fn fedper_and_fedrep_name_personal_tensors_of_the_model_and_leave_one_shared() {
+    let with = |table: &str| format!("{GOOD}\n[personalization]\n{table}\n");
+    let head = "personal = [\"layers.1.weight\", \"layers.1.bias\"]";
+    let m = parse(&with(&format!("method = \"fedper\"\n{head}"))).unwrap();
+    let personal = vec!["layers.1.weight".to_string(), "layers.1.bias".to_string()];
+    assert_eq!(
+        m.personalization,
+        Some(Personalization::FedPer {
+            personal: personal.clone()
+        })
+    );
+    assert_eq!(m.personal_tensors(), personal.as_slice());
+    assert_eq!(
+        m.personal_dir,
+        Some(Path::new("/base/personal-models").into())
+    );
+    let m = parse(&with(&format!(
+        "method = \"fedrep\"\n{head}\nhead_epochs = 3\ndir = \"mine\""
+    )))
+    .unwrap();
+    assert_eq!(
+        m.personalization,
+        Some(Personalization::FedRep {
+            personal: personal.clone(),
+            head_epochs: 3
+        })
+    );
+    assert_eq!(m.personal_dir, Some(Path::new("/base/mine").into()));
+    // The folder is each node's own business, outside the agreement; the tensors are not.
+    assert_eq!(
+        m.agreement_digest(),
+        parse(&with(&format!(
+            "method = \"fedrep\"\n{head}\nhead_epochs = 3"
+        )))
+        .unwrap()
+        .agreement_digest()
+    );
+    assert_ne!(
+        m.agreement_digest(),
+        parse(&with(
+            "method = \"fedrep\"\npersonal = [\"layers.1.bias\"]\nhead_epochs = 3"
+        ))
+        .unwrap()
+        .agreement_digest()
+    );
+    assert_eq!(
+        parse(&with(&format!("method = \"fedrep\"\n{head}")))
+            .unwrap()
+            .personalization,
+        Some(Personalization::FedRep {
+            personal,
+            head_epochs: 1
+        })
+    );
+
+    let (_, key, msg) = invalid(&with("method = \"fedper\""));
+    assert_eq!(key, "personalization");
+    assert!(msg.contains("needs `personal`"), "{msg}");
+    let (line, key, msg) = invalid(&with(
+        "method = \"fedper\"\npersonal = [\"layers.2.weight\"]",
+    ));
+    assert_eq!(key, "personalization.personal");
+    assert!(line.is_some());
+    assert!(
+        msg.contains("`layers.2.weight` is not a tensor of the model")
+            && msg.contains("layers.0.weight, layers.0.bias, layers.1.weight, layers.1.bias"),
+        "{msg}"
+    );
+    for bad in [
+        "[]",
+        "[\"layers.1.bias\", \"layers.1.bias\"]",
+        "[\"layers.0.weight\", \"layers.0.bias\", \"layers.1.weight\", \"layers.1.bias\"]",
+    ] {
+        let (_, key, _) = invalid(&with(&format!("method = \"fedper\"\npersonal = {bad}")));
+        assert_eq!(key, "personalization.personal", "{bad}");
+    }
+    let (_, key, msg) = invalid(&with(&format!(
+        "method = \"fedper\"\n{head}\nhead_epochs = 2"
+    )));
+    assert_eq!(key, "personalization.head_epochs");
+    assert!(msg.contains("\"fedrep\""), "{msg}");
+    for epochs in ["0", "1001"] {
+        let (_, key, _) = invalid(&with(&format!(
+            "method = \"fedrep\"\n{head}\nhead_epochs = {epochs}"
+        )));
+        assert_eq!(key, "personalization.head_epochs");
+    }
+    for other in ["epochs = 2", "lambda = 0.1"] {
+        let (_, key, _) = invalid(&with(&format!("method = \"fedrep\"\n{head}\n{other}")));
+        assert!(key.starts_with("personalization."), "{other}: {key}");
+    }
+    let (_, key, _) = invalid(&with(&format!("method = \"finetune\"\n{head}")));
+    assert_eq!(key, "personalization.personal");
+    let (_, key, _) = invalid(&with("method = \"finetune\"\ndir = \"x\""));
+    assert_eq!(key, "personalization.dir");
+    // What does not handle a partly personal model yet is refused, with the key.
+    let secure =
+        format!("{GOOD}\n[secure_aggregation]\n\n[personalization]\nmethod = \"fedper\"\n{head}\n");
+    assert_eq!(invalid(&secure).1, "secure_aggregation");
+    // The CNN's tensors are named as PyTorch names them.
+    let cnn = GOOD
+        .replace("hidden = [32]", "")
+        .replace("kind = \"mlp\"", "kind = \"cnn\"");
+    let cnn_with = |personal: &str| {
+        format!("{cnn}\n[personalization]\nmethod = \"fedper\"\npersonal = {personal}\n")
+    };
+    assert!(parse(&cnn_with("[\"fc2.weight\", \"fc2.bias\"]")).is_ok());
+    assert_eq!(
+        invalid(&cnn_with("[\"layers.1.bias\"]")).1,
+        "personalization.personal"
+    );
+    assert_eq!(
+        model_tensor_names(&ModelChoice::Cnn).unwrap(),
+        [
+            "conv1.weight",
+            "conv1.bias",
+            "conv2.weight",
+            "conv2.bias",
+            "fc1.weight",
+            "fc1.bias",
+            "fc2.weight",
+            "fc2.bias"
+        ]
     );
 }
 

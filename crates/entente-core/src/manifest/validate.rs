@@ -25,13 +25,13 @@ const MAX_SECONDS: f64 = 1e9;
 const MAX_PATH: usize = 4096;
 
 /// Builds errors that point at a key's line in the source text.
-struct Reporter<'a> {
+pub(super) struct Reporter<'a> {
     text: &'a str,
     origin: &'a str,
 }
 
 impl Reporter<'_> {
-    fn err(&self, key: &str, message: impl Into<String>) -> ManifestError {
+    pub(super) fn err(&self, key: &str, message: impl Into<String>) -> ManifestError {
         ManifestError::Invalid {
             path: self.origin.to_string(),
             line: find_line(self.text, key),
@@ -71,7 +71,12 @@ impl Reporter<'_> {
         Ok(base.join(value))
     }
 
-    fn ensure(&self, ok: bool, key: &str, message: impl Into<String>) -> Result<(), ManifestError> {
+    pub(super) fn ensure(
+        &self,
+        ok: bool,
+        key: &str,
+        message: impl Into<String>,
+    ) -> Result<(), ManifestError> {
         if ok {
             Ok(())
         } else {
@@ -277,8 +282,25 @@ pub(super) fn check(
     }
 
     let personalization = match &raw.personalization {
-        Some(p) => Some(check_personalization(&r, p, &training)?),
+        Some(p) => Some(check_personalization(&r, p, &training, &raw, &model)?),
         None => None,
+    };
+    let personal_dir = match (&personalization, &raw.personalization) {
+        (Some(p), Some(rp)) if !p.personal_tensors().is_empty() => Some(r.path(
+            "personalization.dir",
+            base,
+            rp.dir.as_deref().unwrap_or(DEFAULT_PERSONAL_DIR),
+        )?),
+        (_, Some(rp)) => {
+            r.ensure(
+                rp.dir.is_none(),
+                "personalization.dir",
+                "applies only to method = \"fedper\" and \"fedrep\", whose nodes keep \
+                 personal tensors",
+            )?;
+            None
+        }
+        _ => None,
     };
 
     let required_signatures = check_agreement(&r, &raw, &sites)?;
@@ -307,6 +329,7 @@ pub(super) fn check(
         secure_aggregation,
         privacy,
         personalization,
+        personal_dir,
         required_signatures,
         source: text.to_string(),
         terms,
@@ -412,8 +435,11 @@ fn check_scaffold(
     )
 }
 
-/// Most epochs of fine-tuning a manifest may ask for.
-const MAX_PERSONAL_EPOCHS: usize = 1000;
+/// Most epochs of fine-tuning (or of FedRep's personal tensors) a manifest may ask for.
+pub(super) const MAX_PERSONAL_EPOCHS: usize = 1000;
+
+/// Where a node keeps its personal tensors unless `personalization.dir` says.
+const DEFAULT_PERSONAL_DIR: &str = "personal-models";
 
 /// Largest Ditto weight: far past where the personal model is the global one.
 const MAX_DITTO_LAMBDA: f64 = 1e6;
@@ -422,8 +448,24 @@ fn check_personalization(
     r: &Reporter,
     p: &RawPersonalization,
     training: &LocalTraining,
+    raw: &RawManifest,
+    model: &ModelChoice,
 ) -> Result<Personalization, ManifestError> {
+    if !matches!(p.method.as_str(), "fedper" | "fedrep") {
+        r.ensure(
+            p.personal.is_none(),
+            "personalization.personal",
+            "belongs to method = \"fedper\" and \"fedrep\", which keep those tensors at \
+             each site",
+        )?;
+        r.ensure(
+            p.head_epochs.is_none(),
+            "personalization.head_epochs",
+            "belongs to method = \"fedrep\"",
+        )?;
+    }
     match p.method.as_str() {
+        "fedper" | "fedrep" => super::personal_layers::check(r, p, raw, model),
         "finetune" => {
             r.ensure(
                 p.lambda.is_none(),
@@ -477,9 +519,9 @@ fn check_personalization(
             "personalization.method",
             format!(
                 "is \"{other}\"; allowed: \"finetune\" (each site trains the final global \
-                 model on its own records) or \"ditto\" (each site keeps a personal model \
-                 pulled toward the global one); a shared body with personal layers is not \
-                 available yet"
+                 model on its own records), \"ditto\" (each site keeps a personal model \
+                 pulled toward the global one), \"fedper\" or \"fedrep\" (a shared body, \
+                 and the tensors named in `personal` kept at each site)"
             ),
         )),
     }
