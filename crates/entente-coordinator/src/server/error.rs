@@ -85,6 +85,14 @@ pub enum CoordinatorError {
         #[source]
         source: TlsError,
     },
+    /// The federation's revocation list could not be taken, or it revokes the coordinator's
+    /// own certificate.
+    #[error("refusing to start with this revocation list")]
+    Revocations {
+        /// What is wrong.
+        #[source]
+        source: TlsError,
+    },
     /// The manifest's signatures do not allow the run: a signature the manifest requires
     /// (`[agreement] require_signatures`) is missing or invalid, or the signature file is
     /// malformed. Nothing was written to the store.

@@ -225,10 +225,14 @@ async fn drive(
     // The identity first: a certificate the nodes could not use, or a key that is not its own,
     // stops the coordinator before it touches the store.
     let tls_error = |source| CoordinatorError::Tls { source };
+    let revocation_error = |source| CoordinatorError::Revocations { source };
     let revocations = Arc::new(
-        tls::Revocations::load(&config.ca, config.revocations.as_deref()).map_err(tls_error)?,
+        tls::Revocations::load(&config.ca, config.revocations.as_deref())
+            .map_err(revocation_error)?,
     );
-    revocations.check_own(&config.cert).map_err(tls_error)?;
+    revocations
+        .check_own(&config.cert)
+        .map_err(revocation_error)?;
     let tls = tls::server_config(&config.ca, &config.cert, &config.key, &revocations)
         .map_err(tls_error)?;
     let hosts = tls::check_coordinator_certificate(&config.ca, &config.cert).map_err(tls_error)?;

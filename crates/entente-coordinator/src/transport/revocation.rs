@@ -19,6 +19,10 @@ use crate::store::Store;
 /// How often the revocation list's file is looked at.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
+/// Longest one reading of the list may take before the watch gives up on it (and looks again
+/// next time).
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The revocation list in force, and the certificate each site's calls came with.
 pub struct RevocationGuard {
     revocations: Arc<Revocations>,
@@ -75,6 +79,7 @@ impl RevocationGuard {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(RELOAD_EVERY);
             let mut last_refusal = None;
+            let mut pending = None;
             loop {
                 tick.tick().await;
                 let audit = |kind: &str, site: Option<&str>, detail: serde_json::Value| {
@@ -97,7 +102,26 @@ impl RevocationGuard {
                     .path()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default();
-                match guard.revocations.reload() {
+                // The file is read on a blocking thread, and given at most RELOAD_TIMEOUT:
+                // a slow file system holds up no round and no later look.
+                // A reading that timed out is waited for again, never started twice.
+                let mut reload = pending.take().unwrap_or_else(|| {
+                    let revocations = Arc::clone(&guard.revocations);
+                    tokio::task::spawn_blocking(move || revocations.reload())
+                });
+                let result = match tokio::time::timeout(RELOAD_TIMEOUT, &mut reload).await {
+                    Ok(Ok(result)) => result,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "the revocation list's reload failed");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::error!(%path, "reading the revocation list timed out");
+                        pending = Some(reload);
+                        continue;
+                    }
+                };
+                match result {
                     Ok(None) => {}
                     Ok(Some(reloaded)) => {
                         last_refusal = None;

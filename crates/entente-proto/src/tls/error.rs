@@ -198,15 +198,14 @@ pub enum TlsError {
         problem: String,
     },
 
-    /// A revocation list older than the one in force would re-admit revoked certificates.
-    #[error("{} holds revocation list number {number}, older than number {loaded} already in force: refusing to forget revocations; copy the newest revoked.crl from the CA's key folder", path.display())]
+    /// A revocation list that would re-admit revoked certificates: older than the one in
+    /// force, another list under its number, or one that drops a serial it revokes.
+    #[error("{}: {problem}; refusing to forget revocations: copy the newest revoked.crl from the CA's key folder", path.display())]
     RevocationRollback {
         /// The file.
         path: PathBuf,
-        /// The number of the list in the file.
-        number: u64,
-        /// The number of the list in force.
-        loaded: u64,
+        /// What is wrong with the list, against the one in force.
+        problem: String,
     },
 
     /// The revocation list file disappeared after a list was read from it.

@@ -21,6 +21,9 @@ use x509_parser::revocation_list::CertificateRevocationList;
 use super::error::TlsError;
 use super::files;
 
+/// The largest revocation list read (a list of 100,000 serials takes about 4 MB).
+const MAX_LIST_BYTES: u64 = 16 << 20;
+
 /// One revoked certificate: its serial number and when it was revoked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RevokedCert {
@@ -66,26 +69,36 @@ impl RevocationList {
     /// Reads the list in `path` (PEM `X509 CRL` or DER), checking that the CA whose
     /// certificate is `ca_der` issued and signed it; `Ok(None)` if there is no file.
     pub fn read(path: &Path, ca_der: &[u8]) -> Result<Option<Self>, TlsError> {
+        Ok(Self::read_with_digest(path, ca_der)?.map(|(list, _)| list))
+    }
+
+    /// [`RevocationList::read`], with the SHA-256 of the file's bytes.
+    fn read_with_digest(path: &Path, ca_der: &[u8]) -> Result<Option<(Self, String)>, TlsError> {
         if !files::exists(path) {
             return Ok(None);
         }
-        let bytes = files::read_file(path)?;
-        Self::parse(&bytes, ca_der)
-            .map(Some)
-            .map_err(|problem| TlsError::BadRevocationList {
-                path: path.to_owned(),
-                problem,
-            })
+        let bad = |problem: String| TlsError::BadRevocationList {
+            path: path.to_owned(),
+            problem,
+        };
+        // Only a regular file, never a pipe or a device, and never more than the limit.
+        let bytes = entente_core::files::read_bounded(path, MAX_LIST_BYTES, "a revocation list")
+            .map_err(|e| bad(e.to_string()))?;
+        let list = Self::parse(&bytes, ca_der).map_err(bad)?;
+        Ok(Some((list, entente_core::digest::sha256_hex(&bytes))))
     }
 
     fn parse(bytes: &[u8], ca_der: &[u8]) -> Result<Self, String> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err("the file is empty".to_owned());
+        }
         let der = match CertificateRevocationListDer::from_pem_slice(bytes) {
             Ok(der) => der.as_ref().to_vec(),
             Err(rustls::pki_types::pem::Error::NoItemsFound) => bytes.to_vec(),
             Err(e) => return Err(format!("its PEM cannot be read ({e})")),
         };
         let (rest, crl) = CertificateRevocationList::from_der(&der)
-            .map_err(|e| format!("it is not an X.509 revocation list ({e})"))?;
+            .map_err(|_| "it is not an X.509 revocation list (PEM `X509 CRL` or DER)".to_owned())?;
         if !rest.is_empty() {
             return Err("it has bytes after the revocation list".to_owned());
         }
@@ -162,15 +175,25 @@ pub struct Reloaded {
     pub newly_revoked: Vec<Vec<u8>>,
 }
 
-/// The file as last read: changed when its size or modification time differ.
+/// The file as last looked at: changed when its size or modification time differ (`None`:
+/// no file).
 type Stamp = Option<(u64, Option<SystemTime>)>;
+
+/// What a [`Revocations`] holds: the list in force, the digest of the file it came from, and
+/// the file as last looked at (`None` before the first look), whether it was taken or refused.
+#[derive(Debug, Default)]
+struct State {
+    list: Arc<RevocationList>,
+    digest: Option<String>,
+    looked_at: Option<Stamp>,
+}
 
 /// The revocation list a coordinator or node goes by, reloaded from its file on demand.
 #[derive(Debug)]
 pub struct Revocations {
     path: Option<PathBuf>,
     ca_der: Vec<u8>,
-    state: RwLock<(Stamp, Arc<RevocationList>)>,
+    state: RwLock<State>,
 }
 
 impl Revocations {
@@ -185,7 +208,7 @@ impl Revocations {
         let revocations = Self {
             path: path.map(Path::to_owned),
             ca_der,
-            state: RwLock::new((None, Arc::default())),
+            state: RwLock::new(State::default()),
         };
         revocations.reload()?;
         Ok(revocations)
@@ -196,7 +219,7 @@ impl Revocations {
         Self {
             path: None,
             ca_der: Vec::new(),
-            state: RwLock::new((None, Arc::default())),
+            state: RwLock::new(State::default()),
         }
     }
 
@@ -207,7 +230,7 @@ impl Revocations {
 
     /// The list in force now.
     pub fn current(&self) -> Arc<RevocationList> {
-        Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()).1)
+        Arc::clone(&self.state.read().unwrap_or_else(|e| e.into_inner()).list)
     }
 
     /// Whether the certificate `cert_der` is revoked; its serial if so. A certificate that
@@ -233,9 +256,12 @@ impl Revocations {
         }
     }
 
-    /// Reads the file again if it changed since the last read. `Ok(None)`: unchanged (or no
-    /// file, and none before). A list that does not verify, is older than the one in force, or
-    /// whose file was removed is refused with an error, and the list in force stays.
+    /// Reads the file again if it changed since it was last looked at. `Ok(None)`: unchanged
+    /// (or no file, and none before). The list in force stays, and an error says why, when the
+    /// new file does not verify, is older than the list in force (a lower number), differs
+    /// from it under the same number, drops a certificate it revokes, or was removed: so
+    /// swapping or deleting the file cannot re-admit a revoked certificate while this runs. A
+    /// refused file is not read again until it changes.
     pub fn reload(&self) -> Result<Option<Reloaded>, TlsError> {
         let Some(path) = &self.path else {
             return Ok(None);
@@ -243,29 +269,19 @@ impl Revocations {
         let stamp = std::fs::metadata(path)
             .ok()
             .map(|m| (m.len(), m.modified().ok()));
-        let (old_stamp, old) = {
+        let (old, old_digest) = {
             let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-            (state.0, Arc::clone(&state.1))
-        };
-        if stamp == old_stamp && stamp.is_some() {
-            return Ok(None);
-        }
-        let Some(list) = RevocationList::read(path, &self.ca_der)? else {
-            if old.number > 0 {
-                return Err(TlsError::RevocationListRemoved {
-                    path: path.clone(),
-                    number: old.number,
-                });
+            if state.looked_at == Some(stamp) {
+                return Ok(None);
             }
+            (Arc::clone(&state.list), state.digest.clone())
+        };
+        let result = self.judge(path, &old, old_digest.as_deref());
+        let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        state.looked_at = Some(stamp);
+        let Some((list, digest)) = result? else {
             return Ok(None);
         };
-        if list.number < old.number {
-            return Err(TlsError::RevocationRollback {
-                path: path.clone(),
-                number: list.number,
-                loaded: old.number,
-            });
-        }
         let newly_revoked = list
             .revoked
             .keys()
@@ -273,10 +289,57 @@ impl Revocations {
             .cloned()
             .collect();
         let number = list.number;
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = (stamp, Arc::new(list));
+        state.list = Arc::new(list);
+        state.digest = Some(digest);
         Ok(Some(Reloaded {
             number,
             newly_revoked,
         }))
+    }
+
+    /// The list in `path` if it may replace `old` (read from a file whose digest was
+    /// `old_digest`); `Ok(None)` if there is nothing to take (no file, none before, or the same
+    /// file again).
+    fn judge(
+        &self,
+        path: &Path,
+        old: &RevocationList,
+        old_digest: Option<&str>,
+    ) -> Result<Option<(RevocationList, String)>, TlsError> {
+        let Some((list, digest)) = RevocationList::read_with_digest(path, &self.ca_der)? else {
+            if old.number > 0 {
+                return Err(TlsError::RevocationListRemoved {
+                    path: path.to_owned(),
+                    number: old.number,
+                });
+            }
+            return Ok(None);
+        };
+        if old_digest == Some(digest.as_str()) {
+            return Ok(None);
+        }
+        let refused = |problem: String| TlsError::RevocationRollback {
+            path: path.to_owned(),
+            problem,
+        };
+        if list.number < old.number {
+            return Err(refused(format!(
+                "it is revocation list number {}, older than number {} already in force",
+                list.number, old.number
+            )));
+        }
+        if list.number == old.number && old_digest.is_some() {
+            return Err(refused(format!(
+                "it is another revocation list under number {}, the number of the one in force",
+                list.number
+            )));
+        }
+        if let Some(dropped) = old.revoked.keys().find(|s| !list.revokes(s)) {
+            return Err(refused(format!(
+                "it no longer revokes serial {}, which the list in force revokes",
+                serial_hex(dropped)
+            )));
+        }
+        Ok(Some((list, digest)))
     }
 }

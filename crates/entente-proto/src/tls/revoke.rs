@@ -39,7 +39,8 @@ pub struct Revoked {
 /// Revokes the certificate of `whom` in the key folder `dir`: reads its serial number, adds it
 /// to the list in `dir/revoked.crl` (whose CA signature is checked first), and writes the list
 /// again, signed by the CA in `dir` with the next CRL number. A certificate already revoked is
-/// refused with [`TlsError::AlreadyRevoked`]. Issuing the site a new certificate
+/// refused with [`TlsError::AlreadyRevoked`]. Revocations of one folder run one at a time
+/// (a lock file, `revoked.crl.lock`, beside the list). Issuing the site a new certificate
 /// (`entente keys issue SITE --overwrite`) admits it again: the new one has another serial.
 pub fn revoke(dir: &KeyDir, whom: &Revokee) -> Result<Revoked, TlsError> {
     let cert_path = match whom {
@@ -63,6 +64,9 @@ pub fn revoke(dir: &KeyDir, whom: &Revokee) -> Result<Revoked, TlsError> {
         problem,
     })?;
     let ca = load_ca(dir)?;
+    // One revocation at a time: two at once would each add their serial to the same list and
+    // the last write would drop the other's.
+    let _lock = lock_list(dir)?;
     let ca_der = files::load_certs(&dir.ca_cert())?
         .into_iter()
         .next()
@@ -92,6 +96,23 @@ pub fn revoke(dir: &KeyDir, whom: &Revokee) -> Result<Revoked, TlsError> {
         number: next.number,
         revoked: next.len(),
     })
+}
+
+/// Holds `revoked.crl.lock` in `dir` exclusively until dropped (waiting for another holder).
+fn lock_list(dir: &KeyDir) -> Result<std::fs::File, TlsError> {
+    let path = dir.root.join("revoked.crl.lock");
+    let write_error = |source| TlsError::Write {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(write_error)?;
+    file.lock().map_err(write_error)?;
+    Ok(file)
 }
 
 /// `list` as a PEM CRL signed by `issuer`, issued at `now`.
