@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod checks;
+pub mod identity;
 pub mod local;
 pub mod report;
 

@@ -17,6 +17,7 @@ mod files;
 mod identity;
 mod issue;
 mod peer;
+pub mod secagg_identity;
 pub mod signatures;
 
 use std::path::PathBuf;
