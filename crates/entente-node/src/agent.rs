@@ -151,7 +151,7 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
             &config.ca,
             &config.cert,
             &config.key,
-            &config.manifest,
+            &config.manifest.sites,
         )?),
         _ => None,
     };

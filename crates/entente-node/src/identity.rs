@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use entente_core::manifest::Manifest;
 use entente_privacy::secagg::{AuthError, Identity, Signer, SiteId, Verifier};
 use entente_proto::tls::secagg_identity::{SiteCertificates, SiteKey};
 
@@ -41,16 +40,11 @@ impl Verifier for CertVerifier {
 }
 
 /// The identity of the site whose certificate and key are `cert` and `key`, trusting the CA
-/// `ca` for the sites of `manifest`.
-pub fn load(
-    ca: &Path,
-    cert: &Path,
-    key: &Path,
-    manifest: &Manifest,
-) -> Result<Identity, NodeError> {
+/// `ca` for the manifest's `sites` (in manifest order: a site's position is its id).
+pub fn load(ca: &Path, cert: &Path, key: &Path, sites: &[String]) -> Result<Identity, NodeError> {
     let signer = SiteKey::load(cert, key).map_err(|e| NodeError::Setup(e.to_string()))?;
-    let verifier = SiteCertificates::new(ca, manifest.sites.clone())
-        .map_err(|e| NodeError::Setup(e.to_string()))?;
+    let verifier =
+        SiteCertificates::new(ca, sites.to_vec()).map_err(|e| NodeError::Setup(e.to_string()))?;
     Ok(Identity {
         signer: Arc::new(CertSigner(signer)),
         verifier: Arc::new(CertVerifier(verifier)),

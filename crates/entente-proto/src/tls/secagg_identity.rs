@@ -129,3 +129,46 @@ impl SiteCertificates {
             .map_err(|_| format!("the signature does not verify with `{named}`'s certificate"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::{KeyDir, init_ca, issue_site};
+
+    fn federation(name: &str) -> (tempfile::TempDir, KeyDir) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = KeyDir::new(tmp.path());
+        init_ca(&dir, name).unwrap();
+        for site in ["site-a", "site-b"] {
+            issue_site(&dir, site, false).unwrap();
+        }
+        (tmp, dir)
+    }
+
+    #[test]
+    fn a_site_signature_verifies_only_as_that_site_under_that_ca() {
+        let (_tmp, dir) = federation("fed");
+        let (_other_tmp, other) = federation("other");
+        let sites = vec!["site-a".to_string(), "site-b".to_string()];
+        let a = SiteKey::load(&dir.site_cert("site-a"), &dir.site_key("site-a")).unwrap();
+        let check = SiteCertificates::new(&dir.ca_cert(), sites.clone()).unwrap();
+        let msg = b"keys of round 3";
+        let sig = a.sign(msg).unwrap();
+        check.verify(0, a.certificate(), msg, &sig).unwrap();
+        // Claimed as another site, over other bytes, or out of the manifest: refused.
+        let err = check.verify(1, a.certificate(), msg, &sig).unwrap_err();
+        assert!(err.contains("names site `site-a`, not `site-b`"), "{err}");
+        assert!(check.verify(0, a.certificate(), b"other", &sig).is_err());
+        assert!(check.verify(2, a.certificate(), msg, &sig).is_err());
+        assert!(check.verify(0, b"not a certificate", msg, &sig).is_err());
+        // The same site name from another federation's CA is not trusted.
+        let forged = SiteKey::load(&other.site_cert("site-a"), &other.site_key("site-a")).unwrap();
+        let sig = forged.sign(msg).unwrap();
+        let err = check
+            .verify(0, forged.certificate(), msg, &sig)
+            .unwrap_err();
+        assert!(err.contains("not valid"), "{err}");
+        // A key that is not the certificate's is refused at load.
+        assert!(SiteKey::load(&dir.site_cert("site-a"), &dir.site_key("site-b")).is_err());
+    }
+}
