@@ -1,5 +1,6 @@
 //! The coordinator half of secure aggregation receiving what one site sends: each of the
-//! site's four replies is sent as it is, tampered with, replaced, cut short or not sent, as the
+//! site's five replies (active security: keys, shares, masked input, survivor signature,
+//! unmasking) is sent as it is, tampered with, replaced, cut short or not sent, as the
 //! input says. Whatever arrives, the round ends in a result or an error, never a panic.
 #![no_main]
 

@@ -1,5 +1,6 @@
 //! A site's half of secure aggregation receiving what the coordinator sends it: each of the
-//! four messages for the site is delivered as it is, tampered with, replaced, cut short or not
+//! five messages for the site (active security: settings, signed keys, shares, survivor
+//! list, unmasking request with signatures) is delivered as it is, tampered with, replaced, cut short or not
 //! delivered, as the input says. The site answers or refuses, never panics, and the
 //! coordinator copes with what it then answers.
 #![no_main]

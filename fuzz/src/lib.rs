@@ -9,7 +9,7 @@ use entente_core::engine::{
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::{SiteUpdate, UpdatePolicy};
-use entente_privacy::secagg::{MaskPrg, Modulus};
+use entente_privacy::secagg::{InProcessPki, MaskPrg, Modulus, Security, auth};
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
 
 /// Reads the fuzz input front to back; past its end every read gives zeros.
@@ -145,7 +145,13 @@ impl SecureFederation {
             min_sites: 3,
             distributed_dp: None,
             prg: MaskPrg::default(),
+            // Active security (the manifest's default): the targets also decode signed keys,
+            // survivor lists and their signatures.
+            security: Security::Active,
+            context: auth::context_of(b"fuzz federation"),
         };
+        let pki = InProcessPki::new(&[7; 32], &[0, 1, 2])
+            .expect("in-process identities are drawn from a seed");
         let names: Vec<String> = SITES.iter().map(|s| s.to_string()).collect();
         let global = Arc::new(
             ParamSet::from_tensors([("w".to_string(), vec![DIM], vec![0.0; DIM])])
@@ -179,7 +185,8 @@ impl SecureFederation {
                     UpdatePolicy::default(),
                     settings.clone(),
                     true,
-                );
+                )
+                .with_identity(pki.identity(i as u32).expect("every site has an identity"));
                 site.train(&task).expect("an honest site trains");
                 site
             })

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use entente_core::audit_heads::{AuditHead, HeadLog, HeadRecord, HeadRecordError};
 use entente_core::engine::{Envelope, ErrorKind, SiteError, TrainTask};
-use entente_core::manifest::Manifest;
+use entente_core::manifest::{Manifest, SecAggSecurity};
 use entente_core::params::ParamSet;
 use entente_core::personal::carried;
 use entente_proto::MAX_MESSAGE;
@@ -164,13 +164,23 @@ async fn run_until_finished(config: NodeConfig, report: &dyn NodeReport) -> Resu
     // The manifest's required signatures, before any data is read or any task taken.
     signatures::check_before_run(&config.manifest, config.signatures.as_deref(), &config.ca)
         .map_err(NodeError::Signatures)?;
+    // Under active secure aggregation the site signs its keys with its certificate key.
+    let identity = match &config.manifest.secure_aggregation {
+        Some(sa) if sa.security == SecAggSecurity::Active => Some(crate::identity::load(
+            &config.ca,
+            &config.cert,
+            &config.key,
+            &config.manifest.sites,
+        )?),
+        _ => None,
+    };
     let local = {
         let (manifest, site, trainer) = (
             config.manifest.clone(),
             site.clone(),
             config.trainer.clone(),
         );
-        tokio::task::spawn_blocking(move || participant(&manifest, &site, &trainer))
+        tokio::task::spawn_blocking(move || participant(&manifest, &site, &trainer, identity))
             .await
             .map_err(|e| NodeError::Setup(e.to_string()))??
     };

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod checks;
 mod connector;
+pub mod identity;
 pub mod local;
 pub mod report;
 

@@ -15,6 +15,7 @@ use entente_learn::personal_head::PersonalHeadSite;
 use entente_learn::scaffold::ScaffoldSite;
 use entente_learn::{simulation, site_data};
 use entente_privacy::policy::{self, Keys, Member, SamplingRule};
+use entente_privacy::secagg::Identity;
 
 use crate::agent::NodeError;
 
@@ -56,10 +57,13 @@ pub struct LocalParticipant {
 }
 
 /// Builds site `name`'s participant around `trainer`.
+/// `identity` signs and checks secure-aggregation keys under active security (the node's
+/// certificate key, see [`crate::identity`]).
 pub fn participant(
     manifest: &Manifest,
     name: &str,
     trainer: &Trainer,
+    identity: Option<Identity>,
 ) -> Result<LocalParticipant, NodeError> {
     let index = manifest
         .sites
@@ -157,6 +161,7 @@ pub fn participant(
         site,
         examples,
         dataset,
+        identity,
     };
     let mut stack = policy::stack_sites(
         manifest,

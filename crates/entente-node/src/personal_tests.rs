@@ -35,7 +35,7 @@ fn manifest(dir: &Path) -> Manifest {
 fn node(dir: &Path) -> (Agreement, LocalParticipant) {
     let manifest = manifest(dir);
     let site = manifest.sites[0].clone();
-    let local = participant(&manifest, &site, &Trainer::Builtin { data: None }).unwrap();
+    let local = participant(&manifest, &site, &Trainer::Builtin { data: None }, None).unwrap();
     let agreement = Agreement {
         digest: manifest.agreement_digest(),
         site,

@@ -28,7 +28,7 @@ use criterion::{Criterion, SamplingMode};
 use entente_privacy::secagg::prg::{MaskKey, expand};
 use entente_privacy::secagg::{
     EncodingSettings, GraphSpec, MaskPrg, MaskedInput, Modulus, RoutedShares, SecAggClient,
-    SecAggConfig, SecAggServer, SiteId, UnmaskResponse,
+    SecAggConfig, SecAggServer, SiteId, SurvivorRequests, UnmaskResponse,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -241,7 +241,10 @@ fn run(c: &mut Criterion, sc: &Scenario, prgs: &[MaskPrg], rows: &mut Vec<Row>) 
             for &i in &alive {
                 probe.receive_masked(&st.masked[i]).expect("receive masked");
             }
-            let requests = probe.close_masked().expect("close masked");
+            let SurvivorRequests::Unmask(requests) = probe.close_masked().expect("close masked")
+            else {
+                panic!("an honest-but-curious round has no consistency check");
+            };
             let responses: Vec<UnmaskResponse> = requests
                 .iter()
                 .map(|r| {

@@ -17,7 +17,7 @@ use entente_core::engine::{
     Envelope, ErrorKind, SecureAggregation, SecureError, SecureResult, Site, SiteError, TrainTask,
     Turn,
 };
-use entente_core::manifest::PrivacyMechanism;
+use entente_core::manifest::{PrivacyMechanism, SecAggSecurity};
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::seeds::{self, Stream};
@@ -29,9 +29,9 @@ use serde::{Deserialize, Serialize};
 use crate::dp::DistributedDp;
 use crate::dp::mechanisms::{noise_rng, os_noise_rng};
 use crate::secagg::{
-    AdvertiseKeys, EncodingSettings, GraphSpec, MaskPrg, MaskedInput, Modulus, PeerKeys,
-    RoutedShares, SecAggClient, SecAggConfig, SecAggServer, ShareKeys, SiteId, UnmaskRequest,
-    UnmaskResponse,
+    AdvertiseKeys, ConsistencyRequest, ConsistencyResponse, EncodingSettings, GraphSpec, Identity,
+    MaskPrg, MaskedInput, Modulus, PeerKeys, RoutedShares, SecAggClient, SecAggConfig,
+    SecAggServer, Security, ShareKeys, SiteId, SurvivorRequests, UnmaskRequest, UnmaskResponse,
 };
 
 /// Secure-aggregation settings every site agreed to in the manifest.
@@ -62,6 +62,11 @@ pub struct SecAggSettings {
     /// Generator of the masks (`secure_aggregation.prg`); part of every round's settings, which
     /// each site compares with its own manifest's.
     pub prg: MaskPrg,
+    /// Honest-but-curious or active security (`secure_aggregation.security`).
+    pub security: Security,
+    /// The federation and run every signature is bound to under active security
+    /// ([`crate::secagg::auth::context_of`] of the manifest's agreement digest).
+    pub context: [u8; 32],
 }
 
 impl SecAggSettings {
@@ -79,6 +84,11 @@ impl SecAggSettings {
                 Modulus::Pow32
             },
             prg: sa.prg.into(),
+            security: match sa.security {
+                SecAggSecurity::Active => Security::Active,
+                SecAggSecurity::HonestButCurious => Security::HonestButCurious,
+            },
+            context: crate::secagg::auth::context_of(manifest.agreement_digest().as_bytes()),
             seed: manifest.seed,
             num_sites: manifest.sites.len(),
             min_sites: manifest.selection.min_sites,
@@ -160,7 +170,11 @@ impl SecAggSettings {
             self.encoding(n),
         );
         config.min_survivors = threshold.max(self.min_sites).min(n);
-        config.with_prg(self.prg)
+        let config = config.with_prg(self.prg);
+        match self.security {
+            Security::Active => config.with_active_security(self.context),
+            Security::HonestButCurious => config,
+        }
     }
 
     /// Largest masked input a site can send over `dimension` values, in bytes: one word of the
@@ -211,6 +225,9 @@ pub enum ToSite {
     PeerKeys(PeerKeys),
     /// Phase 2: shares from the neighbours; answer with [`FromSite::Masked`].
     Shares(RoutedShares),
+    /// Consistency check (active security): who survived, to sign; answer with
+    /// [`FromSite::Consistency`].
+    Consistency(ConsistencyRequest),
     /// Phase 3: who survived; answer with [`FromSite::Unmask`].
     Unmask(UnmaskRequest),
 }
@@ -224,6 +241,8 @@ pub enum FromSite {
     Shares(ShareKeys),
     /// The masked update.
     Masked(MaskedInput),
+    /// The site's signature over the survivor list (active security).
+    Consistency(ConsistencyResponse),
     /// Shares that let the coordinator remove the masks.
     Unmask(UnmaskResponse),
 }
@@ -253,6 +272,7 @@ enum Stage {
     Share,
     Mask,
     Unmask,
+    Consistency,
     Done,
 }
 
@@ -381,8 +401,18 @@ impl SecureAggregation for SecAggCoordinator {
                 self.stage = Stage::Unmask;
                 self.addressed(msgs, |m| m.recipient, ToSite::Shares)?
             }
-            Stage::Unmask => {
-                let msgs = self.server()?.close_masked().map_err(fail)?;
+            Stage::Unmask => match self.server()?.close_masked().map_err(fail)? {
+                SurvivorRequests::Unmask(msgs) => {
+                    self.stage = Stage::Done;
+                    self.addressed(msgs, |m| m.recipient, ToSite::Unmask)?
+                }
+                SurvivorRequests::Consistency(msgs) => {
+                    self.stage = Stage::Consistency;
+                    self.addressed(msgs, |m| m.recipient, ToSite::Consistency)?
+                }
+            },
+            Stage::Consistency => {
+                let msgs = self.server()?.close_consistency().map_err(fail)?;
                 self.stage = Stage::Done;
                 self.addressed(msgs, |m| m.recipient, ToSite::Unmask)?
             }
@@ -401,6 +431,7 @@ impl SecureAggregation for SecAggCoordinator {
             FromSite::Keys(m) => m.keys.site,
             FromSite::Shares(m) => m.sender,
             FromSite::Masked(m) => m.sender,
+            FromSite::Consistency(m) => m.sender,
             FromSite::Unmask(m) => m.sender,
         };
         if sender != expected {
@@ -413,6 +444,7 @@ impl SecureAggregation for SecAggCoordinator {
             FromSite::Keys(m) => server.receive_advertise(&m),
             FromSite::Shares(m) => server.receive_shares(&m),
             FromSite::Masked(m) => server.receive_masked(&m),
+            FromSite::Consistency(m) => server.receive_consistency(&m),
             FromSite::Unmask(m) => server.receive_unmask(&m),
         }
         .map_err(malformed)
@@ -461,6 +493,7 @@ pub struct SecureSite {
     policy: UpdatePolicy,
     settings: SecAggSettings,
     deterministic: bool,
+    identity: Option<Identity>,
     pending: Mutex<Pending>,
 }
 
@@ -481,8 +514,16 @@ impl SecureSite {
             policy,
             settings,
             deterministic,
+            identity: None,
             pending: Mutex::new(Pending::default()),
         }
+    }
+
+    /// The same site with the identity it signs its keys and survivor view with, and checks
+    /// its peers' with (required under active security).
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     fn error(&self, kind: ErrorKind, reason: impl Into<String>) -> SiteError {
@@ -644,6 +685,9 @@ impl Site for SecureSite {
                 }
                 let mut client = SecAggClient::new(config, self.id, self.key_seed(round))
                     .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?;
+                if let Some(identity) = &self.identity {
+                    client = client.with_identity(identity.clone());
+                }
                 let keys = client
                     .advertise_keys()
                     .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?;
@@ -679,6 +723,17 @@ impl Site for SecureSite {
                 FromSite::Masked(
                     client
                         .masked_input(&m, &delta, weight)
+                        .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?,
+                )
+            }
+            ToSite::Consistency(m) => {
+                let client = pending
+                    .client
+                    .as_mut()
+                    .ok_or_else(|| self.error(ErrorKind::Refused, "no round started"))?;
+                FromSite::Consistency(
+                    client
+                        .consistency(&m)
                         .map_err(|e| self.error(ErrorKind::Refused, e.to_string()))?,
                 )
             }

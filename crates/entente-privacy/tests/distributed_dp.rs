@@ -18,7 +18,7 @@ use entente_core::engine::{ErrorKind, NoObserver, RoundEngine, RoundRecord, Site
 use entente_core::update::UpdatePolicy;
 use entente_privacy::dp::client::DpFedAvg;
 use entente_privacy::dp::{DistributedDp, clip_l2, l2_norm, noise_rng};
-use entente_privacy::secagg::{Modulus, quantization_bound};
+use entente_privacy::secagg::{Modulus, Security, quantization_bound};
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings, SecureSite};
 
 const DIM: usize = 2000;
@@ -52,6 +52,8 @@ fn settings(s: f64, sigma: f64, seed: u64) -> SecAggSettings {
         min_sites: MIN_SITES,
         distributed_dp: Some(dp),
         prg: Default::default(),
+        security: Security::HonestButCurious,
+        context: [0; 32],
     }
 }
 

@@ -14,7 +14,7 @@ use entente_core::engine::{
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::SiteUpdate;
-use entente_privacy::secagg::{MaskPrg, Modulus};
+use entente_privacy::secagg::{MaskPrg, Modulus, Security};
 use entente_privacy::secure_round::{SecAggCoordinator, SecAggSettings};
 
 const DIM: usize = 300;
@@ -36,6 +36,8 @@ fn settings() -> SecAggSettings {
         min_sites: 3,
         distributed_dp: None,
         prg: MaskPrg::default(),
+        security: Security::HonestButCurious,
+        context: [0; 32],
     }
 }
 
@@ -140,6 +142,51 @@ fn too_many_dropouts_abort_the_round_and_keep_the_model() {
     let err = e.run_round(1, &mut NoObserver).unwrap_err();
     assert!(
         matches!(err, EngineError::SecureAggregation { round: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(e.global().as_flat(), initial(DIM).as_flat());
+}
+
+fn active() -> SecAggSettings {
+    SecAggSettings {
+        security: Security::Active,
+        context: entente_privacy::secagg::auth::context_of(b"secure_round test"),
+        ..settings()
+    }
+}
+
+/// Signed keys and the consistency check change nothing in the result: the same model, bit
+/// for bit, with every site in and with one dropping out before its masked input.
+#[test]
+fn active_security_gives_the_same_model_as_honest_but_curious() {
+    for drops in [&[][..], &[(2, 2)][..]] {
+        let mut a = secure_engine_with(active(), 6, drops);
+        let mut h = secure_engine_with(settings(), 6, drops);
+        let ra = a.run_round(1, &mut NoObserver).unwrap();
+        let rh = h.run_round(1, &mut NoObserver).unwrap();
+        assert_eq!(ra.accepted, rh.accepted);
+        assert_eq!(a.global().as_flat(), h.global().as_flat());
+    }
+    // A site lost after signing the survivor list still counts: the others unmask it.
+    let mut a = secure_engine_with(active(), 6, &[(2, 4)]);
+    let r = a.run_round(1, &mut NoObserver).unwrap();
+    assert_eq!(r.accepted.len(), 6, "{:?}", r.excluded);
+}
+
+/// A coordinator cannot downgrade sites that agreed to active security.
+#[test]
+fn sites_refuse_a_downgrade_to_honest_but_curious() {
+    let mut e = RoundEngine::new(
+        secure_sites(plain_sites(4), &active(), &[], true),
+        build(&Strategy::FedAvg).unwrap(),
+        None,
+        rules(3),
+        initial(DIM),
+    )
+    .with_secure_aggregation(Box::new(SecAggCoordinator::new(settings(), &names(4))));
+    let err = e.run_round(1, &mut NoObserver).unwrap_err();
+    assert!(
+        matches!(err, EngineError::SecureAggregation { .. }),
         "{err}"
     );
     assert_eq!(e.global().as_flat(), initial(DIM).as_flat());

@@ -329,6 +329,8 @@ pub fn run(manifest: &Manifest, trainers: Trainers, options: &Options) -> Result
             } else {
                 manifest.site_data_label(index)
             },
+            // Under active secure aggregation: in-process identities from the seed.
+            identity: None,
         })
         .collect();
     // This process samples the sites itself, so the sampling is verified (see SamplingRule);

@@ -238,6 +238,20 @@ pub struct SecureAggregationSpec {
     pub bits: u32,
     /// Generator that stretches each mask key into a mask (`prg`).
     pub prg: SecAggPrg,
+    /// What the protocol defends against (`security`).
+    pub security: SecAggSecurity,
+}
+
+/// The threat model of secure aggregation (`secure_aggregation.security`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecAggSecurity {
+    /// `"active"`: sites sign their keys with their certificate keys and run the consistency
+    /// check, so a coordinator that deviates from the protocol gets an abort, not a secret.
+    #[default]
+    Active,
+    /// `"honest-but-curious"`: no signatures and no consistency check; safe only against a
+    /// coordinator that follows the protocol.
+    HonestButCurious,
 }
 
 /// The pseudorandom generator of secure aggregation's masks (`secure_aggregation.prg`); the

@@ -88,6 +88,8 @@ pub struct RawSecureAggregation {
     pub bits: u32,
     #[serde(default)]
     pub prg: Option<String>,
+    #[serde(default)]
+    pub security: Option<String>,
 }
 
 fn default_threshold() -> f64 {

@@ -287,6 +287,23 @@ fn secure_aggregation_settings_are_checked() {
     let (_, key, msg) = invalid(&with("prg = \"aes256\""));
     assert_eq!(key, "secure_aggregation.prg");
     assert!(msg.contains("aes128-ctr"), "{msg}");
+    // The threat model: active unless the manifest says honest-but-curious; part of the terms.
+    assert_eq!(sa.security, SecAggSecurity::Active);
+    let security = |name: &str| {
+        let m = parse(&with(&format!("security = \"{name}\""))).unwrap();
+        let digest = m.agreement_digest();
+        (m.secure_aggregation.unwrap().security, digest)
+    };
+    let (active, active_digest) = security("active");
+    let (hbc, hbc_digest) = security("honest-but-curious");
+    assert_eq!(
+        (active, hbc),
+        (SecAggSecurity::Active, SecAggSecurity::HonestButCurious)
+    );
+    assert_ne!(active_digest, hbc_digest);
+    let (_, key, msg) = invalid(&with("security = \"paranoid\""));
+    assert_eq!(key, "secure_aggregation.security");
+    assert!(msg.contains("honest-but-curious"), "{msg}");
 
     let median = GOOD.replace(
         "kind = \"fedadam\"\nserver_learning_rate = 0.02",

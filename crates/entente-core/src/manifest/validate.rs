@@ -1126,6 +1126,22 @@ fn check_secure_aggregation(
             ));
         }
     };
+    let security = match sa.security.as_deref() {
+        None => super::SecAggSecurity::default(),
+        Some("active") => super::SecAggSecurity::Active,
+        Some("honest-but-curious") => super::SecAggSecurity::HonestButCurious,
+        Some(other) => {
+            return Err(r.err(
+                "secure_aggregation.security",
+                format!(
+                    "`{}` is not a known threat model; allowed: \"active\" (signed keys and a \
+                     consistency check against a cheating coordinator, the default) or \
+                     \"honest-but-curious\"",
+                    excerpt(other)
+                ),
+            ));
+        }
+    };
     Ok(SecureAggregationSpec {
         threshold: sa.threshold,
         neighbours: sa.neighbours,
@@ -1133,6 +1149,7 @@ fn check_secure_aggregation(
         max_examples: sa.max_examples,
         bits: sa.bits,
         prg,
+        security,
     })
 }
 

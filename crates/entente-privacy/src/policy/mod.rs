@@ -14,6 +14,7 @@ use entente_core::engine::{Site, selection};
 use entente_core::manifest::{Manifest, PrivacyMechanism, PrivacySpec};
 
 use crate::budget::{BudgetedSite, Ledger, LedgerError, RoundPrice};
+use crate::secagg::{AuthError, Identity, InProcessPki, Security, SiteId};
 use crate::secure_round::{SecAggSettings, SecureSite};
 
 pub use population::Population;
@@ -110,6 +111,11 @@ pub struct Member {
     pub examples: Option<usize>,
     /// The data set its ledger accounts for (see [`Manifest::site_data_label`]).
     pub dataset: String,
+    /// What it signs and checks secure-aggregation keys with under
+    /// `secure_aggregation.security = "active"` (in a node: its certificate key). With
+    /// [`Keys::Seeded`] and none given, an in-process identity is drawn from the federation
+    /// seed ([`InProcessPki`]).
+    pub identity: Option<Identity>,
 }
 
 /// One participant with its layers.
@@ -149,6 +155,19 @@ pub enum PolicyError {
         /// The index given twice.
         index: usize,
     },
+    /// Active secure aggregation needs the site's identity, and none was given.
+    #[error(
+        "site index {index}: secure_aggregation.security = \"active\" signs the site's keys with \
+         its certificate key, and none was given (set the node's key and certificate, or choose \
+         \"honest-but-curious\")"
+    )]
+    NoIdentity {
+        /// The member.
+        index: usize,
+    },
+    /// The in-process identities of a simulation could not be drawn.
+    #[error("in-process secure-aggregation identities: {0}")]
+    Identities(#[from] AuthError),
     /// DP-SGD needs entente's own trainer, which knows the site's records.
     #[error(
         "site `{site}`: privacy.mechanism = \"dp-sgd\" is a feature of entente's own trainer; a \
@@ -244,6 +263,12 @@ pub fn stack_sites(
         _ => (None, None),
     };
     let secagg = SecAggSettings::from_manifest(manifest);
+    let pki = match &secagg {
+        Some(s) if s.security == Security::Active && keys == Keys::Seeded => {
+            Some(simulated_pki(manifest, s)?)
+        }
+        _ => None,
+    };
     let sites = members
         .into_iter()
         .map(|member| {
@@ -268,19 +293,44 @@ pub fn stack_sites(
                 stacked.layers.push(Layer::Budget);
             }
             if let Some(settings) = &secagg {
-                stacked.site = Arc::new(SecureSite::new(
+                let mut secure = SecureSite::new(
                     stacked.site,
                     member.index as u32,
                     manifest.policy,
                     settings.clone(),
                     keys == Keys::Seeded,
-                ));
+                );
+                if settings.security == Security::Active {
+                    let identity = member
+                        .identity
+                        .clone()
+                        .or_else(|| pki.as_ref()?.identity(member.index as SiteId))
+                        .ok_or(PolicyError::NoIdentity {
+                            index: member.index,
+                        })?;
+                    secure = secure.with_identity(identity);
+                }
+                stacked.site = Arc::new(secure);
                 stacked.layers.push(Layer::SecureAggregation);
             }
             Ok(stacked)
         })
         .collect::<Result<_, PolicyError>>()?;
     Ok(Stack { sites, forecast })
+}
+
+/// The in-process identities of a simulation's sites, drawn from the federation seed and the
+/// round context (a simulation has no certificates).
+fn simulated_pki(
+    manifest: &Manifest,
+    settings: &SecAggSettings,
+) -> Result<InProcessPki, PolicyError> {
+    let mut seed = settings.context;
+    for (s, b) in seed.iter_mut().zip(manifest.seed.to_le_bytes()) {
+        *s ^= b;
+    }
+    let sites: Vec<SiteId> = (0..manifest.sites.len() as SiteId).collect();
+    Ok(InProcessPki::new(&seed, &sites)?)
 }
 
 /// `member`'s budget layer around `inner`: a share of `population` when it charges every site,

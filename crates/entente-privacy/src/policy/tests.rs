@@ -103,6 +103,7 @@ fn members(m: &Manifest) -> Vec<Member> {
             site: Arc::new(Counting(name.clone(), AtomicUsize::new(0))),
             examples: None,
             dataset: "digits".into(),
+            identity: None,
         })
         .collect()
 }
@@ -183,8 +184,14 @@ fn the_budget_goes_inside_secure_aggregation_for_every_mechanism() {
             }
         }
     }
-    // No [privacy]: secure aggregation alone, nothing charged, no ledger.
+    // No [privacy]: secure aggregation alone, nothing charged, no ledger. A real site under
+    // active security (the default) must bring its certificate identity.
     let m = manifest(secagg);
+    assert!(matches!(
+        stack_sites(&m, SamplingRule::Unverified, Keys::Fresh, members(&m)),
+        Err(PolicyError::NoIdentity { index: 0 })
+    ));
+    let m = manifest(&format!("{secagg}security = \"honest-but-curious\"\n"));
     let stack = stack_sites(&m, SamplingRule::Unverified, Keys::Fresh, members(&m)).unwrap();
     assert!(
         stack

@@ -6,16 +6,18 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;
 
+use super::auth::{self, Identity};
 use super::encoding::{Modulus, Word, check_update, encode};
 use super::error::{AbortReason, Phase, SecAggError};
 use super::keys::{self, KeyPair, SharePair};
 use super::messages::{
-    AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
-    RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
+    AdvertiseKeys, Attestation, ConsistencyRequest, ConsistencyResponse, EncryptedShares,
+    MaskedInput, MaskedVector, PeerKeys, RevealedShare, RoutedShares, ShareKeys, SitePublicKeys,
+    UnmaskRequest, UnmaskResponse,
 };
 use super::prg::{MaskKey, MaskPrg, Sign, apply_masks};
 use super::shamir::{self, SECRET_CHUNKS};
-use super::{SecAggConfig, SiteId};
+use super::{SecAggConfig, Security, SiteId};
 
 #[derive(Clone)]
 enum State {
@@ -29,15 +31,26 @@ enum State {
         held: BTreeMap<SiteId, SharePair>,
         own_seed_share: [u64; SECRET_CHUNKS],
     },
+    /// Active security: the site signed this survivor list, the only one it will ever sign
+    /// or unmask for in this round.
+    Checked {
+        held: BTreeMap<SiteId, SharePair>,
+        own_seed_share: [u64; SECRET_CHUNKS],
+        survivors: Vec<SiteId>,
+    },
     Done,
+    Aborted,
 }
 
 /// One site's half of a secure aggregation round.
 ///
 /// Drive it with [`advertise_keys`](Self::advertise_keys), [`share_keys`](Self::share_keys),
 /// [`masked_input`](Self::masked_input) and [`unmask`](Self::unmask), feeding in the
-/// coordinator's messages. A rejected message leaves the state unchanged. After `unmask` the
-/// site refuses any further request, so it can never reveal both secrets of one peer.
+/// coordinator's messages (under [`Security::Active`], with [`consistency`](Self::consistency)
+/// before `unmask`). A rejected message leaves the state unchanged, except that under active
+/// security a message that fails its signature or consistency check aborts the site for the
+/// round. After `unmask` the site refuses any further request, so it can never reveal both
+/// secrets of one peer.
 #[derive(Clone)]
 pub struct SecAggClient {
     config: SecAggConfig,
@@ -49,6 +62,7 @@ pub struct SecAggClient {
     seed: Zeroizing<[u8; 32]>,
     rng: ChaCha20Rng,
     state: State,
+    identity: Option<Identity>,
 }
 
 impl SecAggClient {
@@ -79,7 +93,15 @@ impl SecAggClient {
             seed,
             rng,
             state: State::Start,
+            identity: None,
         })
+    }
+
+    /// The same site with the identity it signs and checks signatures with (required under
+    /// [`Security::Active`]).
+    pub fn with_identity(mut self, identity: Identity) -> Self {
+        self.identity = Some(identity);
+        self
     }
 
     /// This site's id.
@@ -93,18 +115,65 @@ impl SecAggClient {
             State::Start => Phase::AdvertiseKeys,
             State::Advertised => Phase::ShareKeys,
             State::Shared { .. } => Phase::MaskedInput,
-            State::Masked { .. } => Phase::Unmasking,
+            State::Masked { .. } if self.active() => Phase::ConsistencyCheck,
+            State::Masked { .. } | State::Checked { .. } => Phase::Unmasking,
             State::Done => Phase::Done,
+            State::Aborted => Phase::Aborted,
         }
     }
 
-    /// The site's two public keys for this round.
+    /// The site's two public keys for this round (unsigned).
     pub fn public_keys(&self) -> SitePublicKeys {
         SitePublicKeys {
             site: self.id,
             c_pk: self.c_key.public,
             s_pk: self.s_key.public,
+            signature: None,
         }
+    }
+
+    fn active(&self) -> bool {
+        self.config.security == Security::Active
+    }
+
+    /// The identity, which active security requires.
+    fn identity(&self) -> Result<&Identity, SecAggError> {
+        self.identity.as_ref().ok_or_else(|| {
+            SecAggError::Config(
+                "active security needs the site's identity to sign and verify with".into(),
+            )
+        })
+    }
+
+    /// Signs `message` with this site's identity.
+    fn attest(&self, message: &[u8]) -> Result<Attestation, SecAggError> {
+        let signer = &self.identity()?.signer;
+        Ok(Attestation {
+            credential: signer.credential(),
+            signature: signer.sign(message)?,
+        })
+    }
+
+    /// Ends the round for this site: it answers nothing more.
+    fn abort(&mut self, reason: AbortReason) -> SecAggError {
+        self.state = State::Aborted;
+        SecAggError::Aborted(reason)
+    }
+
+    /// Checks a peer's signed key bundle; `Err` holds why it does not verify.
+    fn check_peer_keys(&self, p: &SitePublicKeys) -> Result<(), String> {
+        let a = p.signature.as_ref().ok_or("it is not signed")?;
+        let message = auth::keys_message(
+            &self.config.context,
+            self.config.round,
+            p.site,
+            &p.c_pk,
+            &p.s_pk,
+        );
+        let verifier = &self.identity().map_err(|e| e.to_string())?.verifier;
+        verifier
+            .verify(p.site, &a.credential, &message, &a.signature)
+            .map_err(|e| e.to_string())
     }
 
     fn expect_phase(&self, phase: Phase) -> Result<(), SecAggError> {
@@ -151,17 +220,31 @@ impl SecAggClient {
     }
 
     /// Round 0: the site's public keys.
+    /// Under active security the keys are signed, bound to the round's context, round id and
+    /// site.
     pub fn advertise_keys(&mut self) -> Result<AdvertiseKeys, SecAggError> {
         self.expect_phase(Phase::AdvertiseKeys)?;
+        let mut keys = self.public_keys();
+        if self.active() {
+            let message = auth::keys_message(
+                &self.config.context,
+                self.config.round,
+                self.id,
+                &keys.c_pk,
+                &keys.s_pk,
+            );
+            keys.signature = Some(self.attest(&message)?);
+        }
         self.state = State::Advertised;
         Ok(AdvertiseKeys {
             round: self.config.round,
-            keys: self.public_keys(),
+            keys,
         })
     }
 
     /// Round 1: checks the neighbours' keys, Shamir-shares `b_u` and `s_sk` among them (and
-    /// itself) and encrypts each neighbour's pair of shares.
+    /// itself) and encrypts each neighbour's pair of shares. Under active security every
+    /// peer's keys must carry a valid signature of that peer, or the site aborts.
     pub fn share_keys(&mut self, msg: &PeerKeys) -> Result<ShareKeys, SecAggError> {
         self.check_header(Phase::ShareKeys, msg.round, msg.recipient)?;
         let mut peers = BTreeMap::new();
@@ -175,6 +258,17 @@ impl SecAggClient {
             }
             if !seen_keys.insert(p.c_pk) || !seen_keys.insert(p.s_pk) {
                 return Err(self.malformed(format!("site {} reuses a public key", p.site)));
+            }
+        }
+        if self.active() {
+            for p in peers.values() {
+                if let Err(reason) = self.check_peer_keys(p) {
+                    return Err(self.abort(AbortReason::BadSignature {
+                        site: p.site,
+                        what: "public keys".into(),
+                        reason,
+                    }));
+                }
             }
         }
         let required = self.required_holders();
@@ -334,22 +428,18 @@ impl SecAggClient {
         })
     }
 
-    /// Round 3: given the sites whose masked input arrived, reveals the self-mask seed shares
-    /// of those (and of itself) and the mask-key shares of neighbours that dropped. Answers
-    /// once; every later request is refused.
-    pub fn unmask(&mut self, msg: &UnmaskRequest) -> Result<UnmaskResponse, SecAggError> {
-        self.check_header(Phase::Unmasking, msg.round, msg.recipient)?;
-        let State::Masked {
-            held,
-            own_seed_share,
-        } = &self.state
-        else {
-            return Err(self.malformed("internal: no masked state"));
-        };
-        if msg.survivors.windows(2).any(|w| w[0] >= w[1]) {
+    /// Checks a survivor list (U3) against what this site knows: sorted and distinct, itself
+    /// in it, only sites of the round, every surviving neighbour one that shared with it, and
+    /// enough survivors and holders of its shares left.
+    fn check_survivors(
+        &self,
+        survivors: &[SiteId],
+        held: &BTreeMap<SiteId, SharePair>,
+    ) -> Result<(), SecAggError> {
+        if survivors.windows(2).any(|w| w[0] >= w[1]) {
             return Err(self.malformed("survivor list is not sorted and distinct"));
         }
-        let survivors: BTreeSet<SiteId> = msg.survivors.iter().copied().collect();
+        let survivors: BTreeSet<SiteId> = survivors.iter().copied().collect();
         if !survivors.contains(&self.id) {
             return Err(self.malformed("this site is not listed among the survivors"));
         }
@@ -376,6 +466,95 @@ impl SecAggClient {
                 required: self.config.threshold,
             }));
         }
+        Ok(())
+    }
+
+    /// Consistency check (active security): signs the survivor list U3 the coordinator sent,
+    /// after checking it. The site signs one list per round and will unmask for no other.
+    pub fn consistency(
+        &mut self,
+        msg: &ConsistencyRequest,
+    ) -> Result<ConsistencyResponse, SecAggError> {
+        self.check_header(Phase::ConsistencyCheck, msg.round, msg.recipient)?;
+        let State::Masked {
+            held,
+            own_seed_share,
+        } = &self.state
+        else {
+            return Err(self.malformed("internal: no masked state"));
+        };
+        self.check_survivors(&msg.survivors, held)?;
+        let message =
+            auth::survivors_message(&self.config.context, self.config.round, &msg.survivors);
+        let attestation = self.attest(&message)?;
+        self.state = State::Checked {
+            held: held.clone(),
+            own_seed_share: *own_seed_share,
+            survivors: msg.survivors.clone(),
+        };
+        Ok(ConsistencyResponse {
+            round: self.config.round,
+            sender: self.id,
+            attestation,
+        })
+    }
+
+    /// Counts the distinct members of `survivors` whose signature over them verifies, up to
+    /// the threshold.
+    fn valid_signatures(&self, msg: &UnmaskRequest) -> Result<usize, SecAggError> {
+        let verifier = &self.identity()?.verifier;
+        let message =
+            auth::survivors_message(&self.config.context, self.config.round, &msg.survivors);
+        let mut valid = BTreeSet::new();
+        for s in &msg.signatures {
+            if valid.len() >= self.config.threshold {
+                break;
+            }
+            if valid.contains(&s.site) || msg.survivors.binary_search(&s.site).is_err() {
+                continue;
+            }
+            let a = &s.attestation;
+            if verifier
+                .verify(s.site, &a.credential, &message, &a.signature)
+                .is_ok()
+            {
+                valid.insert(s.site);
+            }
+        }
+        Ok(valid.len())
+    }
+
+    /// Round 3: given the sites whose masked input arrived, reveals the self-mask seed shares
+    /// of those (and of itself) and the mask-key shares of neighbours that dropped, so never
+    /// the mask-key share of a survivor. Under active security the list must be the one this
+    /// site signed and carry at least `t` valid signatures of distinct survivors over it, or
+    /// the site aborts. Answers once; every later request is refused.
+    pub fn unmask(&mut self, msg: &UnmaskRequest) -> Result<UnmaskResponse, SecAggError> {
+        self.check_header(Phase::Unmasking, msg.round, msg.recipient)?;
+        if let State::Checked { survivors, .. } = &self.state {
+            if *survivors != msg.survivors {
+                return Err(self.abort(AbortReason::InconsistentSurvivors));
+            }
+            let valid = self.valid_signatures(msg)?;
+            if valid < self.config.threshold {
+                let required = self.config.threshold;
+                return Err(self.abort(AbortReason::TooFewSignatures { valid, required }));
+            }
+        }
+        let (State::Masked {
+            held,
+            own_seed_share,
+        }
+        | State::Checked {
+            held,
+            own_seed_share,
+            ..
+        }) = &self.state
+        else {
+            return Err(self.malformed("internal: no masked state"));
+        };
+        self.check_survivors(&msg.survivors, held)?;
+        let survivors: BTreeSet<SiteId> = msg.survivors.iter().copied().collect();
         let mut seed_shares = vec![RevealedShare {
             owner: self.id,
             values: *own_seed_share,

@@ -15,6 +15,8 @@ pub enum Phase {
     ShareKeys,
     /// Round 2: sites send their masked, encoded update.
     MaskedInput,
+    /// Active security only: survivors sign the list of sites whose masked input arrived.
+    ConsistencyCheck,
     /// Round 3: survivors reveal the shares that remove the masks.
     Unmasking,
     /// The round finished (site: shares revealed; coordinator: sum released).
@@ -29,6 +31,7 @@ impl fmt::Display for Phase {
             Phase::AdvertiseKeys => "AdvertiseKeys",
             Phase::ShareKeys => "ShareKeys",
             Phase::MaskedInput => "MaskedInput",
+            Phase::ConsistencyCheck => "ConsistencyCheck",
             Phase::Unmasking => "Unmasking",
             Phase::Done => "Done",
             Phase::Aborted => "Aborted",
@@ -38,7 +41,7 @@ impl fmt::Display for Phase {
 }
 
 /// Which of a site's two secrets a Shamir share belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ShareKind {
     /// A share of the self-mask seed `b_u` (revealed for sites that sent a masked input).
     SelfMaskSeed,
@@ -89,6 +92,30 @@ pub enum AbortReason {
         site: SiteId,
         /// Which secret.
         kind: ShareKind,
+    },
+    /// A peer's signed message does not verify (active security): a substituted key, a
+    /// credential the federation did not issue to that site, or a message of another round.
+    #[error("the signature of site {site} over its {what} does not verify: {reason}")]
+    BadSignature {
+        /// The claimed signer.
+        site: SiteId,
+        /// What was signed (`public keys`, `survivor list`).
+        what: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The unmasking request names other survivors than the list this site signed.
+    #[error("the unmasking request names other survivors than the list this site signed")]
+    InconsistentSurvivors,
+    /// Too few members of U3 vouched for this site's view of the survivors.
+    #[error(
+        "only {valid} valid signatures over this site's survivor list, at least {required} are required"
+    )]
+    TooFewSignatures {
+        /// Valid signatures from distinct survivors.
+        valid: usize,
+        /// The threshold.
+        required: usize,
     },
     /// The reconstructed mask key does not match the public key the site advertised.
     #[error("the reconstructed mask key of site {site} does not match its advertised public key")]
@@ -226,4 +253,7 @@ pub enum SecAggError {
     /// Shamir secret sharing failed.
     #[error("secret sharing: {0}")]
     Shamir(#[from] ShamirError),
+    /// This site's identity could not sign (active security).
+    #[error("identity: {0}")]
+    Auth(#[from] super::auth::AuthError),
 }

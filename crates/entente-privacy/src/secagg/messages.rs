@@ -16,6 +16,27 @@ pub struct SitePublicKeys {
     pub c_pk: [u8; 32],
     /// Public key for pairwise masks (`s_pk`).
     pub s_pk: [u8; 32],
+    /// Under active security: the site's signature over both keys
+    /// ([`keys_message`](super::auth::keys_message)), with its credential. `None` otherwise.
+    pub signature: Option<Attestation>,
+}
+
+/// A site's signature with the credential that verifies it (under active security).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attestation {
+    /// The signer's credential (in deployments: its site certificate, DER).
+    pub credential: Vec<u8>,
+    /// The signature.
+    pub signature: Vec<u8>,
+}
+
+/// One site's signature over a survivor list, as the coordinator forwards it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SurvivorSignature {
+    /// The signer.
+    pub site: SiteId,
+    /// Its signature over [`survivors_message`](super::auth::survivors_message).
+    pub attestation: Attestation,
 }
 
 /// Round 0, site to coordinator: the site's public keys.
@@ -107,6 +128,40 @@ pub struct MaskedInput {
     pub vector: MaskedVector,
 }
 
+/// Consistency check (active security only), coordinator to one surviving site: who sent a
+/// masked input, for the site to sign.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyRequest {
+    /// Round id.
+    pub round: u64,
+    /// The site this message is for.
+    pub recipient: SiteId,
+    /// Sites whose masked input is in the sum (U3), sorted.
+    pub survivors: Vec<SiteId>,
+}
+
+/// Consistency check, site to coordinator: the site's signature over the survivor list it was
+/// sent. A site signs one list per round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsistencyResponse {
+    /// Round id.
+    pub round: u64,
+    /// Signing site.
+    pub sender: SiteId,
+    /// Its signature over [`survivors_message`](super::auth::survivors_message).
+    pub attestation: Attestation,
+}
+
+/// What the coordinator sends the survivors once the masked inputs are in: the unmasking
+/// requests (honest-but-curious), or first the consistency check (active security).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SurvivorRequests {
+    /// Active security: each survivor signs the list before anyone reveals a share.
+    Consistency(Vec<ConsistencyRequest>),
+    /// Honest-but-curious: each survivor reveals its shares.
+    Unmask(Vec<UnmaskRequest>),
+}
+
 /// Round 3, coordinator to one surviving site: who sent a masked input.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmaskRequest {
@@ -116,6 +171,9 @@ pub struct UnmaskRequest {
     pub recipient: SiteId,
     /// Sites whose masked input is in the sum (U3), sorted.
     pub survivors: Vec<SiteId>,
+    /// Under active security: the survivors' signatures over `survivors`, at least the
+    /// threshold of them valid (the site checks). Empty otherwise.
+    pub signatures: Vec<SurvivorSignature>,
 }
 
 /// One revealed Shamir share: the holder's share of `owner`'s secret.

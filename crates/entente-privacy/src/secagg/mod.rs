@@ -23,9 +23,19 @@
 //!    reveals `b` shares of those and `s_sk` shares of neighbours that dropped, never both for
 //!    one peer; the coordinator reconstructs, removes the masks and decodes the weighted mean.
 //!
+//! Under active security ([`Security::Active`], Bonawitz et al.'s active variant) every site
+//! signs its two public keys with its long-term identity ([`auth`]), and checks its peers'
+//! signatures before it uses their keys; and between phases 2 and 3 a **consistency check**
+//! runs: the coordinator sends each survivor the list U3, each signs it, and a site reveals
+//! shares only when the unmasking request carries at least `t` valid signatures from distinct
+//! members of U3 over exactly the list it signed. A coordinator that substitutes keys, replays
+//! messages of another round, or tells different sites different stories about who dropped
+//! out gets an abort, not a secret.
+//!
 //! The round aborts with an [`AbortReason`] whenever fewer than the required number of sites
 //! (or holders of a needed secret) remain, and then releases nothing.
 
+pub mod auth;
 pub mod client;
 pub mod encoding;
 pub mod error;
@@ -42,19 +52,33 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+pub use auth::{AuthError, Identity, InProcessPki, Signer, Verifier};
 pub use client::SecAggClient;
 pub use encoding::{EncodingSettings, Modulus, quantization_bound, quantization_bound_for_weight};
 pub use error::{AbortReason, Phase, SecAggError, ShamirError, ShareKind};
 pub use graph::{GraphSpec, Neighbourhoods};
 pub use messages::{
-    AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
-    RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
+    AdvertiseKeys, Attestation, ConsistencyRequest, ConsistencyResponse, EncryptedShares,
+    MaskedInput, MaskedVector, PeerKeys, RevealedShare, RoutedShares, ShareKeys, SitePublicKeys,
+    SurvivorRequests, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 pub use prg::{MaskPrg, UnknownPrg};
 pub use server::{Aggregate, SecAggServer};
 
 /// Identifier of a site within a round. The Shamir evaluation point of site `u` is `u + 1`.
 pub type SiteId = u32;
+
+/// What the protocol defends against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Security {
+    /// A coordinator that follows the protocol but tries to learn from what it sees
+    /// (Bonawitz et al.'s honest-but-curious variant: no signatures, no consistency check).
+    #[default]
+    HonestButCurious,
+    /// A coordinator that may deviate: signed keys and the consistency check (the active
+    /// variant). Every site needs an [`Identity`].
+    Active,
+}
 
 /// The settings of one round, identical at every site and the coordinator (they come from the
 /// signed manifest and the round's selection).
@@ -80,6 +104,13 @@ pub struct SecAggConfig {
     /// coordinator, or the masks would not cancel).
     #[serde(default)]
     pub prg: MaskPrg,
+    /// Honest-but-curious or active security.
+    #[serde(default)]
+    pub security: Security,
+    /// The federation and run this round belongs to (see [`auth::context_of`]): bound into
+    /// every signature, so none verifies in another federation or run.
+    #[serde(default)]
+    pub context: [u8; 32],
 }
 
 impl SecAggConfig {
@@ -102,7 +133,16 @@ impl SecAggConfig {
             dimension,
             encoding,
             prg: MaskPrg::default(),
+            security: Security::default(),
+            context: [0; 32],
         }
+    }
+
+    /// The same settings under active security, with signatures bound to `context`.
+    pub fn with_active_security(mut self, context: [u8; 32]) -> Self {
+        self.security = Security::Active;
+        self.context = context;
+        self
     }
 
     /// The same settings with masks expanded by `prg`.

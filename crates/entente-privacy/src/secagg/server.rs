@@ -5,17 +5,19 @@ use std::collections::{BTreeMap, BTreeSet};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::auth::{MAX_CREDENTIAL_BYTES, MAX_SIGNATURE_BYTES};
 use super::encoding::{Modulus, Word, decode};
 use super::error::{AbortReason, Phase, SecAggError, ShareKind};
 use super::graph::Neighbourhoods;
 use super::keys::{self, KeyPair, SEALED_LEN};
 use super::messages::{
-    AdvertiseKeys, EncryptedShares, MaskedInput, MaskedVector, PeerKeys, RevealedShare,
-    RoutedShares, ShareKeys, SitePublicKeys, UnmaskRequest, UnmaskResponse,
+    AdvertiseKeys, Attestation, ConsistencyRequest, ConsistencyResponse, EncryptedShares,
+    MaskedInput, MaskedVector, PeerKeys, RevealedShare, RoutedShares, ShareKeys, SitePublicKeys,
+    SurvivorRequests, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use super::prg::{CHUNK_BYTES, MaskKey, MaskPrg, Sign, apply_masks};
 use super::shamir::{self, P, Share};
-use super::{SecAggConfig, SiteId};
+use super::{SecAggConfig, Security, SiteId};
 
 /// The result of a completed round: the weighted FedAvg of the sites whose masked input
 /// arrived, and nothing about any one of them.
@@ -40,6 +42,9 @@ pub struct Aggregate {
 /// For each phase, feed every arriving message to `receive_*`, then call `close_*` when all
 /// expected sites answered or the deadline passed ([`awaiting`](Self::awaiting) lists who is
 /// missing); `close_*` returns the messages to send on. [`finish`](Self::finish) unmasks.
+/// Under [`Security::Active`] the coordinator only relays signatures (the sites check them),
+/// and the consistency check ([`receive_consistency`](Self::receive_consistency),
+/// [`close_consistency`](Self::close_consistency)) comes between masked inputs and unmasking.
 /// Any shortfall below the threshold aborts the round for good and releases nothing.
 #[derive(Clone)]
 pub struct SecAggServer {
@@ -53,7 +58,17 @@ pub struct SecAggServer {
     u2: BTreeSet<SiteId>,
     sum: Option<MaskedVector>,
     u3: BTreeSet<SiteId>,
+    signatures: BTreeMap<SiteId, Attestation>,
+    u4: BTreeSet<SiteId>,
     responses: BTreeMap<SiteId, UnmaskResponse>,
+}
+
+/// Whether an attestation's fields are within the sizes a site may send.
+fn bounded(a: &Attestation) -> bool {
+    !a.credential.is_empty()
+        && a.credential.len() <= MAX_CREDENTIAL_BYTES
+        && !a.signature.is_empty()
+        && a.signature.len() <= MAX_SIGNATURE_BYTES
 }
 
 /// `acc += v` modulo 2^BITS, in parallel chunks (exact, so independent of the thread count).
@@ -90,6 +105,8 @@ impl SecAggServer {
             u2: BTreeSet::new(),
             sum: None,
             u3: BTreeSet::new(),
+            signatures: BTreeMap::new(),
+            u4: BTreeSet::new(),
             responses: BTreeMap::new(),
         })
     }
@@ -124,8 +141,14 @@ impl SecAggServer {
                 .filter(|s| !self.pending.contains_key(s))
                 .collect(),
             Phase::MaskedInput => self.u2.difference(&self.u3).copied().collect(),
-            Phase::Unmasking => self
+            Phase::ConsistencyCheck => self
                 .u3
+                .iter()
+                .copied()
+                .filter(|s| !self.signatures.contains_key(s))
+                .collect(),
+            Phase::Unmasking => self
+                .u4
                 .iter()
                 .copied()
                 .filter(|s| !self.responses.contains_key(s))
@@ -158,6 +181,7 @@ impl SecAggServer {
         self.abort = Some(reason.clone());
         self.sum = None;
         self.pending.clear();
+        self.signatures.clear();
         self.responses.clear();
         SecAggError::Aborted(reason)
     }
@@ -241,6 +265,16 @@ impl SecAggServer {
             return Err(SecAggError::Malformed {
                 sender,
                 reason: "public keys must be distinct from each other and from every site's".into(),
+            });
+        }
+        let active = self.config.security == Security::Active;
+        if active && !k.signature.as_ref().is_some_and(bounded) {
+            return Err(SecAggError::Malformed {
+                sender,
+                reason: format!(
+                    "under active security the keys must be signed (credential of 1 to \
+                     {MAX_CREDENTIAL_BYTES} bytes, signature of 1 to {MAX_SIGNATURE_BYTES})"
+                ),
             });
         }
         self.keys.insert(sender, k.clone());
@@ -388,8 +422,9 @@ impl SecAggServer {
         Ok(())
     }
 
-    /// Ends round 2: fixes U3 and returns the unmasking request for each site in it.
-    pub fn close_masked(&mut self) -> Result<Vec<UnmaskRequest>, SecAggError> {
+    /// Ends round 2: fixes U3 and returns, for each site in it, the consistency check (active
+    /// security) or the unmasking request (honest-but-curious).
+    pub fn close_masked(&mut self) -> Result<SurvivorRequests, SecAggError> {
         self.check(Phase::MaskedInput, None)?;
         self.require_sites(Phase::MaskedInput, self.u3.len())?;
         let u2: Vec<SiteId> = self.u2.iter().copied().collect();
@@ -411,16 +446,75 @@ impl SecAggServer {
             }
         }
         let survivors: Vec<SiteId> = self.u3.iter().copied().collect();
+        if self.config.security == Security::Active {
+            self.phase = Phase::ConsistencyCheck;
+            return Ok(SurvivorRequests::Consistency(
+                self.u3
+                    .iter()
+                    .map(|&v| ConsistencyRequest {
+                        round: self.config.round,
+                        recipient: v,
+                        survivors: survivors.clone(),
+                    })
+                    .collect(),
+            ));
+        }
+        self.u4 = self.u3.clone();
         self.phase = Phase::Unmasking;
-        Ok(self
-            .u3
+        Ok(SurvivorRequests::Unmask(
+            self.unmask_requests(survivors, Vec::new()),
+        ))
+    }
+
+    fn unmask_requests(
+        &self,
+        survivors: Vec<SiteId>,
+        signatures: Vec<SurvivorSignature>,
+    ) -> Vec<UnmaskRequest> {
+        self.u4
             .iter()
             .map(|&v| UnmaskRequest {
                 round: self.config.round,
                 recipient: v,
                 survivors: survivors.clone(),
+                signatures: signatures.clone(),
             })
-            .collect())
+            .collect()
+    }
+
+    /// Consistency check: accepts a survivor's signature over U3 (the sites check it; the
+    /// coordinator only bounds its size).
+    pub fn receive_consistency(&mut self, msg: &ConsistencyResponse) -> Result<(), SecAggError> {
+        self.check(Phase::ConsistencyCheck, Some(msg.round))?;
+        let sender = msg.sender;
+        Self::sender_in(
+            &self.u3,
+            self.signatures.contains_key(&sender),
+            sender,
+            Phase::ConsistencyCheck,
+        )?;
+        if !bounded(&msg.attestation) {
+            return Err(SecAggError::Malformed {
+                sender,
+                reason: "the survivor-list signature or its credential is empty or too long".into(),
+            });
+        }
+        self.signatures.insert(sender, msg.attestation.clone());
+        Ok(())
+    }
+
+    /// Ends the consistency check: the sites that signed (U4) get the unmasking request with
+    /// every signature. Aborts if fewer than `min_survivors` signed.
+    pub fn close_consistency(&mut self) -> Result<Vec<UnmaskRequest>, SecAggError> {
+        self.check(Phase::ConsistencyCheck, None)?;
+        self.require_sites(Phase::ConsistencyCheck, self.signatures.len())?;
+        self.u4 = self.signatures.keys().copied().collect();
+        let signatures = std::mem::take(&mut self.signatures)
+            .into_iter()
+            .map(|(site, attestation)| SurvivorSignature { site, attestation })
+            .collect();
+        self.phase = Phase::Unmasking;
+        Ok(self.unmask_requests(self.u3.iter().copied().collect(), signatures))
     }
 
     /// Round 3: accepts a survivor's revealed shares after checking it revealed exactly what it
@@ -430,7 +524,7 @@ impl SecAggServer {
         self.check(Phase::Unmasking, Some(msg.round))?;
         let sender = msg.sender;
         Self::sender_in(
-            &self.u3,
+            &self.u4,
             self.responses.contains_key(&sender),
             sender,
             Phase::Unmasking,

@@ -4,10 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use super::auth::InProcessPki;
 use super::client::SecAggClient;
 use super::error::SecAggError;
+use super::messages::SurvivorRequests;
 use super::server::{Aggregate, SecAggServer};
-use super::{SecAggConfig, SiteId};
+use super::{SecAggConfig, Security, SiteId};
 
 /// The point after which a site stops answering.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -42,19 +44,22 @@ fn alive(input: &SiteInput, before: DropPoint) -> bool {
 }
 
 /// Runs a complete round over in-process sites: every message goes from the sites to the
-/// coordinator and back. Returns the coordinator's aggregate or the first error (a site's or
-/// the coordinator's).
+/// coordinator and back. Under active security the sites' identities come from an
+/// [`InProcessPki`] seeded with the round's context. Returns the coordinator's aggregate or
+/// the first error (a site's or the coordinator's).
 pub fn run_round(config: &SecAggConfig, inputs: &[SiteInput]) -> Result<Aggregate, SecAggError> {
     let mut server = SecAggServer::new(config.clone())?;
+    let pki = match config.security {
+        Security::Active => Some(InProcessPki::new(&config.context, &config.sites)?),
+        Security::HonestButCurious => None,
+    };
     let mut clients = BTreeMap::new();
     for input in inputs {
-        clients.insert(
-            input.id,
-            (
-                SecAggClient::new(config.clone(), input.id, input.rng_seed)?,
-                input,
-            ),
-        );
+        let mut client = SecAggClient::new(config.clone(), input.id, input.rng_seed)?;
+        if let Some(identity) = pki.as_ref().and_then(|p| p.identity(input.id)) {
+            client = client.with_identity(identity);
+        }
+        clients.insert(input.id, (client, input));
     }
     for (client, input) in clients.values_mut() {
         if alive(input, DropPoint::BeforeAdvertise) {
@@ -75,7 +80,20 @@ pub fn run_round(config: &SecAggConfig, inputs: &[SiteInput]) -> Result<Aggregat
             server.receive_masked(&client.masked_input(&msg, &input.update, input.weight)?)?;
         }
     }
-    for msg in server.close_masked()? {
+    let requests = match server.close_masked()? {
+        SurvivorRequests::Unmask(requests) => requests,
+        SurvivorRequests::Consistency(checks) => {
+            for msg in checks {
+                if let Some((client, input)) = clients.get_mut(&msg.recipient)
+                    && alive(input, DropPoint::BeforeUnmasking)
+                {
+                    server.receive_consistency(&client.consistency(&msg)?)?;
+                }
+            }
+            server.close_consistency()?
+        }
+    };
+    for msg in requests {
         if let Some((client, input)) = clients.get_mut(&msg.recipient)
             && alive(input, DropPoint::BeforeUnmasking)
         {

@@ -9,6 +9,7 @@ use entente_core::engine::{
 use entente_core::metrics::EvalMetrics;
 use entente_core::params::ParamSet;
 use entente_core::update::{SiteUpdate, UpdatePolicy};
+use entente_privacy::secagg::{InProcessPki, Security};
 use entente_privacy::secure_round::{SecAggSettings, SecureSite};
 
 /// Passes messages to a secure site but stops answering from phase `drop_at` on.
@@ -56,17 +57,23 @@ pub fn secure_sites(
     drops: &[(usize, usize)],
     deterministic: bool,
 ) -> Vec<Arc<dyn Site>> {
+    let ids: Vec<u32> = (0..plain.len() as u32).collect();
+    let pki = InProcessPki::new(&settings.context, &ids).unwrap();
     plain
         .into_iter()
         .enumerate()
         .map(|(i, site)| {
-            let secure: Arc<dyn Site> = Arc::new(SecureSite::new(
+            let mut secure = SecureSite::new(
                 site,
                 i as u32,
                 UpdatePolicy::default(),
                 settings.clone(),
                 deterministic,
-            ));
+            );
+            if settings.security == Security::Active {
+                secure = secure.with_identity(pki.identity(i as u32).unwrap());
+            }
+            let secure: Arc<dyn Site> = Arc::new(secure);
             match drops.iter().find(|(s, _)| *s == i) {
                 Some(&(_, drop_at)) => Arc::new(Dropping {
                     inner: secure,

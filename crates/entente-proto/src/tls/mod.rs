@@ -19,6 +19,7 @@ mod issue;
 mod peer;
 mod revocation;
 mod revoke;
+pub mod secagg_identity;
 pub mod signatures;
 mod verifiers;
 

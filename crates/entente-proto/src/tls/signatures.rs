@@ -561,7 +561,7 @@ fn verify_chain(ca_pem: &Path, chain: &[CertificateDer<'static>]) -> Result<Stri
 }
 
 /// Verifies an ECDSA P-256 SHA-256 signature with the public key of certificate `leaf`.
-fn verify_signature(
+pub(super) fn verify_signature(
     leaf: &CertificateDer<'_>,
     message: &[u8],
     signature: &[u8],

@@ -1,7 +1,7 @@
 //! Hostile and broken messages: tampering, wrong rounds, replays, share-kind violations,
 //! missing shares. Each must be rejected with a typed error and change nothing.
 
-use super::{config, inputs, max_abs_diff, plaintext_mean};
+use super::{config, inputs, max_abs_diff, plaintext_mean, unmask_requests};
 use crate::secagg::messages::RevealedShare;
 use crate::secagg::sim::SiteInput;
 use crate::secagg::{
@@ -72,7 +72,7 @@ impl Round {
                 self.server.receive_masked(&m).unwrap();
             }
         }
-        self.server.close_masked().unwrap()
+        unmask_requests(self.server.close_masked().unwrap())
     }
 
     fn check_result(&mut self) {
@@ -119,7 +119,7 @@ fn tampered_ciphertext_is_rejected_and_changes_nothing() {
     for m in r.masked(&routed) {
         r.server.receive_masked(&m).unwrap();
     }
-    for m in r.server.close_masked().unwrap() {
+    for m in unmask_requests(r.server.close_masked().unwrap()) {
         let resp = r.clients[m.recipient as usize].unmask(&m).unwrap();
         r.server.receive_unmask(&resp).unwrap();
     }
@@ -216,7 +216,7 @@ fn replayed_messages_are_rejected_and_not_counted_twice() {
             phase: Phase::MaskedInput
         }
     );
-    let reqs = r.server.close_masked().unwrap();
+    let reqs = unmask_requests(r.server.close_masked().unwrap());
     let resps: Vec<_> = reqs
         .iter()
         .map(|m| r.clients[m.recipient as usize].unmask(m).unwrap())
@@ -389,7 +389,7 @@ fn malformed_and_misaddressed_messages_are_rejected() {
     for m in &masked {
         r.server.receive_masked(m).unwrap();
     }
-    let reqs = r.server.close_masked().unwrap();
+    let reqs = unmask_requests(r.server.close_masked().unwrap());
     // A request for another site.
     assert_eq!(
         r.clients[1].unmask(&reqs[2]).unwrap_err(),

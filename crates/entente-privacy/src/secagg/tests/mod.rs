@@ -1,5 +1,6 @@
 //! Tests of the secure aggregation protocol (deterministic: every random choice is seeded).
 
+mod active;
 mod adversarial;
 mod e2e;
 mod kat;
@@ -10,7 +11,17 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::sim::{DropPoint, SiteInput};
-use super::{EncodingSettings, GraphSpec, Modulus, SecAggConfig, SiteId};
+use super::{
+    EncodingSettings, GraphSpec, Modulus, SecAggConfig, SiteId, SurvivorRequests, UnmaskRequest,
+};
+
+/// The unmasking requests of an honest-but-curious round.
+pub(super) fn unmask_requests(requests: SurvivorRequests) -> Vec<UnmaskRequest> {
+    match requests {
+        SurvivorRequests::Unmask(requests) => requests,
+        SurvivorRequests::Consistency(_) => panic!("expected unmasking requests"),
+    }
+}
 
 /// Encoding used by most tests: clip 1, weights up to 1000, scale 2^17 (safe for 16 sites).
 pub(super) fn settings() -> EncodingSettings {
