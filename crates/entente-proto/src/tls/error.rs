@@ -13,21 +13,21 @@ use thiserror::Error;
 #[non_exhaustive]
 pub enum TlsError {
     /// A file could not be read.
-    #[error("cannot read {}: {source}; check that the file exists and is readable", path.display())]
+    #[error("cannot read {}: {error}; check that the file exists and is readable", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the operating system said.
-        source: io::Error,
+        /// What the operating system said (in the message, so not repeated as a cause).
+        error: io::Error,
     },
 
     /// A file or its folder could not be written.
-    #[error("cannot write {}: {source}; check that its folder exists or can be created and is writable", path.display())]
+    #[error("cannot write {}: {error}; check that its folder exists or can be created and is writable", path.display())]
     Write {
         /// The file or folder.
         path: PathBuf,
-        /// What the operating system said.
-        source: io::Error,
+        /// What the operating system said (in the message, so not repeated as a cause).
+        error: io::Error,
     },
 
     /// The federation CA, needed to issue a certificate, is not in the key folder.

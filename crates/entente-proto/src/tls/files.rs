@@ -43,9 +43,9 @@ pub fn read_pem(path: &Path) -> Result<Vec<u8>, TlsError> {
 
 /// Reads a whole file, naming it in the error.
 pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read {
+    fs::read(path).map_err(|error| TlsError::Read {
         path: path.to_owned(),
-        source,
+        error,
     })
 }
 
@@ -151,7 +151,7 @@ pub(crate) fn write(
 ) -> Result<(), TlsError> {
     let write_error = |path: &Path| {
         let path = path.to_owned();
-        move |source| TlsError::Write { path, source }
+        move |error| TlsError::Write { path, error }
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_dirs(parent).map_err(write_error(parent))?;

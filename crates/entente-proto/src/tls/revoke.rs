@@ -101,9 +101,9 @@ pub fn revoke(dir: &KeyDir, whom: &Revokee) -> Result<Revoked, TlsError> {
 /// Holds `revoked.crl.lock` in `dir` exclusively until dropped (waiting for another holder).
 fn lock_list(dir: &KeyDir) -> Result<std::fs::File, TlsError> {
     let path = dir.root.join("revoked.crl.lock");
-    let write_error = |source| TlsError::Write {
+    let write_error = |error| TlsError::Write {
         path: path.clone(),
-        source,
+        error,
     };
     let file = std::fs::OpenOptions::new()
         .create(true)

@@ -268,7 +268,10 @@ impl SignatureFile {
             files::Existing::Replace,
         )
         .map_err(|e| match e {
-            TlsError::Write { path, source } => SignatureError::Write { path, source },
+            TlsError::Write { path, error } => SignatureError::Write {
+                path,
+                source: error,
+            },
             other => SignatureError::Tls(other),
         })
     }
