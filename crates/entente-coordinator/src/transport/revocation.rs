@@ -51,14 +51,14 @@ impl RevocationGuard {
     /// Why a call of `site` with the certificate `cert_der` is refused, if its certificate is
     /// revoked; otherwise remembers the certificate as the site's.
     pub(crate) fn refusal(&self, site: &str, cert_der: &[u8]) -> Option<String> {
-        if let Some(serial) = self.revocations.revoked_serial(cert_der) {
+        // The certificate is parsed once per call; one the TLS verifier let in always parses.
+        let serial = serial_of(cert_der).ok()?;
+        if self.revocations.current().revokes(&serial) {
             return Some(self.revoked_reason(site, &serial));
         }
-        if let Ok(serial) = serial_of(cert_der) {
-            let mut serials = self.serials();
-            if serials.get(site) != Some(&serial) {
-                serials.insert(site.to_string(), serial);
-            }
+        let mut serials = self.serials();
+        if serials.get(site) != Some(&serial) {
+            serials.insert(site.to_string(), serial);
         }
         None
     }

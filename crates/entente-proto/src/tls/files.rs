@@ -78,6 +78,16 @@ pub(crate) fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Tl
     Ok(certs)
 }
 
+/// The first certificate of a PEM file, as DER.
+pub(crate) fn first_cert(path: &Path) -> Result<Vec<u8>, TlsError> {
+    // `load_certs` never returns an empty list.
+    Ok(load_certs(path)?
+        .into_iter()
+        .next()
+        .map(|c| c.as_ref().to_vec())
+        .unwrap_or_default())
+}
+
 /// Reads the CA certificates of a PEM file, refusing any certificate that is not a CA.
 ///
 /// This catches the easy mistake of passing a site's `sites/NAME.pem` (which ends with the CA

@@ -200,11 +200,7 @@ impl Revocations {
     /// The list in `path` (no file yet: nothing is revoked until one appears), checked against
     /// the CA in `ca_pem`. `path: None` means revocation is not used.
     pub fn load(ca_pem: &Path, path: Option<&Path>) -> Result<Self, TlsError> {
-        let ca_der = files::load_certs(ca_pem)?
-            .into_iter()
-            .next()
-            .map(|c| c.as_ref().to_vec())
-            .unwrap_or_default();
+        let ca_der = files::first_cert(ca_pem)?;
         let revocations = Self {
             path: path.map(Path::to_owned),
             ca_der,

@@ -67,11 +67,7 @@ pub fn revoke(dir: &KeyDir, whom: &Revokee) -> Result<Revoked, TlsError> {
     // One revocation at a time: two at once would each add their serial to the same list and
     // the last write would drop the other's.
     let _lock = lock_list(dir)?;
-    let ca_der = files::load_certs(&dir.ca_cert())?
-        .into_iter()
-        .next()
-        .map(|c| c.as_ref().to_vec())
-        .unwrap_or_default();
+    let ca_der = files::first_cert(&dir.ca_cert())?;
     let list_path = dir.revocation_list();
     let current = RevocationList::read(&list_path, &ca_der)?.unwrap_or_default();
     if current.revokes(&serial) {
